@@ -1,0 +1,180 @@
+//! The running sidecar: binds the traffic and admin ports, probes the upstream for readiness,
+//! and drains in order on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Readiness};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::proxy::Proxy;
+use crate::server::{self, Traffic};
+
+const BLOCK_UPSTREAM: &str = "upstream";
+const BLOCK_SHUTDOWN: &str = "shutting_down";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no upstream configured: set upstream.url or pass --upstream")]
+    NoUpstream,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started sentinel. Dropping it does not stop it; call `shutdown`.
+pub struct Sentinel {
+    traffic_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    stop: CancellationToken,
+    done: JoinHandle<bool>,
+}
+
+impl Sentinel {
+    /// Binds both ports and starts serving. Ports may be 0; the bound addresses are reported.
+    pub async fn start(config: Config) -> Result<Sentinel, StartError> {
+        let upstream = config.upstream.url.clone().ok_or(StartError::NoUpstream)?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let traffic_listener = bind(config.listen).await?;
+        let admin_listener = bind(config.admin_listen).await?;
+        let traffic_addr = traffic_listener
+            .local_addr()
+            .expect("bound socket has an address");
+        let admin_addr = admin_listener
+            .local_addr()
+            .expect("bound socket has an address");
+
+        let metrics = Arc::new(Metrics::new());
+        let readiness = Arc::new(Readiness::new(metrics.clone(), &[BLOCK_UPSTREAM]));
+        let stop = CancellationToken::new();
+        let sse_close = CancellationToken::new();
+        let proxy = Proxy::new(
+            upstream.clone(),
+            &config.upstream,
+            metrics.clone(),
+            sse_close.clone(),
+        );
+        let pipeline = Pipeline::new(&config, metrics.clone());
+        let traffic = Arc::new(Traffic::new(
+            pipeline,
+            proxy,
+            metrics.clone(),
+            config.mcp_path.clone(),
+        ));
+
+        let admin_stop = CancellationToken::new();
+        let admin_task = tokio::spawn(admin::serve(
+            admin_listener,
+            readiness.clone(),
+            metrics.clone(),
+            admin_stop.clone(),
+        ));
+        tokio::spawn(probe_upstream(
+            traffic.clone(),
+            readiness.clone(),
+            stop.clone(),
+        ));
+
+        let serve = tokio::spawn(server::serve(traffic_listener, traffic, stop.clone()));
+        let shutdown = config.shutdown.clone();
+        let done = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                stop.cancelled().await;
+                let graceful = match serve.await {
+                    Ok(g) => g,
+                    Err(_) => GracefulShutdown::new(),
+                };
+                // In-flight requests finish; SSE streams get their grace, then are closed.
+                let sse_timer = tokio::spawn(async move {
+                    tokio::time::sleep(shutdown.sse_grace).await;
+                    sse_close.cancel();
+                });
+                let drained = tokio::time::timeout(shutdown.deadline, graceful.shutdown())
+                    .await
+                    .is_ok();
+                sse_timer.abort();
+                if !drained {
+                    tracing::warn!("shutdown deadline reached with connections still open");
+                }
+                admin_stop.cancel();
+                let _ = admin_task.await;
+                drained
+            }
+        });
+        tracing::info!(
+            traffic = %traffic_addr,
+            admin = %admin_addr,
+            upstream = %upstream,
+            "mcp-sentinel started"
+        );
+        Ok(Sentinel {
+            traffic_addr,
+            admin_addr,
+            metrics,
+            readiness,
+            stop,
+            done,
+        })
+    }
+
+    pub fn traffic_addr(&self) -> SocketAddr {
+        self.traffic_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Starts draining: readiness fails at once and no new connection is accepted.
+    pub fn begin_shutdown(&self) {
+        self.readiness.block(BLOCK_SHUTDOWN);
+        self.stop.cancel();
+    }
+
+    /// Drains and stops. True when every connection finished before the deadline.
+    pub async fn shutdown(self) -> bool {
+        self.begin_shutdown();
+        self.done.await.unwrap_or(false)
+    }
+}
+
+/// Keeps the `upstream` readiness blocker in step with whether the upstream answers.
+async fn probe_upstream(traffic: Arc<Traffic>, readiness: Arc<Readiness>, stop: CancellationToken) {
+    loop {
+        let ok = traffic.proxy.probe().await;
+        if ok {
+            readiness.clear(BLOCK_UPSTREAM);
+        } else {
+            readiness.block(BLOCK_UPSTREAM);
+        }
+        let pause = if ok {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(200)
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The sentinel's configuration: a YAML file (every key optional, unknown keys rejected),
+//! overridden by command-line flags and their environment variables.
+
+pub mod reader;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_yaml_ng::Value;
+
+pub use reader::{ConfigError, ConfigErrors};
+use reader::{Reader, parse};
+pub use upstream::UpstreamUrl;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:15080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:15090";
+pub const DEFAULT_MAX_BODY: usize = 4 << 20;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where this config came from (a file path, or `<defaults>`).
+    pub source: String,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// The MCP endpoint path served on the traffic port.
+    pub mcp_path: String,
+    pub upstream: UpstreamConfig,
+    pub limits: Limits,
+    pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Required to run; may come from `--upstream` instead of the file.
+    pub url: Option<UpstreamUrl>,
+    /// Longest wait for the upstream's response headers. Never applied to SSE streams.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection to the upstream is kept.
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShutdownConfig {
+    /// From SIGTERM to exit, at the most.
+    pub deadline: Duration,
+    /// How long open SSE streams may keep running after SIGTERM before they are closed.
+    pub sse_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `mcp_sentinel=debug`); `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            source: "<defaults>".into(),
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            admin_listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"),
+            mcp_path: "/mcp".into(),
+            upstream: UpstreamConfig {
+                url: None,
+                timeout: Duration::from_secs(60),
+                connect_timeout: Duration::from_secs(2),
+                pool_idle_timeout: Duration::from_secs(60),
+                pool_max_idle: 64,
+            },
+            limits: Limits {
+                max_body_bytes: DEFAULT_MAX_BODY,
+            },
+            shutdown: ShutdownConfig {
+                deadline: Duration::from_secs(25),
+                sse_grace: Duration::from_secs(5),
+            },
+            log: LogConfig {
+                level: "info".into(),
+                format: LogFormat::Json,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: name.clone(),
+                key: String::new(),
+                why: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::from_yaml(&text, &name)
+    }
+
+    /// Parses and validates a YAML document; `source` names it in errors.
+    pub fn from_yaml(text: &str, source: &str) -> Result<Self, ConfigErrors> {
+        let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: source.to_string(),
+                key: String::new(),
+                why: format!("not valid YAML: {e}"),
+            }])
+        })?;
+        let mut r = Reader::new(source);
+        let mut cfg = Config {
+            source: source.to_string(),
+            ..Config::default()
+        };
+        let mut top = r.section("", Some(&doc));
+        if let Some(v) = r.field(&mut top, "listen", parse::socket_addr) {
+            cfg.listen = v;
+        }
+        if let Some(v) = r.field(&mut top, "admin_listen", parse::socket_addr) {
+            cfg.admin_listen = v;
+        }
+        if let Some(v) = r.field(&mut top, "mcp_path", parse_mcp_path) {
+            cfg.mcp_path = v;
+        }
+
+        let mut up = r.child(&mut top, "upstream");
+        cfg.upstream.url = r.field(&mut up, "url", |v| {
+            UpstreamUrl::parse(&parse::string(v)?).map_err(|e| e.to_string())
+        });
+        if let Some(v) = r.field(&mut up, "timeout", positive_duration) {
+            cfg.upstream.timeout = v;
+        }
+        if let Some(v) = r.field(&mut up, "connect_timeout", positive_duration) {
+            cfg.upstream.connect_timeout = v;
+        }
+        if let Some(v) = r.field(&mut up, "pool_idle_timeout", parse::duration) {
+            cfg.upstream.pool_idle_timeout = v;
+        }
+        if let Some(v) = r.field(&mut up, "pool_max_idle", count) {
+            cfg.upstream.pool_max_idle = v;
+        }
+        r.close(up);
+
+        let mut limits = r.child(&mut top, "limits");
+        if let Some(v) = r.field(&mut limits, "max_body_bytes", parse::byte_size) {
+            cfg.limits.max_body_bytes = v;
+        }
+        r.close(limits);
+
+        let mut sd = r.child(&mut top, "shutdown");
+        if let Some(v) = r.field(&mut sd, "deadline", positive_duration) {
+            cfg.shutdown.deadline = v;
+        }
+        if let Some(v) = r.field(&mut sd, "sse_grace", parse::duration) {
+            cfg.shutdown.sse_grace = v;
+        }
+        r.close(sd);
+        if cfg.shutdown.sse_grace > cfg.shutdown.deadline {
+            r.error(
+                "shutdown.sse_grace",
+                "must not be longer than shutdown.deadline",
+            );
+        }
+
+        let mut log = r.child(&mut top, "log");
+        if let Some(v) = r.field(&mut log, "level", parse_log_level) {
+            cfg.log.level = v;
+        }
+        if let Some(v) = r.field(&mut log, "format", |v| match v.as_str() {
+            Some("json") => Ok(LogFormat::Json),
+            Some("text") => Ok(LogFormat::Text),
+            _ => Err("must be json or text".to_string()),
+        }) {
+            cfg.log.format = v;
+        }
+        r.close(log);
+
+        r.close(top);
+        r.finish().map(|()| cfg)
+    }
+
+    /// One line per setting, for `check` and the startup log. Holds no secrets.
+    pub fn summary(&self) -> Vec<String> {
+        let upstream = self
+            .upstream
+            .url
+            .as_ref()
+            .map_or("(not set: pass --upstream)".to_string(), |u| u.to_string());
+        vec![
+            format!("source: {}", self.source),
+            format!("listen: {} (MCP path {})", self.listen, self.mcp_path),
+            format!("admin_listen: {}", self.admin_listen),
+            format!(
+                "upstream: {upstream} (timeout {:?}, connect timeout {:?})",
+                self.upstream.timeout, self.upstream.connect_timeout
+            ),
+            format!("limits.max_body_bytes: {}", self.limits.max_body_bytes),
+            format!(
+                "shutdown: deadline {:?}, SSE grace {:?}",
+                self.shutdown.deadline, self.shutdown.sse_grace
+            ),
+        ]
+    }
+}
+
+fn positive_duration(v: &Value) -> Result<Duration, String> {
+    let d = parse::duration(v)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn count(v: &Value) -> Result<usize, String> {
+    v.as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| "must be a whole number".to_string())
+}
+
+fn parse_mcp_path(v: &Value) -> Result<String, String> {
+    let p = parse::string(v)?;
+    let valid = p.starts_with('/')
+        && !p.contains(['?', '#', ' '])
+        && p.parse::<http::uri::PathAndQuery>().is_ok();
+    if !valid {
+        return Err(format!("{p:?} is not an absolute path such as /mcp"));
+    }
+    if p.starts_with("/.well-known/") {
+        return Err("must not be under /.well-known/".into());
+    }
+    Ok(p)
+}
+
+fn parse_log_level(v: &Value) -> Result<String, String> {
+    let s = parse::string(v)?;
+    tracing_subscriber::EnvFilter::try_new(&s)
+        .map_err(|e| format!("{s:?} is not a log filter: {e}"))?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_gives_defaults() {
+        let c = Config::from_yaml("", "t.yaml").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.limits.max_body_bytes, 4 << 20);
+        assert!(c.upstream.url.is_none());
+    }
+
+    #[test]
+    fn every_error_is_listed_with_its_key() {
+        let text = "listen: nowhere\nbogus: 1\nupstream:\n  url: ftp://x\n  timeout: 0s\n  extra: true\nlimits:\n  max_body_bytes: 4 parsecs\nlog: 3\n";
+        let errs = Config::from_yaml(text, "bad.yaml").unwrap_err().0;
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen",
+                "upstream.url",
+                "upstream.timeout",
+                "upstream.extra",
+                "limits.max_body_bytes",
+                "log",
+                "bogus"
+            ]
+        );
+        assert!(errs.iter().all(|e| e.file == "bad.yaml"));
+        assert_eq!(errs[3].why, "unknown key");
+    }
+
+    #[test]
+    fn sizes_durations_and_paths() {
+        let text = "mcp_path: /api/mcp\nupstream:\n  url: http://127.0.0.1:9000/mcp\n  timeout: 5s\nlimits:\n  max_body_bytes: 1MiB\n";
+        let c = Config::from_yaml(text, "t").unwrap();
+        assert_eq!(c.mcp_path, "/api/mcp");
+        assert_eq!(c.upstream.timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.max_body_bytes, 1 << 20);
+        assert!(Config::from_yaml("mcp_path: mcp\n", "t").is_err());
+        assert!(Config::from_yaml("mcp_path: /.well-known/x\n", "t").is_err());
+    }
+
+    #[test]
+    fn yaml_syntax_error_is_reported() {
+        let errs = Config::from_yaml("listen: [", "t.yaml").unwrap_err().0;
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].why.starts_with("not valid YAML"));
+    }
+}

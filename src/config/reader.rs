@@ -1,0 +1,266 @@
+//! A small YAML walker that checks a config document against the keys we know and collects
+//! every problem (file, key, why) instead of stopping at the first, so an operator sees them all.
+
+use std::fmt;
+
+use serde_yaml_ng::{Mapping, Value};
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub why: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.why)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.why)
+        }
+    }
+}
+
+/// Every problem found in a config file; never empty.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} error{} in config:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects errors while sections of a document are read.
+pub struct Reader {
+    file: String,
+    errors: Vec<ConfigError>,
+}
+
+/// A mapping being read: keys taken are remembered so the rest can be reported as unknown.
+pub struct Section<'v> {
+    path: String,
+    map: Option<&'v Mapping>,
+    taken: Vec<&'static str>,
+}
+
+impl Reader {
+    pub fn new(file: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn error(&mut self, key: impl Into<String>, why: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            key: key.into(),
+            why: why.into(),
+        });
+    }
+
+    pub fn finish(self) -> Result<(), ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+
+    /// Opens `value` as a mapping at `path`. A missing or null value is an empty section.
+    pub fn section<'v>(&mut self, path: &str, value: Option<&'v Value>) -> Section<'v> {
+        let map = match value {
+            None | Some(Value::Null) => None,
+            Some(Value::Mapping(m)) => Some(m),
+            Some(_) => {
+                self.error(path, "must be a mapping");
+                None
+            }
+        };
+        Section {
+            path: path.to_string(),
+            map,
+            taken: Vec::new(),
+        }
+    }
+
+    /// Reads `key` from `section`, converting it with `parse`; `None` when absent or invalid.
+    pub fn field<T>(
+        &mut self,
+        section: &mut Section<'_>,
+        key: &'static str,
+        parse: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Option<T> {
+        let value = section.take(key)?;
+        match parse(value) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                let path = section.key_path(key);
+                self.error(path, why);
+                None
+            }
+        }
+    }
+
+    /// Opens a nested mapping `key` of `section`.
+    pub fn child<'v>(&mut self, section: &mut Section<'v>, key: &'static str) -> Section<'v> {
+        let path = section.key_path(key);
+        let value = section.take(key);
+        self.section(&path, value)
+    }
+
+    /// Reports every key of `section` that was not taken.
+    pub fn close(&mut self, section: Section<'_>) {
+        let Some(map) = section.map else { return };
+        for key in map.keys() {
+            match key.as_str() {
+                Some(k) if section.taken.contains(&k) => {}
+                Some(k) => {
+                    let path = section.key_path(k);
+                    self.error(path, "unknown key");
+                }
+                None => self.error(section.path.clone(), "keys must be strings"),
+            }
+        }
+    }
+}
+
+impl<'v> Section<'v> {
+    fn take(&mut self, key: &'static str) -> Option<&'v Value> {
+        self.taken.push(key);
+        match self.map?.get(key) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v),
+        }
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+}
+
+/// Value converters shared by every section.
+pub mod parse {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use serde_yaml_ng::Value;
+
+    pub fn string(v: &Value) -> Result<String, String> {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| "must be a string".to_string())
+    }
+
+    pub fn boolean(v: &Value) -> Result<bool, String> {
+        v.as_bool()
+            .ok_or_else(|| "must be true or false".to_string())
+    }
+
+    pub fn socket_addr(v: &Value) -> Result<SocketAddr, String> {
+        let s = v
+            .as_str()
+            .ok_or("must be an address such as 0.0.0.0:15080")?;
+        s.parse()
+            .map_err(|_| format!("{s:?} is not an address such as 0.0.0.0:15080"))
+    }
+
+    /// A positive integer, or a string with a unit: `4MiB`, `512KiB`, `1GiB`, `100B`.
+    pub fn byte_size(v: &Value) -> Result<usize, String> {
+        let n = match v {
+            Value::Number(n) => n.as_u64().ok_or("must be a positive number of bytes")?,
+            Value::String(s) => parse_byte_size(s)?,
+            _ => return Err("must be a size such as 4MiB or 4194304".into()),
+        };
+        if n == 0 {
+            return Err("must be greater than zero".into());
+        }
+        usize::try_from(n).map_err(|_| "is too large".to_string())
+    }
+
+    pub fn parse_byte_size(s: &str) -> Result<u64, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let num: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size such as 4MiB"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} (use B, KiB, MiB, GiB)"
+                ));
+            }
+        };
+        num.checked_mul(mult)
+            .ok_or_else(|| "is too large".to_string())
+    }
+
+    /// A duration with a unit: `250ms`, `30s`, `5m`, `1h`. Zero is allowed (it means "off"
+    /// where a setting documents that).
+    pub fn duration(v: &Value) -> Result<Duration, String> {
+        let s = v
+            .as_str()
+            .ok_or("must be a duration such as 30s or 500ms")?;
+        parse_duration(s)
+    }
+
+    pub fn parse_duration(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let bad = || format!("{s:?} is not a duration such as 30s or 500ms");
+        let num: u64 = num.parse().map_err(|_| bad())?;
+        let d = match unit {
+            "ms" => Duration::from_millis(num),
+            "s" => Duration::from_secs(num),
+            "m" => Duration::from_secs(num.saturating_mul(60)),
+            "h" => Duration::from_secs(num.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse::{parse_byte_size, parse_duration};
+    use std::time::Duration;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_byte_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_byte_size("10"), Ok(10));
+        assert_eq!(parse_byte_size("2 KiB"), Ok(2048));
+        assert!(parse_byte_size("4 parsecs").is_err());
+        assert!(parse_byte_size("MiB").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! mcp-sentinel: a security gateway sidecar for MCP servers. The library holds everything; the
+//! `mcp-sentinel` binary parses arguments and calls in.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod mcp;
+pub mod metrics;
+pub mod pipeline;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;
+
+pub use app::{Sentinel, StartError};
+pub use config::Config;
+
+/// Exit code for an invalid config (EX_USAGE... sysexits' EX_USAGE is 64).
+pub const EXIT_CONFIG: i32 = 64;

@@ -1,0 +1,64 @@
+//! The MCP view of a request: protocol era, JSON-RPC envelope and the target each message names.
+//! Parsed once; the original bytes are what the proxy forwards.
+
+pub mod envelope;
+pub mod headers;
+pub mod method;
+
+pub use envelope::{Envelope, Kind, Message, ParseError, Target};
+pub use method::Method;
+
+/// The first revision of the modern (sessionless) era.
+pub const MODERN_VERSION: &str = "2026-07-28";
+/// What a request without a version header is taken to speak.
+pub const DEFAULT_LEGACY_VERSION: &str = "2025-03-26";
+/// The `_meta` key that carries the protocol version of a modern request.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// The two eras of the protocol served on one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    /// 2024-11-05 … 2025-11-25: `initialize`, sessions, GET streams.
+    Legacy,
+    /// 2026-07-28 and later: no sessions, per-request `_meta`, `Mcp-Method`/`Mcp-Name` headers.
+    Modern,
+}
+
+impl Era {
+    /// Revisions are dates, so they order as strings.
+    pub fn of_version(version: &str) -> Era {
+        if version >= MODERN_VERSION {
+            Era::Modern
+        } else {
+            Era::Legacy
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Era::Legacy => "legacy",
+            Era::Modern => "modern",
+        }
+    }
+}
+
+/// Legacy revisions that allow a JSON-RPC batch in a POST body.
+pub fn version_allows_batch(version: &str) -> bool {
+    version <= "2025-03-26"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eras_by_version() {
+        assert_eq!(Era::of_version("2024-11-05"), Era::Legacy);
+        assert_eq!(Era::of_version("2025-11-25"), Era::Legacy);
+        assert_eq!(Era::of_version("2026-07-28"), Era::Modern);
+        assert_eq!(Era::of_version("2027-01-01"), Era::Modern);
+        assert!(version_allows_batch("2025-03-26"));
+        assert!(version_allows_batch("2024-11-05"));
+        assert!(!version_allows_batch("2025-06-18"));
+    }
+}

@@ -1,0 +1,341 @@
+//! One Prometheus registry, owned by the app and handed to components. Every label comes from
+//! a closed set; hot-path handles are resolved once at start.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::mcp::Method;
+use crate::pipeline::Reason;
+
+const PREFIX: &str = "mcp_sentinel";
+
+/// Latency buckets from 50 µs to 30 s: a proxy hop is sub-millisecond, a tool call may be slow.
+const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0,
+];
+
+/// What a request was, for the `method` label: an MCP method, or an HTTP-level operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Mcp(Method),
+    /// A 2025-03-26 JSON-RPC batch.
+    Batch,
+    /// A legacy GET that opens a server→client stream.
+    StreamGet,
+    /// A legacy DELETE that ends a session.
+    SessionDelete,
+    /// A request refused before its method could be read.
+    Invalid,
+}
+
+const OP_COUNT: usize = Method::ALL.len() + 4;
+
+impl Op {
+    fn index(self) -> usize {
+        let n = Method::ALL.len();
+        match self {
+            Op::Mcp(m) => m.index(),
+            Op::Batch => n,
+            Op::StreamGet => n + 1,
+            Op::SessionDelete => n + 2,
+            Op::Invalid => n + 3,
+        }
+    }
+
+    fn all() -> impl Iterator<Item = Op> {
+        Method::ALL.iter().map(|m| Op::Mcp(*m)).chain([
+            Op::Batch,
+            Op::StreamGet,
+            Op::SessionDelete,
+            Op::Invalid,
+        ])
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Mcp(m) => m.as_str(),
+            Op::Batch => "batch",
+            Op::StreamGet => "stream_get",
+            Op::SessionDelete => "session_delete",
+            Op::Invalid => "invalid",
+        }
+    }
+}
+
+/// How a request ended, for the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered and the answer reached the client (any status).
+    Forwarded,
+    /// A check refused it.
+    Rejected,
+    /// The upstream could not be reached, timed out or broke the response.
+    UpstreamError,
+    /// The client went away before the response was complete.
+    ClientGone,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [
+        Outcome::Forwarded,
+        Outcome::Rejected,
+        Outcome::UpstreamError,
+        Outcome::ClientGone,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Rejected => "rejected",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::ClientGone => "client_gone",
+        }
+    }
+}
+
+/// Why forwarding failed, for `upstream_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    Timeout,
+    Reset,
+}
+
+impl UpstreamErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Reset => "reset",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Vec<[IntCounter; 4]>,
+    request_duration: Vec<Histogram>,
+    pub upstream_duration: Histogram,
+    pub in_flight: IntGauge,
+    pub sse_open: IntGauge,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    upstream_errors: IntCounterVec,
+    check_duration: HistogramVec,
+    check_denials: IntCounterVec,
+    pub ready: IntGauge,
+}
+
+fn name(n: &str) -> String {
+    format!("{PREFIX}_{n}")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("metric names are unique");
+        };
+
+        let requests_vec = IntCounterVec::new(
+            Opts::new(
+                name("requests_total"),
+                "Requests on the MCP endpoint by method and outcome",
+            ),
+            &["method", "outcome"],
+        )
+        .expect("valid metric");
+        let duration_vec = HistogramVec::new(
+            HistogramOpts::new(
+                name("request_duration_seconds"),
+                "Time to complete a request (to the response head for SSE streams)",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["method"],
+        )
+        .expect("valid metric");
+        let requests = Op::all()
+            .map(|op| {
+                Outcome::ALL.map(|o| requests_vec.with_label_values(&[op.as_str(), o.as_str()]))
+            })
+            .collect();
+        let request_duration = Op::all()
+            .map(|op| duration_vec.with_label_values(&[op.as_str()]))
+            .collect();
+        let upstream_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                name("upstream_duration_seconds"),
+                "Time from forwarding a request to the upstream's response head",
+            )
+            .buckets(BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new(name("in_flight_requests"), "Requests being served")
+            .expect("valid metric");
+        let sse_open = IntGauge::new(name("sse_streams_open"), "Open SSE response streams")
+            .expect("valid metric");
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                name("bytes_total"),
+                "Body bytes through the proxy: in = from clients, out = to clients",
+            ),
+            &["direction"],
+        )
+        .expect("valid metric");
+        let bytes_in = bytes.with_label_values(&["in"]);
+        let bytes_out = bytes.with_label_values(&["out"]);
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                name("upstream_errors_total"),
+                "Failures talking to the upstream",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        for k in [
+            UpstreamErrorKind::Connect,
+            UpstreamErrorKind::Timeout,
+            UpstreamErrorKind::Reset,
+        ] {
+            upstream_errors.with_label_values(&[k.as_str()]);
+        }
+        let check_duration = HistogramVec::new(
+            HistogramOpts::new(
+                name("check_duration_seconds"),
+                "Time spent in each pipeline check",
+            )
+            .buckets(vec![
+                0.000_001, 0.000_005, 0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.1,
+                1.0,
+            ]),
+            &["check"],
+        )
+        .expect("valid metric");
+        let check_denials = IntCounterVec::new(
+            Opts::new(
+                name("check_denials_total"),
+                "Requests refused, by check and reason",
+            ),
+            &["check", "reason"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(name("build_info"), "Build information; always 1"),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let ready =
+            IntGauge::new(name("ready"), "1 while /readyz answers 200").expect("valid metric");
+
+        reg(Box::new(requests_vec));
+        reg(Box::new(duration_vec));
+        reg(Box::new(upstream_duration.clone()));
+        reg(Box::new(in_flight.clone()));
+        reg(Box::new(sse_open.clone()));
+        reg(Box::new(bytes));
+        reg(Box::new(upstream_errors.clone()));
+        reg(Box::new(check_duration.clone()));
+        reg(Box::new(check_denials.clone()));
+        reg(Box::new(build_info));
+        reg(Box::new(ready.clone()));
+
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            in_flight,
+            sse_open,
+            bytes_in,
+            bytes_out,
+            upstream_errors,
+            check_duration,
+            check_denials,
+            ready,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Resolves the duration histogram of a pipeline check (once, at start).
+    pub fn check_histogram(&self, check: &str) -> Histogram {
+        self.check_duration.with_label_values(&[check])
+    }
+
+    pub fn count_denial(&self, check: &str, reason: Reason) {
+        self.check_denials
+            .with_label_values(&[check, reason.as_str()])
+            .inc();
+    }
+
+    pub fn count_request(&self, op: Op, outcome: Outcome, duration: Option<Duration>) {
+        let i = op.index();
+        debug_assert!(i < OP_COUNT);
+        let o = Outcome::ALL
+            .iter()
+            .position(|x| *x == outcome)
+            .expect("outcome is in ALL");
+        self.requests[i][o].inc();
+        if let Some(d) = duration {
+            self.request_duration[i].observe(d.as_secs_f64());
+        }
+    }
+
+    pub fn count_upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec cannot fail");
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_prefixed_bounded_series() {
+        let m = Metrics::new();
+        m.count_request(
+            Op::Mcp(Method::ToolsCall),
+            Outcome::Forwarded,
+            Some(Duration::from_millis(3)),
+        );
+        m.count_request(Op::Invalid, Outcome::Rejected, None);
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(text.contains(
+            "mcp_sentinel_requests_total{method=\"tools/call\",outcome=\"forwarded\"} 1"
+        ));
+        assert!(
+            text.contains("mcp_sentinel_requests_total{method=\"invalid\",outcome=\"rejected\"} 1")
+        );
+        assert!(text.contains("mcp_sentinel_build_info{version=\""));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("mcp_sentinel_"), "{line}");
+        }
+    }
+}

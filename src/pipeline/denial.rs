@@ -1,0 +1,248 @@
+//! Denials are data: a reason from a fixed set, an HTTP status, a JSON-RPC code and a public
+//! message. `Denial::into_response` is the one place they become responses; detail stays in
+//! the log.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
+
+use crate::proxy::body::ProxyBody;
+
+/// Whose fault a failure is, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Upstream,
+    Sentinel,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Client => "client",
+            Fault::Upstream => "upstream",
+            Fault::Sentinel => "sentinel",
+        }
+    }
+}
+
+/// Every reason a request can be refused or fail in the sentinel. Labels stay bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    NotFound,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    NotAcceptable,
+    BodyTooLarge,
+    BodyUnreadable,
+    InvalidSessionId,
+    ParseError,
+    InvalidRequest,
+    InvalidParams,
+    BatchNotAllowed,
+    HeaderMismatch,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    ShuttingDown,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 15] = [
+        Reason::NotFound,
+        Reason::MethodNotAllowed,
+        Reason::UnsupportedMediaType,
+        Reason::NotAcceptable,
+        Reason::BodyTooLarge,
+        Reason::BodyUnreadable,
+        Reason::InvalidSessionId,
+        Reason::ParseError,
+        Reason::InvalidRequest,
+        Reason::InvalidParams,
+        Reason::BatchNotAllowed,
+        Reason::HeaderMismatch,
+        Reason::UpstreamUnavailable,
+        Reason::UpstreamTimeout,
+        Reason::ShuttingDown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotFound => "not_found",
+            Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::UnsupportedMediaType => "unsupported_media_type",
+            Reason::NotAcceptable => "not_acceptable",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::BodyUnreadable => "body_unreadable",
+            Reason::InvalidSessionId => "invalid_session_id",
+            Reason::ParseError => "parse_error",
+            Reason::InvalidRequest => "invalid_request",
+            Reason::InvalidParams => "invalid_params",
+            Reason::BatchNotAllowed => "batch_not_allowed",
+            Reason::HeaderMismatch => "header_mismatch",
+            Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// The HTTP status, JSON-RPC code and public message of this reason.
+    pub fn answer(self) -> (StatusCode, i32, &'static str) {
+        use StatusCode as S;
+        match self {
+            Reason::NotFound => (S::NOT_FOUND, -32600, "Not found"),
+            Reason::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, -32600, "Method not allowed"),
+            Reason::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                -32600,
+                "Content-Type must be application/json",
+            ),
+            Reason::NotAcceptable => (
+                S::NOT_ACCEPTABLE,
+                -32600,
+                "Accept must list application/json and text/event-stream",
+            ),
+            Reason::BodyTooLarge => (S::PAYLOAD_TOO_LARGE, -32600, "Request body too large"),
+            Reason::BodyUnreadable => (S::BAD_REQUEST, -32600, "Request body could not be read"),
+            Reason::InvalidSessionId => (S::BAD_REQUEST, -32600, "Invalid session id"),
+            Reason::ParseError => (S::BAD_REQUEST, -32700, "Parse error"),
+            Reason::InvalidRequest => (S::BAD_REQUEST, -32600, "Invalid request"),
+            Reason::InvalidParams => (S::BAD_REQUEST, -32602, "Invalid params"),
+            Reason::BatchNotAllowed => (
+                S::BAD_REQUEST,
+                -32600,
+                "Batches are not allowed in this protocol version",
+            ),
+            Reason::HeaderMismatch => (
+                S::BAD_REQUEST,
+                -32020,
+                "Header mismatch: MCP headers must agree with the request body",
+            ),
+            Reason::UpstreamUnavailable => (S::BAD_GATEWAY, -32603, "Upstream unavailable"),
+            Reason::UpstreamTimeout => (S::GATEWAY_TIMEOUT, -32603, "Upstream timed out"),
+            Reason::ShuttingDown => (S::SERVICE_UNAVAILABLE, -32603, "Shutting down"),
+        }
+    }
+
+    pub fn fault(self) -> Fault {
+        match self {
+            Reason::UpstreamUnavailable | Reason::UpstreamTimeout => Fault::Upstream,
+            Reason::ShuttingDown => Fault::Sentinel,
+            _ => Fault::Client,
+        }
+    }
+}
+
+/// A refusal decided by a check (or by the forwarder for upstream failures).
+#[derive(Debug)]
+pub struct Denial {
+    pub reason: Reason,
+    /// The JSON-RPC id to answer with, as raw JSON (`"a"`, `7`); `null` when unknown.
+    pub id: Option<String>,
+    /// Extra response headers (e.g. `Allow`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// When true, answer with the status alone: the request held no JSON-RPC request to
+    /// answer (only notifications or responses).
+    pub status_only: bool,
+    /// For the log only, never sent.
+    pub detail: Option<String>,
+}
+
+impl Denial {
+    pub fn new(reason: Reason) -> Self {
+        Self {
+            reason,
+            id: None,
+            headers: Vec::new(),
+            status_only: false,
+            detail: None,
+        }
+    }
+
+    pub fn with_id(mut self, id: Option<String>) -> Self {
+        self.id = id;
+        self
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.reason.answer().0
+    }
+
+    pub fn code(&self) -> i32 {
+        self.reason.answer().1
+    }
+
+    /// The one place a denial becomes an HTTP response.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let (status, code, message) = self.reason.answer();
+        let mut builder = Response::builder().status(status);
+        for (name, value) in self.headers {
+            builder = builder.header(name, value);
+        }
+        let body = if self.status_only {
+            ProxyBody::empty()
+        } else {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            let id = self.id.as_deref().unwrap_or("null");
+            let message = serde_json::to_string(message).expect("static message serializes");
+            ProxyBody::full(Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}}}}}"#
+            )))
+        };
+        builder.body(body).expect("denial response is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn body_carries_the_id_and_code() {
+        let resp = Denial::new(Reason::HeaderMismatch)
+            .with_id(Some("\"abc\"".into()))
+            .into_response();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["id"], "abc");
+        assert_eq!(v["error"]["code"], -32020);
+        assert_eq!(v["jsonrpc"], "2.0");
+    }
+
+    #[tokio::test]
+    async fn notifications_get_a_status_only() {
+        let mut d = Denial::new(Reason::InvalidSessionId);
+        d.status_only = true;
+        let resp = d.into_response();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn custom_codes_stay_in_spec() {
+        for r in Reason::ALL {
+            let code = r.answer().1;
+            assert!(
+                [-32700, -32600, -32602, -32603, -32020].contains(&code),
+                "{r:?} uses {code}"
+            );
+        }
+    }
+}

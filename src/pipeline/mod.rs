@@ -1,0 +1,147 @@
+//! The ordered security pipeline. Every request on the traffic port runs these checks in the
+//! order written in `Pipeline::new`, sharing one `Ctx`; the runner times each check and counts
+//! its denials, so checks only decide.
+
+pub mod denial;
+pub mod parse;
+pub mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::mcp::{Envelope, Era};
+use crate::metrics::Metrics;
+pub use denial::{Denial, Fault, Reason};
+
+/// Everything the checks learn about one request.
+pub struct Ctx {
+    /// A process-unique request number, for logs.
+    pub id: u64,
+    pub started: Instant,
+    pub peer: SocketAddr,
+    /// The client reached us over TLS.
+    pub tls: bool,
+    pub parts: http::request::Parts,
+    /// The request body until the transport check reads it into `body`.
+    pub incoming: Option<Incoming>,
+    /// The original request bytes, forwarded unchanged.
+    pub body: Bytes,
+    pub envelope: Option<Envelope>,
+    pub era: Era,
+    /// The `MCP-Protocol-Version` header, when sent.
+    pub version: Option<String>,
+}
+
+impl Ctx {
+    pub fn new(id: u64, peer: SocketAddr, tls: bool, req: http::Request<Incoming>) -> Self {
+        let (parts, incoming) = req.into_parts();
+        Self {
+            id,
+            started: Instant::now(),
+            peer,
+            tls,
+            parts,
+            incoming: Some(incoming),
+            body: Bytes::new(),
+            envelope: None,
+            era: Era::Legacy,
+            version: None,
+        }
+    }
+
+    /// The JSON-RPC id to answer a denial with, when the body held exactly one request.
+    pub fn reply_id(&self) -> Option<String> {
+        let msg = self.envelope.as_ref()?.single()?;
+        msg.id.as_ref().map(|id| id.get().to_string())
+    }
+
+    /// Turns a denial into the response for this request: with the request's id, or with the
+    /// status alone when the body held only notifications or responses.
+    pub fn deny(&self, mut denial: Denial) -> http::Response<crate::proxy::body::ProxyBody> {
+        if denial.id.is_none() {
+            denial.id = self.reply_id();
+        }
+        if let Some(env) = &self.envelope {
+            denial.status_only |= !env.has_requests();
+        }
+        denial.into_response()
+    }
+}
+
+/// One check of the pipeline. An enum, not a trait object: the order is data, dispatch is a
+/// match, and nothing on the hot path is boxed.
+pub enum Check {
+    Transport(transport::Transport),
+    Parse(parse::Parse),
+}
+
+impl Check {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Check::Transport(_) => "transport",
+            Check::Parse(_) => "parse",
+        }
+    }
+
+    async fn run(&self, ctx: &mut Ctx) -> Result<(), Denial> {
+        match self {
+            Check::Transport(c) => c.run(ctx).await,
+            Check::Parse(c) => c.run(ctx),
+        }
+    }
+}
+
+pub struct Pipeline {
+    checks: Vec<Check>,
+    durations: Vec<prometheus::Histogram>,
+    metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    /// The order of the checks; later issues insert authentication, session binding,
+    /// authorization and rate limiting after `Parse`.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+        let checks = vec![
+            // 1. method, path, media types, session id syntax, body size; reads the body.
+            Check::Transport(transport::Transport::new(config)),
+            // 2. the JSON-RPC envelope, era, targets, modern header/body agreement.
+            Check::Parse(parse::Parse),
+        ];
+        let durations = checks
+            .iter()
+            .map(|c| metrics.check_histogram(c.name()))
+            .collect();
+        Self {
+            checks,
+            durations,
+            metrics,
+        }
+    }
+
+    pub async fn run(&self, ctx: &mut Ctx) -> Result<(), Denial> {
+        for (i, check) in self.checks.iter().enumerate() {
+            let start = Instant::now();
+            let span = tracing::debug_span!("check", name = check.name(), request = ctx.id);
+            let result = check.run(ctx).instrument(span).await;
+            self.durations[i].observe(start.elapsed().as_secs_f64());
+            if let Err(denial) = result {
+                self.metrics.count_denial(check.name(), denial.reason);
+                tracing::debug!(
+                    request = ctx.id,
+                    check = check.name(),
+                    reason = denial.reason.as_str(),
+                    detail = denial.detail.as_deref().unwrap_or(""),
+                    "request refused"
+                );
+                return Err(denial);
+            }
+        }
+        Ok(())
+    }
+}

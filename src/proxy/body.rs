@@ -1,0 +1,109 @@
+//! The response body the sentinel sends: a denial, or the upstream's body passed through frame
+//! by frame (never buffered). It carries the request's guard, so the request is counted and
+//! logged exactly once, when the body ends or is dropped.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::guard::RequestGuard;
+
+pub struct ProxyBody {
+    inner: Inner,
+    guard: Option<RequestGuard>,
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream {
+        body: Incoming,
+        /// Resolves when open SSE streams must close (shutdown grace over).
+        close: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    },
+}
+
+impl ProxyBody {
+    pub fn empty() -> Self {
+        Self::full(Bytes::new())
+    }
+
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            inner: Inner::Full(if bytes.is_empty() { None } else { Some(bytes) }),
+            guard: None,
+        }
+    }
+
+    pub fn upstream(body: Incoming, close: Option<WaitForCancellationFutureOwned>) -> Self {
+        Self {
+            inner: Inner::Upstream {
+                body,
+                close: close.map(Box::pin),
+            },
+            guard: None,
+        }
+    }
+
+    pub fn with_guard(mut self, guard: RequestGuard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream { body, close } => {
+                if let Some(close) = close
+                    && close.as_mut().poll(cx).is_ready()
+                {
+                    Poll::Ready(None)
+                } else {
+                    Pin::new(body).poll_frame(cx)
+                }
+            }
+        };
+        let item = ready!(polled);
+        if let Some(guard) = &mut this.guard {
+            match &item {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        guard.add_bytes_out(data.len());
+                    }
+                }
+                Some(Err(_)) => guard.upstream_broke(),
+                None => guard.complete(),
+            }
+        }
+        Poll::Ready(item)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Upstream { body, close: None } => body.size_hint(),
+            Inner::Upstream { .. } => SizeHint::default(),
+        }
+    }
+}

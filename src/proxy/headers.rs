@@ -1,0 +1,178 @@
+//! Header rules for both hops: hop-by-hop headers never cross the proxy; everything else an
+//! MCP peer sends (session, version, `Mcp-*`, Accept, Content-Type) passes unchanged.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Prepares client headers for the upstream hop.
+pub fn to_upstream(
+    headers: &mut HeaderMap,
+    host: &HeaderValue,
+    peer: IpAddr,
+    tls: bool,
+    body_len: Option<usize>,
+) {
+    strip_hop_by_hop(headers);
+    headers.insert(header::HOST, host.clone());
+    let peer = peer.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
+        _ => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    match body_len {
+        Some(n) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+}
+
+/// Prepares upstream headers for the client hop; returns true for an SSE response.
+pub fn to_client(headers: &mut HeaderMap) -> bool {
+    strip_hop_by_hop(headers);
+    let sse = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("text/event-stream")
+        });
+    if sse {
+        headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+    }
+    sse
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn upstream_hop() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-custom-hop"),
+            ("x-custom-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("host", "sentinel.example:15080"),
+            ("mcp-session-id", "abc"),
+            ("mcp-protocol-version", "2025-06-18"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+            ("mcp-param-region", "eu"),
+            ("last-event-id", "42"),
+            ("accept", "application/json, text/event-stream"),
+            ("content-type", "application/json"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        to_upstream(
+            &mut h,
+            &HeaderValue::from_static("127.0.0.1:8080"),
+            "192.0.2.7".parse().unwrap(),
+            false,
+            Some(12),
+        );
+        for gone in [
+            "connection",
+            "x-custom-hop",
+            "keep-alive",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone}");
+        }
+        for (k, v) in [
+            ("host", "127.0.0.1:8080"),
+            ("mcp-session-id", "abc"),
+            ("mcp-protocol-version", "2025-06-18"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+            ("mcp-param-region", "eu"),
+            ("last-event-id", "42"),
+            ("accept", "application/json, text/event-stream"),
+            ("content-type", "application/json"),
+            ("x-forwarded-for", "10.0.0.1, 192.0.2.7"),
+            ("x-forwarded-proto", "http"),
+            ("content-length", "12"),
+        ] {
+            assert_eq!(h.get(k).unwrap(), v, "{k}");
+        }
+    }
+
+    #[test]
+    fn client_hop() {
+        let mut h = map(&[
+            ("content-type", "text/event-stream"),
+            ("connection", "close"),
+            ("mcp-session-id", "s"),
+        ]);
+        assert!(to_client(&mut h));
+        assert_eq!(h.get("x-accel-buffering").unwrap(), "no");
+        assert!(h.get("connection").is_none());
+        assert_eq!(h.get("mcp-session-id").unwrap(), "s");
+        let mut h = map(&[("content-type", "application/json")]);
+        assert!(!to_client(&mut h));
+        assert!(h.get("x-accel-buffering").is_none());
+    }
+}

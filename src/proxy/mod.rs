@@ -1,0 +1,145 @@
+//! Forwarding: the request that passed the pipeline goes to the upstream with its original
+//! bytes; the answer streams back frame by frame.
+
+pub mod body;
+pub mod guard;
+pub mod headers;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method as HttpMethod, Request, Response, Uri};
+use http_body_util::Full;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::UpstreamUrl;
+use crate::metrics::{Metrics, Outcome, UpstreamErrorKind};
+use crate::pipeline::{Ctx, Denial, Reason};
+use body::ProxyBody;
+use guard::RequestGuard;
+use upstream::UpstreamClient;
+
+pub struct Proxy {
+    client: UpstreamClient,
+    upstream: UpstreamUrl,
+    /// The upstream URI of a request without a query string, built once.
+    base_uri: Uri,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// Cancelled when open SSE streams must close (end of the shutdown grace).
+    sse_close: CancellationToken,
+}
+
+impl Proxy {
+    pub fn new(
+        upstream: UpstreamUrl,
+        cfg: &crate::config::UpstreamConfig,
+        metrics: Arc<Metrics>,
+        sse_close: CancellationToken,
+    ) -> Self {
+        let client = upstream::client(cfg, upstream.addr.clone());
+        let base_uri = uri_for(&upstream, None);
+        Self {
+            client,
+            upstream,
+            base_uri,
+            timeout: cfg.timeout,
+            metrics,
+            sse_close,
+        }
+    }
+
+    /// Sends the request to the upstream. On success the response head is ready and the body
+    /// streams; the guard learns how the response began.
+    pub async fn forward(
+        &self,
+        ctx: Ctx,
+        guard: &mut RequestGuard,
+    ) -> Result<Response<ProxyBody>, Denial> {
+        let Ctx {
+            mut parts,
+            body,
+            peer,
+            tls,
+            ..
+        } = ctx;
+        let uri = match parts.uri.query() {
+            None => self.base_uri.clone(),
+            Some(q) => uri_for(&self.upstream, Some(q)),
+        };
+        let has_body = parts.method == HttpMethod::POST;
+        headers::to_upstream(
+            &mut parts.headers,
+            &self.upstream.host,
+            peer.ip(),
+            tls,
+            has_body.then_some(body.len()),
+        );
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = parts.method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = parts.headers;
+
+        let sent = Instant::now();
+        let result = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        let resp = match result {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                let kind = if e.is_connect() {
+                    UpstreamErrorKind::Connect
+                } else {
+                    UpstreamErrorKind::Reset
+                };
+                self.metrics.count_upstream_error(kind);
+                guard.respond(502, Outcome::UpstreamError, false);
+                return Err(Denial::new(Reason::UpstreamUnavailable).with_detail(format!("{e:?}")));
+            }
+            Err(_) => {
+                self.metrics
+                    .count_upstream_error(UpstreamErrorKind::Timeout);
+                guard.respond(504, Outcome::UpstreamError, false);
+                return Err(Denial::new(Reason::UpstreamTimeout));
+            }
+        };
+        self.metrics
+            .upstream_duration
+            .observe(sent.elapsed().as_secs_f64());
+        let (mut parts, incoming) = resp.into_parts();
+        let sse = headers::to_client(&mut parts.headers);
+        guard.respond(parts.status.as_u16(), Outcome::Forwarded, sse);
+        let close = sse.then(|| self.sse_close.clone().cancelled_owned());
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::upstream(incoming, close),
+        ))
+    }
+
+    /// Readiness probe: does the upstream answer HTTP at all? Any status counts.
+    pub async fn probe(&self) -> bool {
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.method_mut() = HttpMethod::OPTIONS;
+        *req.uri_mut() = self.base_uri.clone();
+        req.headers_mut()
+            .insert(http::header::HOST, self.upstream.host.clone());
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), self.client.request(req)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+fn uri_for(upstream: &UpstreamUrl, query: Option<&str>) -> Uri {
+    let authority = match &upstream.addr {
+        crate::config::upstream::UpstreamAddr::Tcp(a) => a.as_str().to_string(),
+        crate::config::upstream::UpstreamAddr::Unix(_) => "localhost".to_string(),
+    };
+    let path = upstream.path.as_str();
+    let uri = match query {
+        None => format!("http://{authority}{path}"),
+        Some(q) if path.contains('?') => format!("http://{authority}{path}&{q}"),
+        Some(q) => format!("http://{authority}{path}?{q}"),
+    };
+    uri.parse().expect("upstream URI parts are valid")
+}
