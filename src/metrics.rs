@@ -76,7 +76,7 @@ pub enum Outcome {
     Rejected,
     /// The upstream could not be reached, timed out or broke the response.
     UpstreamError,
-    /// The client went away before the response was complete.
+    /// The client went away before the response began.
     ClientGone,
 }
 
@@ -125,6 +125,8 @@ pub struct Metrics {
     pub sse_open: IntGauge,
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
+    /// Clients that left `[before the response head, during the response body]`.
+    pub client_disconnects: [IntCounter; 2],
     upstream_errors: IntCounterVec,
     check_duration: HistogramVec,
     check_denials: IntCounterVec,
@@ -189,6 +191,16 @@ impl Metrics {
         .expect("valid metric");
         let bytes_in = bytes.with_label_values(&["in"]);
         let bytes_out = bytes.with_label_values(&["out"]);
+        let disconnects = IntCounterVec::new(
+            Opts::new(
+                name("client_disconnects_total"),
+                "Clients that closed the connection before the response ended, by phase",
+            ),
+            &["phase"],
+        )
+        .expect("valid metric");
+        let client_disconnects = ["before_response", "during_response"]
+            .map(|phase| disconnects.with_label_values(&[phase]));
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 name("upstream_errors_total"),
@@ -241,6 +253,7 @@ impl Metrics {
         reg(Box::new(in_flight.clone()));
         reg(Box::new(sse_open.clone()));
         reg(Box::new(bytes));
+        reg(Box::new(disconnects));
         reg(Box::new(upstream_errors.clone()));
         reg(Box::new(check_duration.clone()));
         reg(Box::new(check_denials.clone()));
@@ -256,6 +269,7 @@ impl Metrics {
             sse_open,
             bytes_in,
             bytes_out,
+            client_disconnects,
             upstream_errors,
             check_duration,
             check_denials,

@@ -57,7 +57,6 @@ impl Traffic {
             Err(denial) => {
                 let resp = ctx.deny(denial);
                 guard.respond(resp.status().as_u16(), Outcome::Rejected, false);
-                guard.complete();
                 resp
             }
             Ok(()) => {
@@ -75,7 +74,6 @@ impl Traffic {
                         );
                         denial.id = reply_id;
                         denial.status_only = status_only;
-                        guard.complete();
                         denial.into_response()
                     }
                 }

@@ -90,11 +90,10 @@ fn check_modern(msg: &Message, version: &str, headers: &HeaderMap) -> Result<(),
     }
     let method_name = msg.method_name.as_deref().unwrap_or_default();
     match headers.get(MCP_METHOD) {
-        Some(h) => {
-            if decode_value(h).as_deref() != Some(method_name) {
-                return Err(mismatch(Some(msg), "Mcp-Method differs from the body"));
-            }
+        Some(h) if decode_value(h).as_deref() != Some(method_name) => {
+            return Err(mismatch(Some(msg), "Mcp-Method differs from the body"));
         }
+        Some(_) => {}
         // Notification header requirements are not defined by 2026-07-28.
         None if msg.kind == Kind::Request => {
             return Err(mismatch(Some(msg), "Mcp-Method missing"));
@@ -148,10 +147,12 @@ mod tests {
     const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
     const V: (&str, &str) = ("mcp-protocol-version", "2026-07-28");
 
+    type Row<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<Reason>);
+
     #[test]
     fn modern_agreement_table() {
         let m = Some(Reason::HeaderMismatch);
-        let cases: Vec<(&str, Vec<(&str, &str)>, Option<Reason>)> = vec![
+        let cases: Vec<Row> = vec![
             (
                 CALL,
                 vec![V, ("mcp-method", "tools/call"), ("mcp-name", "echo")],

@@ -96,10 +96,9 @@ fn accepts(headers: &HeaderMap, kind: &str, sub: &str) -> bool {
             let Some((t, s)) = mt.split_once('/') else {
                 return false;
             };
-            !refused
-                && (t == "*" || t.eq_ignore_ascii_case(kind))
-                && (s == "*" || s.eq_ignore_ascii_case(sub))
-                && !(t == "*" && s != "*")
+            let type_ok = t.eq_ignore_ascii_case(kind) || (t == "*" && s == "*");
+            let sub_ok = s == "*" || s.eq_ignore_ascii_case(sub);
+            !refused && type_ok && sub_ok
         })
 }
 
@@ -148,9 +147,11 @@ mod tests {
         check_head("/mcp", &method, path, h).err().map(|d| d.reason)
     }
 
+    type Row<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>, Option<Reason>);
+
     #[test]
     fn table() {
-        let cases: Vec<(Method, &str, Vec<(&str, &str)>, Option<Reason>)> = vec![
+        let cases: Vec<Row> = vec![
             (Method::POST, "/mcp", GOOD.to_vec(), None),
             (
                 Method::POST,

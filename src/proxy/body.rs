@@ -77,11 +77,16 @@ impl Body for ProxyBody {
             }
         };
         let item = ready!(polled);
+        let ended = matches!(item, Some(Ok(_))) && this.is_end_stream();
         if let Some(guard) = &mut this.guard {
             match &item {
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
                         guard.add_bytes_out(data.len());
+                    }
+                    // A body of known length is not polled again after its last frame.
+                    if ended {
+                        guard.complete();
                     }
                 }
                 Some(Err(_)) => guard.upstream_broke(),

@@ -12,8 +12,10 @@ pub struct RequestGuard {
     started: Instant,
     op: Op,
     status: u16,
-    outcome: Outcome,
-    /// The response reached its end (or a denial was fully decided).
+    /// How the request ended; `None` until the response head is decided, so a guard dropped
+    /// before that means the client went away first.
+    outcome: Option<Outcome>,
+    /// The response body reached its end.
     complete: bool,
     sse: bool,
     /// Time to the response head, recorded for SSE streams.
@@ -30,7 +32,7 @@ impl RequestGuard {
             started,
             op: Op::Invalid,
             status: 0,
-            outcome: Outcome::ClientGone,
+            outcome: None,
             complete: false,
             sse: false,
             head: None,
@@ -45,7 +47,7 @@ impl RequestGuard {
     /// The response head is decided.
     pub fn respond(&mut self, status: u16, outcome: Outcome, sse: bool) {
         self.status = status;
-        self.outcome = outcome;
+        self.outcome = Some(outcome);
         if sse {
             self.sse = true;
             self.head = Some(self.started.elapsed());
@@ -62,18 +64,19 @@ impl RequestGuard {
     }
 
     pub fn upstream_broke(&mut self) {
-        self.outcome = Outcome::UpstreamError;
+        self.outcome = Some(Outcome::UpstreamError);
         self.complete = true;
     }
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let outcome = if self.complete {
-            self.outcome
-        } else {
-            Outcome::ClientGone
-        };
+        let outcome = self.outcome.unwrap_or(Outcome::ClientGone);
+        match (self.outcome, self.complete) {
+            (None, _) => self.metrics.client_disconnects[0].inc(),
+            (Some(_), false) => self.metrics.client_disconnects[1].inc(),
+            (Some(_), true) => {}
+        }
         let elapsed = self.started.elapsed();
         let observed = if self.sse { self.head } else { Some(elapsed) };
         self.metrics.count_request(self.op, outcome, observed);

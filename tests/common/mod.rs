@@ -1,0 +1,6 @@
+#![allow(dead_code)]
+//! Shared test bed: a real rmcp upstream and rmcp clients for both eras.
+
+pub mod client;
+pub mod sentinel;
+pub mod upstream;

@@ -1,0 +1,119 @@
+//! Starts the real sentinel in-process on 127.0.0.1:0 with the shipped example config, and
+//! reads its admin endpoints.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mcp_sentinel::config::UpstreamUrl;
+use mcp_sentinel::{Config, Sentinel};
+
+pub struct TestSentinel {
+    sentinel: Option<Sentinel>,
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+    /// `http://127.0.0.1:PORT` of the admin port.
+    pub admin: String,
+}
+
+/// The shipped `examples/passthrough.yaml`, bound to ephemeral loopback ports.
+pub fn passthrough_config(upstream_url: &str) -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/passthrough.yaml");
+    let mut cfg = Config::load(&path).expect("the example config is valid");
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.admin_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.upstream.url = Some(UpstreamUrl::parse(upstream_url).expect("upstream url"));
+    cfg
+}
+
+/// A passthrough sentinel in front of `upstream_url`, ready (upstream answering) on return.
+pub async fn start(upstream_url: &str) -> TestSentinel {
+    start_with(passthrough_config(upstream_url), true).await
+}
+
+/// A sentinel with `cfg`; waits for readiness when `wait_ready`.
+pub async fn start_with(cfg: Config, wait_ready: bool) -> TestSentinel {
+    let mcp_path = cfg.mcp_path.clone();
+    let sentinel = Sentinel::start(cfg).await.expect("sentinel starts");
+    let t = TestSentinel {
+        url: format!("http://{}{}", sentinel.traffic_addr(), mcp_path),
+        admin: format!("http://{}", sentinel.admin_addr()),
+        sentinel: Some(sentinel),
+    };
+    if wait_ready {
+        t.wait_ready(Duration::from_secs(10)).await;
+    }
+    t
+}
+
+impl TestSentinel {
+    pub fn sentinel(&self) -> &Sentinel {
+        self.sentinel.as_ref().expect("running")
+    }
+
+    pub async fn get_admin(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::get(format!("{}{path}", self.admin))
+            .await
+            .expect("admin port answers");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.expect("admin body"))
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, body) = self.get_admin("/metrics").await;
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// The value of one sample line of `/metrics`, e.g.
+    /// `mcp_sentinel_requests_total{method="tools/call",outcome="forwarded"}`; 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series)
+    }
+
+    /// Waits (up to 2 s) for a series to reach `want`: a request is counted when its response
+    /// body is done, which can be a moment after the client has read it.
+    pub async fn metric_eventually(&self, series: &str, want: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let v = self.metric(series).await;
+            if v == want || Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.get_admin("/readyz").await;
+            if status == 200 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not ready in {within:?}: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Drains and stops; true when every connection finished before the deadline.
+    pub async fn shutdown(mut self) -> bool {
+        self.sentinel.take().expect("running").shutdown().await
+    }
+}
+
+impl Drop for TestSentinel {
+    fn drop(&mut self) {
+        if let Some(s) = &self.sentinel {
+            s.begin_shutdown();
+        }
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            rest.strip_prefix(' ')?.trim().parse().ok()
+        })
+        .unwrap_or(0.0)
+}

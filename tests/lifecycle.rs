@@ -1,0 +1,408 @@
+//! Lifecycle on real sockets: SIGTERM under load drains without failing in-flight requests,
+//! SSE streams get their grace, a client that leaves takes its upstream request with it, and
+//! a Unix-socket upstream works.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::client::{legacy_headers, raw_legacy_session, raw_send};
+use common::sentinel;
+use common::upstream::{UpstreamConfig, spawn_upstream, spawn_upstream_with};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+
+struct Child {
+    child: std::process::Child,
+    traffic: String,
+    admin: String,
+}
+
+/// Runs the real binary with the example config on ephemeral ports; the bound addresses are
+/// read from its start-up log line.
+fn spawn_binary(upstream: &str) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"))
+        .args([
+            "run",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/passthrough.yaml"),
+            "--upstream",
+            upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = loop {
+        let line = lines
+            .next()
+            .expect("a start-up log line")
+            .expect("utf-8 log");
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("JSON log line: {line}"));
+        if v["message"] == "mcp-sentinel started" {
+            break v;
+        }
+    };
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Child {
+        child,
+        traffic: format!("http://{}/mcp", started["traffic"].as_str().unwrap()),
+        admin: format!("http://{}", started["admin"].as_str().unwrap()),
+    }
+}
+
+async fn readyz(admin: &str) -> Option<u16> {
+    reqwest::get(format!("{admin}/readyz"))
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_fails_no_in_flight_request() {
+    let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
+    let mut child = spawn_binary(&upstream.url());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readyz(&child.admin).await != Some(200) {
+        assert!(Instant::now() < deadline, "the binary became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let signalled: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let in_flight_ok = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..16u64 {
+        let url = child.traffic.clone();
+        let signalled = signalled.clone();
+        let in_flight_ok = in_flight_ok.clone();
+        workers.push(tokio::spawn(async move {
+            // A fresh connection per request: after SIGTERM new connections are refused.
+            let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+            // Staggered, so requests are at every stage when the signal comes.
+            tokio::time::sleep(Duration::from_millis(w * 13)).await;
+            for i in 0..10_000 {
+                let started = Instant::now();
+                let body = json!({"jsonrpc":"2.0","id":i,"method":"tools/call","params":{"name":"slow","arguments":{"steps":2,"delay_ms":100}}});
+                let result = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .json(&body)
+                    .send()
+                    .await;
+                let outcome = match result {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        match resp.text().await {
+                            Ok(text) if status == 200 && text.contains("done after 2 steps") => Ok(()),
+                            Ok(text) => Err(format!("worker {w}: {status} {text}")),
+                            Err(e) => Err(format!("worker {w}: body cut: {e}")),
+                        }
+                    }
+                    Err(e) => Err(format!("worker {w}: {e:?}")),
+                };
+                let signal_at = *signalled.lock().unwrap();
+                match (outcome, signal_at) {
+                    (Ok(()), Some(t)) if started + Duration::from_millis(10) < t => {
+                        in_flight_ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    (Ok(()), _) => {}
+                    // Started well before the signal: it was in flight, and must not fail.
+                    (Err(e), Some(t)) if started + Duration::from_millis(10) < t => {
+                        return Err(format!("in-flight request failed: {e}"));
+                    }
+                    // Started after (or at) the signal: refused is the expected answer.
+                    (Err(_), Some(_)) => return Ok(()),
+                    (Err(e), None) => return Err(format!("failed before the signal: {e}")),
+                }
+            }
+            Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pid = child.child.id().to_string();
+    *signalled.lock().unwrap() = Some(Instant::now());
+    let sent = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // Readiness fails at once, while requests are still draining.
+    let mut saw_503 = false;
+    while sent.elapsed() < Duration::from_millis(150) {
+        if readyz(&child.admin).await == Some(503) {
+            saw_503 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(saw_503, "/readyz answered 503 right after SIGTERM");
+
+    for w in workers {
+        w.await.unwrap().unwrap();
+    }
+    assert!(
+        in_flight_ok.load(Ordering::SeqCst) >= 8,
+        "requests were in flight at SIGTERM: {}",
+        in_flight_ok.load(Ordering::SeqCst)
+    );
+    let exit = tokio::task::spawn_blocking(move || child.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "exited within the deadline"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_get_their_grace_then_close() {
+    let upstream = spawn_upstream_with(UpstreamConfig {
+        sse_keep_alive: None,
+        ..UpstreamConfig::default()
+    })
+    .await;
+    let mut cfg = sentinel::passthrough_config(&upstream.url());
+    cfg.shutdown.sse_grace = Duration::from_millis(400);
+    cfg.shutdown.deadline = Duration::from_secs(5);
+    let s = sentinel::start_with(cfg, true).await;
+    let (session, _) = raw_legacy_session(&s.url, "2025-06-18").await;
+    let mut hs = legacy_headers("2025-06-18", session.as_deref());
+    hs.push(("Accept".into(), "text/event-stream".into()));
+    let stream = raw_send(reqwest::Method::GET, &s.url, &hs, None).await;
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.bytes_stream();
+
+    let begun = Instant::now();
+    s.sentinel().begin_shutdown();
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match body.next().await {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(e.to_string()),
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .expect("the stream closed within the deadline");
+    let lived = begun.elapsed();
+    assert_eq!(ended, Ok(()), "the stream ended cleanly");
+    assert!(
+        lived >= Duration::from_millis(350),
+        "the stream had its grace: {lived:?}"
+    );
+    assert!(
+        s.shutdown().await,
+        "every connection drained before the deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_takes_its_upstream_request_with_it() {
+    // An upstream that never answers and reports when its connection closes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut request = Vec::new();
+                loop {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                    if request.windows(4).any(|w| w == b"\r\n\r\n")
+                        && String::from_utf8_lossy(&request).contains("tools/call")
+                    {
+                        // The request is in: start an SSE answer, then hold it open.
+                        let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n").await;
+                        let event = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":1}}\n\n";
+                        let _ = sock
+                            .write_all(format!("{:x}\r\n", event.len()).as_bytes())
+                            .await;
+                        let _ = sock.write_all(event).await;
+                        let _ = sock.write_all(b"\r\n").await;
+                        request.clear();
+                    }
+                }
+                let _ = closed_tx.send(Instant::now());
+            });
+        }
+    });
+    let s = sentinel::start_with(
+        sentinel::passthrough_config(&format!("http://{addr}/mcp")),
+        false,
+    )
+    .await;
+
+    // Waiting for a JSON answer, then gone.
+    let gone = {
+        let resp = reqwest::Client::new()
+            .post(&s.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.bytes_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("notifications/progress"));
+        drop(body);
+        Instant::now()
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(2), closed_rx.recv())
+        .await
+        .expect("the upstream connection closed after the client left")
+        .unwrap();
+    assert!(closed.duration_since(gone) < Duration::from_millis(1000));
+    let cut = "mcp_sentinel_client_disconnects_total{phase=\"during_response\"}";
+    assert_eq!(s.metric_eventually(cut, 1.0).await, 1.0);
+    assert_eq!(
+        s.metric_eventually("mcp_sentinel_sse_streams_open", 0.0)
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_cancels_the_upstream_request() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    let s = sentinel::start_with(
+        sentinel::passthrough_config(&format!("http://{addr}/mcp")),
+        false,
+    )
+    .await;
+    let result = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .post(&s.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}"#)
+        .send()
+        .await;
+    assert!(result.is_err(), "the client gave up");
+    tokio::time::timeout(Duration::from_secs(2), closed_rx.recv())
+        .await
+        .expect("the upstream request was dropped when the client left");
+    let gone = "mcp_sentinel_requests_total{method=\"tools/call\",outcome=\"client_gone\"}";
+    assert_eq!(s.metric_eventually(gone, 1.0).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_unix_socket_upstream_is_reached() {
+    let dir = std::env::temp_dir().join(format!("mcp-sentinel-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("upstream.sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let _ = seen_tx.send(format!(
+                            "{} {} host={}",
+                            req.method(),
+                            req.uri().path(),
+                            req.headers()
+                                .get("host")
+                                .and_then(|h| h.to_str().ok())
+                                .unwrap_or("")
+                        ));
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                                        br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#,
+                                    )))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let upstream = format!("unix:{}:/mcp", sock.display());
+    let s = sentinel::start_with(sentinel::passthrough_config(&upstream), true).await;
+    let resp = reqwest::Client::new()
+        .post(&s.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["result"]["tools"], json!([]));
+    let mut seen = Vec::new();
+    while let Ok(line) = seen_rx.try_recv() {
+        seen.push(line);
+    }
+    assert!(
+        seen.contains(&"POST /mcp host=localhost".to_string()),
+        "{seen:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = spawn_upstream;
+}
