@@ -1,0 +1,175 @@
+//! The command-line contract: `--version`, `check` (exit 64 with every error listed), `run`
+//! refusing a bad config, environment variables standing in for flags, and every shipped
+//! example config being valid.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-sentinel");
+
+fn tmp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mcp-sentinel-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn version() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("mcp-sentinel {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = Command::new(BIN)
+                .arg("check")
+                .arg("--config")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            assert!(stdout.contains(": valid"), "{stdout}");
+            assert!(
+                stdout.contains("upstream: http://127.0.0.1:8080/mcp"),
+                "{stdout}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "examples/passthrough.yaml was checked");
+}
+
+#[test]
+fn check_lists_every_error_and_exits_64() {
+    let bad = tmp_file(
+        "bad.yaml",
+        "listen: nowhere\nupstream:\n  url: ftp://x/mcp\n  timeout: soon\n  colour: blue\nlimits:\n  max_body_bytes: 0\nextra: 1\n",
+    );
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let file = bad.display().to_string();
+    assert!(stderr.starts_with("6 errors in config:"), "{stderr}");
+    for (key, why) in [
+        ("listen", "is not an address"),
+        ("upstream.url", "scheme \"ftp\" is not supported"),
+        ("upstream.timeout", "is not a duration"),
+        ("upstream.colour", "unknown key"),
+        ("limits.max_body_bytes", "must be greater than zero"),
+        ("extra", "unknown key"),
+    ] {
+        assert!(
+            stderr.contains(&format!("{file}: {key}: ")),
+            "{key} missing: {stderr}"
+        );
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!(": {key}: ")))
+            .unwrap();
+        assert!(line.contains(why), "{line}");
+    }
+}
+
+#[test]
+fn check_reports_an_unreadable_file() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/sentinel.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn run_refuses_an_invalid_config() {
+    let bad = tmp_file(
+        "run-bad.yaml",
+        "upstream:\n  url: http://127.0.0.1:1/mcp\nunknown_section: {}\n",
+    );
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(&bad)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_section: unknown key"));
+    // No upstream anywhere: refused the same way.
+    let out = Command::new(BIN)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .env_remove("MCP_SENTINEL_UPSTREAM")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.url: required"));
+    let out = Command::new(BIN)
+        .args(["run", "--upstream", "https://x/mcp"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn environment_variables_stand_in_for_flags_and_override_the_file() {
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .env(
+            "MCP_SENTINEL_CONFIG",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/passthrough.yaml"),
+        )
+        .env("MCP_SENTINEL_UPSTREAM", "http://127.0.0.1:9/other")
+        .env("MCP_SENTINEL_LISTEN", "127.0.0.1:0")
+        .env("MCP_SENTINEL_ADMIN_LISTEN", "127.0.0.1:0")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut started = None;
+    for line in lines {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["message"] == "mcp-sentinel started" {
+            started = Some(v);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let v = started.expect("the sentinel started");
+    assert_eq!(v["upstream"], "http://127.0.0.1:9/other");
+    assert!(v["traffic"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_ne!(
+        v["traffic"], "127.0.0.1:15080",
+        "the env var overrides the file"
+    );
+    assert_ne!(v["admin"], "127.0.0.1:15090");
+    assert_eq!(v["level"], "INFO");
+}
