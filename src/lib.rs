@@ -4,12 +4,14 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod k8s;
 pub mod mcp;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::{Sentinel, StartError};
 pub use config::Config;

@@ -46,10 +46,11 @@ impl Traffic {
     pub async fn handle(
         self: Arc<Self>,
         peer: SocketAddr,
+        peer_ip: http::HeaderValue,
         req: http::Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut ctx = Ctx::new(id, peer, false, req);
+        let mut ctx = Ctx::new(id, peer, peer_ip, false, req);
         let mut guard = RequestGuard::new(self.metrics.clone(), id, ctx.started);
         let checked = self.pipeline.run(&mut ctx).await;
         guard.set_op(op_of(&ctx, &self.mcp_path));
@@ -128,7 +129,8 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let traffic = traffic.clone();
-        let service = service_fn(move |req| traffic.clone().handle(peer, req));
+        let peer_ip = crate::proxy::headers::peer_value(peer.ip());
+        let service = service_fn(move |req| traffic.clone().handle(peer, peer_ip.clone(), req));
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

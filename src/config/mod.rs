@@ -30,6 +30,15 @@ pub struct Config {
     pub limits: Limits,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Threads serving traffic. 1 (the default) runs everything on one thread, like
+    /// linkerd2-proxy: no cross-thread wake-ups, which is what a sidecar with a fraction of a
+    /// core wants. Raise it for a sidecar given several cores.
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +104,7 @@ impl Default for Config {
                 level: "info".into(),
                 format: LogFormat::Json,
             },
+            runtime: RuntimeConfig { worker_threads: 1 },
         }
     }
 }
@@ -190,6 +200,16 @@ impl Config {
         }
         r.close(log);
 
+        let mut rt = r.child(&mut top, "runtime");
+        if let Some(v) = r.field(&mut rt, "worker_threads", |v| match count(v)? {
+            0 => Err("must be at least 1".to_string()),
+            n if n > 256 => Err("must be at most 256".to_string()),
+            n => Ok(n),
+        }) {
+            cfg.runtime.worker_threads = v;
+        }
+        r.close(rt);
+
         r.close(top);
         r.finish().map(|()| cfg)
     }
@@ -214,6 +234,7 @@ impl Config {
                 "shutdown: deadline {:?}, SSE grace {:?}",
                 self.shutdown.deadline, self.shutdown.sse_grace
             ),
+            format!("runtime.worker_threads: {}", self.runtime.worker_threads),
         ]
     }
 }

@@ -25,6 +25,8 @@ pub struct Ctx {
     pub id: u64,
     pub started: Instant,
     pub peer: SocketAddr,
+    /// `peer`'s IP as a header value, made once per connection.
+    pub peer_ip: http::HeaderValue,
     /// The client reached us over TLS.
     pub tls: bool,
     pub parts: http::request::Parts,
@@ -39,12 +41,19 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(id: u64, peer: SocketAddr, tls: bool, req: http::Request<Incoming>) -> Self {
+    pub fn new(
+        id: u64,
+        peer: SocketAddr,
+        peer_ip: http::HeaderValue,
+        tls: bool,
+        req: http::Request<Incoming>,
+    ) -> Self {
         let (parts, incoming) = req.into_parts();
         Self {
             id,
             started: Instant::now(),
             peer,
+            peer_ip,
             tls,
             parts,
             incoming: Some(incoming),

@@ -38,22 +38,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Prepares client headers for the upstream hop.
+/// The client address as a header value, made once per connection.
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.to_string()).expect("an IP address is a valid header value")
+}
+
+/// Prepares client headers for the upstream hop. `peer` comes from [`peer_value`].
 pub fn to_upstream(
     headers: &mut HeaderMap,
     host: &HeaderValue,
-    peer: IpAddr,
+    peer: &HeaderValue,
     tls: bool,
     body_len: Option<usize>,
 ) {
     strip_hop_by_hop(headers);
     headers.insert(header::HOST, host.clone());
-    let peer = peer.to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
-        _ => peer,
+        Some(prev) if !prev.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{prev}, {}", peer.to_str().unwrap_or_default())).ok()
+        }
+        _ => Some(peer.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(
@@ -128,7 +134,7 @@ mod tests {
         to_upstream(
             &mut h,
             &HeaderValue::from_static("127.0.0.1:8080"),
-            "192.0.2.7".parse().unwrap(),
+            &peer_value("192.0.2.7".parse().unwrap()),
             false,
             Some(12),
         );

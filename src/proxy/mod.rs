@@ -61,7 +61,7 @@ impl Proxy {
         let Ctx {
             mut parts,
             body,
-            peer,
+            peer_ip,
             tls,
             ..
         } = ctx;
@@ -73,7 +73,7 @@ impl Proxy {
         headers::to_upstream(
             &mut parts.headers,
             &self.upstream.host,
-            peer.ip(),
+            &peer_ip,
             tls,
             has_body.then_some(body.len()),
         );

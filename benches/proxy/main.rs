@@ -1,0 +1,402 @@
+//! `make bench`: the sentinel's throughput, latency and memory against a direct connection to a
+//! fast upstream and against nginx as a plain reverse proxy. Targets are measured interleaved —
+//! several rounds, target order rotated each round — so the machine's noise cancels in the ratios.
+//!
+//! Settings (environment): BENCH_SECONDS (per run, default 2), BENCH_ROUNDS (5),
+//! BENCH_WARMUP_SECONDS (0.5), BENCH_CONNS ("1,32"), BENCH_WORKLOADS ("json,sse,list"),
+//! BENCH_TARGETS ("direct,sentinel,nginx"; direct is always measured), BENCH_NGINX_WORKERS (1),
+//! SENTINEL_BIN, BENCH_SENTINEL_CONFIG (examples/passthrough.yaml), NGINX_BIN, BENCH_STRICT=1
+//! (exit 1 when a bar fails).
+
+mod loadgen;
+mod procs;
+mod report;
+mod upstream;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use bytes::Bytes;
+
+use loadgen::{Check, Workload};
+use report::{Cell, Measure, Memory};
+
+/// Re-executing this binary with this flag runs the fast upstream instead of the bench.
+const UPSTREAM_ROLE: &str = "--serve-upstream";
+
+fn main() -> ExitCode {
+    if std::env::args().any(|a| a == UPSTREAM_ROLE) {
+        return match upstream::main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench upstream: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // `cargo bench` passes `--bench`. Anything else is a test runner (`cargo test --all-targets`,
+    // nextest listing with `--list`): the bench takes minutes, so it offers no tests there.
+    if !std::env::args().any(|a| a == "--bench") {
+        if !std::env::args().any(|a| a == "--list") {
+            eprintln!("the proxy bench runs only under `cargo bench --bench proxy` (make bench)");
+        }
+        return ExitCode::SUCCESS;
+    }
+    match bench() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("bench: a bar failed and BENCH_STRICT=1");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Direct,
+    Sentinel,
+    Nginx,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Sentinel => "sentinel",
+            Kind::Nginx => "nginx",
+        }
+    }
+}
+
+struct Settings {
+    seconds: f64,
+    rounds: usize,
+    warmup: f64,
+    conns: Vec<usize>,
+    workloads: Vec<Workload>,
+    targets: Vec<Kind>,
+    nginx_workers: usize,
+    sentinel_bin: PathBuf,
+    sentinel_config: PathBuf,
+    strict: bool,
+}
+
+impl Settings {
+    fn from_env() -> Result<Self> {
+        let seconds = env_number("BENCH_SECONDS", 2.0)?;
+        let rounds = env_number("BENCH_ROUNDS", 5.0)? as usize;
+        let warmup = env_number("BENCH_WARMUP_SECONDS", 0.5)?;
+        let nginx_workers = env_number("BENCH_NGINX_WORKERS", 1.0)? as usize;
+        ensure!(
+            (0.1..=60.0).contains(&seconds),
+            "BENCH_SECONDS must be 0.1..=60"
+        );
+        ensure!((1..=50).contains(&rounds), "BENCH_ROUNDS must be 1..=50");
+        ensure!(
+            (0.0..=10.0).contains(&warmup),
+            "BENCH_WARMUP_SECONDS must be 0..=10"
+        );
+        ensure!(
+            (1..=64).contains(&nginx_workers),
+            "BENCH_NGINX_WORKERS must be 1..=64"
+        );
+
+        let conns = env_list("BENCH_CONNS", "1,32")
+            .iter()
+            .map(|c| c.parse::<usize>().ok().filter(|c| (1..=1024).contains(c)))
+            .collect::<Option<Vec<_>>>()
+            .context("BENCH_CONNS must be a list of numbers in 1..=1024")?;
+
+        let mut workloads = Vec::new();
+        for key in env_list("BENCH_WORKLOADS", "json,sse,list") {
+            workloads.push(workload(&key)?);
+        }
+
+        let mut targets = vec![Kind::Direct];
+        for name in env_list("BENCH_TARGETS", "direct,sentinel,nginx") {
+            let kind = match name.as_str() {
+                "direct" => continue,
+                "sentinel" => Kind::Sentinel,
+                "nginx" => Kind::Nginx,
+                other => {
+                    bail!("unknown target {other:?} in BENCH_TARGETS (direct, sentinel, nginx)")
+                }
+            };
+            if !targets.contains(&kind) {
+                targets.push(kind);
+            }
+        }
+        ensure!(
+            !conns.is_empty() && !workloads.is_empty(),
+            "nothing to measure"
+        );
+
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let sentinel_bin = std::env::var_os("SENTINEL_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_mcp-sentinel")),
+            PathBuf::from,
+        );
+        let sentinel_config = std::env::var_os("BENCH_SENTINEL_CONFIG")
+            .map_or_else(|| manifest.join("examples/passthrough.yaml"), PathBuf::from);
+        Ok(Self {
+            seconds,
+            rounds,
+            warmup,
+            conns,
+            workloads,
+            targets,
+            nginx_workers,
+            sentinel_bin,
+            sentinel_config,
+            strict: std::env::var("BENCH_STRICT").is_ok_and(|v| v == "1"),
+        })
+    }
+}
+
+fn env_number(name: &str, default: f64) -> Result<f64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .with_context(|| format!("{name}={v:?} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_owned())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Stateless requests, as a client of the 2025-06-18 era sends them without a session.
+fn workload(key: &str) -> Result<Workload> {
+    Ok(match key {
+        "json" => Workload {
+            key: "json",
+            title: "tools/call answered as JSON",
+            body: Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}"#,
+            ),
+            check: Check::Json,
+        },
+        "sse" => Workload {
+            key: "sse",
+            title: "tools/call answered as SSE with 10 progress events",
+            body: Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"progress","arguments":{"steps":10},"_meta":{"progressToken":"bench-1"}}}"#,
+            ),
+            check: Check::Sse {
+                events: upstream::PROGRESS_EVENTS + 1,
+            },
+        },
+        "list" => Workload {
+            key: "list",
+            title: "tools/list (20 tools with schemas)",
+            body: Bytes::from_static(br#"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{}}"#),
+            check: Check::ToolsList {
+                tools: upstream::TOOL_COUNT,
+            },
+        },
+        other => bail!("unknown workload {other:?} in BENCH_WORKLOADS (json, sse, list)"),
+    })
+}
+
+struct Target {
+    kind: Kind,
+    addr: std::net::SocketAddr,
+    /// Processes whose CPU is the proxy's (empty for direct).
+    pids: Vec<u32>,
+}
+
+fn bench() -> Result<bool> {
+    let started = std::time::Instant::now();
+    let settings = Settings::from_env()?;
+    let workdir = procs::Workdir::create()?;
+    let (_upstream, upstream_addr) = procs::start_upstream(UPSTREAM_ROLE)?;
+
+    let mut targets = vec![Target {
+        kind: Kind::Direct,
+        addr: upstream_addr,
+        pids: Vec::new(),
+    }];
+    let sentinel = if settings.targets.contains(&Kind::Sentinel) {
+        let sentinel = procs::start_sentinel(
+            workdir.path(),
+            &settings.sentinel_bin,
+            &settings.sentinel_config,
+            upstream_addr,
+        )?;
+        targets.push(Target {
+            kind: Kind::Sentinel,
+            addr: sentinel.addr,
+            pids: vec![sentinel.proc.pid()],
+        });
+        Some(sentinel)
+    } else {
+        None
+    };
+    let nginx = if settings.targets.contains(&Kind::Nginx) {
+        let nginx = procs::start_nginx(workdir.path(), upstream_addr, settings.nginx_workers)?;
+        targets.push(Target {
+            kind: Kind::Nginx,
+            addr: nginx.addr,
+            pids: nginx.pids(),
+        });
+        Some(nginx)
+    } else {
+        None
+    };
+
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split(' ').next().unwrap_or("?");
+    println!("mcp-sentinel proxy bench");
+    println!(
+        "  {} rounds × {} s per run, target order rotated each round; {} CPUs, load average {} \
+         at start (other work on the machine makes every number noisier); all on 127.0.0.1",
+        settings.rounds, settings.seconds, cpus, load
+    );
+    println!(
+        "  load generator: 1 thread, closed loop, HTTP/1.1 keep-alive; upstream: 1 thread, own process"
+    );
+    if let Some(sentinel) = &sentinel {
+        println!(
+            "  sentinel: {} with {} ({} threads after start-up)",
+            settings.sentinel_bin.display(),
+            settings.sentinel_config.display(),
+            procs::thread_count(sentinel.proc.pid()).map_or("?".to_owned(), |n| n.to_string()),
+        );
+        if std::env::var_os("SENTINEL_BIN").is_none() {
+            println!(
+                "  note: this is the binary `cargo bench` built, with dev-dependency features \
+                 unified in; `make bench` measures the release build"
+            );
+        }
+    } else {
+        println!("  sentinel: NOT MEASURED (BENCH_TARGETS leaves it out)");
+    }
+    if let Some(nginx) = &nginx {
+        println!(
+            "  nginx: {}, worker_processes {} ({} worker process{} running), keepalive to upstream, \
+             proxy_buffering off, proxy_request_buffering off",
+            nginx.version,
+            settings.nginx_workers,
+            nginx.pids().len() - 1,
+            if nginx.pids().len() == 2 { "" } else { "es" }
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let run_for = Duration::from_secs_f64(settings.seconds);
+    let mut cells: Vec<Cell> = Vec::new();
+    for workload in &settings.workloads {
+        for &conns in &settings.conns {
+            if settings.warmup > 0.0 {
+                for target in &targets {
+                    rt.block_on(loadgen::run(
+                        target.addr,
+                        workload,
+                        conns,
+                        Duration::from_secs_f64(settings.warmup),
+                    ))
+                    .with_context(|| {
+                        format!("warming up {} on {}", target.kind.name(), workload.key)
+                    })?;
+                }
+            }
+            cells.push(Cell {
+                workload: workload.title,
+                workload_key: workload.key,
+                conns,
+                runs: targets
+                    .iter()
+                    .map(|_| Vec::with_capacity(settings.rounds))
+                    .collect(),
+            });
+        }
+    }
+
+    for round in 0..settings.rounds {
+        let mut index = 0;
+        for workload in &settings.workloads {
+            for &conns in &settings.conns {
+                let cell = &mut cells[index];
+                index += 1;
+                for step in 0..targets.len() {
+                    let t = (step + round) % targets.len();
+                    let measure = measure(&rt, &targets[t], workload, conns, run_for)
+                        .with_context(|| {
+                            format!(
+                                "round {}: {} on {} with {conns} connections",
+                                round + 1,
+                                targets[t].kind.name(),
+                                workload.key
+                            )
+                        })?;
+                    cell.runs[t].push(measure);
+                }
+            }
+        }
+        eprintln!("bench: round {}/{} done", round + 1, settings.rounds);
+    }
+
+    let memory = Memory {
+        sentinel_kib: sentinel
+            .as_ref()
+            .and_then(|s| procs::peak_rss_kib(&[s.proc.pid()])),
+        nginx_kib: nginx.as_ref().and_then(|n| procs::peak_rss_kib(&n.pids())),
+    };
+    let names: Vec<&str> = targets.iter().map(|t| t.kind.name()).collect();
+    let passed = report::print(&names, &cells, &memory);
+    println!("total time {:.0} s", started.elapsed().as_secs_f64());
+    Ok(passed || !settings.strict)
+}
+
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    target: &Target,
+    workload: &Workload,
+    conns: usize,
+    duration: Duration,
+) -> Result<Measure> {
+    let proxy_before = procs::cpu_ns(&target.pids);
+    let gen_before = procs::self_cpu_ns();
+    let sample = rt.block_on(loadgen::run(target.addr, workload, conns, duration))?;
+    let proxy_after = procs::cpu_ns(&target.pids);
+    let gen_after = procs::self_cpu_ns();
+    let proxy_cpu_per_req = match (target.pids.is_empty(), proxy_before, proxy_after) {
+        (false, Some(before), Some(after)) => Some(Duration::from_nanos(
+            after.saturating_sub(before) / sample.requests.max(1),
+        )),
+        _ => None,
+    };
+    let gen_cpu = match (gen_before, gen_after) {
+        (Some(before), Some(after)) => {
+            Some(after.saturating_sub(before) as f64 / sample.elapsed.as_nanos().max(1) as f64)
+        }
+        _ => None,
+    };
+    Ok(Measure {
+        rps: sample.rps(),
+        p50: sample.percentile(0.50),
+        p99: sample.percentile(0.99),
+        errors: sample.errors,
+        first_error: sample.first_error.clone(),
+        proxy_cpu_per_req,
+        gen_cpu,
+    })
+}

@@ -1,0 +1,241 @@
+//! Turns the interleaved rounds into one table per workload × concurrency: medians over rounds,
+//! and ratios to direct taken within each round (so the machine's drift cancels) before the median.
+//! Then the bars the sentinel is held to.
+
+use std::time::Duration;
+
+/// One target's numbers for one run.
+pub struct Measure {
+    pub rps: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// CPU time of the proxy process(es) per request; None for direct.
+    pub proxy_cpu_per_req: Option<Duration>,
+    /// The load generator's CPU use as a fraction of one core.
+    pub gen_cpu: Option<f64>,
+}
+
+/// All rounds of one workload × concurrency, per target (in `targets` order), per round.
+pub struct Cell {
+    pub workload: &'static str,
+    pub workload_key: &'static str,
+    pub conns: usize,
+    pub runs: Vec<Vec<Measure>>,
+}
+
+/// Medians of one target in one cell.
+struct Summary {
+    rps: f64,
+    spread: f64,
+    p50: Duration,
+    p99: Duration,
+    ratio: f64,
+    added_p50_us: f64,
+    proxy_cpu: Option<Duration>,
+    gen_cpu: Option<f64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+pub struct Memory {
+    pub sentinel_kib: Option<u64>,
+    pub nginx_kib: Option<u64>,
+}
+
+/// Direct is always `targets[0]`.
+pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory) -> bool {
+    let mut bars = Bars::default();
+    for cell in cells {
+        let summaries: Vec<Summary> = (0..targets.len()).map(|t| summarize(cell, t)).collect();
+        let plural = if cell.conns == 1 { "" } else { "s" };
+        println!();
+        println!("{} · {} connection{plural}", cell.workload, cell.conns);
+        println!(
+            "  {:<9} {:>9} {:>5} {:>9} {:>9} {:>8} {:>9} {:>13} {:>8}",
+            "target",
+            "req/s",
+            "±",
+            "p50 µs",
+            "p99 µs",
+            "×direct",
+            "+p50 µs",
+            "proxy CPU/req",
+            "gen CPU"
+        );
+        for (i, (name, s)) in targets.iter().zip(&summaries).enumerate() {
+            let is_direct = i == 0;
+            println!(
+                "  {:<9} {:>9.0} {:>4.0}% {:>9.1} {:>9.1} {:>8.2} {:>9} {:>13} {:>8}",
+                name,
+                s.rps,
+                s.spread * 100.0,
+                micros(s.p50),
+                micros(s.p99),
+                s.ratio,
+                if is_direct {
+                    "—".to_owned()
+                } else {
+                    format!("{:+.1}", s.added_p50_us)
+                },
+                s.proxy_cpu
+                    .map_or("—".to_owned(), |c| format!("{:.1} µs", micros(c))),
+                s.gen_cpu
+                    .map_or("—".to_owned(), |c| format!("{:.0}%", c * 100.0)),
+            );
+            if s.errors > 0 {
+                println!(
+                    "  !! {name}: {} failed requests (counted out of req/s), first: {}",
+                    s.errors,
+                    s.first_error.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        let find = |wanted: &str| {
+            targets
+                .iter()
+                .position(|t| *t == wanted)
+                .map(|i| &summaries[i])
+        };
+        if let Some(sentinel) = find("sentinel") {
+            if let Some(nginx) = find("nginx") {
+                bars.check(
+                    sentinel.ratio >= nginx.ratio,
+                    format!(
+                        "throughput ×direct, {} c={}: sentinel {:.2} >= nginx {:.2}",
+                        cell.workload_key, cell.conns, sentinel.ratio, nginx.ratio
+                    ),
+                );
+            }
+            if cell.conns == 1 {
+                bars.check(
+                    sentinel.added_p50_us <= 100.0,
+                    format!(
+                        "added p50 at 1 connection, {}: {:+.1} µs <= 100 µs",
+                        cell.workload_key, sentinel.added_p50_us
+                    ),
+                );
+            }
+            bars.check(
+                sentinel.errors == 0,
+                format!(
+                    "no failed requests through the sentinel, {} c={}",
+                    cell.workload_key, cell.conns
+                ),
+            );
+        }
+    }
+
+    println!();
+    let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
+    if let Some(kib) = memory.sentinel_kib {
+        println!(
+            "sentinel peak RSS (VmHWM over the whole run): {:.1} MB",
+            mb(kib)
+        );
+        bars.check(
+            mb(kib) < 30.0,
+            format!("sentinel peak RSS {:.1} MB < 30 MB", mb(kib)),
+        );
+    }
+    if let Some(kib) = memory.nginx_kib {
+        println!(
+            "nginx peak RSS (VmHWM, master + workers):     {:.1} MB",
+            mb(kib)
+        );
+    }
+    println!(
+        "columns: medians over rounds; ± = req/s spread (max-min)/median; ×direct and +p50 are taken \
+         per round, then the median; proxy CPU/req = the proxy's CPU time per request; gen CPU = the \
+         load generator's share of one core"
+    );
+    bars.print()
+}
+
+fn summarize(cell: &Cell, target: usize) -> Summary {
+    let runs = &cell.runs[target];
+    let direct = &cell.runs[0];
+    let rps: Vec<f64> = runs.iter().map(|m| m.rps).collect();
+    let median_rps = median(rps.clone());
+    let (min, max) = rps
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    Summary {
+        rps: median_rps,
+        spread: if median_rps > 0.0 {
+            (max - min) / median_rps
+        } else {
+            0.0
+        },
+        p50: Duration::from_secs_f64(median(runs.iter().map(|m| m.p50.as_secs_f64()).collect())),
+        p99: Duration::from_secs_f64(median(runs.iter().map(|m| m.p99.as_secs_f64()).collect())),
+        ratio: median(
+            runs.iter()
+                .zip(direct)
+                .map(|(m, d)| m.rps / d.rps)
+                .collect(),
+        ),
+        added_p50_us: median(
+            runs.iter()
+                .zip(direct)
+                .map(|(m, d)| micros(m.p50) - micros(d.p50))
+                .collect(),
+        ),
+        proxy_cpu: optional_median(
+            runs.iter()
+                .map(|m| m.proxy_cpu_per_req.map(|c| c.as_secs_f64())),
+        )
+        .map(Duration::from_secs_f64),
+        gen_cpu: optional_median(runs.iter().map(|m| m.gen_cpu)),
+        errors: runs.iter().map(|m| m.errors).sum(),
+        first_error: runs.iter().find_map(|m| m.first_error.clone()),
+    }
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn optional_median(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let values: Option<Vec<f64>> = values.collect();
+    values.filter(|v| !v.is_empty()).map(median)
+}
+
+#[derive(Default)]
+struct Bars {
+    lines: Vec<(bool, String)>,
+}
+
+impl Bars {
+    fn check(&mut self, ok: bool, what: String) {
+        self.lines.push((ok, what));
+    }
+
+    /// Prints every bar; true when all pass (or there was nothing to check).
+    fn print(&self) -> bool {
+        if self.lines.is_empty() {
+            println!("bars: not checked (the sentinel was not among the targets)");
+            return true;
+        }
+        println!();
+        println!("bars:");
+        for (ok, what) in &self.lines {
+            println!("  [{}] {what}", if *ok { "PASS" } else { "FAIL" });
+        }
+        self.lines.iter().all(|(ok, _)| *ok)
+    }
+}

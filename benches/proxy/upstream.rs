@@ -1,0 +1,250 @@
+//! The fast upstream: a minimal MCP-shaped HTTP/1.1 server on one thread, so that what the bench
+//! measures is the proxy in front of it. It answers statelessly by the JSON-RPC method in the body
+//! and runs as its own process (the bench re-executes itself) so its CPU is not the driver's.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Tools in the `tools/list` answer; the load generator checks the count.
+pub const TOOL_COUNT: usize = 20;
+/// `notifications/progress` events before the result on the SSE workload.
+pub const PROGRESS_EVENTS: usize = 10;
+/// The tool whose call is answered as an SSE stream.
+pub const PROGRESS_TOOL: &str = "progress";
+
+const CALL_RESULT: &str =
+    r#"{"content":[{"type":"text","text":"hello from the bench upstream"}],"isError":false}"#;
+const INIT_RESULT: &str = r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{"listChanged":false}},"serverInfo":{"name":"bench-upstream","version":"0.1.0"}}"#;
+const PARSE_ERROR: &str =
+    r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#;
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    method: Option<&'a str>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    params: Option<Params<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Params<'a> {
+    #[serde(borrow, default)]
+    name: Option<&'a str>,
+    #[serde(borrow, default, rename = "_meta")]
+    meta: Option<Meta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Meta<'a> {
+    #[serde(borrow, default, rename = "progressToken")]
+    progress_token: Option<&'a RawValue>,
+}
+
+/// Runs the upstream until the driver closes our stdin. Prints the bound address as the first
+/// line on stdout.
+pub fn main() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the upstream runtime")?;
+    rt.block_on(serve())
+}
+
+async fn serve() -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{addr}")?;
+        out.flush()?;
+    }
+
+    // The driver holds our stdin open; EOF means it is gone, so never outlive it.
+    tokio::spawn(async {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = stdin.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        std::process::exit(0);
+    });
+
+    let tools_list: Arc<str> = tools_list_result().into();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let tools_list = tools_list.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(req, tools_list.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    tools_list: Arc<str>,
+) -> Result<Response<Body>, Infallible> {
+    if req.uri().path() != "/mcp" {
+        return Ok(empty(StatusCode::NOT_FOUND));
+    }
+    if req.method() != Method::POST {
+        // A stateless server offers no GET stream and no sessions to DELETE.
+        return Ok(empty(StatusCode::METHOD_NOT_ALLOWED));
+    }
+    let body = match req.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Ok(empty(StatusCode::BAD_REQUEST)),
+    };
+    Ok(answer(&body, &tools_list))
+}
+
+fn answer(body: &[u8], tools_list: &str) -> Response<Body> {
+    let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(body) else {
+        return json(StatusCode::BAD_REQUEST, PARSE_ERROR.into());
+    };
+    let (Some(method), Some(id)) = (envelope.method, envelope.id) else {
+        // Notifications and client responses: accepted, no body.
+        return empty(StatusCode::ACCEPTED);
+    };
+    let params = envelope.params;
+    let tool = params.as_ref().and_then(|p| p.name);
+    match method {
+        "tools/call" if tool == Some(PROGRESS_TOOL) => {
+            let token = params
+                .as_ref()
+                .and_then(|p| p.meta.as_ref())
+                .and_then(|m| m.progress_token);
+            sse_progress(id, token)
+        }
+        "tools/call" => json(StatusCode::OK, result(id, CALL_RESULT)),
+        "tools/list" => json(StatusCode::OK, result(id, tools_list)),
+        "initialize" => json(StatusCode::OK, result(id, INIT_RESULT)),
+        "ping" => json(StatusCode::OK, result(id, "{}")),
+        _ => json(
+            StatusCode::OK,
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":-32601,"message":"Method not found"}}}}"#,
+                id.get()
+            ),
+        ),
+    }
+}
+
+fn result(id: &RawValue, result: &str) -> String {
+    let mut out = String::with_capacity(40 + id.get().len() + result.len());
+    out.push_str(r#"{"jsonrpc":"2.0","id":"#);
+    out.push_str(id.get());
+    out.push_str(r#","result":"#);
+    out.push_str(result);
+    out.push('}');
+    out
+}
+
+/// Ten progress notifications, then the result, one SSE event per body frame. The task yields
+/// between events so hyper flushes each one as its own write, as a server doing real work would.
+fn sse_progress(id: &RawValue, token: Option<&RawValue>) -> Response<Body> {
+    let token = token.map_or_else(|| r#""bench""#.to_owned(), |t| t.get().to_owned());
+    let id = id.get().to_owned();
+    let events = futures_util::stream::unfold((0usize, token, id), |(n, token, id)| async move {
+        if n > PROGRESS_EVENTS {
+            return None;
+        }
+        if n > 0 {
+            tokio::task::yield_now().await;
+        }
+        let data = if n < PROGRESS_EVENTS {
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":{token},"progress":{},"total":{PROGRESS_EVENTS}}}}}"#,
+                n + 1
+            )
+        } else {
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{CALL_RESULT}}}"#)
+        };
+        let event = format!("id: {}\nevent: message\ndata: {data}\n\n", n + 1);
+        Some((Ok(Frame::data(Bytes::from(event))), (n + 1, token, id)))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(StreamBody::new(events).boxed_unsync())
+        .expect("static response parts are valid")
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)).boxed_unsync())
+        .expect("static response parts are valid")
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .body(Empty::new().boxed_unsync())
+        .expect("static response parts are valid")
+}
+
+/// A `tools/list` result of realistic size: twenty tools with input schemas (about 8 KB).
+fn tools_list_result() -> String {
+    let tools: Vec<serde_json::Value> = (0..TOOL_COUNT)
+        .map(|i| {
+            let name = match i {
+                0 => "echo".to_owned(),
+                1 => PROGRESS_TOOL.to_owned(),
+                _ => format!("tool_{i:02}"),
+            };
+            serde_json::json!({
+                "name": name,
+                "title": format!("Synthetic tool {i}"),
+                "description": format!(
+                    "Synthetic tool number {i} for the proxy benchmark: looks something up and \
+                     returns a short text answer."
+                ),
+                "inputSchema": {
+                    "type": "object",
+                    "properties": {
+                        "query": {"type": "string", "description": "What to look up"},
+                        "limit": {"type": "integer", "minimum": 1, "maximum": 100},
+                        "verbose": {"type": "boolean", "default": false},
+                        "tags": {"type": "array", "items": {"type": "string"}}
+                    },
+                    "required": ["query"]
+                },
+                "annotations": {"readOnlyHint": true, "openWorldHint": false}
+            })
+        })
+        .collect();
+    serde_json::json!({ "tools": tools }).to_string()
+}

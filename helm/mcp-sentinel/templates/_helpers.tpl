@@ -1,0 +1,71 @@
+{{/* Names, labels and the shared pieces every template uses. */}}
+
+{{- define "mcp-sentinel.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The injector's objects: <release>-injector, or <release>-mcp-sentinel-injector. */}}
+{{- define "mcp-sentinel.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 54 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 54 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mcp-sentinel.injectorName" -}}
+{{- printf "%s-injector" (include "mcp-sentinel.fullname" .) -}}
+{{- end -}}
+
+{{- define "mcp-sentinel.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "mcp-sentinel.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "mcp-sentinel.injectorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "mcp-sentinel.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: injector
+{{- end -}}
+
+{{- define "mcp-sentinel.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The TLS Secret both certificate modes write to. */}}
+{{- define "mcp-sentinel.tlsSecret" -}}
+{{- printf "%s-tls" (include "mcp-sentinel.injectorName" .) -}}
+{{- end -}}
+
+{{/* DNS names the API server may use for the injector's Service. */}}
+{{- define "mcp-sentinel.dnsNames" -}}
+{{- $svc := include "mcp-sentinel.injectorName" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- toJson (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) -}}
+{{- end -}}
+
+{{/* The release namespace and sidecar.namespaces, without duplicates, as JSON. */}}
+{{- define "mcp-sentinel.sidecarNamespaces" -}}
+{{- toJson (prepend .Values.sidecar.namespaces .Release.Namespace | uniq) -}}
+{{- end -}}
+
+{{/* Conflicting values stop the render, with what to change. */}}
+{{- define "mcp-sentinel.validate" -}}
+{{- $tr := .Values.sidecar.tokenReview -}}
+{{- if and $tr.enabled (not $tr.audience) -}}
+{{- fail "sidecar.tokenReview.enabled needs sidecar.tokenReview.audience: your API server's audience (its service-account issuer)" -}}
+{{- end -}}
+{{- if and $tr.serviceAccounts (not $tr.enabled) -}}
+{{- fail "sidecar.tokenReview.serviceAccounts is set but sidecar.tokenReview.enabled is false" -}}
+{{- end -}}
+{{- if and .Values.tls.certManager.issuerRef (not .Values.tls.certManager.enabled) -}}
+{{- fail "tls.certManager.issuerRef is set but tls.certManager.enabled is false" -}}
+{{- end -}}
+{{- end -}}

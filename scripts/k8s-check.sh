@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The Kubernetes checks of `make test`: helm lint; helm template with every values file in
+# tests/fixtures/k8s/values/, each rendering validated with kubernetes-validate --strict against
+# Kubernetes 1.29 and 1.33; every file in tests/fixtures/k8s/values-invalid/ refused with the
+# error its first line expects; deploy/ validated and checked to be what the chart generates.
+# Helm and kubernetes-validate come from pinned registry packages (scripts/k8s-tools.sh).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/k8s-tools.sh
+source scripts/k8s-tools.sh
+k8s_tools
+
+CHART=helm/mcp-sentinel
+KUBE_VERSIONS=(1.29 1.33)
+# Kinds from CRDs, which kubernetes-validate has no schema for. Any other kind without a schema
+# (a typo in an apiVersion, say) fails the check.
+CRD_KINDS='ServiceMonitor|PodMonitor|PrometheusRule|Certificate|Issuer'
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+validate() { # file kube_version
+    local out
+    if ! out=$("$KUBE_VALIDATE" --strict --kubernetes-version "$2" "$1" 2>&1); then
+        echo "$out" | grep -v '^INFO' >&2
+        k8s_die "$1 does not validate against Kubernetes $2"
+    fi
+    local unknown
+    unknown=$(echo "$out" | grep "Couldn't find schema" | grep -Ev "for kind ($CRD_KINDS) with" || true)
+    if [ -n "$unknown" ]; then
+        echo "$unknown" >&2
+        k8s_die "$1: kinds without a schema for Kubernetes $2"
+    fi
+}
+
+k8s_log "helm lint"
+"$HELM" lint --strict "$CHART" >"$tmp/lint" || {
+    cat "$tmp/lint" >&2
+    k8s_die "helm lint failed"
+}
+"$HELM" lint --strict "$CHART" -f tests/fixtures/k8s/values/everything.yaml >"$tmp/lint" || {
+    cat "$tmp/lint" >&2
+    k8s_die "helm lint (everything.yaml) failed"
+}
+
+rendered=0
+for values in tests/fixtures/k8s/values/*.yaml; do
+    name=$(basename "$values" .yaml)
+    for kv in "${KUBE_VERSIONS[@]}"; do
+        out="$tmp/$name-$kv.yaml"
+        if ! "$HELM" template mcp-sentinel "$CHART" --namespace mcp-sentinel \
+            --kube-version "$kv.0" -f "$values" >"$out" 2>"$tmp/err"; then
+            cat "$tmp/err" >&2
+            k8s_die "helm template -f $values (Kubernetes $kv) failed"
+        fi
+        validate "$out" "$kv"
+        rendered=$((rendered + 1))
+    done
+done
+k8s_log "helm template: $rendered renderings valid (--strict, Kubernetes ${KUBE_VERSIONS[*]})"
+
+refused=0
+for values in tests/fixtures/k8s/values-invalid/*.yaml; do
+    expect=$(sed -n '1s/^# expect: //p' "$values")
+    [ -n "$expect" ] || k8s_die "$values: the first line must be '# expect: <error text>'"
+    if "$HELM" template mcp-sentinel "$CHART" -f "$values" >/dev/null 2>"$tmp/err"; then
+        k8s_die "helm template accepted $values"
+    fi
+    grep -qF -- "$expect" "$tmp/err" || {
+        cat "$tmp/err" >&2
+        k8s_die "$values was refused, but not with: $expect"
+    }
+    refused=$((refused + 1))
+done
+k8s_log "helm template: $refused invalid values files refused"
+
+for f in deploy/*.yaml; do
+    [ "$(basename "$f")" = kustomization.yaml ] && continue
+    for kv in "${KUBE_VERSIONS[@]}"; do
+        validate "$f" "$kv"
+    done
+done
+scripts/k8s-generate.sh --check
+k8s_log "all Kubernetes checks passed"

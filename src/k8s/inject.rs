@@ -1,0 +1,581 @@
+//! The injection decision: a pure function from an AdmissionReview (and the injector's settings)
+//! to the answer. A pod it cannot understand is admitted unchanged with a warning; only a body
+//! that is not an AdmissionReview at all is refused, and never with a panic.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec};
+use kube_core::DynamicObject;
+use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::{Value, json};
+
+use super::annotations as ann;
+use super::settings::Settings;
+use super::template::{self, Params, Sidecar};
+use super::validate;
+
+/// Webhook path for pods that opt in with `mcp-sentinel.io/inject: "true"`.
+pub const PATH_ANNOTATED: &str = "/inject/annotated";
+/// Webhook path for pods in namespaces labelled for injection: every pod unless it opts out.
+pub const PATH_NAMESPACE: &str = "/inject/namespace";
+
+/// Which webhook entry called: the MutatingWebhookConfiguration tells them apart by
+/// namespace label, since the AdmissionReview does not carry the namespace's labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Inject only pods annotated `"true"`.
+    Annotated,
+    /// Inject every pod not annotated `"false"`.
+    Namespace,
+}
+
+impl Mode {
+    pub fn from_path(path: &str) -> Option<Mode> {
+        match path {
+            PATH_ANNOTATED => Some(Mode::Annotated),
+            PATH_NAMESPACE => Some(Mode::Namespace),
+            _ => None,
+        }
+    }
+}
+
+/// What happened to a pod, for `mcp_sentinel_injections_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectResult {
+    Injected,
+    /// Not asked for (or not a pod creation), or a pod the sidecar cannot serve (host network).
+    Skipped,
+    AlreadyInjected,
+    /// Asked for but impossible (bad annotation, no port to take over, a collision, an
+    /// unreadable pod): admitted unchanged with a warning.
+    Error,
+}
+
+impl InjectResult {
+    pub const ALL: [InjectResult; 4] = [
+        InjectResult::Injected,
+        InjectResult::Skipped,
+        InjectResult::AlreadyInjected,
+        InjectResult::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InjectResult::Injected => "injected",
+            InjectResult::Skipped => "skipped",
+            InjectResult::AlreadyInjected => "already_injected",
+            InjectResult::Error => "error",
+        }
+    }
+}
+
+/// The answer to one AdmissionReview.
+#[derive(Debug)]
+pub struct Answer {
+    pub review: AdmissionReview<DynamicObject>,
+    pub result: InjectResult,
+    /// Why, for the log (never sent anywhere else than the warning it may also be).
+    pub detail: String,
+    /// `namespace/name` (or the generateName prefix) for the log.
+    pub pod: String,
+}
+
+impl Answer {
+    /// The body to send back: the AdmissionReview as JSON, with the patch base64-encoded as the
+    /// API server's Go types spell `[]byte` (kube-core writes an array of numbers).
+    pub fn to_json(&self) -> Vec<u8> {
+        review_json(&self.review)
+    }
+}
+
+/// An AdmissionReview as the API server expects it (see `Answer::to_json`).
+pub fn review_json(review: &AdmissionReview<DynamicObject>) -> Vec<u8> {
+    use base64::Engine;
+    let mut v = serde_json::to_value(review).expect("an AdmissionReview serializes");
+    if let Some(patch) = v.pointer_mut("/response/patch")
+        && let Some(bytes) = patch.as_array()
+    {
+        let raw: Vec<u8> = bytes
+            .iter()
+            .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect();
+        *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(raw));
+    }
+    serde_json::to_vec(&v).expect("JSON serializes")
+}
+
+/// A body that is not an AdmissionReview v1 with a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    #[error("the body is not JSON: {0}")]
+    Json(String),
+    #[error("expected an admission.k8s.io/v1 AdmissionReview")]
+    NotAReview,
+    #[error("the AdmissionReview has no request uid")]
+    NoRequest,
+}
+
+impl Malformed {
+    /// The clean answer: an AdmissionReview refusing it, without a uid (none could be read).
+    pub fn answer(&self) -> AdmissionReview<DynamicObject> {
+        AdmissionResponse::invalid(self.to_string()).into_review()
+    }
+}
+
+/// Reads an AdmissionReview from `body` and answers it.
+pub fn review_body(body: &[u8], mode: Mode, settings: &Settings) -> Result<Answer, Malformed> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| Malformed::Json(e.to_string()))?;
+    if value["apiVersion"] != "admission.k8s.io/v1" || value["kind"] != "AdmissionReview" {
+        return Err(Malformed::NotAReview);
+    }
+    let uid = match value.pointer("/request/uid") {
+        Some(Value::String(uid)) if !uid.is_empty() => uid.clone(),
+        _ => return Err(Malformed::NoRequest),
+    };
+    match serde_json::from_value::<AdmissionReview<DynamicObject>>(value) {
+        Ok(review) => match review.try_into() {
+            Ok(request) => Ok(review_request(&request, mode, settings)),
+            Err(_) => Err(Malformed::NoRequest),
+        },
+        // The uid is known, so the pod can still be admitted, unchanged.
+        Err(e) => {
+            let mut resp = AdmissionResponse::invalid("");
+            resp.uid = uid;
+            resp.allowed = true;
+            resp.result = Default::default();
+            let detail = format!("cannot read the admission request: {e}");
+            resp.warnings = Some(vec![warning(&detail)]);
+            Ok(Answer {
+                review: resp.into_review(),
+                result: InjectResult::Error,
+                detail,
+                pod: String::new(),
+            })
+        }
+    }
+}
+
+fn warning(detail: &str) -> String {
+    format!("mcp-sentinel: not injected: {detail}")
+}
+
+/// Answers one admission request.
+pub fn review_request(
+    req: &AdmissionRequest<DynamicObject>,
+    mode: Mode,
+    settings: &Settings,
+) -> Answer {
+    let resp = AdmissionResponse::from(req);
+    let pod_name = req.object.as_ref().map_or_else(String::new, |o| {
+        let name = o.metadata.name.clone().unwrap_or_else(|| {
+            format!("{}*", o.metadata.generate_name.clone().unwrap_or_default())
+        });
+        format!("{}/{name}", req.namespace.clone().unwrap_or_default())
+    });
+    let answer = |resp: AdmissionResponse, result, detail: String| Answer {
+        review: resp.into_review(),
+        result,
+        detail,
+        pod: pod_name.clone(),
+    };
+    let is_pod_create = req.kind.group.is_empty()
+        && req.kind.kind == "Pod"
+        && req.sub_resource.is_none()
+        && req.operation == Operation::Create;
+    let Some(object) = req.object.as_ref().filter(|_| is_pod_create) else {
+        return answer(resp, InjectResult::Skipped, "not a pod creation".into());
+    };
+    let outcome = serde_json::to_value(object)
+        .map_err(|e| Verdict::Error(format!("cannot read the pod: {e}")))
+        .and_then(|json| {
+            let pod: Pod = serde_json::from_value(json.clone())
+                .map_err(|e| Verdict::Error(format!("cannot read the pod: {e}")))?;
+            let (ops, warnings) = plan(&pod, &json, mode, settings)?;
+            Ok((verify(&json, ops)?, warnings))
+        });
+    match outcome {
+        Ok((patch, warnings)) => match resp.clone().with_patch(patch) {
+            Ok(mut resp) => {
+                if !warnings.is_empty() {
+                    resp.warnings = Some(warnings);
+                }
+                answer(resp, InjectResult::Injected, String::new())
+            }
+            Err(e) => {
+                let detail = format!("cannot encode the patch: {e}");
+                let mut resp = resp;
+                resp.warnings = Some(vec![warning(&detail)]);
+                answer(resp, InjectResult::Error, detail)
+            }
+        },
+        Err(Verdict::Skip(detail, warn)) => {
+            let mut resp = resp;
+            if warn {
+                resp.warnings = Some(vec![warning(&detail)]);
+            }
+            answer(resp, InjectResult::Skipped, detail)
+        }
+        Err(Verdict::Already) => answer(
+            resp,
+            InjectResult::AlreadyInjected,
+            "already has the sidecar".into(),
+        ),
+        Err(Verdict::Error(detail)) => {
+            let mut resp = resp;
+            resp.warnings = Some(vec![warning(&detail)]);
+            answer(resp, InjectResult::Error, detail)
+        }
+    }
+}
+
+/// Why a pod is left alone.
+#[derive(Debug)]
+enum Verdict {
+    /// Not injected, by choice; `true`: tell the user why.
+    Skip(String, bool),
+    Already,
+    Error(String),
+}
+
+/// The port the sidecar takes over: `spec.containers[container].ports[port]`.
+struct Upstream<'p> {
+    container: usize,
+    port_index: usize,
+    port: &'p ContainerPort,
+}
+
+/// The JSON Patch that adds the sidecar to `json` (the pod as the API server sent it), and the
+/// warnings to return with it.
+fn plan(
+    pod: &Pod,
+    json: &Value,
+    mode: Mode,
+    settings: &Settings,
+) -> Result<(Vec<Value>, Vec<String>), Verdict> {
+    let empty = BTreeMap::new();
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    let get = |key: &str| annotations.get(key).map(String::as_str);
+    let inject = match get(ann::INJECT) {
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(Verdict::Error(format!(
+                "annotation {}={other:?} must be \"true\" or \"false\"",
+                ann::INJECT
+            )));
+        }
+        None => mode == Mode::Namespace,
+    };
+    if !inject {
+        return Err(Verdict::Skip("injection not requested".into(), false));
+    }
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| Verdict::Error("the pod has no spec".into()))?;
+    let mut probe = template_probe(settings);
+    let name = template::render(&probe)
+        .map_err(|e| Verdict::Error(format!("cannot render the sidecar: {e}")))?
+        .name()
+        .to_string();
+    if all_containers(spec).any(|c| c.name == name) {
+        return Err(Verdict::Already);
+    }
+    if spec.host_network == Some(true) {
+        return Err(Verdict::Skip(
+            "host-network pods are not injected".into(),
+            true,
+        ));
+    }
+    if spec.os.as_ref().is_some_and(|os| os.name != "linux") {
+        return Err(Verdict::Skip("only Linux pods are injected".into(), true));
+    }
+
+    let mut warnings = Vec::new();
+    let upstream = find_upstream(spec, get(ann::UPSTREAM_PORT))?;
+    let path = match get(ann::UPSTREAM_PATH) {
+        Some(p) => {
+            validate::http_path(p).map_err(|e| bad_annotation(ann::UPSTREAM_PATH, e))?;
+            p
+        }
+        None => settings.upstream_path.as_str(),
+    };
+    let traffic_port_name = match (get(ann::TRAFFIC_PORT_NAME), &upstream.port.name) {
+        (Some(n), _) => {
+            validate::port_name(n).map_err(|e| bad_annotation(ann::TRAFFIC_PORT_NAME, e))?;
+            n.to_string()
+        }
+        (None, Some(n)) => n.clone(),
+        (None, None) => {
+            warnings.push(format!(
+                "mcp-sentinel: the upstream port {} has no name; Services must target port name {:?}",
+                upstream.port.container_port, settings.default_port_name
+            ));
+            settings.default_port_name.clone()
+        }
+    };
+    let config_map = match get(ann::CONFIG) {
+        Some(c) => {
+            validate::object_name(c).map_err(|e| bad_annotation(ann::CONFIG, e))?;
+            c.to_string()
+        }
+        None => settings.config_map.clone(),
+    };
+    let mut resources = settings.resources.clone();
+    for (key, slot) in [
+        (ann::CPU_REQUEST, &mut resources.cpu_request),
+        (ann::CPU_LIMIT, &mut resources.cpu_limit),
+        (ann::MEMORY_REQUEST, &mut resources.memory_request),
+        (ann::MEMORY_LIMIT, &mut resources.memory_limit),
+    ] {
+        if let Some(q) = get(key) {
+            validate::quantity(q).map_err(|e| bad_annotation(key, e))?;
+            *slot = Some(q.to_string());
+        }
+    }
+    resources
+        .check()
+        .map_err(|e| Verdict::Error(format!("sidecar resources: {e}")))?;
+
+    probe.upstream_url = format!("http://127.0.0.1:{}{path}", upstream.port.container_port);
+    probe.traffic_port_name = traffic_port_name;
+    probe.config_map = config_map;
+    probe.resources = resources.to_json();
+    let sidecar = template::render(&probe)
+        .map_err(|e| Verdict::Error(format!("cannot render the sidecar: {e}")))?;
+    check_collisions(spec, &upstream, &sidecar)?;
+
+    let mut ops = Vec::new();
+    let entry = if sidecar.native {
+        "initContainers"
+    } else {
+        "containers"
+    };
+    match (json.pointer(&format!("/spec/{entry}")), sidecar.native) {
+        (Some(Value::Array(_)), true) => {
+            ops.push(add(&format!("/spec/{entry}/0"), &sidecar.container))
+        }
+        (Some(Value::Array(_)), false) => {
+            ops.push(add(&format!("/spec/{entry}/-"), &sidecar.container))
+        }
+        _ => ops.push(add(&format!("/spec/{entry}"), &json!([sidecar.container]))),
+    }
+    ops.push(add(
+        &format!(
+            "/spec/containers/{}/ports/{}/name",
+            upstream.container, upstream.port_index
+        ),
+        &Value::from(sidecar.upstream_port_name.as_str()),
+    ));
+    append(&mut ops, json, "/spec/volumes", &sidecar.volumes);
+    let has_prometheus = annotations.keys().any(|k| k.starts_with("prometheus.io/"));
+    let pod_annotations: Vec<(&String, &Value)> = sidecar
+        .pod_annotations
+        .iter()
+        .filter(|(k, _)| !(has_prometheus && k.starts_with("prometheus.io/")))
+        .collect();
+    if has_prometheus && pod_annotations.len() < sidecar.pod_annotations.len() {
+        warnings.push(
+            "mcp-sentinel: the pod has prometheus.io annotations of its own; the sidecar's metrics are not announced (use the PodMonitor)".into(),
+        );
+    }
+    let labels: Vec<(&String, &Value)> = sidecar.pod_labels.iter().collect();
+    insert(&mut ops, json, "/metadata/labels", &labels);
+    insert(&mut ops, json, "/metadata/annotations", &pod_annotations);
+    Ok((ops, warnings))
+}
+
+/// The sidecar's parameters from the settings; the per-pod ones are filled in by `plan`.
+fn template_probe(settings: &Settings) -> Params {
+    Params {
+        image: settings.image.clone(),
+        image_pull_policy: settings.image_pull_policy.clone(),
+        upstream_url: String::new(),
+        traffic_port_name: settings.default_port_name.clone(),
+        resources: settings.resources.to_json(),
+        config_map: settings.config_map.clone(),
+        secret: settings.secret.clone(),
+        token_review: settings.token_review.clone(),
+        native: settings.native_sidecar,
+    }
+}
+
+fn bad_annotation(key: &str, why: String) -> Verdict {
+    Verdict::Error(format!("annotation {key}: {why}"))
+}
+
+fn all_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+}
+
+fn find_upstream<'p>(spec: &'p PodSpec, wanted: Option<&str>) -> Result<Upstream<'p>, Verdict> {
+    let ports: Vec<Upstream<'p>> = spec
+        .containers
+        .iter()
+        .enumerate()
+        .flat_map(|(ci, c)| {
+            c.ports
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(move |(pi, p)| Upstream {
+                    container: ci,
+                    port_index: pi,
+                    port: p,
+                })
+        })
+        .collect();
+    let n = ports.len();
+    let found = match wanted {
+        Some(w) => {
+            let by_number = w.parse::<i32>().ok();
+            if by_number.is_none() {
+                validate::port_name(w).map_err(|e| bad_annotation(ann::UPSTREAM_PORT, e))?;
+            }
+            ports
+                .into_iter()
+                .find(|u| match by_number {
+                    Some(n) => u.port.container_port == n,
+                    None => u.port.name.as_deref() == Some(w),
+                })
+                .ok_or_else(|| {
+                    Verdict::Error(format!(
+                        "annotation {}: no container declares port {w:?}",
+                        ann::UPSTREAM_PORT
+                    ))
+                })?
+        }
+        None if n == 1 => ports.into_iter().next().expect("one port"),
+        None => {
+            return Err(Verdict::Error(format!(
+                "the pod declares {n} container ports; set {} to the MCP server's",
+                ann::UPSTREAM_PORT
+            )));
+        }
+    };
+    match found.port.protocol.as_deref() {
+        None | Some("TCP") => Ok(found),
+        Some(other) => Err(Verdict::Error(format!(
+            "the upstream port uses {other}; the sentinel forwards TCP"
+        ))),
+    }
+}
+
+fn check_collisions(
+    spec: &PodSpec,
+    upstream: &Upstream<'_>,
+    sidecar: &Sidecar,
+) -> Result<(), Verdict> {
+    let ours = sidecar.ports();
+    let mut names: Vec<&str> = ours.iter().map(|(n, _)| n.as_str()).collect();
+    names.push(&sidecar.upstream_port_name);
+    let mut seen = names.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != names.len() {
+        return Err(Verdict::Error(format!(
+            "the sidecar's port names {names:?} collide; choose another {}",
+            ann::TRAFFIC_PORT_NAME
+        )));
+    }
+    // Init containers too: a native sidecar of the pod's own may listen as well.
+    let containers = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (Some(i), c))
+        .chain(spec.init_containers.iter().flatten().map(|c| (None, c)));
+    for (ci, c) in containers {
+        for (pi, p) in c.ports.iter().flatten().enumerate() {
+            if let Some((_, n)) = ours.iter().find(|(_, n)| i64::from(p.container_port) == *n) {
+                return Err(Verdict::Error(format!(
+                    "container {} already uses port {n}, which the sidecar needs",
+                    c.name
+                )));
+            }
+            let is_upstream = ci == Some(upstream.container) && pi == upstream.port_index;
+            if let Some(name) = p
+                .name
+                .as_deref()
+                .filter(|n| !is_upstream && names.contains(n))
+            {
+                return Err(Verdict::Error(format!(
+                    "container {} already has a port named {name:?}",
+                    c.name
+                )));
+            }
+        }
+    }
+    let taken: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    if let Some(v) = sidecar
+        .volume_names()
+        .into_iter()
+        .find(|v| taken.contains(v))
+    {
+        return Err(Verdict::Error(format!(
+            "the pod already has a volume named {v:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn add(path: &str, value: &Value) -> Value {
+    json!({ "op": "add", "path": path, "value": value })
+}
+
+/// JSON Pointer escaping of one key (RFC 6901).
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// Appends `items` to the array at `path`, creating it when absent.
+fn append(ops: &mut Vec<Value>, json: &Value, path: &str, items: &[Value]) {
+    if items.is_empty() {
+        return;
+    }
+    if let Some(Value::Array(_)) = json.pointer(path) {
+        for item in items {
+            ops.push(add(&format!("{path}/-"), item));
+        }
+    } else {
+        ops.push(add(path, &Value::Array(items.to_vec())));
+    }
+}
+
+/// Sets `entries` in the object at `path`, creating it when absent.
+fn insert(ops: &mut Vec<Value>, json: &Value, path: &str, entries: &[(&String, &Value)]) {
+    if entries.is_empty() {
+        return;
+    }
+    if let Some(Value::Object(_)) = json.pointer(path) {
+        for (k, v) in entries {
+            ops.push(add(&format!("{path}/{}", escape(k)), v));
+        }
+    } else {
+        let map: serde_json::Map<String, Value> = entries
+            .iter()
+            .map(|(k, v)| ((*k).clone(), (*v).clone()))
+            .collect();
+        ops.push(add(path, &Value::Object(map)));
+    }
+}
+
+/// Applies `ops` to a copy of the pod and reads it back: a patch the API server could not apply,
+/// or that would produce an unreadable pod, is never sent.
+fn verify(json: &Value, ops: Vec<Value>) -> Result<json_patch::Patch, Verdict> {
+    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))
+        .map_err(|e| Verdict::Error(format!("internal: bad patch: {e}")))?;
+    let mut patched = json.clone();
+    json_patch::patch(&mut patched, &patch)
+        .map_err(|e| Verdict::Error(format!("internal: the patch does not apply: {e}")))?;
+    serde_json::from_value::<Pod>(patched)
+        .map_err(|e| Verdict::Error(format!("internal: the patched pod is invalid: {e}")))?;
+    Ok(patch)
+}

@@ -1,0 +1,30 @@
+//! Kubernetes: the sidecar injector. `template` renders the one sidecar spec shared with the Helm
+//! chart, `inject` decides what happens to a pod (a pure function of the AdmissionReview),
+//! `webhook` serves it over HTTPS, `settings` reads the injector's config file.
+
+pub mod inject;
+pub mod settings;
+pub mod template;
+pub mod validate;
+pub mod webhook;
+
+/// Every annotation the injector reads, on the pod.
+pub mod annotations {
+    /// `"true"`: inject (the only way outside labelled namespaces); `"false"`: never inject.
+    pub const INJECT: &str = "mcp-sentinel.io/inject";
+    /// The upstream's container port, by name or number. Default: the pod's only container port.
+    pub const UPSTREAM_PORT: &str = "mcp-sentinel.io/upstream-port";
+    /// The upstream's MCP path. Default: the injector's `upstream_path` (`/mcp`).
+    pub const UPSTREAM_PATH: &str = "mcp-sentinel.io/upstream-path";
+    /// The port name the sidecar's traffic port takes. Default: the upstream port's name.
+    pub const TRAFFIC_PORT_NAME: &str = "mcp-sentinel.io/traffic-port-name";
+    /// The ConfigMap holding `config.yaml` and `policy.yaml`. Default: the injector's `config_map`.
+    pub const CONFIG: &str = "mcp-sentinel.io/config";
+    pub const CPU_REQUEST: &str = "mcp-sentinel.io/cpu-request";
+    pub const CPU_LIMIT: &str = "mcp-sentinel.io/cpu-limit";
+    pub const MEMORY_REQUEST: &str = "mcp-sentinel.io/memory-request";
+    pub const MEMORY_LIMIT: &str = "mcp-sentinel.io/memory-limit";
+}
+
+/// The namespace label that turns injection on for every pod in it (unless opted out).
+pub const NAMESPACE_LABEL: &str = "mcp-sentinel.io/inject";

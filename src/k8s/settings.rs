@@ -1,0 +1,376 @@
+//! The injector's config file (`mcp-sentinel inject --config`), rendered by the Helm chart into a
+//! ConfigMap: what every injected sidecar gets unless a pod annotation says otherwise. Read like
+//! the sidecar's config: every key checked, unknown keys rejected, every error listed.
+
+use std::path::Path;
+
+use serde_yaml_ng::Value;
+
+use super::validate;
+use crate::config::reader::{Reader, Section, parse};
+use crate::config::{ConfigError, ConfigErrors, LogConfig, LogFormat};
+
+/// Requests and limits for the sidecar; unset ones are left out of the container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_request: Option<String>,
+    pub memory_request: Option<String>,
+    pub cpu_limit: Option<String>,
+    pub memory_limit: Option<String>,
+}
+
+impl Resources {
+    /// The container's `resources` object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let pair = |cpu: &Option<String>, memory: &Option<String>| {
+            let mut m = serde_json::Map::new();
+            if let Some(c) = cpu {
+                m.insert("cpu".into(), c.clone().into());
+            }
+            if let Some(mem) = memory {
+                m.insert("memory".into(), mem.clone().into());
+            }
+            m
+        };
+        let mut out = serde_json::Map::new();
+        let requests = pair(&self.cpu_request, &self.memory_request);
+        let limits = pair(&self.cpu_limit, &self.memory_limit);
+        if !requests.is_empty() {
+            out.insert("requests".into(), requests.into());
+        }
+        if !limits.is_empty() {
+            out.insert("limits".into(), limits.into());
+        }
+        out.into()
+    }
+
+    /// Every request must be a quantity no larger than its limit (the API server's rule).
+    pub fn check(&self) -> Result<(), String> {
+        for (what, request, limit) in [
+            ("cpu", &self.cpu_request, &self.cpu_limit),
+            ("memory", &self.memory_request, &self.memory_limit),
+        ] {
+            let r = request.as_deref().map(validate::quantity).transpose()?;
+            let l = limit.as_deref().map(validate::quantity).transpose()?;
+            if let (Some(r), Some(l)) = (r, l)
+                && r > l
+            {
+                return Err(format!("{what} request is larger than its limit"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenReview {
+    /// Audience of the projected token: the API server's (its service-account issuer).
+    pub audience: String,
+    pub expiration_seconds: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: String,
+    pub image: String,
+    pub image_pull_policy: String,
+    /// An init container with `restartPolicy: Always` (Kubernetes 1.29+) instead of a container.
+    pub native_sidecar: bool,
+    /// ConfigMap with `config.yaml` and `policy.yaml`, in the pod's namespace.
+    pub config_map: String,
+    /// Secret with API keys, in the pod's namespace (optional: the pod starts without it).
+    pub secret: String,
+    pub upstream_path: String,
+    /// The traffic port's name when the upstream's port has none.
+    pub default_port_name: String,
+    pub resources: Resources,
+    pub token_review: Option<TokenReview>,
+    pub log: LogConfig,
+}
+
+impl Settings {
+    /// Settings for `image` with every other key at its default (tests, and the defaults the
+    /// file overrides).
+    pub fn with_image(image: &str) -> Self {
+        Self {
+            source: "<defaults>".into(),
+            image: image.into(),
+            image_pull_policy: "IfNotPresent".into(),
+            native_sidecar: true,
+            config_map: "mcp-sentinel-config".into(),
+            secret: "mcp-sentinel-api-keys".into(),
+            upstream_path: "/mcp".into(),
+            default_port_name: "mcp".into(),
+            resources: Resources {
+                cpu_request: Some("50m".into()),
+                memory_request: Some("32Mi".into()),
+                cpu_limit: None,
+                memory_limit: Some("128Mi".into()),
+            },
+            token_review: None,
+            log: LogConfig {
+                level: "info".into(),
+                format: LogFormat::Json,
+            },
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: name.clone(),
+                key: String::new(),
+                why: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::from_yaml(&text, &name)
+    }
+
+    pub fn from_yaml(text: &str, source: &str) -> Result<Self, ConfigErrors> {
+        let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: source.to_string(),
+                key: String::new(),
+                why: format!("not valid YAML: {e}"),
+            }])
+        })?;
+        let mut r = Reader::new(source);
+        let mut s = Settings::with_image("");
+        s.source = source.to_string();
+        let mut top = r.section("", Some(&doc));
+        match r.field(&mut top, "image", non_empty) {
+            Some(v) => s.image = v,
+            None if present(&doc, &["image"]) => {}
+            None => r.error(
+                "image",
+                "required: the sidecar image, e.g. registry/mcp-sentinel:0.1.0",
+            ),
+        }
+        if let Some(v) = r.field(&mut top, "image_pull_policy", |v| {
+            let p = parse::string(v)?;
+            match p.as_str() {
+                "Always" | "IfNotPresent" | "Never" => Ok(p),
+                _ => Err("must be Always, IfNotPresent or Never".into()),
+            }
+        }) {
+            s.image_pull_policy = v;
+        }
+        if let Some(v) = r.field(&mut top, "native_sidecar", parse::boolean) {
+            s.native_sidecar = v;
+        }
+        if let Some(v) = r.field(&mut top, "config_map", checked(validate::object_name)) {
+            s.config_map = v;
+        }
+        if let Some(v) = r.field(&mut top, "secret", checked(validate::object_name)) {
+            s.secret = v;
+        }
+        if let Some(v) = r.field(&mut top, "upstream_path", checked(validate::http_path)) {
+            s.upstream_path = v;
+        }
+        if let Some(v) = r.field(&mut top, "default_port_name", checked(validate::port_name)) {
+            s.default_port_name = v;
+        }
+        read_resources(&mut r, &mut top, &doc, &mut s.resources);
+        read_token_review(&mut r, &mut top, &mut s.token_review);
+        let mut log = r.child(&mut top, "log");
+        if let Some(v) = r.field(&mut log, "level", |v| {
+            let l = parse::string(v)?;
+            tracing_subscriber::EnvFilter::try_new(&l)
+                .map_err(|e| format!("{l:?} is not a log filter: {e}"))?;
+            Ok(l)
+        }) {
+            s.log.level = v;
+        }
+        if let Some(v) = r.field(&mut log, "format", |v| match v.as_str() {
+            Some("json") => Ok(LogFormat::Json),
+            Some("text") => Ok(LogFormat::Text),
+            _ => Err("must be json or text".to_string()),
+        }) {
+            s.log.format = v;
+        }
+        r.close(log);
+        r.close(top);
+        r.finish().map(|()| s)
+    }
+
+    /// One line per setting, for the startup log.
+    pub fn summary(&self) -> Vec<String> {
+        vec![
+            format!("source: {}", self.source),
+            format!("image: {} ({})", self.image, self.image_pull_policy),
+            format!(
+                "sidecar: {}",
+                if self.native_sidecar {
+                    "native (init container, restartPolicy Always)"
+                } else {
+                    "regular container"
+                }
+            ),
+            format!("config_map: {}, secret: {}", self.config_map, self.secret),
+            format!(
+                "upstream_path: {}, default_port_name: {}",
+                self.upstream_path, self.default_port_name
+            ),
+            format!("resources: {}", self.resources.to_json()),
+            format!(
+                "token_review: {}",
+                self.token_review
+                    .as_ref()
+                    .map_or("off".to_string(), |t| format!("audience {}", t.audience))
+            ),
+        ]
+    }
+}
+
+fn non_empty(v: &Value) -> Result<String, String> {
+    let s = parse::string(v)?;
+    if s.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(s)
+}
+
+fn checked(check: fn(&str) -> Result<(), String>) -> impl FnOnce(&Value) -> Result<String, String> {
+    move |v| {
+        let s = parse::string(v)?;
+        check(&s)?;
+        Ok(s)
+    }
+}
+
+fn quantity(v: &Value) -> Result<String, String> {
+    // YAML may read `cpu: 1` as a number; Kubernetes quantities are strings.
+    let s = match v {
+        Value::Number(n) => n.to_string(),
+        _ => parse::string(v)?,
+    };
+    validate::quantity(&s)?;
+    Ok(s)
+}
+
+/// Whether the document has a non-null value at `path`.
+fn present(doc: &Value, path: &[&str]) -> bool {
+    let mut v = doc;
+    for key in path {
+        match v.get(key) {
+            Some(next) => v = next,
+            None => return false,
+        }
+    }
+    !v.is_null()
+}
+
+fn read_resources(r: &mut Reader, top: &mut Section<'_>, doc: &Value, out: &mut Resources) {
+    let mut res = r.child(top, "resources");
+    for (kind, cpu, memory) in [
+        ("requests", &mut out.cpu_request, &mut out.memory_request),
+        ("limits", &mut out.cpu_limit, &mut out.memory_limit),
+    ] {
+        let mut section = r.child(&mut res, kind);
+        let given = present(doc, &["resources", kind]);
+        let c = r.field(&mut section, "cpu", quantity);
+        let m = r.field(&mut section, "memory", quantity);
+        r.close(section);
+        // A section that is present replaces the default one as a whole.
+        if given {
+            *cpu = c;
+            *memory = m;
+        }
+    }
+    r.close(res);
+    if let Err(why) = out.check() {
+        r.error("resources", why);
+    }
+}
+
+fn read_token_review(r: &mut Reader, top: &mut Section<'_>, out: &mut Option<TokenReview>) {
+    let mut tr = r.child(top, "token_review");
+    let enabled = r.field(&mut tr, "enabled", parse::boolean).unwrap_or(false);
+    let audience = r.field(&mut tr, "audience", parse::string);
+    let expiration = r.field(&mut tr, "expiration_seconds", |v| {
+        v.as_i64()
+            .filter(|n| (600..=86_400 * 365).contains(n))
+            .ok_or_else(|| "must be a whole number of seconds, at least 600".to_string())
+    });
+    r.close(tr);
+    if !enabled {
+        return;
+    }
+    match audience.filter(|a| !a.trim().is_empty()) {
+        Some(audience) => {
+            *out = Some(TokenReview {
+                audience,
+                expiration_seconds: expiration.unwrap_or(3600),
+            });
+        }
+        None => r.error(
+            "token_review.audience",
+            "required when token_review.enabled: the API server's audience (its service-account issuer)",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let s = Settings::from_yaml("image: r/mcp-sentinel:1\n", "t").unwrap();
+        assert_eq!(s.image, "r/mcp-sentinel:1");
+        assert!(s.native_sidecar);
+        assert_eq!(s.config_map, "mcp-sentinel-config");
+        assert_eq!(
+            s.resources.to_json(),
+            serde_json::json!({"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}})
+        );
+        assert!(s.token_review.is_none());
+    }
+
+    #[test]
+    fn full_file() {
+        let text = "image: r/s:2\nimage_pull_policy: Always\nnative_sidecar: false\nconfig_map: c\nsecret: k\nupstream_path: /api/mcp\ndefault_port_name: web\nresources:\n  requests:\n    cpu: 100m\n  limits:\n    cpu: 1\n    memory: 64Mi\ntoken_review:\n  enabled: true\n  audience: https://kubernetes.default.svc\n  expiration_seconds: 7200\nlog:\n  level: debug\n  format: text\n";
+        let s = Settings::from_yaml(text, "t").unwrap();
+        assert!(!s.native_sidecar);
+        assert_eq!(s.upstream_path, "/api/mcp");
+        assert_eq!(
+            s.resources,
+            Resources {
+                cpu_request: Some("100m".into()),
+                memory_request: None,
+                cpu_limit: Some("1".into()),
+                memory_limit: Some("64Mi".into()),
+            }
+        );
+        assert_eq!(
+            s.token_review,
+            Some(TokenReview {
+                audience: "https://kubernetes.default.svc".into(),
+                expiration_seconds: 7200
+            })
+        );
+        assert_eq!(s.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn every_error_is_listed() {
+        let text = "image_pull_policy: Sometimes\nconfig_map: Bad_Name\nupstream_path: mcp\ndefault_port_name: HTTP\nresources:\n  requests:\n    cpu: 2\n  limits:\n    cpu: 1\n    disk: 1Gi\ntoken_review:\n  enabled: true\ncolour: blue\n";
+        let errs = Settings::from_yaml(text, "inj.yaml").unwrap_err().0;
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "image",
+                "image_pull_policy",
+                "config_map",
+                "upstream_path",
+                "default_port_name",
+                "resources.limits.disk",
+                "resources",
+                "token_review.audience",
+                "colour",
+            ]
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! The sidecar template shared with the Helm chart (`helm/mcp-sentinel/files/sidecar.yaml`,
+//! embedded at build time): placeholder substitution and assembly, exactly as the chart's
+//! `templates/_sidecar.tpl` does them. The file's header comment is the contract.
+
+use k8s_openapi::api::core::v1::{Container, Volume};
+use serde_json::{Map, Value};
+
+use super::settings::TokenReview;
+
+/// The template, as the chart ships it.
+pub const SIDECAR_TEMPLATE: &str = include_str!("../../helm/mcp-sentinel/files/sidecar.yaml");
+
+/// Every placeholder the template may hold; each is replaced by a JSON value.
+pub const PLACEHOLDERS: [&str; 9] = [
+    "IMAGE",
+    "IMAGE_PULL_POLICY",
+    "UPSTREAM_URL",
+    "TRAFFIC_PORT_NAME",
+    "RESOURCES",
+    "CONFIG_MAP",
+    "SECRET",
+    "TOKEN_AUDIENCE",
+    "TOKEN_EXPIRATION_SECONDS",
+];
+
+/// Token values substituted when TokenReview is off (the section is then dropped). The chart
+/// substitutes the same ones.
+const TOKEN_OFF: (&str, i64) = ("", 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unknown placeholder ${{{0}}} in the sidecar template")]
+    UnknownPlaceholder(String),
+    #[error("the rendered sidecar template is not valid YAML: {0}")]
+    Yaml(String),
+    #[error("the sidecar template has no valid {0}")]
+    Shape(&'static str),
+}
+
+/// The values one sidecar is rendered with.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub image: String,
+    pub image_pull_policy: String,
+    /// `http://127.0.0.1:PORT/PATH` of the upstream in the same pod.
+    pub upstream_url: String,
+    /// The name Services target, taken over from the upstream's port.
+    pub traffic_port_name: String,
+    /// The container's `resources` object.
+    pub resources: Value,
+    pub config_map: String,
+    pub secret: String,
+    pub token_review: Option<TokenReview>,
+    /// An init container with `restartPolicy: Always` rather than a regular container.
+    pub native: bool,
+}
+
+/// A rendered and assembled sidecar: what gets added to a pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sidecar {
+    /// The container, already merged with `native` when `native` is set.
+    pub container: Value,
+    pub native: bool,
+    pub volumes: Vec<Value>,
+    pub pod_labels: Map<String, Value>,
+    pub pod_annotations: Map<String, Value>,
+    /// What the upstream's port is renamed to.
+    pub upstream_port_name: String,
+}
+
+impl Sidecar {
+    pub fn name(&self) -> &str {
+        self.container["name"].as_str().unwrap_or_default()
+    }
+
+    /// `(name, containerPort)` of every port the sidecar listens on.
+    pub fn ports(&self) -> Vec<(String, i64)> {
+        self.container["ports"]
+            .as_array()
+            .map(|ports| {
+                ports
+                    .iter()
+                    .map(|p| {
+                        (
+                            p["name"].as_str().unwrap_or_default().to_string(),
+                            p["containerPort"].as_i64().unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn volume_names(&self) -> Vec<&str> {
+        self.volumes
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect()
+    }
+}
+
+/// Replaces every `${NAME}` of `template` with `values[NAME]` as JSON, in one pass (a value
+/// holding `${...}` is never expanded again). An unknown `${UPPER_CASE}` name is an error.
+pub fn substitute(template: &str, values: &[(&str, Value)]) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .unwrap_or(after.len());
+        let name = &after[..name_len];
+        if name.is_empty() || !after[name_len..].starts_with('}') {
+            // Not a placeholder (e.g. `${...}` in a comment): copied as is.
+            out.push_str("${");
+            rest = after;
+            continue;
+        }
+        let value = values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| TemplateError::UnknownPlaceholder(name.to_string()))?;
+        out.push_str(&value.to_string());
+        rest = &after[name_len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Renders the shipped template.
+pub fn render(p: &Params) -> Result<Sidecar, TemplateError> {
+    render_from(SIDECAR_TEMPLATE, p)
+}
+
+/// Renders `template` (the shipped one, or a test's) with `p` and assembles the sidecar.
+pub fn render_from(template: &str, p: &Params) -> Result<Sidecar, TemplateError> {
+    let (audience, expiration) = match &p.token_review {
+        Some(t) => (t.audience.as_str(), t.expiration_seconds),
+        None => TOKEN_OFF,
+    };
+    let values = [
+        ("IMAGE", Value::from(p.image.as_str())),
+        ("IMAGE_PULL_POLICY", p.image_pull_policy.as_str().into()),
+        ("UPSTREAM_URL", p.upstream_url.as_str().into()),
+        ("TRAFFIC_PORT_NAME", p.traffic_port_name.as_str().into()),
+        ("RESOURCES", p.resources.clone()),
+        ("CONFIG_MAP", p.config_map.as_str().into()),
+        ("SECRET", p.secret.as_str().into()),
+        ("TOKEN_AUDIENCE", audience.into()),
+        ("TOKEN_EXPIRATION_SECONDS", expiration.into()),
+    ];
+    let text = substitute(template, &values)?;
+    let mut doc: Value =
+        serde_yaml_ng::from_str(&text).map_err(|e| TemplateError::Yaml(e.to_string()))?;
+    let mut take = |key: &'static str| doc.get_mut(key).map(Value::take);
+
+    let mut container = match take("container") {
+        Some(Value::Object(c)) => c,
+        _ => return Err(TemplateError::Shape("container")),
+    };
+    if p.native {
+        let Some(Value::Object(native)) = take("native") else {
+            return Err(TemplateError::Shape("native"));
+        };
+        container.extend(native);
+    }
+    let mut volumes = match take("volumes") {
+        Some(Value::Array(v)) => v,
+        _ => return Err(TemplateError::Shape("volumes")),
+    };
+    if p.token_review.is_some() {
+        let Some(Value::Object(mut tr)) = take("tokenReview") else {
+            return Err(TemplateError::Shape("tokenReview"));
+        };
+        let (Some(mount), Some(volume)) = (tr.remove("volumeMount"), tr.remove("volume")) else {
+            return Err(TemplateError::Shape("tokenReview"));
+        };
+        match container.get_mut("volumeMounts") {
+            Some(Value::Array(mounts)) => mounts.push(mount),
+            _ => return Err(TemplateError::Shape("container.volumeMounts")),
+        }
+        volumes.push(volume);
+    }
+    let map = |v: Option<Value>, what| match v {
+        Some(Value::Object(m)) => Ok(m),
+        _ => Err(TemplateError::Shape(what)),
+    };
+    let pod_labels = map(take("podLabels"), "podLabels")?;
+    let pod_annotations = map(take("podAnnotations"), "podAnnotations")?;
+    let upstream_port_name = match take("upstreamPortName") {
+        Some(Value::String(s)) => s,
+        _ => return Err(TemplateError::Shape("upstreamPortName")),
+    };
+
+    let container = Value::Object(container);
+    // The typed view must accept what we produced: a template edit that breaks the container
+    // fails here (and in the tests), not in the API server.
+    serde_json::from_value::<Container>(container.clone())
+        .map_err(|_| TemplateError::Shape("container (as a Kubernetes Container)"))?;
+    for v in &volumes {
+        serde_json::from_value::<Volume>(v.clone())
+            .map_err(|_| TemplateError::Shape("volumes (as Kubernetes Volumes)"))?;
+    }
+    Ok(Sidecar {
+        container,
+        native: p.native,
+        volumes,
+        pod_labels,
+        pod_annotations,
+        upstream_port_name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution_is_single_pass_json() {
+        let out = substitute(
+            "a: ${A}\nb: ${B}\n# ${...} stays\n",
+            &[
+                ("A", Value::from("x\"${B}")),
+                ("B", serde_json::json!({"k": 1})),
+            ],
+        )
+        .unwrap();
+        assert_eq!(out, "a: \"x\\\"${B}\"\nb: {\"k\":1}\n# ${...} stays\n");
+        assert!(matches!(
+            substitute("${NOPE}", &[]),
+            Err(TemplateError::UnknownPlaceholder(n)) if n == "NOPE"
+        ));
+    }
+
+    #[test]
+    fn the_shipped_template_names_only_known_placeholders() {
+        let mut rest = SIDECAR_TEMPLATE;
+        let mut seen = Vec::new();
+        while let Some(i) = rest.find("${") {
+            rest = &rest[i + 2..];
+            let end = rest.find('}').unwrap();
+            let name = &rest[..end];
+            if name != "..." {
+                assert!(PLACEHOLDERS.contains(&name), "{name}");
+                seen.push(name);
+            }
+        }
+        for p in PLACEHOLDERS {
+            assert!(seen.contains(&p), "{p} is never used");
+        }
+    }
+}

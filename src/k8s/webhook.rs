@@ -1,0 +1,453 @@
+//! `mcp-sentinel inject`: the admission webhook over HTTPS (rustls, certificate reloaded when its
+//! files rotate) and its own admin port (`/healthz`, `/readyz`, `/metrics`). The handler is
+//! thin: it reads the body and hands it to `inject::review_body`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::inject::{self, InjectResult, Mode};
+use super::settings::Settings;
+use crate::tls::{ReloadingTls, TlsError, TlsFiles, TlsMetrics, TlsOptions};
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9443";
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:15090";
+/// The API server sends one pod per review; pods are limited to ~1.5 MiB by etcd.
+const MAX_BODY: usize = 8 << 20;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Status codes the webhook answers with: the `code` label's closed set.
+const CODES: [u16; 6] = [200, 400, 404, 405, 413, 415];
+
+pub struct InjectorOptions {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub tls_reload_interval: Duration,
+    pub settings: Settings,
+    /// After a shutdown begins, how long the webhook keeps serving while `/readyz` fails, so
+    /// the Service stops routing to it first.
+    pub drain_delay: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The injector's metrics, in its own registry (it is a different process from the sidecar).
+pub struct InjectorMetrics {
+    registry: Registry,
+    injections: IntCounterVec,
+    requests: IntCounterVec,
+    duration: Histogram,
+    ready: IntGauge,
+}
+
+impl InjectorMetrics {
+    fn new() -> (Self, TlsMetrics) {
+        let registry = Registry::new();
+        let injections = IntCounterVec::new(
+            Opts::new(
+                "mcp_sentinel_injections_total",
+                "Pod admission reviews by what the injector did",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for r in InjectResult::ALL {
+            injections.with_label_values(&[r.as_str()]);
+        }
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "mcp_sentinel_webhook_requests_total",
+                "Requests to the webhook by HTTP status",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        for c in CODES {
+            requests.with_label_values(&[&c.to_string()]);
+        }
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "mcp_sentinel_webhook_duration_seconds",
+                "Time to answer an admission review",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
+            ]),
+        )
+        .expect("valid metric");
+        let ready = IntGauge::new("mcp_sentinel_ready", "1 while /readyz answers 200")
+            .expect("valid metric");
+        let build = IntGaugeVec::new(
+            Opts::new("mcp_sentinel_build_info", "Build information; always 1"),
+            &["version"],
+        )
+        .expect("valid metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for c in [
+            Box::new(injections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
+            Box::new(duration.clone()),
+            Box::new(ready.clone()),
+            Box::new(build),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        let tls = TlsMetrics::register(&registry).expect("metric names are unique");
+        (
+            Self {
+                registry,
+                injections,
+                requests,
+                duration,
+                ready,
+            },
+            tls,
+        )
+    }
+
+    pub fn injections(&self, result: InjectResult) -> IntCounter {
+        self.injections.with_label_values(&[result.as_str()])
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec cannot fail");
+        buf
+    }
+}
+
+struct State {
+    settings: Settings,
+    metrics: InjectorMetrics,
+    shutting_down: AtomicBool,
+}
+
+/// A running injector. Call `shutdown` to stop it.
+pub struct Injector {
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    state: Arc<State>,
+    tls: ReloadingTls,
+    drain_delay: Duration,
+    stop: CancellationToken,
+    done: JoinHandle<bool>,
+}
+
+impl Injector {
+    /// Loads the certificate, binds both ports (0 is fine) and serves.
+    pub async fn start(opts: InjectorOptions) -> Result<Injector, StartError> {
+        let (metrics, tls_metrics) = InjectorMetrics::new();
+        let tls = ReloadingTls::load(
+            opts.tls,
+            TlsOptions {
+                reload_interval: opts.tls_reload_interval,
+                ..TlsOptions::default()
+            },
+            Some(tls_metrics),
+        )?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let listener = bind(opts.listen).await?;
+        let admin = bind(opts.admin_listen).await?;
+        let addr = listener.local_addr().expect("bound socket has an address");
+        let admin_addr = admin.local_addr().expect("bound socket has an address");
+        metrics.ready.set(1);
+        let state = Arc::new(State {
+            settings: opts.settings,
+            metrics,
+            shutting_down: AtomicBool::new(false),
+        });
+        let stop = CancellationToken::new();
+        let admin_stop = CancellationToken::new();
+        tls.spawn_reloader(admin_stop.clone());
+        let admin_task = tokio::spawn(serve_admin(admin, state.clone(), admin_stop.clone()));
+        let serve = tokio::spawn(serve_webhook(
+            listener,
+            tls.clone(),
+            state.clone(),
+            stop.clone(),
+        ));
+        let done = tokio::spawn(async move {
+            let graceful = serve.await.unwrap_or_default();
+            let drained = tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
+                .await
+                .is_ok();
+            admin_stop.cancel();
+            let _ = admin_task.await;
+            drained
+        });
+        tracing::info!(webhook = %addr, admin = %admin_addr, "mcp-sentinel injector started");
+        Ok(Injector {
+            addr,
+            admin_addr,
+            state,
+            tls,
+            drain_delay: opts.drain_delay,
+            stop,
+            done,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn tls(&self) -> &ReloadingTls {
+        &self.tls
+    }
+
+    /// `/readyz` fails at once; after the drain delay new connections are refused and open
+    /// ones finish. True when they all did before the deadline.
+    pub async fn shutdown(self) -> bool {
+        self.state.shutting_down.store(true, Ordering::SeqCst);
+        self.state.metrics.ready.set(0);
+        tokio::time::sleep(self.drain_delay).await;
+        self.stop.cancel();
+        self.done.await.unwrap_or(false)
+    }
+}
+
+async fn serve_webhook(
+    listener: TcpListener,
+    tls: ReloadingTls,
+    state: Arc<State>,
+    stop: CancellationToken,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = tls.acceptor();
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let tls_stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let service = service_fn(move |req| handle(state.clone(), req));
+            let conn = builder
+                .serve_connection(TokioIo::new(tls_stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
+            }
+        });
+    }
+    graceful
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response is valid")
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let started = Instant::now();
+    let resp = answer(&state, req).await;
+    state
+        .metrics
+        .requests
+        .with_label_values(&[resp.status().as_str()])
+        .inc();
+    state
+        .metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    Ok(resp)
+}
+
+async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let refuse = |status: StatusCode, why: &str| {
+        let review = kube_core::admission::AdmissionResponse::invalid(why).into_review();
+        json_response(status, inject::review_json(&review))
+    };
+    let Some(mode) = Mode::from_path(req.uri().path()) else {
+        return refuse(StatusCode::NOT_FOUND, "unknown path");
+    };
+    if req.method() != Method::POST {
+        let mut r = refuse(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        r.headers_mut()
+            .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+        return r;
+    }
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !json {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        );
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+        }
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "cannot read the body"),
+    };
+    match inject::review_body(&body, mode, &state.settings) {
+        Ok(a) => {
+            state.metrics.injections(a.result).inc();
+            match a.result {
+                InjectResult::Injected => tracing::info!(pod = %a.pod, "sidecar injected"),
+                InjectResult::Error => {
+                    tracing::warn!(pod = %a.pod, why = %a.detail, "admitted without the sidecar");
+                }
+                InjectResult::Skipped | InjectResult::AlreadyInjected => {
+                    tracing::debug!(pod = %a.pod, result = a.result.as_str(), why = %a.detail, "not injected");
+                }
+            }
+            json_response(StatusCode::OK, a.to_json())
+        }
+        Err(m) => {
+            tracing::warn!(error = %m, "malformed admission review");
+            json_response(StatusCode::BAD_REQUEST, inject::review_json(&m.answer()))
+        }
+    }
+}
+
+async fn serve_admin(listener: TcpListener, state: Arc<State>, stop: CancellationToken) {
+    let builder = hyper::server::conn::http1::Builder::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let state = state.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let r = admin_route(req.uri().path(), &state);
+            async move { Ok::<_, Infallible>(r) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = conn => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn admin_route(path: &str, state: &State) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match path {
+        "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+        "/readyz" => {
+            let blockers: Vec<&str> = if state.shutting_down.load(Ordering::SeqCst) {
+                vec!["shutting_down"]
+            } else {
+                vec![]
+            };
+            let status = if blockers.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = serde_json::json!({ "ready": blockers.is_empty(), "blockers": blockers });
+            (status, "application/json", Bytes::from(body.to_string()))
+        }
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            Bytes::from(state.metrics.encode()),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            Bytes::from_static(b"not found\n"),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, ctype)
+        .body(Full::new(body))
+        .expect("static response is valid")
+}

@@ -1,0 +1,673 @@
+//! The injector's decision on pod fixtures: the JSON Patch it answers with is applied to the pod
+//! the API server sent, the result is read with k8s-openapi, and the containers, ports, probes,
+//! volumes and security context are checked. Pods it cannot inject are admitted unchanged, with
+//! a warning; bodies that are not AdmissionReviews get a clean refusal.
+
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use mcp_sentinel::k8s::inject::{self, Answer, InjectResult, Malformed, Mode};
+use mcp_sentinel::k8s::settings::{Settings, TokenReview};
+use serde_json::{Value, json};
+
+const IMAGE: &str = "registry.example.com/mcp-sentinel:0.1.0";
+
+fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/k8s")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+fn settings() -> Settings {
+    Settings::with_image(IMAGE)
+}
+
+fn answer(review: &Value, mode: Mode, settings: &Settings) -> Answer {
+    inject::review_body(&serde_json::to_vec(review).unwrap(), mode, settings)
+        .expect("a well-formed AdmissionReview gets an answer")
+}
+
+/// The response part of the answer, as the API server reads it.
+fn response(a: &Answer) -> Value {
+    let v: Value = serde_json::from_slice(&a.to_json()).unwrap();
+    assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(v["kind"], "AdmissionReview");
+    v["response"].clone()
+}
+
+/// Applies the answer's patch to the request's pod, as the API server does.
+fn patched(review: &Value, a: &Answer) -> Value {
+    let resp = response(a);
+    assert_eq!(resp["allowed"], true, "{resp}");
+    assert_eq!(resp["uid"], review["request"]["uid"]);
+    assert_eq!(resp["patchType"], "JSONPatch", "{resp}");
+    let bytes = base64_decode(resp["patch"].as_str().expect("a patch"));
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    let mut pod = review["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch).expect("the patch applies to the pod that was sent");
+    pod
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+/// Asserts the pod was admitted unchanged (no patch), and returns the warnings.
+fn unchanged(review: &Value, a: &Answer) -> Vec<String> {
+    let resp = response(a);
+    assert_eq!(resp["allowed"], true, "{resp}");
+    assert_eq!(resp["uid"], review["request"]["uid"]);
+    assert!(resp.get("patch").is_none(), "{resp}");
+    resp["warnings"]
+        .as_array()
+        .map(|w| w.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn typed(pod: &Value) -> Pod {
+    serde_json::from_value(pod.clone()).expect("the patched pod is a valid Pod")
+}
+
+fn container<'p>(list: &'p [Container], name: &str) -> &'p Container {
+    list.iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn env(c: &Container, name: &str) -> String {
+    c.env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| panic!("no env {name}"))
+}
+
+fn ports(c: &Container) -> Vec<(String, i32)> {
+    c.ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
+        .collect()
+}
+
+fn set(review: &mut Value, pointer: &str, value: Value) {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let target = review
+        .pointer_mut(parent)
+        .unwrap_or_else(|| panic!("{parent}"));
+    target[key.replace("~1", "/")] = value;
+}
+
+fn annotate(review: &mut Value, key: &str, value: &str) {
+    let annotations = &mut review["request"]["object"]["metadata"]["annotations"];
+    if annotations.is_null() {
+        *annotations = json!({});
+    }
+    annotations[key] = json!(value);
+}
+
+#[test]
+fn annotated_pod_gets_a_native_sidecar_that_takes_its_port_name() {
+    let review = fixture("review-pod.json");
+    let a = answer(&review, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::Injected, "{}", a.detail);
+    assert!(response(&a).get("warnings").is_none());
+    let json = patched(&review, &a);
+    let pod = typed(&json);
+    let spec = pod.spec.as_ref().unwrap();
+
+    // The sidecar: first init container, restartPolicy Always, forwarding to the upstream.
+    let init = spec.init_containers.as_ref().unwrap();
+    assert_eq!(init.len(), 1);
+    let s = &init[0];
+    assert_eq!(s.name, "mcp-sentinel");
+    assert_eq!(s.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(s.image.as_deref(), Some(IMAGE));
+    assert_eq!(s.args.as_deref(), Some(&["run".to_string()][..]));
+    assert_eq!(env(s, "MCP_SENTINEL_UPSTREAM"), "http://127.0.0.1:8080/mcp");
+    assert_eq!(
+        env(s, "MCP_SENTINEL_CONFIG"),
+        "/etc/mcp-sentinel/config/config.yaml"
+    );
+    assert_eq!(env(s, "MCP_SENTINEL_LISTEN"), "0.0.0.0:15080");
+    assert_eq!(env(s, "MCP_SENTINEL_ADMIN_LISTEN"), "0.0.0.0:15090");
+
+    // Port names: Services that target "http" now reach the sentinel.
+    assert_eq!(
+        ports(s),
+        [
+            ("http".to_string(), 15080),
+            ("sentinel-admin".to_string(), 15090)
+        ]
+    );
+    let server = container(&spec.containers, "server");
+    assert_eq!(ports(server), [("mcp-upstream".to_string(), 8080)]);
+    assert_eq!(spec.containers.len(), 1);
+
+    // Probes on the admin port; the startup probe must not wait for the upstream.
+    let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        let g = p.as_ref().unwrap().http_get.as_ref().unwrap();
+        (
+            g.path.clone().unwrap(),
+            serde_json::to_value(&g.port).unwrap(),
+        )
+    };
+    assert_eq!(
+        probe(&s.startup_probe),
+        ("/healthz".into(), json!("sentinel-admin"))
+    );
+    assert_eq!(
+        probe(&s.liveness_probe),
+        ("/healthz".into(), json!("sentinel-admin"))
+    );
+    assert_eq!(
+        probe(&s.readiness_probe),
+        ("/readyz".into(), json!("sentinel-admin"))
+    );
+
+    // Hardened.
+    let sc = s.security_context.as_ref().unwrap();
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.privileged, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+
+    // Resources from the settings.
+    let res = s.resources.as_ref().unwrap();
+    assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "50m");
+    assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "128Mi");
+    assert!(res.limits.as_ref().unwrap().get("cpu").is_none());
+
+    // Volumes: the pod's own kept, the config ConfigMap and the optional Secret added.
+    let volumes = spec.volumes.as_ref().unwrap();
+    let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "kube-api-access-x7k2p",
+            "mcp-sentinel-config",
+            "mcp-sentinel-secrets"
+        ]
+    );
+    assert_eq!(
+        volumes[1].config_map.as_ref().unwrap().name,
+        "mcp-sentinel-config"
+    );
+    let secret = volumes[2].secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("mcp-sentinel-api-keys"));
+    assert_eq!(secret.optional, Some(true));
+    let mounts: Vec<(&str, &str, Option<bool>)> = s
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            (
+                "mcp-sentinel-config",
+                "/etc/mcp-sentinel/config",
+                Some(true)
+            ),
+            (
+                "mcp-sentinel-secrets",
+                "/etc/mcp-sentinel/secrets",
+                Some(true)
+            ),
+        ]
+    );
+
+    // Metadata: the sidecar label and scrape annotations added, nothing removed.
+    let labels = pod.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels["mcp-sentinel.io/sidecar"], "true");
+    assert_eq!(labels["app.kubernetes.io/name"], "weather-mcp");
+    let ann = pod.metadata.annotations.as_ref().unwrap();
+    assert_eq!(ann["prometheus.io/scrape"], "true");
+    assert_eq!(ann["prometheus.io/port"], "15090");
+    assert_eq!(ann["prometheus.io/path"], "/metrics");
+    assert_eq!(ann["mcp-sentinel.io/inject"], "true");
+
+    // Fields the typed model does not know survive: the patch only adds.
+    assert_eq!(
+        json["spec"]["containers"][0]["futureContainerField"],
+        json!({"kept": true})
+    );
+    assert_eq!(a.pod, "tools/weather-mcp-6d5f8b7c9d-*");
+}
+
+#[test]
+fn injection_is_idempotent() {
+    let mut review = fixture("review-pod.json");
+    let first = answer(&review, Mode::Annotated, &settings());
+    let pod = patched(&review, &first);
+    review["request"]["object"] = pod;
+    for mode in [Mode::Annotated, Mode::Namespace] {
+        let again = answer(&review, mode, &settings());
+        assert_eq!(again.result, InjectResult::AlreadyInjected);
+        assert!(unchanged(&review, &again).is_empty());
+    }
+}
+
+#[test]
+fn regular_container_when_native_sidecars_are_off() {
+    let review = fixture("review-pod.json");
+    let mut s = settings();
+    s.native_sidecar = false;
+    let a = answer(&review, Mode::Annotated, &s);
+    assert_eq!(a.result, InjectResult::Injected);
+    let pod = typed(&patched(&review, &a));
+    let spec = pod.spec.unwrap();
+    assert!(spec.init_containers.is_none());
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["server", "mcp-sentinel"]);
+    let sidecar = &spec.containers[1];
+    assert_eq!(sidecar.restart_policy, None);
+    assert!(sidecar.startup_probe.is_some());
+    assert_eq!(ports(sidecar)[0], ("http".to_string(), 15080));
+}
+
+#[test]
+fn annotations_choose_port_path_config_and_resources() {
+    let review = fixture("review-pod-two-containers.json");
+    let a = answer(&review, Mode::Namespace, &settings());
+    assert_eq!(a.result, InjectResult::Injected, "{}", a.detail);
+    let pod = typed(&patched(&review, &a));
+    let spec = pod.spec.as_ref().unwrap();
+    // Native sidecar first, before the pod's own init container.
+    let init: Vec<&str> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(init, ["mcp-sentinel", "migrate"]);
+    let s = &spec.init_containers.as_ref().unwrap()[0];
+    assert_eq!(
+        env(s, "MCP_SENTINEL_UPSTREAM"),
+        "http://127.0.0.1:3000/api/mcp"
+    );
+    assert_eq!(ports(s)[0], ("mcp".to_string(), 15080));
+    // Only the upstream's port is renamed.
+    assert_eq!(
+        ports(container(&spec.containers, "server")),
+        [
+            ("mcp-upstream".to_string(), 3000),
+            ("metrics".to_string(), 9090)
+        ]
+    );
+    assert_eq!(
+        ports(container(&spec.containers, "cache")),
+        [("cache".to_string(), 6379)]
+    );
+    let res = s.resources.as_ref().unwrap();
+    let requests = res.requests.as_ref().unwrap();
+    let limits = res.limits.as_ref().unwrap();
+    assert_eq!(requests["cpu"].0, "200m");
+    assert_eq!(requests["memory"].0, "32Mi");
+    assert_eq!(limits["cpu"].0, "1");
+    assert_eq!(limits["memory"].0, "256Mi");
+    let config = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "mcp-sentinel-config")
+        .unwrap();
+    assert_eq!(config.config_map.as_ref().unwrap().name, "search-sentinel");
+    // The pod's own Prometheus annotations win; a warning says so.
+    let ann = pod.metadata.annotations.as_ref().unwrap();
+    assert_eq!(ann["prometheus.io/port"], "9090");
+    assert!(!ann.contains_key("prometheus.io/path"));
+    let warnings = response(&a)["warnings"].clone();
+    assert!(
+        warnings[0].as_str().unwrap().contains("prometheus.io"),
+        "{warnings}"
+    );
+    // The metadata had no labels: the map is created.
+    assert_eq!(
+        pod.metadata.labels.unwrap()["mcp-sentinel.io/sidecar"],
+        "true"
+    );
+    assert_eq!(a.pod, "agents/search-mcp");
+}
+
+#[test]
+fn token_review_mounts_a_projected_token() {
+    let review = fixture("review-pod.json");
+    let mut s = settings();
+    s.token_review = Some(TokenReview {
+        audience: "https://kubernetes.default.svc".into(),
+        expiration_seconds: 7200,
+    });
+    let pod = typed(&patched(&review, &answer(&review, Mode::Annotated, &s)));
+    let spec = pod.spec.unwrap();
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "mcp-sentinel-token")
+        .expect("token volume");
+    let sources = volume.projected.as_ref().unwrap().sources.as_ref().unwrap();
+    let token = sources[0].service_account_token.as_ref().unwrap();
+    assert_eq!(
+        token.audience.as_deref(),
+        Some("https://kubernetes.default.svc")
+    );
+    assert_eq!(token.expiration_seconds, Some(7200));
+    assert_eq!(token.path, "token");
+    let sidecar = &spec.init_containers.unwrap()[0];
+    let mount = sidecar
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "mcp-sentinel-token")
+        .expect("token mount");
+    assert_eq!(mount.mount_path, "/var/run/secrets/mcp-sentinel");
+    assert_eq!(mount.read_only, Some(true));
+}
+
+#[test]
+fn unnamed_upstream_port_gets_the_default_name_and_a_warning() {
+    let mut review = fixture("review-pod.json");
+    set(
+        &mut review,
+        "/request/object/spec/containers/0/ports",
+        json!([{"containerPort": 8080}]),
+    );
+    review["request"]["object"]["metadata"]["annotations"] = json!({});
+    let a = answer(&review, Mode::Namespace, &settings());
+    assert_eq!(a.result, InjectResult::Injected, "{}", a.detail);
+    let warnings = response(&a)["warnings"].clone();
+    assert!(
+        warnings[0].as_str().unwrap().contains("\"mcp\""),
+        "{warnings}"
+    );
+    let pod = typed(&patched(&review, &a));
+    let spec = pod.spec.unwrap();
+    assert_eq!(
+        ports(&spec.init_containers.unwrap()[0])[0],
+        ("mcp".to_string(), 15080)
+    );
+    assert_eq!(
+        ports(&spec.containers[0]),
+        [("mcp-upstream".to_string(), 8080)]
+    );
+}
+
+#[test]
+fn pods_not_asking_are_skipped_without_a_word() {
+    let mut review = fixture("review-pod.json");
+    review["request"]["object"]["metadata"]["annotations"] = json!({});
+    let a = answer(&review, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::Skipped);
+    assert!(unchanged(&review, &a).is_empty());
+
+    // In a labelled namespace, "false" opts out.
+    annotate(&mut review, "mcp-sentinel.io/inject", "false");
+    let a = answer(&review, Mode::Namespace, &settings());
+    assert_eq!(a.result, InjectResult::Skipped);
+    assert!(unchanged(&review, &a).is_empty());
+
+    // Not a pod creation.
+    let mut update = fixture("review-pod.json");
+    update["request"]["operation"] = json!("UPDATE");
+    let a = answer(&update, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::Skipped);
+    assert!(unchanged(&update, &a).is_empty());
+    let mut deployment = fixture("review-pod.json");
+    deployment["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+    let a = answer(&deployment, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::Skipped);
+}
+
+#[test]
+fn host_network_pods_are_skipped_with_a_warning() {
+    let mut review = fixture("review-pod.json");
+    set(&mut review, "/request/object/spec/hostNetwork", json!(true));
+    let a = answer(&review, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::Skipped);
+    let warnings = unchanged(&review, &a);
+    assert_eq!(
+        warnings,
+        ["mcp-sentinel: not injected: host-network pods are not injected"]
+    );
+}
+
+/// Pods the injector was asked to inject but cannot: admitted unchanged, with a warning that
+/// names the problem, and counted as errors.
+#[test]
+fn pods_it_cannot_inject_are_admitted_unchanged_with_a_warning() {
+    type Edit = fn(&mut Value);
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "bad inject value",
+            |r| annotate(r, "mcp-sentinel.io/inject", "yes"),
+            "must be \"true\" or \"false\"",
+        ),
+        (
+            "two ports, no choice",
+            |r| {
+                set(
+                    r,
+                    "/request/object/spec/containers/0/ports",
+                    json!([{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 9000}]),
+                );
+            },
+            "declares 2 container ports",
+        ),
+        (
+            "no ports",
+            |r| set(r, "/request/object/spec/containers/0/ports", json!([])),
+            "declares 0 container ports",
+        ),
+        (
+            "unknown port name",
+            |r| annotate(r, "mcp-sentinel.io/upstream-port", "grpc"),
+            "no container declares port \"grpc\"",
+        ),
+        (
+            "unknown port number",
+            |r| annotate(r, "mcp-sentinel.io/upstream-port", "9999"),
+            "no container declares port \"9999\"",
+        ),
+        (
+            "invalid port name",
+            |r| annotate(r, "mcp-sentinel.io/upstream-port", "Not_A_Name"),
+            "is not a port name",
+        ),
+        (
+            "invalid traffic port name",
+            |r| annotate(r, "mcp-sentinel.io/traffic-port-name", "HTTP"),
+            "is not a port name",
+        ),
+        (
+            "traffic name taken",
+            |r| {
+                set(
+                    r,
+                    "/request/object/spec/containers/0/ports",
+                    json!([{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9000}]),
+                );
+                annotate(r, "mcp-sentinel.io/upstream-port", "http");
+                annotate(r, "mcp-sentinel.io/traffic-port-name", "metrics");
+            },
+            "already has a port named \"metrics\"",
+        ),
+        (
+            "traffic name is the admin port's",
+            |r| annotate(r, "mcp-sentinel.io/traffic-port-name", "sentinel-admin"),
+            "collide",
+        ),
+        (
+            "sidecar port taken",
+            |r| {
+                set(
+                    r,
+                    "/request/object/spec/containers/0/ports",
+                    json!([{"name": "http", "containerPort": 8080}, {"name": "other", "containerPort": 15090}]),
+                );
+                annotate(r, "mcp-sentinel.io/upstream-port", "http");
+            },
+            "already uses port 15090",
+        ),
+        (
+            "sidecar port taken by an init container",
+            |r| {
+                let proxy = json!([{"name": "proxy", "image": "p", "restartPolicy": "Always",
+                    "ports": [{"containerPort": 15080}]}]);
+                set(r, "/request/object/spec/initContainers", proxy);
+            },
+            "container proxy already uses port 15080",
+        ),
+        (
+            "UDP upstream",
+            |r| {
+                set(
+                    r,
+                    "/request/object/spec/containers/0/ports/0/protocol",
+                    json!("UDP"),
+                )
+            },
+            "uses UDP",
+        ),
+        (
+            "bad path",
+            |r| annotate(r, "mcp-sentinel.io/upstream-path", "mcp?x=1"),
+            "annotation mcp-sentinel.io/upstream-path",
+        ),
+        (
+            "bad config name",
+            |r| annotate(r, "mcp-sentinel.io/config", "My_Config"),
+            "annotation mcp-sentinel.io/config",
+        ),
+        (
+            "bad quantity",
+            |r| annotate(r, "mcp-sentinel.io/memory-limit", "lots"),
+            "annotation mcp-sentinel.io/memory-limit",
+        ),
+        (
+            "request over limit",
+            |r| {
+                annotate(r, "mcp-sentinel.io/cpu-request", "2");
+                annotate(r, "mcp-sentinel.io/cpu-limit", "500m");
+            },
+            "cpu request is larger than its limit",
+        ),
+        (
+            "volume name taken",
+            |r| {
+                set(
+                    r,
+                    "/request/object/spec/volumes/0/name",
+                    json!("mcp-sentinel-config"),
+                );
+                set(
+                    r,
+                    "/request/object/spec/containers/0/volumeMounts/0/name",
+                    json!("mcp-sentinel-config"),
+                );
+            },
+            "already has a volume named \"mcp-sentinel-config\"",
+        ),
+        (
+            "containers not a list",
+            |r| set(r, "/request/object/spec/containers", json!("server")),
+            "cannot read the pod",
+        ),
+        (
+            "no spec",
+            |r| {
+                r["request"]["object"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("spec");
+            },
+            "the pod has no spec",
+        ),
+    ];
+    for (what, edit, expect) in cases {
+        let mut review = fixture("review-pod.json");
+        edit(&mut review);
+        let a = answer(&review, Mode::Annotated, &settings());
+        assert_eq!(a.result, InjectResult::Error, "{what}: {}", a.detail);
+        let warnings = unchanged(&review, &a);
+        assert_eq!(warnings.len(), 1, "{what}");
+        assert!(
+            warnings[0].starts_with("mcp-sentinel: not injected: ") && warnings[0].contains(expect),
+            "{what}: {warnings:?}"
+        );
+        assert!(a.detail.contains(expect), "{what}: {}", a.detail);
+    }
+}
+
+#[test]
+fn an_unreadable_object_with_a_uid_is_still_admitted() {
+    let mut review = fixture("review-pod.json");
+    review["request"]["object"]["metadata"] = json!("not a mapping");
+    let a = answer(&review, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::Error);
+    let warnings = unchanged(&review, &a);
+    assert!(
+        warnings[0].contains("cannot read the admission request"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn malformed_reviews_get_a_clean_refusal() {
+    let s = settings();
+    let mut no_uid = fixture("review-pod.json");
+    no_uid["request"].as_object_mut().unwrap().remove("uid");
+    let mut v1beta1 = fixture("review-pod.json");
+    v1beta1["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"".to_vec(), "not JSON"),
+        (b"{\"kind\":".to_vec(), "not JSON"),
+        (vec![0xff, 0xfe, 0x00], "not JSON"),
+        (b"[]".to_vec(), "expected an admission.k8s.io/v1 AdmissionReview"),
+        (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}".to_vec(), "no request uid"),
+        (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":null}".to_vec(), "no request uid"),
+        (serde_json::to_vec(&no_uid).unwrap(), "no request uid"),
+        (serde_json::to_vec(&v1beta1).unwrap(), "expected an admission.k8s.io/v1 AdmissionReview"),
+    ];
+    for (body, expect) in cases {
+        let err = inject::review_body(&body, Mode::Annotated, &s).unwrap_err();
+        assert!(err.to_string().contains(expect), "{err}");
+        let refusal = serde_json::to_value(err.answer()).unwrap();
+        assert_eq!(refusal["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(refusal["response"]["allowed"], false);
+        assert_eq!(refusal["response"]["uid"], "");
+        assert!(
+            refusal["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(expect)
+        );
+    }
+    assert!(matches!(
+        inject::review_body(b"nope", Mode::Namespace, &s),
+        Err(Malformed::Json(_))
+    ));
+}
+
+#[test]
+fn webhook_paths_select_the_mode() {
+    assert_eq!(
+        Mode::from_path(inject::PATH_ANNOTATED),
+        Some(Mode::Annotated)
+    );
+    assert_eq!(
+        Mode::from_path(inject::PATH_NAMESPACE),
+        Some(Mode::Namespace)
+    );
+    assert_eq!(Mode::from_path("/inject"), None);
+    assert_eq!(Mode::from_path("/"), None);
+}

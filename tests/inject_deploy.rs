@@ -1,0 +1,151 @@
+//! deploy/ against the injector: the example pod in deploy/example.yaml (sidecar added
+//! statically by the chart) is exactly what the injector makes of the same pod written without
+//! it, with the settings deploy/injector.yaml gives the injector; and every config deploy/ ships
+//! is valid for the binary that reads it.
+
+use std::path::Path;
+use std::process::Command;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec};
+use mcp_sentinel::k8s::inject::{self, InjectResult, Mode};
+use mcp_sentinel::k8s::settings::Settings;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-sentinel");
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every document of a multi-document YAML file in deploy/, as JSON.
+fn documents(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join("deploy").join(file)).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find(docs: &[Value], kind: &str, name: &str) -> Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+        .clone()
+}
+
+fn config_map_entry(file: &str, name: &str, key: &str) -> String {
+    let cm: ConfigMap = serde_json::from_value(find(&documents(file), "ConfigMap", name)).unwrap();
+    cm.data.unwrap()[key].clone()
+}
+
+fn injector_settings() -> Settings {
+    let text = config_map_entry("injector.yaml", "mcp-sentinel-injector", "injector.yaml");
+    Settings::from_yaml(&text, "deploy/injector.yaml")
+        .expect("the deployed injector settings are valid")
+}
+
+/// Pods normalised through the typed model, so field order and spelling do not matter.
+fn normalised(pod: &Value) -> Value {
+    let pod: Pod = serde_json::from_value(pod.clone()).unwrap();
+    serde_json::to_value(pod).unwrap()
+}
+
+#[test]
+fn the_static_example_carries_the_injectors_sidecar() {
+    let fixture = root().join("tests/fixtures/k8s/review-example-pod.json");
+    let review: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let answer = inject::review_body(
+        &serde_json::to_vec(&review).unwrap(),
+        Mode::Annotated,
+        &injector_settings(),
+    )
+    .unwrap();
+    assert_eq!(answer.result, InjectResult::Injected, "{}", answer.detail);
+    let resp = serde_json::from_slice::<Value>(&answer.to_json()).unwrap()["response"].clone();
+    use base64::Engine;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(resp["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut injected = review["request"]["object"].clone();
+    json_patch::patch(&mut injected, &patch).unwrap();
+    // The opt-in annotation is the one thing the static pod does not need.
+    injected["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("mcp-sentinel.io/inject");
+    let injected = normalised(&injected);
+
+    let deployment = find(&documents("example.yaml"), "Deployment", "mcp-server");
+    let template: PodTemplateSpec =
+        serde_json::from_value(deployment["spec"]["template"].clone()).unwrap();
+    let static_pod = serde_json::to_value(Pod {
+        metadata: template.metadata.unwrap_or_default(),
+        spec: template.spec,
+        status: None,
+    })
+    .unwrap();
+
+    for (what, pointer) in [
+        ("the sidecar (first init container)", "/spec/initContainers"),
+        ("the containers (upstream port renamed)", "/spec/containers"),
+        ("the volumes", "/spec/volumes"),
+        ("the labels", "/metadata/labels"),
+        ("the annotations", "/metadata/annotations"),
+    ] {
+        assert_eq!(
+            injected.pointer(pointer),
+            static_pod.pointer(pointer),
+            "{what} differ between the injector's output and deploy/example.yaml; if the chart's \
+             example changed on purpose, update tests/fixtures/k8s/review-example-pod.json"
+        );
+    }
+    assert_eq!(injected["spec"], static_pod["spec"]);
+}
+
+#[test]
+fn shipped_sidecar_configs_pass_check() {
+    for (file, namespace) in [
+        ("example.yaml", "mcp-demo"),
+        ("injector.yaml", "mcp-sentinel"),
+    ] {
+        let cm = find(&documents(file), "ConfigMap", "mcp-sentinel-config");
+        assert_eq!(cm["metadata"]["namespace"], namespace);
+        let text = cm["data"]["config.yaml"].as_str().unwrap();
+        let path =
+            std::env::temp_dir().join(format!("mcp-sentinel-deploy-{}-{file}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            cm["data"]["policy.yaml"]
+                .as_str()
+                .unwrap()
+                .contains("PLACEHOLDER")
+        );
+    }
+}
+
+#[test]
+fn the_deployed_injector_runs_the_image_it_injects() {
+    let settings = injector_settings();
+    let deployment = find(
+        &documents("injector.yaml"),
+        "Deployment",
+        "mcp-sentinel-injector",
+    );
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], settings.image.as_str());
+    assert_eq!(container["args"][0], "inject");
+    assert!(settings.native_sidecar);
+}
