@@ -406,3 +406,98 @@ async fn a_unix_socket_upstream_is_reached() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = spawn_upstream;
 }
+
+/// A counting upstream: how many connections carried a POST, and the request targets seen.
+async fn counting_upstream(
+    close_each: bool,
+) -> (String, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let post_conns = Arc::new(AtomicUsize::new(0));
+    let targets: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (pc, tg) = (post_conns.clone(), targets.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (pc, tg) = (pc.clone(), tg.clone());
+            tokio::spawn(async move {
+                let counted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        if req.method() == http::Method::POST
+                            && !counted.swap(true, Ordering::SeqCst)
+                        {
+                            pc.fetch_add(1, Ordering::SeqCst);
+                        }
+                        tg.lock()
+                            .unwrap()
+                            .push(format!("{} {}", req.method(), req.uri()));
+                        async move {
+                            let mut resp = http::Response::builder()
+                                .header("content-type", "application/json");
+                            if close_each {
+                                resp = resp.header("connection", "close");
+                            }
+                            Ok::<_, std::convert::Infallible>(
+                                resp.body(http_body_util::Full::new(bytes::Bytes::from_static(
+                                    br#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+                                )))
+                                .unwrap(),
+                            )
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}/mcp"), post_conns, targets)
+}
+
+async fn post_ping(url: &str) -> u16 {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let (upstream, post_conns, targets) = counting_upstream(false).await;
+    let s = sentinel::start_with(sentinel::passthrough_config(&upstream), true).await;
+    for _ in 0..10 {
+        assert_eq!(post_ping(&format!("{}?trace=1", s.url)).await, 200);
+    }
+    assert_eq!(
+        post_conns.load(Ordering::SeqCst),
+        1,
+        "ten sequential requests, one connection"
+    );
+    let seen = targets.lock().unwrap().clone();
+    // Origin form, with the client's query string kept.
+    assert!(
+        seen.iter()
+            .filter(|t| t.starts_with("POST"))
+            .all(|t| t == "POST /mcp?trace=1"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_each_connection_is_still_served() {
+    let (upstream, post_conns, _) = counting_upstream(true).await;
+    let s = sentinel::start_with(sentinel::passthrough_config(&upstream), true).await;
+    for _ in 0..5 {
+        assert_eq!(post_ping(&s.url).await, 200);
+    }
+    assert_eq!(post_conns.load(Ordering::SeqCst), 5);
+}

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::guard::RequestGuard;
+use super::upstream::Lease;
 
 pub struct ProxyBody {
     inner: Inner,
@@ -24,6 +25,8 @@ enum Inner {
         body: Incoming,
         /// Resolves when open SSE streams must close (shutdown grace over).
         close: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+        /// The upstream connection, returned to the pool when the body ends cleanly.
+        lease: Lease,
     },
 }
 
@@ -39,11 +42,16 @@ impl ProxyBody {
         }
     }
 
-    pub fn upstream(body: Incoming, close: Option<WaitForCancellationFutureOwned>) -> Self {
+    pub fn upstream(
+        body: Incoming,
+        close: Option<WaitForCancellationFutureOwned>,
+        lease: Lease,
+    ) -> Self {
         Self {
             inner: Inner::Upstream {
                 body,
                 close: close.map(Box::pin),
+                lease,
             },
             guard: None,
         }
@@ -64,12 +72,17 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
+        // Cut short by shutdown: the stream ends cleanly for the client, but the upstream
+        // connection is not reusable, so its lease is dropped (closing it), not released.
+        let mut cut = false;
         let polled = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream { body, close } => {
-                if let Some(close) = close
-                    && close.as_mut().poll(cx).is_ready()
+            Inner::Upstream { body, close, .. } => {
+                if close
+                    .as_mut()
+                    .is_some_and(|c| c.as_mut().poll(cx).is_ready())
                 {
+                    cut = true;
                     Poll::Ready(None)
                 } else {
                     Pin::new(body).poll_frame(cx)
@@ -77,7 +90,17 @@ impl Body for ProxyBody {
             }
         };
         let item = ready!(polled);
-        let ended = matches!(item, Some(Ok(_))) && this.is_end_stream();
+        let ended = match &item {
+            Some(Ok(_)) => this.is_end_stream(),
+            None => true,
+            Some(Err(_)) => false,
+        };
+        if ended
+            && !cut
+            && let Inner::Upstream { lease, .. } = &mut this.inner
+        {
+            lease.release();
+        }
         if let Some(guard) = &mut this.guard {
             match &item {
                 Some(Ok(frame)) => {
@@ -107,7 +130,9 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
-            Inner::Upstream { body, close: None } => body.size_hint(),
+            Inner::Upstream {
+                body, close: None, ..
+            } => body.size_hint(),
             Inner::Upstream { .. } => SizeHint::default(),
         }
     }

@@ -19,12 +19,12 @@ use crate::metrics::{Metrics, Outcome, UpstreamErrorKind};
 use crate::pipeline::{Ctx, Denial, Reason};
 use body::ProxyBody;
 use guard::RequestGuard;
-use upstream::UpstreamClient;
+use upstream::{SendError, UpstreamPool};
 
 pub struct Proxy {
-    client: UpstreamClient,
+    pool: Arc<UpstreamPool>,
     upstream: UpstreamUrl,
-    /// The upstream URI of a request without a query string, built once.
+    /// The upstream request target (origin form) of a request without a query string.
     base_uri: Uri,
     timeout: Duration,
     metrics: Arc<Metrics>,
@@ -39,10 +39,10 @@ impl Proxy {
         metrics: Arc<Metrics>,
         sse_close: CancellationToken,
     ) -> Self {
-        let client = upstream::client(cfg, upstream.addr.clone());
+        let pool = UpstreamPool::new(cfg, upstream.addr.clone());
         let base_uri = uri_for(&upstream, None);
         Self {
-            client,
+            pool,
             upstream,
             base_uri,
             timeout: cfg.timeout,
@@ -83,14 +83,13 @@ impl Proxy {
         *req.headers_mut() = parts.headers;
 
         let sent = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.client.request(req)).await;
-        let resp = match result {
-            Ok(Ok(resp)) => resp,
+        let result = tokio::time::timeout(self.timeout, self.pool.send(req)).await;
+        let (resp, lease) = match result {
+            Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
-                let kind = if e.is_connect() {
-                    UpstreamErrorKind::Connect
-                } else {
-                    UpstreamErrorKind::Reset
+                let kind = match e {
+                    SendError::Connect(_) => UpstreamErrorKind::Connect,
+                    SendError::Reset(_) => UpstreamErrorKind::Reset,
                 };
                 self.metrics.count_upstream_error(kind);
                 guard.respond(502, Outcome::UpstreamError, false);
@@ -112,7 +111,7 @@ impl Proxy {
         let close = sse.then(|| self.sse_close.clone().cancelled_owned());
         Ok(Response::from_parts(
             parts,
-            ProxyBody::upstream(incoming, close),
+            ProxyBody::upstream(incoming, close, lease),
         ))
     }
 
@@ -124,22 +123,21 @@ impl Proxy {
         req.headers_mut()
             .insert(http::header::HOST, self.upstream.host.clone());
         matches!(
-            tokio::time::timeout(Duration::from_secs(2), self.client.request(req)).await,
+            tokio::time::timeout(Duration::from_secs(2), self.pool.send_once(req)).await,
             Ok(Ok(_))
         )
     }
 }
 
+/// The request target for the upstream hop, in origin form (`/mcp?x=1`).
 fn uri_for(upstream: &UpstreamUrl, query: Option<&str>) -> Uri {
-    let authority = match &upstream.addr {
-        crate::config::upstream::UpstreamAddr::Tcp(a) => a.as_str().to_string(),
-        crate::config::upstream::UpstreamAddr::Unix(_) => "localhost".to_string(),
-    };
     let path = upstream.path.as_str();
-    let uri = match query {
-        None => format!("http://{authority}{path}"),
-        Some(q) if path.contains('?') => format!("http://{authority}{path}&{q}"),
-        Some(q) => format!("http://{authority}{path}?{q}"),
+    let target = match query {
+        None => path.to_string(),
+        Some(q) if path.contains('?') => format!("{path}&{q}"),
+        Some(q) => format!("{path}?{q}"),
     };
-    uri.parse().expect("upstream URI parts are valid")
+    target
+        .parse()
+        .expect("upstream path and client query are valid")
 }
