@@ -77,7 +77,7 @@ impl Body for ProxyBody {
         let mut cut = false;
         let polled = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream { body, close, .. } => {
+            Inner::Upstream { body, close, lease } => {
                 if close
                     .as_mut()
                     .is_some_and(|c| c.as_mut().poll(cx).is_ready())
@@ -85,6 +85,8 @@ impl Body for ProxyBody {
                     cut = true;
                     Poll::Ready(None)
                 } else {
+                    // The upstream connection feeds this body: drive it first.
+                    lease.poll_conn(cx);
                     Pin::new(body).poll_frame(cx)
                 }
             }

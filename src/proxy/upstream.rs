@@ -1,6 +1,7 @@
 //! The upstream hop: a keep-alive HTTP/1.1 connection pool to the MCP server over TCP or a Unix
 //! socket in the pod.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -20,15 +21,44 @@ use crate::config::UpstreamConfig;
 use crate::config::upstream::UpstreamAddr;
 
 type Sender = SendRequest<Full<Bytes>>;
+type Conn = http1::Connection<TokioIo<UpstreamStream>, Full<Bytes>>;
 
 /// Keep-alive HTTP/1.1 connections to the one upstream. Deliberately small: one address, no
 /// pool keys, and a connection goes back to the idle list only when its response body ended
 /// cleanly, so a connection is never shared with a stream still in flight.
+///
+/// A connection is driven by the request that holds it — polled while the request waits for
+/// the response head, then by the response body — instead of by a task of its own: every
+/// response chunk then reaches the client in the same task poll that read it.
 pub struct UpstreamPool {
     connector: Connector,
     idle_timeout: Duration,
     max_idle: usize,
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    idle: Mutex<Vec<(UpConn, Instant)>>,
+}
+
+/// One upstream connection: the handle to send on, and the connection state machine.
+pub struct UpConn {
+    sender: Sender,
+    conn: Pin<Box<Conn>>,
+    /// The connection future finished (closed or failed); it must not be polled again.
+    done: bool,
+}
+
+impl UpConn {
+    /// Drives the connection: writes what is queued, reads what has arrived.
+    pub fn poll_conn(&mut self, cx: &mut Context<'_>) {
+        drive(&mut self.conn, &mut self.done, cx);
+    }
+}
+
+fn drive(conn: &mut Pin<Box<Conn>>, done: &mut bool, cx: &mut Context<'_>) {
+    if !*done && let Poll::Ready(result) = conn.as_mut().poll(cx) {
+        *done = true;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -43,14 +73,21 @@ pub enum SendError {
 /// closes the connection (with the response body), which is how an abandoned request is
 /// dropped upstream at once.
 pub struct Lease {
-    sender: Option<Sender>,
+    conn: Option<UpConn>,
     pool: Arc<UpstreamPool>,
 }
 
 impl Lease {
+    /// Drives the leased connection (the response body is fed by it).
+    pub fn poll_conn(&mut self, cx: &mut Context<'_>) {
+        if let Some(conn) = &mut self.conn {
+            conn.poll_conn(cx);
+        }
+    }
+
     pub fn release(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.pool.checkin(sender);
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin(conn);
         }
     }
 }
@@ -74,21 +111,16 @@ impl UpstreamPool {
         self: &Arc<Self>,
         mut req: Request<Full<Bytes>>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
-        while let Some(mut sender) = self.checkout() {
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, self.lease(sender))),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(SendError::Reset(e.into_error())),
-                },
+        while let Some(mut up) = self.checkout().await {
+            match exchange(&mut up, req).await {
+                Ok(resp) => return Ok((resp, self.lease(up))),
+                Err(Exchange::Unsent(unsent)) => req = *unsent,
+                Err(Exchange::Failed(e)) => return Err(SendError::Reset(e)),
             }
         }
-        let mut sender = self.open().await?;
-        let resp = sender.send_request(req).await.map_err(SendError::Reset)?;
-        Ok((resp, self.lease(sender)))
+        let mut up = self.open().await?;
+        let resp = exchange(&mut up, req).await.map_err(Exchange::into_error)?;
+        Ok((resp, self.lease(up)))
     }
 
     /// Sends `req` on a connection of its own, closed afterwards (readiness probes).
@@ -96,47 +128,95 @@ impl UpstreamPool {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, SendError> {
-        let mut sender = self.open().await?;
-        sender.send_request(req).await.map_err(SendError::Reset)
+        let mut up = self.open().await?;
+        exchange(&mut up, req).await.map_err(Exchange::into_error)
     }
 
-    fn lease(self: &Arc<Self>, sender: Sender) -> Lease {
+    fn lease(self: &Arc<Self>, conn: UpConn) -> Lease {
         Lease {
-            sender: Some(sender),
+            conn: Some(conn),
             pool: self.clone(),
         }
     }
 
-    fn checkout(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < self.idle_timeout {
-                return Some(sender);
+    /// An idle connection still open: each is polled once, which lets it notice a close the
+    /// upstream sent while it sat idle.
+    async fn checkout(&self) -> Option<UpConn> {
+        loop {
+            let (mut up, since) = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.pop()?
+            };
+            if since.elapsed() >= self.idle_timeout {
+                continue;
+            }
+            std::future::poll_fn(|cx| {
+                up.poll_conn(cx);
+                Poll::Ready(())
+            })
+            .await;
+            if !up.done && up.sender.is_ready() {
+                return Some(up);
             }
         }
-        None
     }
 
-    fn checkin(&self, sender: Sender) {
-        if sender.is_closed() {
+    fn checkin(&self, up: UpConn) {
+        if up.done || up.sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.max_idle {
-            idle.push((sender, Instant::now()));
+            idle.push((up, Instant::now()));
         }
     }
 
-    async fn open(&self) -> Result<Sender, SendError> {
+    async fn open(&self) -> Result<UpConn, SendError> {
         let io = self.connector.connect().await.map_err(SendError::Connect)?;
         let (sender, conn) = http1::handshake(io).await.map_err(SendError::Reset)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(UpConn {
+            sender,
+            conn: Box::pin(conn),
+            done: false,
+        })
     }
+}
+
+enum Exchange {
+    /// The connection was not ready; the request comes back unsent.
+    Unsent(Box<Request<Full<Bytes>>>),
+    Failed(hyper::Error),
+}
+
+impl Exchange {
+    /// On a fresh connection, refusing to send is a failure like any other.
+    fn into_error(self) -> SendError {
+        match self {
+            Exchange::Failed(e) => SendError::Reset(e),
+            Exchange::Unsent(_) => SendError::Connect(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "a new upstream connection refused the request",
+            )),
+        }
+    }
+}
+
+/// Sends one request and drives the connection until the response head arrives.
+async fn exchange(
+    up: &mut UpConn,
+    req: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, Exchange> {
+    let UpConn { sender, conn, done } = up;
+    let mut response = std::pin::pin!(sender.try_send_request(req));
+    let result = std::future::poll_fn(|cx| {
+        drive(conn, done, cx);
+        response.as_mut().poll(cx)
+    })
+    .await;
+    result.map_err(|mut e| match e.take_message() {
+        Some(unsent) => Exchange::Unsent(Box::new(unsent)),
+        None => Exchange::Failed(e.into_error()),
+    })
 }
 
 /// Opens connections to the configured upstream.
