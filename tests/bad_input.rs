@@ -555,3 +555,30 @@ async fn an_ended_session_passes_through_as_404() {
     let series = "mcp_sentinel_requests_total{method=\"tools/list\",outcome=\"forwarded\"}";
     assert_eq!(s.metric_eventually(series, 1.0).await, 1.0);
 }
+
+#[tokio::test]
+async fn a_stalled_body_is_answered_408() {
+    let upstream = spawn_upstream().await;
+    let mut cfg = sentinel::passthrough_config(&upstream.url());
+    cfg.limits.body_read_timeout = Duration::from_millis(300);
+    let s = sentinel::start_with(cfg, true).await;
+    // Declares 100 bytes, sends 10, then stalls.
+    let mut sock = tokio::net::TcpStream::connect(
+        s.url.trim_start_matches("http://").trim_end_matches("/mcp"),
+    )
+    .await
+    .unwrap();
+    use tokio::io::AsyncWriteExt;
+    sock.write_all(b"POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: 100\r\n\r\n{\"jsonrpc\"")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Request body timed out"}}"#), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let series = "mcp_sentinel_check_denials_total{check=\"transport\",reason=\"body_timeout\"}";
+    assert_eq!(s.metric(series).await, 1.0);
+}

@@ -434,7 +434,17 @@ async fn counting_upstream(
                         tg.lock()
                             .unwrap()
                             .push(format!("{} {}", req.method(), req.uri()));
+                        let notification = req.headers().get("x-test-notification").is_some();
                         async move {
+                            if notification {
+                                // What an MCP server answers a notification with: 202, no body.
+                                return Ok::<_, std::convert::Infallible>(
+                                    http::Response::builder()
+                                        .status(202)
+                                        .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                        .unwrap(),
+                                );
+                            }
                             let mut resp = http::Response::builder()
                                 .header("content-type", "application/json");
                             if close_each {
@@ -500,4 +510,36 @@ async fn an_upstream_that_closes_each_connection_is_still_served() {
         assert_eq!(post_ping(&s.url).await, 200);
     }
     assert_eq!(post_conns.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn empty_answers_keep_the_connection_and_count_as_complete() {
+    let (upstream, post_conns, _) = counting_upstream(false).await;
+    let s = sentinel::start_with(sentinel::passthrough_config(&upstream), true).await;
+    for _ in 0..5 {
+        let status = reqwest::Client::new()
+            .post(&s.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("x-test-notification", "1")
+            .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 202);
+    }
+    assert_eq!(post_ping(&s.url).await, 200);
+    assert_eq!(
+        post_conns.load(Ordering::SeqCst),
+        1,
+        "202s without a body leave the connection reusable"
+    );
+    let forwarded = "mcp_sentinel_requests_total{method=\"notification\",outcome=\"forwarded\"}";
+    assert_eq!(s.metric_eventually(forwarded, 5.0).await, 5.0);
+    assert_eq!(
+        s.metric("mcp_sentinel_client_disconnects_total{phase=\"during_response\"}")
+            .await,
+        0.0
+    );
 }

@@ -56,6 +56,8 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// Longest time to receive a request body once its headers are in (then 408).
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +97,7 @@ impl Default for Config {
             },
             limits: Limits {
                 max_body_bytes: DEFAULT_MAX_BODY,
+                body_read_timeout: Duration::from_secs(30),
             },
             shutdown: ShutdownConfig {
                 deadline: Duration::from_secs(25),
@@ -170,6 +173,9 @@ impl Config {
         if let Some(v) = r.field(&mut limits, "max_body_bytes", parse::byte_size) {
             cfg.limits.max_body_bytes = v;
         }
+        if let Some(v) = r.field(&mut limits, "body_read_timeout", positive_duration) {
+            cfg.limits.body_read_timeout = v;
+        }
         r.close(limits);
 
         let mut sd = r.child(&mut top, "shutdown");
@@ -229,7 +235,10 @@ impl Config {
                 "upstream: {upstream} (timeout {:?}, connect timeout {:?})",
                 self.upstream.timeout, self.upstream.connect_timeout
             ),
-            format!("limits.max_body_bytes: {}", self.limits.max_body_bytes),
+            format!(
+                "limits: max_body_bytes {}, body_read_timeout {:?}",
+                self.limits.max_body_bytes, self.limits.body_read_timeout
+            ),
             format!(
                 "shutdown: deadline {:?}, SSE grace {:?}",
                 self.shutdown.deadline, self.shutdown.sse_grace

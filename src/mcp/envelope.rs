@@ -52,11 +52,14 @@ pub enum Target {
     Subscriptions(Vec<String>),
 }
 
-impl Target {
-    /// The value `Mcp-Name` must carry for this target, when the method requires one.
-    pub fn name(&self) -> Option<&str> {
-        match self {
-            Target::Tool(n) | Target::Prompt(n) | Target::Resource(n) => Some(n),
+impl Message {
+    /// The value `Mcp-Name` must carry: 2026-07-28 requires it on `tools/call`,
+    /// `resources/read` and `prompts/get` only.
+    pub fn mcp_name(&self) -> Option<&str> {
+        match (&self.method, &self.target) {
+            (Method::ToolsCall, Target::Tool(n))
+            | (Method::PromptsGet, Target::Prompt(n))
+            | (Method::ResourcesRead, Target::Resource(n)) => Some(n),
             _ => None,
         }
     }
@@ -83,7 +86,8 @@ pub enum ParseError {
 struct WireMessage<'a> {
     #[serde(borrow, default)]
     jsonrpc: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// Present-but-null must stay visible (it is refused), so null is not mapped to `None`.
+    #[serde(borrow, default, deserialize_with = "raw_keep_null")]
     id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     method: Option<&'a RawValue>,
@@ -93,6 +97,13 @@ struct WireMessage<'a> {
     result: Option<&'a RawValue>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
+}
+
+fn raw_keep_null<'de, D>(d: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue as Deserialize>::deserialize(d).map(Some)
 }
 
 /// Only the parameters the sentinel reads; everything else is skipped.
@@ -212,7 +223,7 @@ fn parse_message(raw: &RawValue) -> Result<Message, ParseError> {
         Some(id) if matches!(id.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')) => {
             Some(id)
         }
-        Some(id) if id.get() == "null" => None,
+        // MCP forbids a null id; letting it through as a "notification" would skip target checks.
         Some(_) => return Err(invalid(None, "id must be a string or a number")),
         None => None,
     };
@@ -451,13 +462,14 @@ mod tests {
             (r#"{"id":5,"method":"x"}"#, Some("5")),
             (r#"{"jsonrpc":"2.0","id":1,"method":3}"#, Some("1")),
             (r#"{"jsonrpc":"2.0","id":{"a":1},"method":"x"}"#, None),
+            (r#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#, None),
             (r#"{"jsonrpc":"2.0","id":1}"#, Some("1")),
             (
                 r#"{"jsonrpc":"2.0","method":"x","params":{"name":1},"id":"q"}"#,
                 None,
             ),
         ];
-        for (body, want_id) in cases.iter().take(8) {
+        for (body, want_id) in cases.iter().take(9) {
             match Envelope::parse(body.as_bytes()) {
                 Err(ParseError::InvalidRequest { id, .. }) => {
                     assert_eq!(id.as_deref(), *want_id, "{body}")
@@ -466,7 +478,7 @@ mod tests {
             }
         }
         // An unknown method with odd params is forwarded: only targets are read.
-        assert!(Envelope::parse(cases[8].0.as_bytes()).is_ok());
+        assert!(Envelope::parse(cases[9].0.as_bytes()).is_ok());
     }
 
     #[test]

@@ -25,9 +25,15 @@ pub enum Era {
 }
 
 impl Era {
-    /// Revisions are dates, so they order as strings.
+    /// Revisions are `YYYY-MM-DD` dates, so they order as strings. Anything else is left to
+    /// the upstream to refuse, in the era a request without a version header has.
     pub fn of_version(version: &str) -> Era {
-        if version >= MODERN_VERSION {
+        let is_date = version.len() == 10
+            && version.bytes().enumerate().all(|(i, b)| match i {
+                4 | 7 => b == b'-',
+                _ => b.is_ascii_digit(),
+            });
+        if is_date && version >= MODERN_VERSION {
             Era::Modern
         } else {
             Era::Legacy
@@ -57,6 +63,8 @@ mod tests {
         assert_eq!(Era::of_version("2025-11-25"), Era::Legacy);
         assert_eq!(Era::of_version("2026-07-28"), Era::Modern);
         assert_eq!(Era::of_version("2027-01-01"), Era::Modern);
+        assert_eq!(Era::of_version("draft"), Era::Legacy);
+        assert_eq!(Era::of_version("2026-07-28x"), Era::Legacy);
         assert!(version_allows_batch("2025-03-26"));
         assert!(version_allows_batch("2024-11-05"));
         assert!(!version_allows_batch("2025-06-18"));

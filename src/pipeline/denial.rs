@@ -33,6 +33,7 @@ pub enum Reason {
     UnsupportedMediaType,
     NotAcceptable,
     BodyTooLarge,
+    BodyTimeout,
     BodyUnreadable,
     InvalidSessionId,
     ParseError,
@@ -46,12 +47,13 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::NotFound,
         Reason::MethodNotAllowed,
         Reason::UnsupportedMediaType,
         Reason::NotAcceptable,
         Reason::BodyTooLarge,
+        Reason::BodyTimeout,
         Reason::BodyUnreadable,
         Reason::InvalidSessionId,
         Reason::ParseError,
@@ -71,6 +73,7 @@ impl Reason {
             Reason::UnsupportedMediaType => "unsupported_media_type",
             Reason::NotAcceptable => "not_acceptable",
             Reason::BodyTooLarge => "body_too_large",
+            Reason::BodyTimeout => "body_timeout",
             Reason::BodyUnreadable => "body_unreadable",
             Reason::InvalidSessionId => "invalid_session_id",
             Reason::ParseError => "parse_error",
@@ -101,6 +104,7 @@ impl Reason {
                 "Accept must list application/json and text/event-stream",
             ),
             Reason::BodyTooLarge => (S::PAYLOAD_TOO_LARGE, -32600, "Request body too large"),
+            Reason::BodyTimeout => (S::REQUEST_TIMEOUT, -32600, "Request body timed out"),
             Reason::BodyUnreadable => (S::BAD_REQUEST, -32600, "Request body could not be read"),
             Reason::InvalidSessionId => (S::BAD_REQUEST, -32600, "Invalid session id"),
             Reason::ParseError => (S::BAD_REQUEST, -32700, "Parse error"),

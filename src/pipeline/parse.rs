@@ -5,9 +5,11 @@
 use http::{HeaderMap, Method as HttpMethod};
 
 use super::{Ctx, Denial, Reason};
-use crate::mcp::headers::{MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, decode_value};
+use crate::mcp::headers::{
+    MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, decode_value,
+};
 use crate::mcp::{
-    DEFAULT_LEGACY_VERSION, Envelope, Era, Kind, Message, ParseError, version_allows_batch,
+    DEFAULT_LEGACY_VERSION, Envelope, Era, Kind, Message, Method, ParseError, version_allows_batch,
 };
 
 pub struct Parse;
@@ -22,12 +24,25 @@ impl Parse {
             ),
             None => None,
         };
-        ctx.era = version.as_deref().map_or(Era::Legacy, Era::of_version);
+        // An `Mcp-Session-Id` (or, below, an `initialize`) selects the legacy era whatever the
+        // version header says; otherwise a version of 2026-07-28 or later is modern.
+        let session = ctx.parts.headers.contains_key(MCP_SESSION_ID);
+        ctx.era = match version.as_deref() {
+            Some(v) if !session => Era::of_version(v),
+            _ => Era::Legacy,
+        };
         if ctx.parts.method != HttpMethod::POST {
             ctx.version = version;
             return Ok(());
         }
         let envelope = Envelope::parse(&ctx.body).map_err(denial_of)?;
+        if envelope
+            .messages
+            .iter()
+            .any(|m| m.method == Method::Initialize)
+        {
+            ctx.era = Era::Legacy;
+        }
         let result = check(&envelope, version.as_deref(), ctx.era, &ctx.parts.headers);
         ctx.version = version;
         ctx.envelope = Some(envelope);
@@ -100,7 +115,7 @@ fn check_modern(msg: &Message, version: &str, headers: &HeaderMap) -> Result<(),
         }
         None => {}
     }
-    if let Some(name) = msg.target.name() {
+    if let Some(name) = msg.mcp_name() {
         match headers.get(MCP_NAME) {
             Some(h) if decode_value(h).as_deref() == Some(name) => {}
             Some(_) => return Err(mismatch(Some(msg), "Mcp-Name differs from the body")),
@@ -230,6 +245,12 @@ mod tests {
                 r#"{"jsonrpc":"2.0","id":4,"result":{}}"#,
                 vec![V],
                 Some(Reason::InvalidRequest),
+            ),
+            // Mcp-Name is required on tools/call, resources/read and prompts/get only.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"file:///a","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+                vec![V, ("mcp-method", "resources/subscribe")],
+                None,
             ),
             // Legacy: headers are not checked.
             (

@@ -12,6 +12,7 @@ use crate::mcp::headers::{MCP_SESSION_ID, valid_session_id};
 pub struct Transport {
     mcp_path: String,
     max_body: usize,
+    body_timeout: std::time::Duration,
 }
 
 impl Transport {
@@ -19,6 +20,7 @@ impl Transport {
         Self {
             mcp_path: config.mcp_path.clone(),
             max_body: config.limits.max_body_bytes,
+            body_timeout: config.limits.body_read_timeout,
         }
     }
 
@@ -31,7 +33,10 @@ impl Transport {
         )?;
         if ctx.parts.method == Method::POST {
             let incoming = ctx.incoming.take().expect("body is read once");
-            ctx.body = read_body(incoming, &ctx.parts.headers, self.max_body).await?;
+            let read = read_body(incoming, &ctx.parts.headers, self.max_body);
+            ctx.body = tokio::time::timeout(self.body_timeout, read)
+                .await
+                .map_err(|_| Denial::new(Reason::BodyTimeout))??;
         }
         Ok(())
     }

@@ -47,6 +47,12 @@ impl ProxyBody {
         close: Option<WaitForCancellationFutureOwned>,
         lease: Lease,
     ) -> Self {
+        let mut lease = lease;
+        // hyper never polls a body that is already at its end (a 202 with no content, say):
+        // the connection is free now.
+        if body.is_end_stream() {
+            lease.release();
+        }
         Self {
             inner: Inner::Upstream {
                 body,
@@ -57,7 +63,11 @@ impl ProxyBody {
         }
     }
 
-    pub fn with_guard(mut self, guard: RequestGuard) -> Self {
+    pub fn with_guard(mut self, mut guard: RequestGuard) -> Self {
+        // Likewise: an empty body is complete without ever being polled.
+        if self.is_end_stream() {
+            guard.complete();
+        }
         self.guard = Some(guard);
         self
     }

@@ -40,21 +40,27 @@ pub struct UpstreamPool {
 /// One upstream connection: the handle to send on, and the connection state machine.
 pub struct UpConn {
     sender: Sender,
-    conn: Pin<Box<Conn>>,
-    /// The connection future finished (closed or failed); it must not be polled again.
-    done: bool,
+    /// `None` once the connection future finished (closed or failed): dropping it hands any
+    /// request still queued back unsent, and it can never be polled after completion.
+    conn: Option<Pin<Box<Conn>>>,
 }
 
 impl UpConn {
     /// Drives the connection: writes what is queued, reads what has arrived.
     pub fn poll_conn(&mut self, cx: &mut Context<'_>) {
-        drive(&mut self.conn, &mut self.done, cx);
+        drive(&mut self.conn, cx);
+    }
+
+    fn is_done(&self) -> bool {
+        self.conn.is_none()
     }
 }
 
-fn drive(conn: &mut Pin<Box<Conn>>, done: &mut bool, cx: &mut Context<'_>) {
-    if !*done && let Poll::Ready(result) = conn.as_mut().poll(cx) {
-        *done = true;
+fn drive(conn: &mut Option<Pin<Box<Conn>>>, cx: &mut Context<'_>) {
+    if let Some(c) = conn
+        && let Poll::Ready(result) = c.as_mut().poll(cx)
+    {
+        *conn = None;
         if let Err(e) = result {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
@@ -155,17 +161,19 @@ impl UpstreamPool {
                 Poll::Ready(())
             })
             .await;
-            if !up.done && up.sender.is_ready() {
+            if !up.is_done() && up.sender.is_ready() {
                 return Some(up);
             }
         }
     }
 
     fn checkin(&self, up: UpConn) {
-        if up.done || up.sender.is_closed() {
+        if up.is_done() || up.sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // The list is a stack: expired connections at the bottom would otherwise linger.
+        idle.retain(|(_, since)| since.elapsed() < self.idle_timeout);
         if idle.len() < self.max_idle {
             idle.push((up, Instant::now()));
         }
@@ -176,8 +184,7 @@ impl UpstreamPool {
         let (sender, conn) = http1::handshake(io).await.map_err(SendError::Reset)?;
         Ok(UpConn {
             sender,
-            conn: Box::pin(conn),
-            done: false,
+            conn: Some(Box::pin(conn)),
         })
     }
 }
@@ -206,10 +213,10 @@ async fn exchange(
     up: &mut UpConn,
     req: Request<Full<Bytes>>,
 ) -> Result<Response<Incoming>, Exchange> {
-    let UpConn { sender, conn, done } = up;
+    let UpConn { sender, conn } = up;
     let mut response = std::pin::pin!(sender.try_send_request(req));
     let result = std::future::poll_fn(|cx| {
-        drive(conn, done, cx);
+        drive(conn, cx);
         response.as_mut().poll(cx)
     })
     .await;
