@@ -16,5 +16,5 @@ pub mod tls;
 pub use app::{Sentinel, StartError};
 pub use config::Config;
 
-/// Exit code for an invalid config (EX_USAGE... sysexits' EX_USAGE is 64).
+/// Exit code for an invalid config: sysexits' EX_USAGE.
 pub const EXIT_CONFIG: i32 = 64;
