@@ -62,20 +62,16 @@ impl Traffic {
             }
             Ok(()) => {
                 self.metrics.bytes_in.inc_by(ctx.body.len() as u64);
-                let reply_id = ctx.reply_id();
-                let status_only = ctx.envelope.as_ref().is_some_and(|e| !e.has_requests());
-                match self.proxy.forward(ctx, &mut guard).await {
+                match self.proxy.forward(&mut ctx, &mut guard).await {
                     Ok(resp) => resp,
-                    Err(mut denial) => {
+                    Err(denial) => {
                         tracing::warn!(
                             request = id,
                             reason = denial.reason.as_str(),
                             detail = denial.detail.as_deref().unwrap_or(""),
                             "upstream failed"
                         );
-                        denial.id = reply_id;
-                        denial.status_only = status_only;
-                        denial.into_response()
+                        ctx.deny(denial)
                     }
                 }
             }

@@ -55,32 +55,29 @@ impl Proxy {
     /// streams; the guard learns how the response began.
     pub async fn forward(
         &self,
-        ctx: Ctx,
+        ctx: &mut Ctx,
         guard: &mut RequestGuard,
     ) -> Result<Response<ProxyBody>, Denial> {
-        let Ctx {
-            mut parts,
-            body,
-            peer_ip,
-            tls,
-            ..
-        } = ctx;
-        let uri = match parts.uri.query() {
+        // Headers and body move out; the parsed envelope stays for answering a failure.
+        let mut headers = std::mem::take(&mut ctx.parts.headers);
+        let body = std::mem::take(&mut ctx.body);
+        let method = ctx.parts.method.clone();
+        let uri = match ctx.parts.uri.query() {
             None => self.base_uri.clone(),
             Some(q) => uri_for(&self.upstream, Some(q)),
         };
-        let has_body = parts.method == HttpMethod::POST;
+        let has_body = method == HttpMethod::POST;
         headers::to_upstream(
-            &mut parts.headers,
+            &mut headers,
             &self.upstream.host,
-            &peer_ip,
-            tls,
+            &ctx.peer_ip,
+            ctx.tls,
             has_body.then_some(body.len()),
         );
         let mut req = Request::new(Full::new(body));
-        *req.method_mut() = parts.method;
+        *req.method_mut() = method;
         *req.uri_mut() = uri;
-        *req.headers_mut() = parts.headers;
+        *req.headers_mut() = headers;
 
         let sent = Instant::now();
         let result = tokio::time::timeout(self.timeout, self.pool.send(req)).await;
