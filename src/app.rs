@@ -11,11 +11,20 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
+use crate::auth::apikeys::ApiKeys;
+use crate::auth::chain::Authenticator;
+use crate::auth::metadata::ResourceMetadata;
+use crate::auth::sessions::Bindings;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::pipeline::authenticate::Authenticate;
+use crate::pipeline::session::Session;
 use crate::proxy::Proxy;
+use crate::proxy::headers::IdentityRules;
+use crate::server::TrafficTls;
 use crate::server::{self, Traffic};
+use crate::tls::{ClientAuth, ReloadingTls, TlsFiles, TlsMetrics, TlsOptions};
 
 const BLOCK_UPSTREAM: &str = "upstream";
 const BLOCK_SHUTDOWN: &str = "shutting_down";
@@ -24,6 +33,10 @@ const BLOCK_SHUTDOWN: &str = "shutting_down";
 pub enum StartError {
     #[error("no upstream configured: set upstream.url or pass --upstream")]
     NoUpstream,
+    #[error("authentication: {0}")]
+    Auth(String),
+    #[error("traffic TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -45,6 +58,9 @@ impl Sentinel {
     /// Binds both ports and starts serving. Ports may be 0; the bound addresses are reported.
     pub async fn start(config: Config) -> Result<Sentinel, StartError> {
         let upstream = config.upstream.url.clone().ok_or(StartError::NoUpstream)?;
+        if let Some(why) = config.auth_problem() {
+            return Err(StartError::Auth(why.to_string()));
+        }
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -63,18 +79,28 @@ impl Sentinel {
         let readiness = Arc::new(Readiness::new(metrics.clone(), &[BLOCK_UPSTREAM]));
         let stop = CancellationToken::new();
         let sse_close = CancellationToken::new();
+        let auth = AuthParts::build(&config, &metrics, &stop)?;
+        let tls = traffic_tls(&config, &metrics, &stop)?;
         let proxy = Proxy::new(
             upstream.clone(),
             &config.upstream,
             metrics.clone(),
             sse_close.clone(),
+            IdentityRules::new(&config.auth),
         );
-        let pipeline = Pipeline::new(&config, metrics.clone());
+        let pipeline = Pipeline::new(
+            &config,
+            metrics.clone(),
+            auth.authenticate,
+            auth.session.clone(),
+        );
         let traffic = Arc::new(Traffic::new(
             pipeline,
             proxy,
             metrics.clone(),
             config.mcp_path.clone(),
+            auth.metadata,
+            auth.session,
         ));
 
         let admin_stop = CancellationToken::new();
@@ -90,7 +116,7 @@ impl Sentinel {
             stop.clone(),
         ));
 
-        let serve = tokio::spawn(server::serve(traffic_listener, traffic, stop.clone()));
+        let serve = tokio::spawn(server::serve(traffic_listener, traffic, tls, stop.clone()));
         let shutdown = config.shutdown.clone();
         let done = tokio::spawn({
             let stop = stop.clone();
@@ -155,6 +181,106 @@ impl Sentinel {
     pub async fn shutdown(self) -> bool {
         self.begin_shutdown();
         self.done.await.unwrap_or(false)
+    }
+}
+
+/// The authentication pieces of the pipeline, built from the config.
+struct AuthParts {
+    authenticate: Authenticate,
+    session: Arc<Session>,
+    metadata: Arc<ResourceMetadata>,
+}
+
+impl AuthParts {
+    fn build(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        stop: &CancellationToken,
+    ) -> Result<Self, StartError> {
+        let auth = &config.auth;
+        let registry = metrics.registry();
+        let api_keys = match &auth.api_keys {
+            Some(k) => {
+                let keys = ApiKeys::load(&k.file, registry).map_err(StartError::Auth)?;
+                keys.spawn_reloader(k.reload_interval, stop.clone());
+                Some((keys, k.header.clone()))
+            }
+            None => None,
+        };
+        let authenticator =
+            Authenticator::new(auth.anonymous, api_keys, auth.mtls.is_some(), registry)
+                .map_err(|e| StartError::Auth(e.to_string()))?;
+        let metadata = Arc::new(ResourceMetadata::new(
+            auth.resource.clone(),
+            auth.authorization_servers.clone(),
+            auth.scopes_supported.clone(),
+            &config.mcp_path,
+        ));
+        let bindings = Arc::new(Bindings::new(
+            config.sessions.idle_ttl,
+            config.sessions.max_bindings,
+        ));
+        let session = Arc::new(
+            Session::new(bindings.clone(), registry)
+                .map_err(|e| StartError::Auth(e.to_string()))?,
+        );
+        tokio::spawn(sweep_bindings(
+            bindings,
+            config.sessions.idle_ttl,
+            stop.clone(),
+        ));
+        Ok(Self {
+            authenticate: Authenticate::new(
+                Arc::new(authenticator),
+                metadata.clone(),
+                &auth.scopes_supported,
+            ),
+            session,
+            metadata,
+        })
+    }
+}
+
+/// TLS on the traffic port, with its certificate reloader, when configured.
+fn traffic_tls(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<Option<TrafficTls>, StartError> {
+    let Some(t) = &config.tls else {
+        return Ok(None);
+    };
+    let files = TlsFiles {
+        cert: t.cert_file.clone(),
+        key: t.key_file.clone(),
+        client_ca: t.client_ca_file.clone(),
+    };
+    let options = TlsOptions {
+        client_auth: if t.require_client_cert {
+            ClientAuth::Required
+        } else {
+            ClientAuth::Optional
+        },
+        ..TlsOptions::default()
+    };
+    let tls_metrics = TlsMetrics::register(metrics.registry()).ok();
+    let tls = ReloadingTls::load(files, options, tls_metrics)?;
+    tls.spawn_reloader(stop.clone());
+    Ok(Some(TrafficTls {
+        tls,
+        mtls: config.auth.mtls.clone().map(Arc::new),
+    }))
+}
+
+/// Forgets idle session and task bindings, so memory stays bounded without traffic too.
+async fn sweep_bindings(bindings: Arc<Bindings>, idle_ttl: Duration, stop: CancellationToken) {
+    let every = (idle_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        bindings.sweep();
     }
 }
 

@@ -119,6 +119,13 @@ fn load(args: &RunArgs) -> Result<Config, ConfigErrors> {
     if let Some(a) = args.admin_listen {
         cfg.admin_listen = a;
     }
+    if let Some(why) = cfg.auth_problem() {
+        return Err(ConfigErrors(vec![mcp_sentinel::config::ConfigError {
+            file: cfg.source.clone(),
+            key: "auth".into(),
+            why: why.into(),
+        }]));
+    }
     if cfg.upstream.url.is_none() {
         return Err(ConfigErrors(vec![mcp_sentinel::config::ConfigError {
             file: cfg.source.clone(),

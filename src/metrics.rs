@@ -131,6 +131,9 @@ pub struct Metrics {
     check_duration: HistogramVec,
     check_denials: IntCounterVec,
     pub ready: IntGauge,
+    /// Traffic-port TLS handshakes that failed (bad or untrusted client certificate, no TLS,
+    /// timeout).
+    pub tls_handshake_failures: IntCounter,
 }
 
 fn name(n: &str) -> String {
@@ -259,6 +262,12 @@ impl Metrics {
         reg(Box::new(check_denials.clone()));
         reg(Box::new(build_info));
         reg(Box::new(ready.clone()));
+        let tls_handshake_failures = IntCounter::new(
+            name("tls_handshake_failures_total"),
+            "Traffic-port TLS handshakes that failed or timed out",
+        )
+        .expect("valid metric");
+        reg(Box::new(tls_handshake_failures.clone()));
 
         Self {
             registry,
@@ -267,6 +276,7 @@ impl Metrics {
             upstream_duration,
             in_flight,
             sse_open,
+            tls_handshake_failures,
             bytes_in,
             bytes_out,
             client_disconnects,

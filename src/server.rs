@@ -16,8 +16,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::metadata::ResourceMetadata;
+use crate::auth::{AuthFailure, Principal};
+use crate::config::auth::MtlsConfig;
 use crate::mcp::Envelope;
 use crate::metrics::{Metrics, Op, Outcome};
+use crate::pipeline::session::Session;
 use crate::pipeline::{Ctx, Pipeline};
 use crate::proxy::Proxy;
 use crate::proxy::body::ProxyBody;
@@ -30,27 +34,50 @@ pub struct Traffic {
     pub metrics: Arc<Metrics>,
     mcp_path: String,
     next_id: AtomicU64,
+    metadata: Arc<ResourceMetadata>,
+    session: Arc<Session>,
 }
 
+/// The identity of a connection's verified client certificate.
+type PeerCert = Option<Arc<Result<Arc<Principal>, AuthFailure>>>;
+
 impl Traffic {
-    pub fn new(pipeline: Pipeline, proxy: Proxy, metrics: Arc<Metrics>, mcp_path: String) -> Self {
+    pub fn new(
+        pipeline: Pipeline,
+        proxy: Proxy,
+        metrics: Arc<Metrics>,
+        mcp_path: String,
+        metadata: Arc<ResourceMetadata>,
+        session: Arc<Session>,
+    ) -> Self {
         Self {
             pipeline,
             proxy,
             metrics,
             mcp_path,
             next_id: AtomicU64::new(1),
+            metadata,
+            session,
         }
     }
 
     pub async fn handle(
         self: Arc<Self>,
-        peer: SocketAddr,
-        peer_ip: http::HeaderValue,
+        conn: Arc<ConnInfo>,
         req: http::Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        if req.method() == HttpMethod::GET && self.metadata.serves(req.uri().path()) {
+            return Ok(self.resource_metadata(&req, conn.tls));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut ctx = Ctx::new(id, peer, peer_ip, false, req);
+        let mut ctx = Ctx::new(
+            id,
+            conn.peer,
+            conn.peer_ip.clone(),
+            conn.tls,
+            conn.cert.clone(),
+            req,
+        );
         let mut guard = RequestGuard::new(self.metrics.clone(), id, ctx.started);
         let checked = self.pipeline.run(&mut ctx).await;
         guard.set_op(op_of(&ctx, &self.mcp_path));
@@ -63,7 +90,10 @@ impl Traffic {
             Ok(()) => {
                 self.metrics.bytes_in.inc_by(ctx.body.len() as u64);
                 match self.proxy.forward(&mut ctx, &mut guard).await {
-                    Ok(resp) => resp,
+                    Ok(resp) => {
+                        self.session.observe(&ctx, resp.status(), resp.headers());
+                        resp
+                    }
                     Err(denial) => {
                         tracing::warn!(
                             request = id,
@@ -79,6 +109,37 @@ impl Traffic {
         Ok(resp.map(|b| b.with_guard(guard)))
     }
 }
+
+impl Traffic {
+    /// RFC 9728 metadata: public, cacheable, never behind authentication.
+    fn resource_metadata(&self, req: &http::Request<Incoming>, tls: bool) -> Response<ProxyBody> {
+        Response::builder()
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CACHE_CONTROL, "public, max-age=3600")
+            .body(ProxyBody::full(self.metadata.document(req.headers(), tls)))
+            .expect("metadata response is valid")
+    }
+}
+
+/// What every request of one client connection shares.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// `peer`'s IP as a header value.
+    pub peer_ip: http::HeaderValue,
+    pub tls: bool,
+    pub cert: PeerCert,
+}
+
+/// TLS on the traffic port, and how client certificates become identities.
+#[derive(Clone)]
+pub struct TrafficTls {
+    pub tls: crate::tls::ReloadingTls,
+    /// Set when the mTLS authenticator is on.
+    pub mtls: Option<Arc<MtlsConfig>>,
+}
+
+/// The longest a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn op_of(ctx: &Ctx, mcp_path: &str) -> Op {
     if ctx.parts.uri.path() != mcp_path {
@@ -103,6 +164,7 @@ fn op_of(ctx: &Ctx, mcp_path: &str) -> Op {
 pub async fn serve(
     listener: TcpListener,
     traffic: Arc<Traffic>,
+    tls: Option<TrafficTls>,
     stop: CancellationToken,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
@@ -126,13 +188,60 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let traffic = traffic.clone();
         let peer_ip = crate::proxy::headers::peer_value(peer.ip());
-        let service = service_fn(move |req| traffic.clone().handle(peer, peer_ip.clone(), req));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let Some(tls) = &tls else {
+            let conn = Arc::new(ConnInfo {
+                peer,
+                peer_ip,
+                tls: false,
+                cert: None,
+            });
+            let service = service_fn(move |req| traffic.clone().handle(conn.clone(), req));
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            tokio::spawn(async move {
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+            });
+            continue;
+        };
+        let acceptor = tls.tls.acceptor();
+        let mtls = tls.mtls.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                        traffic.metrics.tls_handshake_failures.inc();
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %peer, "TLS handshake timed out");
+                        traffic.metrics.tls_handshake_failures.inc();
+                        return;
+                    }
+                };
+            let cert = match (&mtls, stream.get_ref().1.peer_certificates()) {
+                (Some(cfg), Some([leaf, ..])) => {
+                    Some(Arc::new(crate::auth::mtls::principal(cfg, leaf.as_ref())))
+                }
+                _ => None,
+            };
+            let conn = Arc::new(ConnInfo {
+                peer,
+                peer_ip,
+                tls: true,
+                cert,
+            });
+            let service = service_fn(move |req| traffic.clone().handle(conn.clone(), req));
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
         });

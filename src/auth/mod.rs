@@ -1,6 +1,12 @@
 //! Authentication: every caller proven by one of the configured authenticators, yielding a
 //! `Principal` that later checks (session binding, policy, rate limits, audit) key on.
 
+pub mod apikeys;
+pub mod chain;
+pub mod metadata;
+pub mod mtls;
+pub mod sessions;
+
 use std::fmt;
 use std::sync::Arc;
 

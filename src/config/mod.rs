@@ -1,6 +1,7 @@
 //! The sentinel's configuration: a YAML file (every key optional, unknown keys rejected),
 //! overridden by command-line flags and their environment variables.
 
+pub mod auth;
 pub mod reader;
 pub mod upstream;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
+pub use auth::{AuthConfig, SessionsConfig, TrafficTls};
 pub use reader::{ConfigError, ConfigErrors};
 use reader::{Reader, parse};
 pub use upstream::UpstreamUrl;
@@ -31,6 +33,10 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     pub runtime: RuntimeConfig,
+    pub auth: AuthConfig,
+    /// TLS (and client certificates) on the traffic port; plain HTTP when `None`.
+    pub tls: Option<TrafficTls>,
+    pub sessions: SessionsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +114,9 @@ impl Default for Config {
                 format: LogFormat::Json,
             },
             runtime: RuntimeConfig { worker_threads: 1 },
+            auth: AuthConfig::default(),
+            tls: None,
+            sessions: SessionsConfig::default(),
         }
     }
 }
@@ -216,8 +225,36 @@ impl Config {
         }
         r.close(rt);
 
+        let mut auth = r.child(&mut top, "auth");
+        cfg.auth = AuthConfig::read(&mut r, &mut auth);
+        r.close(auth);
+        let mut tls = r.child(&mut top, "tls");
+        cfg.tls = TrafficTls::read(&mut r, &mut tls);
+        r.close(tls);
+        let mut sessions = r.child(&mut top, "sessions");
+        cfg.sessions = SessionsConfig::read(&mut r, &mut sessions);
+        r.close(sessions);
+        if cfg.auth.mtls.is_some() && cfg.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
+            r.error(
+                "auth.mtls",
+                "needs tls.client_ca_file to verify client certificates",
+            );
+        }
+        if let Some(why) = cfg.auth_problem() {
+            r.error("auth", why);
+        }
+
         r.close(top);
         r.finish().map(|()| cfg)
+    }
+
+    /// Why this config cannot serve traffic as far as authentication goes: no authenticator
+    /// and anonymous callers not explicitly allowed. Secure by default.
+    pub fn auth_problem(&self) -> Option<&'static str> {
+        (!self.auth.anonymous && !self.auth.has_authenticator()).then_some(
+            "no authenticator is configured: configure api_keys, jwt, kubernetes or mtls, \
+             or set anonymous: allow to accept every caller (local testing only)",
+        )
     }
 
     /// One line per setting, for `check` and the startup log. Holds no secrets.
@@ -289,7 +326,7 @@ mod tests {
 
     #[test]
     fn empty_document_gives_defaults() {
-        let c = Config::from_yaml("", "t.yaml").unwrap();
+        let c = Config::from_yaml("auth: {anonymous: allow}", "t.yaml").unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.limits.max_body_bytes, 4 << 20);
         assert!(c.upstream.url.is_none());
@@ -297,7 +334,7 @@ mod tests {
 
     #[test]
     fn every_error_is_listed_with_its_key() {
-        let text = "listen: nowhere\nbogus: 1\nupstream:\n  url: ftp://x\n  timeout: 0s\n  extra: true\nlimits:\n  max_body_bytes: 4 parsecs\nlog: 3\n";
+        let text = "listen: nowhere\nbogus: 1\nupstream:\n  url: ftp://x\n  timeout: 0s\n  extra: true\nlimits:\n  max_body_bytes: 4 parsecs\nlog: 3\nauth: {anonymous: allow}\n";
         let errs = Config::from_yaml(text, "bad.yaml").unwrap_err().0;
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(
@@ -318,12 +355,18 @@ mod tests {
 
     #[test]
     fn sizes_durations_and_paths() {
-        let text = "mcp_path: /api/mcp\nupstream:\n  url: http://127.0.0.1:9000/mcp\n  timeout: 5s\nlimits:\n  max_body_bytes: 1MiB\n";
+        let text = "auth: {anonymous: allow}\nmcp_path: /api/mcp\nupstream:\n  url: http://127.0.0.1:9000/mcp\n  timeout: 5s\nlimits:\n  max_body_bytes: 1MiB\n";
         let c = Config::from_yaml(text, "t").unwrap();
         assert_eq!(c.mcp_path, "/api/mcp");
         assert_eq!(c.upstream.timeout, Duration::from_secs(5));
         assert_eq!(c.limits.max_body_bytes, 1 << 20);
         assert!(Config::from_yaml("mcp_path: mcp\n", "t").is_err());
+        // Secure by default: no authenticator and no explicit anonymous access is refused.
+        let errs = Config::from_yaml("", "t").unwrap_err().0;
+        assert_eq!(errs[0].key, "auth");
+        assert!(errs[0].why.contains("anonymous: allow"));
+        let errs = Config::from_yaml("auth: {mtls: {}}", "t").unwrap_err().0;
+        assert_eq!(errs[0].key, "auth.mtls");
         assert!(Config::from_yaml("mcp_path: /.well-known/x\n", "t").is_err());
     }
 

@@ -134,6 +134,11 @@ impl Reader {
 }
 
 impl<'v> Section<'v> {
+    /// The section was written in the document (as a mapping).
+    pub fn is_present(&self) -> bool {
+        self.map.is_some()
+    }
+
     fn take(&mut self, key: &'static str) -> Option<&'v Value> {
         self.taken.push(key);
         match self.map?.get(key) {
@@ -162,6 +167,22 @@ pub mod parse {
         v.as_str()
             .map(str::to_string)
             .ok_or_else(|| "must be a string".to_string())
+    }
+
+    /// A list of strings (a single string is a list of one).
+    pub fn strings(v: &Value) -> Result<Vec<String>, String> {
+        match v {
+            Value::String(s) => Ok(vec![s.clone()]),
+            Value::Sequence(items) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| "must be a list of strings".to_string())
+                })
+                .collect(),
+            _ => Err("must be a list of strings".into()),
+        }
     }
 
     pub fn boolean(v: &Value) -> Result<bool, String> {

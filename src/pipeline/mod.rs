@@ -2,8 +2,10 @@
 //! order written in `Pipeline::new`, sharing one `Ctx`; the runner times each check and counts
 //! its denials, so checks only decide.
 
+pub mod authenticate;
 pub mod denial;
 pub mod parse;
+pub mod session;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use tracing::Instrument;
 
+use crate::auth::{AuthFailure, Principal};
 use crate::config::Config;
 use crate::mcp::{Envelope, Era};
 use crate::metrics::Metrics;
@@ -38,6 +41,12 @@ pub struct Ctx {
     pub era: Era,
     /// The `MCP-Protocol-Version` header, when sent.
     pub version: Option<String>,
+    /// The connection's verified client certificate, as an identity (mTLS).
+    pub peer_cert: Option<Arc<Result<Arc<Principal>, AuthFailure>>>,
+    /// Who the caller is, once authenticated.
+    pub principal: Option<Arc<Principal>>,
+    /// The legacy session this request belongs to, once checked to be the caller's.
+    pub session_id: Option<Box<str>>,
 }
 
 impl Ctx {
@@ -46,6 +55,7 @@ impl Ctx {
         peer: SocketAddr,
         peer_ip: http::HeaderValue,
         tls: bool,
+        peer_cert: Option<Arc<Result<Arc<Principal>, AuthFailure>>>,
         req: http::Request<Incoming>,
     ) -> Self {
         let (parts, incoming) = req.into_parts();
@@ -61,6 +71,9 @@ impl Ctx {
             envelope: None,
             era: Era::Legacy,
             version: None,
+            peer_cert,
+            principal: None,
+            session_id: None,
         }
     }
 
@@ -88,6 +101,8 @@ impl Ctx {
 pub enum Check {
     Transport(transport::Transport),
     Parse(parse::Parse),
+    Authenticate(authenticate::Authenticate),
+    Session(Arc<session::Session>),
 }
 
 impl Check {
@@ -95,6 +110,8 @@ impl Check {
         match self {
             Check::Transport(_) => "transport",
             Check::Parse(_) => "parse",
+            Check::Authenticate(_) => "authenticate",
+            Check::Session(_) => "session",
         }
     }
 
@@ -102,6 +119,8 @@ impl Check {
         match self {
             Check::Transport(c) => c.run(ctx).await,
             Check::Parse(c) => c.run(ctx),
+            Check::Authenticate(c) => c.run(ctx).await,
+            Check::Session(c) => c.run(ctx),
         }
     }
 }
@@ -113,14 +132,23 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// The order of the checks; later issues insert authentication, session binding,
-    /// authorization and rate limiting after `Parse`.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    /// The order of the checks; later issues insert authorization and rate limiting after
+    /// `Session`.
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        authenticate: authenticate::Authenticate,
+        session: Arc<session::Session>,
+    ) -> Self {
         let checks = vec![
-            // 1. method, path, media types, session id syntax, body size; reads the body.
+            // 1. method, path, media types, Origin, session id syntax, body size; reads the body.
             Check::Transport(transport::Transport::new(config)),
             // 2. the JSON-RPC envelope, era, targets, modern header/body agreement.
             Check::Parse(parse::Parse),
+            // 3. who the caller is (401 with a challenge otherwise).
+            Check::Authenticate(authenticate),
+            // 4. session and task ids belong to the caller (404 otherwise).
+            Check::Session(session),
         ];
         let durations = checks
             .iter()

@@ -11,6 +11,8 @@ use crate::mcp::headers::{MCP_SESSION_ID, valid_session_id};
 
 pub struct Transport {
     mcp_path: String,
+    /// Origins allowed to call (DNS-rebinding protection); empty: any.
+    allowed_origins: Vec<String>,
     max_body: usize,
     body_timeout: std::time::Duration,
 }
@@ -19,6 +21,7 @@ impl Transport {
     pub fn new(config: &Config) -> Self {
         Self {
             mcp_path: config.mcp_path.clone(),
+            allowed_origins: config.auth.allowed_origins.clone(),
             max_body: config.limits.max_body_bytes,
             body_timeout: config.limits.body_read_timeout,
         }
@@ -31,6 +34,7 @@ impl Transport {
             ctx.parts.uri.path(),
             &ctx.parts.headers,
         )?;
+        check_origin(&self.allowed_origins, &ctx.parts.headers)?;
         if ctx.parts.method == Method::POST {
             let incoming = ctx.incoming.take().expect("body is read once");
             let read = read_body(incoming, &ctx.parts.headers, self.max_body);
@@ -76,6 +80,23 @@ pub fn check_head(
         }
     }
     Ok(())
+}
+
+/// A present `Origin` must be one of `allowed` (when the list is set); compared without a
+/// trailing slash and case-insensitively, as origins are.
+fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), Denial> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        Ok(())
+    } else {
+        Err(Denial::new(Reason::OriginNotAllowed).with_detail(format!("origin {origin:?}")))
+    }
 }
 
 fn media_type(v: &str) -> &str {
@@ -141,6 +162,28 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://app.example.com".to_string()];
+        assert!(check_origin(&allowed, &headers(&[])).is_ok());
+        assert!(
+            check_origin(
+                &allowed,
+                &headers(&[("origin", "https://APP.example.com/")])
+            )
+            .is_ok()
+        );
+        let bad = check_origin(&allowed, &headers(&[("origin", "http://evil.example")]));
+        assert_eq!(bad.unwrap_err().reason, Reason::OriginNotAllowed);
+        assert_eq!(
+            check_origin(&allowed, &headers(&[("origin", "null")]))
+                .unwrap_err()
+                .reason,
+            Reason::OriginNotAllowed
+        );
+        assert!(check_origin(&[], &headers(&[("origin", "http://evil.example")])).is_ok());
     }
 
     const GOOD: &[(&str, &str)] = &[

@@ -76,6 +76,69 @@ pub fn to_upstream(
     }
 }
 
+/// What the upstream learns of the caller: the verified identity in headers the sentinel
+/// controls, never the caller's credential.
+pub struct IdentityRules {
+    /// Removed from every request: client-sent copies of the identity headers and, unless
+    /// credentials are forwarded, `Authorization` and the API-key header.
+    strip: Vec<HeaderName>,
+    subject: HeaderName,
+    groups: HeaderName,
+    method: HeaderName,
+}
+
+impl IdentityRules {
+    pub fn new(auth: &crate::config::AuthConfig) -> Self {
+        let ih = &auth.identity_headers;
+        let mut strip = vec![ih.subject.clone(), ih.groups.clone(), ih.method.clone()];
+        if !auth.forward_credentials {
+            strip.push(header::AUTHORIZATION);
+            if let Some(k) = &auth.api_keys {
+                strip.push(k.header.clone());
+            }
+        }
+        Self {
+            strip,
+            subject: ih.subject.clone(),
+            groups: ih.groups.clone(),
+            method: ih.method.clone(),
+        }
+    }
+
+    pub fn apply(&self, headers: &mut HeaderMap, principal: Option<&crate::auth::Principal>) {
+        for name in &self.strip {
+            headers.remove(name);
+        }
+        let Some(p) = principal else { return };
+        headers.insert(self.subject.clone(), header_safe(&p.subject));
+        if !p.groups.is_empty() {
+            headers.insert(self.groups.clone(), header_safe(&p.groups.join(",")));
+        }
+        headers.insert(
+            self.method.clone(),
+            HeaderValue::from_static(p.method.as_str()),
+        );
+    }
+}
+
+/// `s` as a header value: visible ASCII and spaces as they are, every other byte (and `%`)
+/// percent-encoded, so any subject an IdP issues survives the hop unambiguously.
+fn header_safe(s: &str) -> HeaderValue {
+    let plain = s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'%');
+    if plain && let Ok(v) = HeaderValue::from_str(s) {
+        return v;
+    }
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).expect("visible ASCII is a valid header value")
+}
+
 /// Prepares upstream headers for the client hop; returns true for an SSE response.
 pub fn to_client(headers: &mut HeaderMap) -> bool {
     strip_hop_by_hop(headers);
@@ -108,6 +171,44 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn identity_replaces_credentials_and_spoofed_copies() {
+        use crate::auth::{AuthMethod, Principal};
+        let mut auth = crate::config::AuthConfig::default();
+        auth.api_keys = Some(crate::config::auth::ApiKeysConfig {
+            file: "k".into(),
+            header: HeaderName::from_static("x-api-key"),
+            reload_interval: std::time::Duration::from_secs(1),
+        });
+        let rules = IdentityRules::new(&auth);
+        let mut h = map(&[
+            ("authorization", "Bearer secret"),
+            ("x-api-key", "secret"),
+            ("x-mcp-sentinel-subject", "admin"),
+            ("x-mcp-sentinel-groups", "root"),
+            ("x-mcp-sentinel-auth-method", "mtls"),
+            ("mcp-session-id", "s"),
+        ]);
+        let mut p = Principal::new("Zoë 100%", AuthMethod::Jwt);
+        p.groups = vec!["dev".into(), "ops".into()];
+        rules.apply(&mut h, Some(&p));
+        assert!(h.get("authorization").is_none());
+        assert!(h.get("x-api-key").is_none());
+        assert_eq!(h["x-mcp-sentinel-subject"], "Zo%C3%AB 100%25");
+        assert_eq!(h["x-mcp-sentinel-groups"], "dev,ops");
+        assert_eq!(h["x-mcp-sentinel-auth-method"], "jwt");
+        assert_eq!(h["mcp-session-id"], "s");
+
+        let mut h = map(&[("x-mcp-sentinel-subject", "admin"), ("authorization", "x")]);
+        rules.apply(&mut h, None);
+        assert!(h.is_empty());
+
+        auth.forward_credentials = true;
+        let mut h = map(&[("authorization", "Bearer t")]);
+        IdentityRules::new(&auth).apply(&mut h, None);
+        assert_eq!(h["authorization"], "Bearer t");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Cancelled when open SSE streams must close (end of the shutdown grace).
     sse_close: CancellationToken,
+    identity: headers::IdentityRules,
 }
 
 impl Proxy {
@@ -38,6 +39,7 @@ impl Proxy {
         cfg: &crate::config::UpstreamConfig,
         metrics: Arc<Metrics>,
         sse_close: CancellationToken,
+        identity: headers::IdentityRules,
     ) -> Self {
         let pool = UpstreamPool::new(cfg, upstream.addr.clone());
         let base_uri = uri_for(&upstream, None);
@@ -48,6 +50,7 @@ impl Proxy {
             timeout: cfg.timeout,
             metrics,
             sse_close,
+            identity,
         }
     }
 
@@ -74,6 +77,7 @@ impl Proxy {
             ctx.tls,
             has_body.then_some(body.len()),
         );
+        self.identity.apply(&mut headers, ctx.principal.as_deref());
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;

@@ -1,0 +1,266 @@
+//! API keys: a file (a mounted Secret) of SHA-256 hashes, each mapped to a subject and groups.
+//! A presented key is hashed and compared against every entry in constant time; the file is
+//! polled and swapped in when its content changes, so revoking a key is editing the Secret.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{AuthFailure, AuthMethod, Principal};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    #[serde(default)]
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    /// Hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`).
+    sha256: String,
+    subject: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+struct Key {
+    hash: [u8; 32],
+    principal: Arc<Principal>,
+}
+
+struct Loaded {
+    content: Vec<u8>,
+    keys: Vec<Key>,
+}
+
+/// The loaded key set, replaced when the file changes.
+#[derive(Clone)]
+pub struct ApiKeys {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    file: PathBuf,
+    current: RwLock<Arc<Loaded>>,
+    reloads: IntCounterVec,
+    count: IntGauge,
+}
+
+impl ApiKeys {
+    /// Loads the file once; an error here is a startup error.
+    pub fn load(file: &Path, registry: &Registry) -> Result<Self, String> {
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "mcp_sentinel_api_keys_reloads_total",
+                "API key file reloads after it changed, by result",
+            ),
+            &["result"],
+        )
+        .map_err(|e| e.to_string())?;
+        let count =
+            IntGauge::new("mcp_sentinel_api_keys", "API keys loaded").map_err(|e| e.to_string())?;
+        registry
+            .register(Box::new(reloads.clone()))
+            .map_err(|e| e.to_string())?;
+        registry
+            .register(Box::new(count.clone()))
+            .map_err(|e| e.to_string())?;
+        let content = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let keys = parse(&content).map_err(|e| format!("{}: {e}", file.display()))?;
+        count.set(keys.len() as i64);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                file: file.to_path_buf(),
+                current: RwLock::new(Arc::new(Loaded { content, keys })),
+                reloads,
+                count,
+            }),
+        })
+    }
+
+    /// The principal of `key`, compared against every entry without an early exit.
+    pub fn verify(&self, key: &str) -> Result<Arc<Principal>, AuthFailure> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+        let loaded = self.inner.current.read().expect("not poisoned").clone();
+        let mut found = None;
+        for k in &loaded.keys {
+            if bool::from(k.hash.ct_eq(digest.as_ref())) {
+                found = Some(k.principal.clone());
+            }
+        }
+        found.ok_or(AuthFailure::UnknownCredential)
+    }
+
+    /// Re-reads the file; `Ok(true)` when a new key set is in use. On error the old one stays.
+    pub fn reload_if_changed(&self) -> Result<bool, String> {
+        let inner = &self.inner;
+        let content =
+            std::fs::read(&inner.file).map_err(|e| format!("{}: {e}", inner.file.display()))?;
+        if content == self.inner.current.read().expect("not poisoned").content {
+            return Ok(false);
+        }
+        let keys = parse(&content).map_err(|e| format!("{}: {e}", inner.file.display()))?;
+        inner.count.set(keys.len() as i64);
+        *inner.current.write().expect("not poisoned") = Arc::new(Loaded { content, keys });
+        Ok(true)
+    }
+
+    /// Polls the file every `interval` until `stop`; a bad file is logged once and the
+    /// running keys kept.
+    pub fn spawn_reloader(&self, interval: Duration, stop: CancellationToken) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            let mut last_error: Option<String> = None;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match this.reload_if_changed() {
+                    Ok(true) => {
+                        last_error = None;
+                        this.inner.reloads.with_label_values(&["success"]).inc();
+                        tracing::info!(file = %this.inner.file.display(), keys = this.inner.count.get(), "API keys reloaded");
+                    }
+                    Ok(false) => last_error = None,
+                    Err(e) => {
+                        if last_error.as_deref() != Some(e.as_str()) {
+                            this.inner.reloads.with_label_values(&["failure"]).inc();
+                            tracing::warn!(error = %e, "API key file changed but cannot be used; keeping the loaded keys");
+                            last_error = Some(e);
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn parse(content: &[u8]) -> Result<Vec<Key>, String> {
+    let file: KeyFile = serde_yaml_ng::from_slice(content).map_err(|e| e.to_string())?;
+    file.keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let hash = decode_hex(&e.sha256)
+                .ok_or_else(|| format!("keys[{i}].sha256: must be 64 hex digits"))?;
+            if e.subject.is_empty() {
+                return Err(format!("keys[{i}].subject: must not be empty"));
+            }
+            let mut p = Principal::new(e.subject, AuthMethod::ApiKey);
+            p.groups = e.groups;
+            p.scopes = e.scopes;
+            Ok(Key {
+                hash,
+                principal: Arc::new(p),
+            })
+        })
+        .collect()
+}
+
+fn decode_hex(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(key: &str) -> String {
+        ring::digest::digest(&ring::digest::SHA256, key.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn write(path: &Path, entries: &[(&str, &str, &[&str])]) {
+        let mut text = String::from("keys:\n");
+        for (key, subject, groups) in entries {
+            text.push_str(&format!(
+                "  - sha256: {}\n    subject: {subject}\n    groups: [{}]\n",
+                sha(key),
+                groups.join(", ")
+            ));
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn right_key_wrong_key_and_revocation() {
+        let dir = tempdir();
+        let path = dir.join("keys.yaml");
+        write(
+            &path,
+            &[("k-alice", "alice", &["dev"]), ("k-bob", "bob", &[])],
+        );
+        let keys = ApiKeys::load(&path, &Registry::new()).unwrap();
+        let alice = keys.verify("k-alice").unwrap();
+        assert_eq!(alice.subject, "alice");
+        assert_eq!(alice.groups, ["dev"]);
+        assert_eq!(alice.method, AuthMethod::ApiKey);
+        assert_eq!(keys.verify("k-bob").unwrap().subject, "bob");
+        assert_eq!(
+            keys.verify("k-mallory").unwrap_err(),
+            AuthFailure::UnknownCredential
+        );
+        assert!(!keys.reload_if_changed().unwrap());
+
+        write(&path, &[("k-bob", "bob", &[])]);
+        assert!(keys.reload_if_changed().unwrap());
+        assert_eq!(
+            keys.verify("k-alice").unwrap_err(),
+            AuthFailure::UnknownCredential
+        );
+        assert_eq!(keys.verify("k-bob").unwrap().subject, "bob");
+
+        // A broken edit keeps the running keys.
+        std::fs::write(&path, "keys: [{sha256: nothex, subject: x}]").unwrap();
+        assert!(keys.reload_if_changed().unwrap_err().contains("sha256"));
+        assert_eq!(keys.verify("k-bob").unwrap().subject, "bob");
+    }
+
+    #[test]
+    fn bad_files_are_refused_at_load() {
+        let dir = tempdir();
+        let path = dir.join("keys.yaml");
+        std::fs::write(&path, "keys:\n  - sha256: abc\n    subject: x\n").unwrap();
+        assert!(ApiKeys::load(&path, &Registry::new()).is_err());
+        std::fs::write(&path, "keys:\n  - sha: 00\n").unwrap();
+        assert!(ApiKeys::load(&path, &Registry::new()).is_err());
+        assert!(ApiKeys::load(&dir.join("missing.yaml"), &Registry::new()).is_err());
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "mcp-sentinel-apikeys-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

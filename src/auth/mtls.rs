@@ -1,0 +1,110 @@
+//! mTLS: rustls has already verified the client certificate against the configured CA bundle;
+//! this reads the caller's identity out of it, once per connection.
+
+use std::sync::Arc;
+
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::{AuthFailure, AuthMethod, Principal};
+use crate::config::auth::{CertIdentity, MtlsConfig};
+
+/// The principal of a verified leaf certificate (DER): its first `URI` SAN (a SPIFFE ID) that
+/// has the configured prefix, or its subject CN, as `cfg.identity` says.
+pub fn principal(cfg: &MtlsConfig, leaf_der: &[u8]) -> Result<Arc<Principal>, AuthFailure> {
+    let (_, cert) = X509Certificate::from_der(leaf_der).map_err(|_| AuthFailure::Certificate)?;
+    let san_uri = || -> Option<String> {
+        let san = cert.subject_alternative_name().ok()??;
+        san.value.general_names.iter().find_map(|n| match n {
+            GeneralName::URI(u) if u.starts_with(cfg.trust_domain_prefix.as_str()) => {
+                Some((*u).to_string())
+            }
+            _ => None,
+        })
+    };
+    let cn = || -> Option<String> {
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let subject = match cfg.identity {
+        CertIdentity::SanUri => san_uri(),
+        CertIdentity::CommonName => cn(),
+        CertIdentity::Auto => san_uri().or_else(cn),
+    }
+    .ok_or(AuthFailure::Certificate)?;
+    let mut p = Principal::new(subject, AuthMethod::Mtls);
+    // The organizational units name groups, as Kubernetes does for client certificates (O).
+    p.groups = cert
+        .subject()
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    Ok(Arc::new(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+
+    fn cert(cn: Option<&str>, uri: Option<&str>, org: Option<&str>) -> Vec<u8> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = DistinguishedName::new();
+        if let Some(cn) = cn {
+            dn.push(DnType::CommonName, cn);
+        }
+        if let Some(o) = org {
+            dn.push(DnType::OrganizationName, o);
+        }
+        params.distinguished_name = dn;
+        if let Some(u) = uri {
+            params.subject_alt_names = vec![SanType::URI(u.try_into().unwrap())];
+        }
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn cfg(identity: CertIdentity, prefix: &str) -> MtlsConfig {
+        MtlsConfig {
+            identity,
+            trust_domain_prefix: prefix.into(),
+        }
+    }
+
+    #[test]
+    fn identity_from_san_uri_or_cn() {
+        let both = cert(
+            Some("agent-1"),
+            Some("spiffe://cluster.local/ns/tools/sa/agent"),
+            Some("agents"),
+        );
+        let p = principal(&cfg(CertIdentity::Auto, ""), &both).unwrap();
+        assert_eq!(p.subject, "spiffe://cluster.local/ns/tools/sa/agent");
+        assert_eq!(p.groups, ["agents"]);
+        assert_eq!(p.method, AuthMethod::Mtls);
+        let p = principal(&cfg(CertIdentity::CommonName, ""), &both).unwrap();
+        assert_eq!(p.subject, "agent-1");
+
+        // A SAN outside the trust domain is not an identity; auto falls back to the CN.
+        let p = principal(&cfg(CertIdentity::Auto, "spiffe://other/"), &both).unwrap();
+        assert_eq!(p.subject, "agent-1");
+        assert_eq!(
+            principal(&cfg(CertIdentity::SanUri, "spiffe://other/"), &both).unwrap_err(),
+            AuthFailure::Certificate
+        );
+
+        let none = cert(None, None, None);
+        assert_eq!(
+            principal(&cfg(CertIdentity::Auto, ""), &none).unwrap_err(),
+            AuthFailure::Certificate
+        );
+        assert_eq!(
+            principal(&cfg(CertIdentity::Auto, ""), b"not a certificate").unwrap_err(),
+            AuthFailure::Certificate
+        );
+    }
+}
