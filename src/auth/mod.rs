@@ -1,6 +1,8 @@
 //! Authentication: every caller proven by one of the configured authenticators, yielding a
 //! `Principal` that later checks (session binding, policy, rate limits, audit) key on.
 
+pub mod kubernetes;
+
 use std::fmt;
 use std::sync::Arc;
 
