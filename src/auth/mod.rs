@@ -3,6 +3,7 @@
 
 pub mod apikeys;
 pub mod chain;
+pub mod kubernetes;
 pub mod metadata;
 pub mod mtls;
 pub mod sessions;
