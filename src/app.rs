@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
 use crate::auth::apikeys::ApiKeys;
-use crate::auth::chain::Authenticator;
+use crate::auth::chain::{Authenticator, Authenticators};
+use crate::auth::kubernetes::TokenReviewer;
 use crate::auth::metadata::ResourceMetadata;
 use crate::auth::sessions::Bindings;
 use crate::config::Config;
@@ -79,7 +80,7 @@ impl Sentinel {
         let readiness = Arc::new(Readiness::new(metrics.clone(), &[BLOCK_UPSTREAM]));
         let stop = CancellationToken::new();
         let sse_close = CancellationToken::new();
-        let auth = AuthParts::build(&config, &metrics, &stop)?;
+        let auth = AuthParts::build(&config, &metrics, &stop).await?;
         let tls = traffic_tls(&config, &metrics, &stop)?;
         let proxy = Proxy::new(
             upstream.clone(),
@@ -192,7 +193,7 @@ struct AuthParts {
 }
 
 impl AuthParts {
-    fn build(
+    async fn build(
         config: &Config,
         metrics: &Arc<Metrics>,
         stop: &CancellationToken,
@@ -207,9 +208,22 @@ impl AuthParts {
             }
             None => None,
         };
+        let kubernetes = match &auth.kubernetes {
+            Some(k) => Some(
+                TokenReviewer::new(k.clone(), registry)
+                    .await
+                    .map_err(|e| StartError::Auth(format!("kubernetes: {e}")))?,
+            ),
+            None => None,
+        };
+        let on = Authenticators {
+            anonymous: auth.anonymous,
+            api_keys,
+            kubernetes,
+            mtls: auth.mtls.is_some(),
+        };
         let authenticator =
-            Authenticator::new(auth.anonymous, api_keys, auth.mtls.is_some(), registry)
-                .map_err(|e| StartError::Auth(e.to_string()))?;
+            Authenticator::new(on, registry).map_err(|e| StartError::Auth(e.to_string()))?;
         let metadata = Arc::new(ResourceMetadata::new(
             auth.resource.clone(),
             auth.authorization_servers.clone(),

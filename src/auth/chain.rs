@@ -14,12 +14,13 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use super::apikeys::ApiKeys;
+use super::kubernetes::TokenReviewer;
 use super::{AuthFailure, AuthMethod, Principal};
 
 /// Why a request is not authenticated, for the 401 and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejection {
-    /// The authenticator that refused; `None` when no credential was presented.
+    /// The authenticator that refused; `None` when none could be chosen.
     pub method: Option<AuthMethod>,
     pub reason: AuthFailure,
 }
@@ -27,13 +28,24 @@ pub struct Rejection {
 impl Rejection {
     /// A credential was presented (the challenge then says `error="invalid_token"`).
     pub fn presented(&self) -> bool {
-        self.method.is_some()
+        self.reason != AuthFailure::Missing
     }
+}
+
+/// The authenticators a config turns on.
+#[derive(Default)]
+pub struct Authenticators {
+    pub anonymous: bool,
+    /// The keys and the header they are presented in.
+    pub api_keys: Option<(ApiKeys, HeaderName)>,
+    pub kubernetes: Option<TokenReviewer>,
+    pub mtls: bool,
 }
 
 pub struct Authenticator {
     anonymous: Option<Arc<Principal>>,
     api_keys: Option<(ApiKeys, HeaderName)>,
+    kubernetes: Option<TokenReviewer>,
     mtls: bool,
     metrics: AuthnMetrics,
 }
@@ -106,16 +118,12 @@ enum Credential<'a> {
 }
 
 impl Authenticator {
-    pub fn new(
-        anonymous: bool,
-        api_keys: Option<(ApiKeys, HeaderName)>,
-        mtls: bool,
-        registry: &Registry,
-    ) -> Result<Self, prometheus::Error> {
+    pub fn new(on: Authenticators, registry: &Registry) -> Result<Self, prometheus::Error> {
         Ok(Self {
-            anonymous: anonymous.then(Principal::anonymous),
-            api_keys,
-            mtls,
+            anonymous: on.anonymous.then(Principal::anonymous),
+            api_keys: on.api_keys,
+            kubernetes: on.kubernetes,
+            mtls: on.mtls,
             metrics: AuthnMetrics::register(registry)?,
         })
     }
@@ -213,6 +221,19 @@ impl Authenticator {
         if self.api_keys.is_some() && !jwt_shaped(token) {
             return self.api_key(token);
         }
+        if let Some(k8s) = &self.kubernetes {
+            return k8s
+                .review(token)
+                .await
+                .map(Arc::new)
+                .map_err(|reason| Rejection {
+                    method: Some(AuthMethod::Kubernetes),
+                    reason,
+                });
+        }
+        if self.api_keys.is_some() {
+            return self.api_key(token);
+        }
         Err(Rejection {
             method: None,
             reason: AuthFailure::UnknownCredential,
@@ -276,7 +297,7 @@ mod tests {
 
     #[tokio::test]
     async fn anonymous_only_when_allowed() {
-        let deny = Authenticator::new(false, None, false, &Registry::new()).unwrap();
+        let deny = Authenticator::new(Authenticators::default(), &Registry::new()).unwrap();
         let h = HeaderMap::new();
         assert_eq!(
             deny.authenticate(&h, None).await.unwrap_err(),
@@ -285,7 +306,11 @@ mod tests {
                 reason: AuthFailure::Missing
             }
         );
-        let allow = Authenticator::new(true, None, false, &Registry::new()).unwrap();
+        let on = Authenticators {
+            anonymous: true,
+            ..Authenticators::default()
+        };
+        let allow = Authenticator::new(on, &Registry::new()).unwrap();
         assert_eq!(
             allow.authenticate(&h, None).await.unwrap().method,
             AuthMethod::Anonymous

@@ -8,6 +8,7 @@ use http::HeaderName;
 use serde_yaml_ng::Value;
 
 use super::reader::{Reader, Section, parse};
+pub use crate::auth::kubernetes::KubernetesConfig;
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -29,6 +30,7 @@ pub struct AuthConfig {
     pub forward_credentials: bool,
     pub identity_headers: IdentityHeaders,
     pub api_keys: Option<ApiKeysConfig>,
+    pub kubernetes: Option<KubernetesConfig>,
     pub mtls: Option<MtlsConfig>,
 }
 
@@ -100,6 +102,7 @@ impl Default for AuthConfig {
                 method: HeaderName::from_static("x-mcp-sentinel-auth-method"),
             },
             api_keys: None,
+            kubernetes: None,
             mtls: None,
         }
     }
@@ -117,7 +120,7 @@ impl Default for SessionsConfig {
 impl AuthConfig {
     /// At least one way to prove a caller is configured.
     pub fn has_authenticator(&self) -> bool {
-        self.api_keys.is_some() || self.mtls.is_some()
+        self.api_keys.is_some() || self.kubernetes.is_some() || self.mtls.is_some()
     }
 
     /// Reads the `auth` section.
@@ -198,6 +201,39 @@ impl AuthConfig {
             }
         }
         r.close(ak);
+
+        let mut k8s = r.child(s, "kubernetes");
+        if k8s.is_present() {
+            let mut k = KubernetesConfig::default();
+            if let Some(v) = r.field(&mut k8s, "audiences", parse::strings) {
+                k.audiences = v;
+            }
+            k.kubeconfig = r.field(&mut k8s, "kubeconfig", |v| {
+                parse::string(v).map(PathBuf::from)
+            });
+            if let Some(v) = r.field(&mut k8s, "cache_ttl", parse::duration) {
+                k.cache_ttl = v;
+            }
+            if let Some(v) = r.field(&mut k8s, "negative_cache_ttl", parse::duration) {
+                k.negative_cache_ttl = v;
+            }
+            if let Some(v) = r.field(&mut k8s, "cache_size", |v| {
+                v.as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| "must be a whole number".to_string())
+            }) {
+                k.cache_size = v;
+            }
+            if let Some(v) = r.field(&mut k8s, "timeout", parse::duration) {
+                if v.is_zero() {
+                    r.error("auth.kubernetes.timeout", "must be greater than zero");
+                } else {
+                    k.timeout = v;
+                }
+            }
+            cfg.kubernetes = Some(k);
+        }
+        r.close(k8s);
 
         let mut mt = r.child(s, "mtls");
         if mt.is_present() {

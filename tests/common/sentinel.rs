@@ -25,6 +25,42 @@ pub fn passthrough_config(upstream_url: &str) -> Config {
     cfg
 }
 
+/// A config from YAML text, bound to ephemeral loopback ports, in front of `upstream_url`.
+pub fn config_from_yaml(yaml: &str, upstream_url: &str) -> Config {
+    let mut cfg = Config::from_yaml(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.admin_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.upstream.url = Some(UpstreamUrl::parse(upstream_url).expect("upstream url"));
+    cfg
+}
+
+/// A scratch directory for one test, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "mcp-sentinel-test-{tag}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A passthrough sentinel in front of `upstream_url`, ready (upstream answering) on return.
 pub async fn start(upstream_url: &str) -> TestSentinel {
     start_with(passthrough_config(upstream_url), true).await

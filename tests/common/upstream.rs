@@ -226,6 +226,14 @@ impl Upstream {
         lock(&self.shared.seen).iter().cloned().collect()
     }
 
+    /// Like [`Upstream::requests`] without the sentinel's readiness probes (OPTIONS).
+    pub fn mcp_requests(&self) -> Vec<SeenRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method != http::Method::OPTIONS)
+            .collect()
+    }
+
     /// The most recent POST whose JSON-RPC method is `method`.
     pub fn last_request(&self, method: &str) -> Option<SeenRequest> {
         lock(&self.shared.seen)
