@@ -1,6 +1,10 @@
 //! Authentication: every caller proven by one of the configured authenticators, yielding a
 //! `Principal` that later checks (session binding, policy, rate limits, audit) key on.
 
+mod https;
+mod jwks;
+pub mod jwt;
+
 use std::fmt;
 use std::sync::Arc;
 
