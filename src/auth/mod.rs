@@ -3,6 +3,9 @@
 
 pub mod apikeys;
 pub mod chain;
+mod https;
+mod jwks;
+pub mod jwt;
 pub mod kubernetes;
 pub mod metadata;
 pub mod mtls;
