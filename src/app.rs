@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Readiness};
 use crate::auth::apikeys::ApiKeys;
 use crate::auth::chain::{Authenticator, Authenticators};
+use crate::auth::jwt::JwtVerifier;
 use crate::auth::kubernetes::TokenReviewer;
 use crate::auth::metadata::ResourceMetadata;
 use crate::auth::sessions::Bindings;
@@ -80,7 +81,7 @@ impl Sentinel {
         let readiness = Arc::new(Readiness::new(metrics.clone(), &[BLOCK_UPSTREAM]));
         let stop = CancellationToken::new();
         let sse_close = CancellationToken::new();
-        let auth = AuthParts::build(&config, &metrics, &stop).await?;
+        let auth = AuthParts::build(&config, &metrics, &readiness, &stop).await?;
         let tls = traffic_tls(&config, &metrics, &stop)?;
         let proxy = Proxy::new(
             upstream.clone(),
@@ -196,6 +197,7 @@ impl AuthParts {
     async fn build(
         config: &Config,
         metrics: &Arc<Metrics>,
+        readiness: &Arc<Readiness>,
         stop: &CancellationToken,
     ) -> Result<Self, StartError> {
         let auth = &config.auth;
@@ -216,9 +218,19 @@ impl AuthParts {
             ),
             None => None,
         };
+        let jwt = match &auth.jwt {
+            Some(j) => {
+                let verifier = JwtVerifier::new(j.clone(), registry)
+                    .map_err(|e| StartError::Auth(format!("jwt: {e}")))?;
+                verifier.spawn(readiness.clone(), stop.clone());
+                Some(verifier)
+            }
+            None => None,
+        };
         let on = Authenticators {
             anonymous: auth.anonymous,
             api_keys,
+            jwt,
             kubernetes,
             mtls: auth.mtls.is_some(),
         };

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use super::apikeys::ApiKeys;
+use super::jwt::JwtVerifier;
 use super::kubernetes::TokenReviewer;
 use super::{AuthFailure, AuthMethod, Principal};
 
@@ -38,6 +39,7 @@ pub struct Authenticators {
     pub anonymous: bool,
     /// The keys and the header they are presented in.
     pub api_keys: Option<(ApiKeys, HeaderName)>,
+    pub jwt: Option<Arc<JwtVerifier>>,
     pub kubernetes: Option<TokenReviewer>,
     pub mtls: bool,
 }
@@ -45,6 +47,7 @@ pub struct Authenticators {
 pub struct Authenticator {
     anonymous: Option<Arc<Principal>>,
     api_keys: Option<(ApiKeys, HeaderName)>,
+    jwt: Option<Arc<JwtVerifier>>,
     kubernetes: Option<TokenReviewer>,
     mtls: bool,
     metrics: AuthnMetrics,
@@ -122,6 +125,7 @@ impl Authenticator {
         Ok(Self {
             anonymous: on.anonymous.then(Principal::anonymous),
             api_keys: on.api_keys,
+            jwt: on.jwt,
             kubernetes: on.kubernetes,
             mtls: on.mtls,
             metrics: AuthnMetrics::register(registry)?,
@@ -218,6 +222,15 @@ impl Authenticator {
     }
 
     async fn bearer(&self, token: &str) -> Result<Arc<Principal>, Rejection> {
+        let jwt_error = |reason| Rejection {
+            method: Some(AuthMethod::Jwt),
+            reason,
+        };
+        if let Some(jwt) = &self.jwt
+            && jwt.handles(token)
+        {
+            return jwt.verify(token).await.map(Arc::new).map_err(jwt_error);
+        }
         if self.api_keys.is_some() && !jwt_shaped(token) {
             return self.api_key(token);
         }
@@ -230,6 +243,10 @@ impl Authenticator {
                     method: Some(AuthMethod::Kubernetes),
                     reason,
                 });
+        }
+        if let Some(jwt) = &self.jwt {
+            // Not from a configured issuer: let the verifier say why (issuer, malformed).
+            return jwt.verify(token).await.map(Arc::new).map_err(jwt_error);
         }
         if self.api_keys.is_some() {
             return self.api_key(token);

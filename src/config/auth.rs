@@ -8,6 +8,7 @@ use http::HeaderName;
 use serde_yaml_ng::Value;
 
 use super::reader::{Reader, Section, parse};
+pub use crate::auth::jwt::{Algorithm, IssuerConfig, JwtConfig, KeySource};
 pub use crate::auth::kubernetes::KubernetesConfig;
 
 #[derive(Debug, Clone)]
@@ -30,6 +31,7 @@ pub struct AuthConfig {
     pub forward_credentials: bool,
     pub identity_headers: IdentityHeaders,
     pub api_keys: Option<ApiKeysConfig>,
+    pub jwt: Option<JwtConfig>,
     pub kubernetes: Option<KubernetesConfig>,
     pub mtls: Option<MtlsConfig>,
 }
@@ -102,6 +104,7 @@ impl Default for AuthConfig {
                 method: HeaderName::from_static("x-mcp-sentinel-auth-method"),
             },
             api_keys: None,
+            jwt: None,
             kubernetes: None,
             mtls: None,
         }
@@ -120,7 +123,10 @@ impl Default for SessionsConfig {
 impl AuthConfig {
     /// At least one way to prove a caller is configured.
     pub fn has_authenticator(&self) -> bool {
-        self.api_keys.is_some() || self.kubernetes.is_some() || self.mtls.is_some()
+        self.api_keys.is_some()
+            || self.jwt.is_some()
+            || self.kubernetes.is_some()
+            || self.mtls.is_some()
     }
 
     /// Reads the `auth` section.
@@ -202,6 +208,17 @@ impl AuthConfig {
         }
         r.close(ak);
 
+        let mut jwt = r.child(s, "jwt");
+        if jwt.is_present() {
+            cfg.jwt = Some(read_jwt(r, &mut jwt, cfg.resource.as_deref()));
+        }
+        r.close(jwt);
+        if cfg.authorization_servers.is_empty()
+            && let Some(j) = &cfg.jwt
+        {
+            cfg.authorization_servers = j.issuers.iter().map(|i| i.issuer.clone()).collect();
+        }
+
         let mut k8s = r.child(s, "kubernetes");
         if k8s.is_present() {
             let mut k = KubernetesConfig::default();
@@ -256,6 +273,92 @@ impl AuthConfig {
         r.close(mt);
         cfg
     }
+}
+
+/// The `auth.jwt` section: common settings and a list of issuers.
+fn read_jwt(r: &mut Reader, s: &mut Section<'_>, resource: Option<&str>) -> JwtConfig {
+    let mut cfg = JwtConfig::default();
+    if let Some(v) = r.field(s, "leeway", parse::duration) {
+        cfg.leeway = v;
+    }
+    if let Some(v) = r.field(s, "cache_size", |v| {
+        v.as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| "must be a whole number".to_string())
+    }) {
+        cfg.cache_size = v;
+    }
+    let list = r.field(s, "issuers", |v| match v {
+        Value::Sequence(items) if !items.is_empty() => Ok(items.clone()),
+        _ => Err("must be a non-empty list of issuers".to_string()),
+    });
+    for (i, item) in list.unwrap_or_default().iter().enumerate() {
+        let path = format!("auth.jwt.issuers[{i}]");
+        let mut is = r.section(&path, Some(item));
+        let issuer = r.field(&mut is, "issuer", |v| {
+            let u = parse::string(v)?;
+            absolute_url(&u, true)?;
+            Ok(u)
+        });
+        let jwks_url = r.field(&mut is, "jwks_url", |v| {
+            let u = parse::string(v)?;
+            absolute_url(&u, true)?;
+            Ok(u)
+        });
+        let audiences = r
+            .field(&mut is, "audiences", parse::strings)
+            .or_else(|| resource.map(|r| vec![r.to_string()]));
+        let algorithms = r.field(&mut is, "algorithms", |v| {
+            parse::strings(v)?
+                .iter()
+                .map(|a| a.parse::<Algorithm>())
+                .collect::<Result<Vec<_>, _>>()
+        });
+        let groups_claim = r.field(&mut is, "groups_claim", parse::string);
+        let claims = r.field(&mut is, "claims", parse::strings);
+        let ca_file = r.field(&mut is, "ca_file", |v| parse::string(v).map(PathBuf::from));
+        let durations = [
+            r.field(&mut is, "refresh_interval", parse::duration),
+            r.field(&mut is, "min_refresh_interval", parse::duration),
+            r.field(&mut is, "timeout", parse::duration),
+        ];
+        r.close(is);
+        let Some(issuer) = issuer else {
+            r.error(format!("{path}.issuer"), "is required");
+            continue;
+        };
+        let Some(audiences) = audiences else {
+            r.error(
+                format!("{path}.audiences"),
+                "is required when auth.resource (the canonical URI tokens must name) is not set",
+            );
+            continue;
+        };
+        let keys = jwks_url.map_or(KeySource::Discovery, KeySource::Jwks);
+        let mut ic = IssuerConfig::new(issuer, keys, audiences);
+        if let Some(v) = algorithms {
+            ic.algorithms = v;
+        }
+        if let Some(v) = groups_claim {
+            ic.groups_claim = v;
+        }
+        if let Some(v) = claims {
+            ic.claims = v;
+        }
+        ic.ca_file = ca_file;
+        let [refresh, min_refresh, timeout] = durations;
+        if let Some(v) = refresh {
+            ic.refresh_interval = v;
+        }
+        if let Some(v) = min_refresh {
+            ic.min_refresh_interval = v;
+        }
+        if let Some(v) = timeout {
+            ic.timeout = v;
+        }
+        cfg.issuers.push(ic);
+    }
+    cfg
 }
 
 impl TrafficTls {

@@ -2,5 +2,6 @@
 //! Shared test bed: a real rmcp upstream and rmcp clients for both eras.
 
 pub mod client;
+pub mod idp;
 pub mod sentinel;
 pub mod upstream;
