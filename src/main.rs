@@ -119,19 +119,23 @@ fn load(args: &RunArgs) -> Result<Config, ConfigErrors> {
     if let Some(a) = args.admin_listen {
         cfg.admin_listen = a;
     }
-    if let Some(why) = cfg.auth_problem() {
-        return Err(ConfigErrors(vec![mcp_sentinel::config::ConfigError {
-            file: cfg.source.clone(),
-            key: "auth".into(),
-            why: why.into(),
-        }]));
-    }
+    let mut errors = Vec::new();
     if cfg.upstream.url.is_none() {
-        return Err(ConfigErrors(vec![mcp_sentinel::config::ConfigError {
+        errors.push(mcp_sentinel::config::ConfigError {
             file: cfg.source.clone(),
             key: "upstream.url".into(),
             why: "required: set it in the file or pass --upstream / MCP_SENTINEL_UPSTREAM".into(),
-        }]));
+        });
+    }
+    if let Some(why) = cfg.auth_problem() {
+        errors.push(mcp_sentinel::config::ConfigError {
+            file: cfg.source.clone(),
+            key: "auth".into(),
+            why: why.into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
     }
     Ok(cfg)
 }

@@ -71,7 +71,7 @@ fn check_lists_every_error_and_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8(out.stderr).unwrap();
     let file = bad.display().to_string();
-    assert!(stderr.starts_with("6 errors in config:"), "{stderr}");
+    assert!(stderr.starts_with("7 errors in config:"), "{stderr}");
     for (key, why) in [
         ("listen", "is not an address"),
         ("upstream.url", "scheme \"ftp\" is not supported"),
@@ -79,6 +79,7 @@ fn check_lists_every_error_and_exits_64() {
         ("upstream.colour", "unknown key"),
         ("limits.max_body_bytes", "must be greater than zero"),
         ("extra", "unknown key"),
+        ("auth", "no authenticator is configured"),
     ] {
         assert!(
             stderr.contains(&format!("{file}: {key}: ")),
@@ -125,7 +126,20 @@ fn run_refuses_an_invalid_config() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.url: required"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("upstream.url: required"), "{stderr}");
+    // Secure by default: no authenticator and no `anonymous: allow` is refused too.
+    assert!(
+        stderr.contains("auth: no authenticator is configured"),
+        "{stderr}"
+    );
+    let out = Command::new(BIN)
+        .args(["run", "--upstream", "http://127.0.0.1:1/mcp"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("anonymous: allow"));
     let out = Command::new(BIN)
         .args(["run", "--upstream", "https://x/mcp"])
         .stdin(Stdio::null())

@@ -75,7 +75,15 @@ impl ApiKeys {
         registry
             .register(Box::new(count.clone()))
             .map_err(|e| e.to_string())?;
-        let content = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let content = match std::fs::read(file) {
+            Ok(c) => c,
+            // An optional Secret not created yet: no key works until it appears.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %file.display(), "API key file not found: no API key is accepted until it appears");
+                Vec::new()
+            }
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        };
         let keys = parse(&content).map_err(|e| format!("{}: {e}", file.display()))?;
         count.set(keys.len() as i64);
         Ok(Self {
@@ -150,6 +158,9 @@ impl ApiKeys {
 }
 
 fn parse(content: &[u8]) -> Result<Vec<Key>, String> {
+    if content.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
     let file: KeyFile = serde_yaml_ng::from_slice(content).map_err(|e| e.to_string())?;
     file.keys
         .into_iter()
@@ -251,7 +262,16 @@ mod tests {
         assert!(ApiKeys::load(&path, &Registry::new()).is_err());
         std::fs::write(&path, "keys:\n  - sha: 00\n").unwrap();
         assert!(ApiKeys::load(&path, &Registry::new()).is_err());
-        assert!(ApiKeys::load(&dir.join("missing.yaml"), &Registry::new()).is_err());
+        // A Secret that is not there yet: no key works, and it is picked up when it appears.
+        let later = dir.join("later.yaml");
+        let keys = ApiKeys::load(&later, &Registry::new()).unwrap();
+        assert_eq!(
+            keys.verify("k").unwrap_err(),
+            AuthFailure::UnknownCredential
+        );
+        write(&later, &[("k", "late", &[])]);
+        assert!(keys.reload_if_changed().unwrap());
+        assert_eq!(keys.verify("k").unwrap().subject, "late");
     }
 
     fn tempdir() -> PathBuf {
