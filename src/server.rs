@@ -26,6 +26,7 @@ use crate::pipeline::{Ctx, Pipeline};
 use crate::proxy::Proxy;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::guard::RequestGuard;
+use crate::proxy::tap::TaskTap;
 
 /// What every request handler shares.
 pub struct Traffic {
@@ -92,7 +93,7 @@ impl Traffic {
                 match self.proxy.forward(&mut ctx, &mut guard).await {
                     Ok(resp) => {
                         self.session.observe(&ctx, resp.status(), resp.headers());
-                        resp
+                        self.tap_tasks(&ctx, resp)
                     }
                     Err(denial) => {
                         tracing::warn!(
@@ -111,6 +112,27 @@ impl Traffic {
 }
 
 impl Traffic {
+    /// A `tools/call` answer may carry a task handle: bind its id to the caller as it passes.
+    fn tap_tasks(&self, ctx: &Ctx, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        let call = ctx
+            .envelope
+            .as_ref()
+            .and_then(|e| e.single())
+            .is_some_and(|m| m.method == crate::mcp::Method::ToolsCall);
+        match &ctx.principal {
+            Some(p) if call && resp.status().is_success() => {
+                let sse = resp
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("text/event-stream"));
+                let tap = TaskTap::new(sse, self.session.clone(), p.clone());
+                resp.map(|b| b.with_tap(tap))
+            }
+            _ => resp,
+        }
+    }
+
     /// RFC 9728 metadata: public, cacheable, never behind authentication.
     fn resource_metadata(&self, req: &http::Request<Incoming>, tls: bool) -> Response<ProxyBody> {
         Response::builder()

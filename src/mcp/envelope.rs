@@ -291,6 +291,7 @@ fn needs_target(method: Method) -> bool {
             | Method::TasksGet
             | Method::TasksResult
             | Method::TasksCancel
+            | Method::TasksUpdate
     )
 }
 
@@ -315,7 +316,7 @@ fn target_of(method: Method, p: &WireParams<'_>) -> Result<Target, &'static str>
                 _ => return Err("params.ref must be a prompt or resource reference"),
             }
         }
-        Method::TasksGet | Method::TasksResult | Method::TasksCancel => {
+        Method::TasksGet | Method::TasksResult | Method::TasksCancel | Method::TasksUpdate => {
             Target::Task(string(p.task_id, "params.taskId must be a string")?)
         }
         Method::SubscriptionsListen => {

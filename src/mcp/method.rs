@@ -22,6 +22,8 @@ pub enum Method {
     TasksResult,
     TasksList,
     TasksCancel,
+    /// `tasks/update` of the 2026 tasks extension (SEP-2663).
+    TasksUpdate,
     /// Any `notifications/*` message.
     Notification,
     /// A client's response to a server→client request.
@@ -31,7 +33,7 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 22] = [
+    pub const ALL: [Method; 23] = [
         Method::Initialize,
         Method::Ping,
         Method::ServerDiscover,
@@ -51,6 +53,7 @@ impl Method {
         Method::TasksResult,
         Method::TasksList,
         Method::TasksCancel,
+        Method::TasksUpdate,
         Method::Notification,
         Method::Response,
         Method::Other,
@@ -77,6 +80,7 @@ impl Method {
             "tasks/result" => Method::TasksResult,
             "tasks/list" => Method::TasksList,
             "tasks/cancel" => Method::TasksCancel,
+            "tasks/update" => Method::TasksUpdate,
             n if n.starts_with("notifications/") => Method::Notification,
             _ => Method::Other,
         }
@@ -104,6 +108,7 @@ impl Method {
             Method::TasksResult => "tasks/result",
             Method::TasksList => "tasks/list",
             Method::TasksCancel => "tasks/cancel",
+            Method::TasksUpdate => "tasks/update",
             Method::Notification => "notification",
             Method::Response => "response",
             Method::Other => "other",

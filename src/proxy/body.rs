@@ -12,11 +12,14 @@ use hyper::body::Incoming;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::guard::RequestGuard;
+use super::tap::TaskTap;
 use super::upstream::Lease;
 
 pub struct ProxyBody {
     inner: Inner,
     guard: Option<RequestGuard>,
+    /// Sees the body as it passes (task handles of `tools/call` answers).
+    tap: Option<Box<TaskTap>>,
 }
 
 enum Inner {
@@ -39,6 +42,7 @@ impl ProxyBody {
         Self {
             inner: Inner::Full(if bytes.is_empty() { None } else { Some(bytes) }),
             guard: None,
+            tap: None,
         }
     }
 
@@ -60,7 +64,13 @@ impl ProxyBody {
                 lease,
             },
             guard: None,
+            tap: None,
         }
+    }
+
+    pub fn with_tap(mut self, tap: TaskTap) -> Self {
+        self.tap = Some(Box::new(tap));
+        self
     }
 
     pub fn with_guard(mut self, mut guard: RequestGuard) -> Self {
@@ -102,6 +112,11 @@ impl Body for ProxyBody {
             }
         };
         let item = ready!(polled);
+        if let (Some(tap), Some(Ok(frame))) = (&mut this.tap, &item)
+            && let Some(data) = frame.data_ref()
+        {
+            tap.feed(data);
+        }
         let ended = match &item {
             Some(Ok(_)) => this.is_end_stream(),
             None => true,

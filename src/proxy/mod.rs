@@ -4,6 +4,7 @@
 pub mod body;
 pub mod guard;
 pub mod headers;
+pub mod tap;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -1,0 +1,179 @@
+//! Reads task handles out of `tools/call` answers as they stream past, so the task id is bound
+//! to its creator before the client can see it (session-hijack protection for tasks). The bytes
+//! pass unchanged; only a bounded prefix of each JSON body or SSE event is looked at, and
+//! anything larger is skipped: a task handle is small.
+
+use std::sync::Arc;
+
+use crate::auth::Principal;
+use crate::pipeline::session::Session;
+
+/// Bodies and events larger than this are not inspected.
+const LIMIT: usize = 64 * 1024;
+
+pub struct TaskTap {
+    buf: Vec<u8>,
+    sse: bool,
+    /// JSON: the body was read (or is too large). SSE: inside an oversized event.
+    done: bool,
+    session: Arc<Session>,
+    principal: Arc<Principal>,
+}
+
+impl TaskTap {
+    pub fn new(sse: bool, session: Arc<Session>, principal: Arc<Principal>) -> Self {
+        Self {
+            buf: Vec::new(),
+            sse,
+            done: false,
+            session,
+            principal,
+        }
+    }
+
+    /// Sees the next piece of the response body.
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.sse {
+            self.feed_sse(data);
+        } else if !self.done {
+            self.buf.extend_from_slice(data);
+            if self.buf.len() > LIMIT {
+                self.done = true;
+                self.buf = Vec::new();
+            } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.buf) {
+                self.done = true;
+                self.buf = Vec::new();
+                self.message(&v);
+            }
+        }
+    }
+
+    fn feed_sse(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        while let Some((end, sep)) = event_end(&self.buf) {
+            let event: Vec<u8> = self.buf.drain(..end + sep).collect();
+            if self.done {
+                // The tail of an oversized event.
+                self.done = false;
+                continue;
+            }
+            self.event(&event[..end]);
+        }
+        if self.buf.len() > LIMIT {
+            // Keep only what could start a separator split across frames.
+            self.done = true;
+            let keep = self.buf.len() - 3;
+            self.buf.drain(..keep);
+        }
+    }
+
+    fn event(&self, event: &[u8]) {
+        let Ok(text) = std::str::from_utf8(event) else {
+            return;
+        };
+        if !text.contains("taskId") {
+            return;
+        }
+        let mut data = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
+            }
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) {
+            self.message(&v);
+        }
+    }
+
+    /// A JSON-RPC result carrying a task handle (`result.task.taskId`, 2025-11-25 and the
+    /// 2026 tasks extension alike).
+    fn message(&self, v: &serde_json::Value) {
+        if let Some(id) = v
+            .pointer("/result/task/taskId")
+            .and_then(serde_json::Value::as_str)
+        {
+            self.session.bind_task(&self.principal, id);
+        }
+    }
+}
+
+/// The end of the first complete SSE event in `buf` and the separator's length.
+fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        match (buf[i], buf[i + 1]) {
+            (b'\n', b'\n') => return Some((i, 2)),
+            (b'\r', b'\n') if buf[i + 2..].starts_with(b"\r\n") => return Some((i, 4)),
+            (b'\r', b'\r') => return Some((i, 2)),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthMethod;
+    use crate::auth::sessions::{Binding, Bindings, Kind, Owner};
+
+    fn tap(sse: bool) -> (TaskTap, Arc<Bindings>, Owner) {
+        let bindings = Arc::new(Bindings::new(std::time::Duration::from_secs(60), 100));
+        let session =
+            Arc::new(Session::new(bindings.clone(), &prometheus::Registry::new()).unwrap());
+        let p = Arc::new(Principal::new("alice", AuthMethod::Jwt));
+        let owner = Owner::of(&p);
+        (TaskTap::new(sse, session, p), bindings, owner)
+    }
+
+    const HANDLE: &str = r#"{"jsonrpc":"2.0","id":3,"result":{"resultType":"task","task":{"taskId":"t-42","status":"working"}}}"#;
+
+    #[test]
+    fn json_bodies_in_pieces() {
+        let (mut t, b, owner) = tap(false);
+        let (a, c) = HANDLE.split_at(30);
+        t.feed(a.as_bytes());
+        assert_eq!(b.check(Kind::Task, "t-42", &owner), Binding::Unknown);
+        t.feed(c.as_bytes());
+        assert_eq!(b.check(Kind::Task, "t-42", &owner), Binding::Own);
+    }
+
+    #[test]
+    fn sse_events_split_across_frames() {
+        let (mut t, b, owner) = tap(true);
+        let stream = format!(
+            ": priming\n\nid: 1\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{}}}}\n\nid: 2\ndata: {HANDLE}\n\n"
+        );
+        for chunk in stream.as_bytes().chunks(7) {
+            t.feed(chunk);
+        }
+        assert_eq!(b.check(Kind::Task, "t-42", &owner), Binding::Own);
+        let (mut t, b, owner) = tap(true);
+        t.feed(format!("data: {HANDLE}\r\n\r\n").as_bytes());
+        assert_eq!(b.check(Kind::Task, "t-42", &owner), Binding::Own);
+    }
+
+    #[test]
+    fn oversized_events_are_skipped_and_what_follows_is_read() {
+        let (mut t, b, owner) = tap(true);
+        let big = format!("data: \"{}\"\n\n", "x".repeat(LIMIT * 2));
+        for chunk in big.as_bytes().chunks(4096) {
+            t.feed(chunk);
+        }
+        t.feed(format!("data: {HANDLE}\n\n").as_bytes());
+        assert_eq!(b.check(Kind::Task, "t-42", &owner), Binding::Own);
+        assert!(t.buf.is_empty());
+    }
+
+    #[test]
+    fn results_without_a_task_bind_nothing() {
+        let (mut t, b, _) = tap(false);
+        t.feed(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"taskId"}]}}"#,
+        );
+        assert!(b.is_empty());
+    }
+}
