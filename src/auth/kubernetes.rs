@@ -50,6 +50,10 @@ pub struct KubernetesConfig {
     /// `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`). `Some`: that kubeconfig file, its
     /// current context.
     pub kubeconfig: Option<PathBuf>,
+    /// The sentinel's own credential for the TokenReview calls, re-read as the kubelet rotates
+    /// it (e.g. the chart's projected token `/var/run/secrets/mcp-sentinel/token`). `None`: the
+    /// kubeconfig's or the in-cluster service-account token.
+    pub token_file: Option<PathBuf>,
     /// How long an authenticated verdict is reused.
     pub cache_ttl: Duration,
     /// How long an unauthenticated verdict is reused. Unavailable is never cached.
@@ -65,6 +69,7 @@ impl Default for KubernetesConfig {
         Self {
             audiences: Vec::new(),
             kubeconfig: None,
+            token_file: None,
             cache_ttl: DEFAULT_CACHE_TTL,
             negative_cache_ttl: DEFAULT_NEGATIVE_CACHE_TTL,
             cache_size: DEFAULT_CACHE_SIZE,
@@ -152,6 +157,10 @@ impl TokenReviewer {
             None => Config::incluster()
                 .map_err(|e| format!("in-cluster Kubernetes config: {}", config_error(&e)))?,
         };
+        if let Some(file) = &cfg.token_file {
+            config.auth_info.token = None;
+            config.auth_info.token_file = Some(file.display().to_string());
+        }
         // The whole review is bounded by `timeout` below; these make the client give up at the
         // same point rather than keep a dead connection around.
         config.connect_timeout = Some(cfg.timeout);
