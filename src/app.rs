@@ -247,11 +247,10 @@ impl AuthParts {
             config.sessions.max_bindings,
         ));
         let session = Arc::new(
-            Session::new(bindings.clone(), registry)
-                .map_err(|e| StartError::Auth(e.to_string()))?,
+            Session::new(bindings, registry).map_err(|e| StartError::Auth(e.to_string()))?,
         );
         tokio::spawn(sweep_bindings(
-            bindings,
+            session.clone(),
             config.sessions.idle_ttl,
             stop.clone(),
         ));
@@ -299,14 +298,14 @@ fn traffic_tls(
 }
 
 /// Forgets idle session and task bindings, so memory stays bounded without traffic too.
-async fn sweep_bindings(bindings: Arc<Bindings>, idle_ttl: Duration, stop: CancellationToken) {
+async fn sweep_bindings(session: Arc<Session>, idle_ttl: Duration, stop: CancellationToken) {
     let every = (idle_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        bindings.sweep();
+        session.sweep();
     }
 }
 

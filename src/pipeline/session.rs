@@ -131,6 +131,11 @@ impl Session {
         }
     }
 
+    /// Forgets idle bindings (run periodically).
+    pub fn sweep(&self) {
+        self.sessions.set(self.bindings.sweep() as i64);
+    }
+
     /// Records that the caller of `ctx` created `task`.
     pub fn bind_task(&self, principal: &crate::auth::Principal, task: &str) {
         self.bindings.bind(Kind::Task, task, Owner::of(principal));
