@@ -2,268 +2,25 @@
 //! from a throwaway rcgen CA), the real TokenReview wire shapes (k8s-openapi types both ways),
 //! and the kube client pointed at it through a kubeconfig file.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus, UserInfo};
+use common::apiserver::{
+    ApiServer, OWN_TOKEN, Reply, TOKENREVIEW_PATH, k8s_status, kubeconfig, rejected,
+    service_account,
+};
+use common::sentinel::TempDir;
+use common::tls::TestCa;
+use hyper::StatusCode;
+use k8s_openapi::api::authentication::v1::TokenReviewStatus;
 use mcp_sentinel::auth::kubernetes::{KubernetesConfig, TokenReviewer};
 use mcp_sentinel::auth::{AuthFailure, AuthMethod, Principal};
 use prometheus::Registry;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-
-/// The credential the sentinel itself presents to the API server (its own service account).
-const OWN_TOKEN: &str = "sentinel-own-sa-token";
-const TOKENREVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
-
-/// What the fake API server answers a well-authenticated TokenReview POST with.
-#[derive(Clone)]
-enum Reply {
-    /// 201 Created, a TokenReview echoing the spec with this status.
-    Review(TokenReviewStatus),
-    /// This status code and body, as JSON.
-    Raw(StatusCode, String),
-    /// Never answer.
-    Hang,
-}
-
-type Handler = Arc<dyn Fn(&TokenReview) -> Reply + Send + Sync>;
-
-/// One request the fake API server received.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    authorization: Option<String>,
-    content_type: Option<String>,
-    review: Option<TokenReview>,
-}
-
-struct ApiServer {
-    addr: SocketAddr,
-    ca_pem: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn test_ca() -> (CertifiedIssuer<'static, KeyPair>, String, String) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "test cluster CA");
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let (leaf_pem, key_pem) = (leaf.pem(), key.serialize_pem());
-    (ca, leaf_pem, key_pem)
-}
-
-impl ApiServer {
-    async fn start(handler: impl Fn(&TokenReview) -> Reply + Send + Sync + 'static) -> ApiServer {
-        let handler: Handler = Arc::new(handler);
-        let (ca, leaf_pem, key_pem) = test_ca();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from_pem_slice(leaf_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let acceptor = acceptor.clone();
-                let handler = handler.clone();
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let service = service_fn(move |req| {
-                        let handler = handler.clone();
-                        let log = log.clone();
-                        async move { Ok::<_, hyper::Error>(answer(req, &handler, &log).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
-        ApiServer {
-            addr,
-            ca_pem: ca.pem(),
-            seen,
-            task,
-        }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn requests(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
-}
-
-fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap()
-}
-
-fn k8s_status(code: u16, reason: &str, message: &str) -> String {
-    json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code,
-    })
-    .to_string()
-}
-
-async fn answer(
-    req: Request<Incoming>,
-    handler: &Handler,
-    log: &Mutex<Vec<Seen>>,
-) -> Response<Full<Bytes>> {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
-    let mut seen = Seen {
-        method: req.method().to_string(),
-        path: req.uri().path().to_string(),
-        authorization: header("authorization"),
-        content_type: header("content-type"),
-        review: None,
-    };
-    let body = req.into_body().collect().await.unwrap().to_bytes();
-    seen.review = serde_json::from_slice::<TokenReview>(&body).ok();
-    let review = seen.review.clone();
-    let authorized = seen.authorization.as_deref() == Some(&format!("Bearer {OWN_TOKEN}"));
-    let right_place = seen.method == "POST" && seen.path == TOKENREVIEW_PATH;
-    log.lock().unwrap().push(seen);
-
-    if !authorized {
-        return json_response(
-            StatusCode::UNAUTHORIZED,
-            k8s_status(401, "Unauthorized", "Unauthorized"),
-        );
-    }
-    if !right_place {
-        return json_response(
-            StatusCode::NOT_FOUND,
-            k8s_status(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            ),
-        );
-    }
-    let Some(review) = review else {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            k8s_status(400, "BadRequest", "not a TokenReview"),
-        );
-    };
-    match handler(&review) {
-        Reply::Review(status) => {
-            let answer = TokenReview {
-                status: Some(status),
-                ..review
-            };
-            json_response(StatusCode::CREATED, serde_json::to_string(&answer).unwrap())
-        }
-        Reply::Raw(code, body) => json_response(code, body),
-        Reply::Hang => std::future::pending().await,
-    }
-}
-
-/// A temp dir holding the kubeconfig, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(test: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!(
-            "mcp-sentinel-tokenreview-{test}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn kubeconfig(dir: &Dir, server: &str, ca_pem: &str, token: &str) -> PathBuf {
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let text = format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: sentinel
-  user:
-    token: {token}
-contexts:
-- name: test
-  context:
-    cluster: test
-    user: sentinel
-current-context: test
-"
-    );
-    let path = dir.0.join("kubeconfig");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn config(kubeconfig: PathBuf) -> KubernetesConfig {
     KubernetesConfig {
@@ -278,14 +35,9 @@ async fn start_reviewer(
     test: &str,
     server: &ApiServer,
     tweak: impl FnOnce(&mut KubernetesConfig),
-) -> (TokenReviewer, Registry, Dir) {
-    let dir = Dir::new(test);
-    let path = kubeconfig(
-        &dir,
-        &format!("https://{}", server.addr),
-        &server.ca_pem,
-        OWN_TOKEN,
-    );
+) -> (TokenReviewer, Registry, TempDir) {
+    let dir = TempDir::new(&format!("tokenreview-{test}"));
+    let path = server.kubeconfig(&dir.0);
     let mut cfg = config(path);
     tweak(&mut cfg);
     let registry = Registry::new();
@@ -294,47 +46,11 @@ async fn start_reviewer(
 }
 
 fn service_account_status(audiences: &[&str]) -> TokenReviewStatus {
-    TokenReviewStatus {
-        authenticated: Some(true),
-        audiences: Some(audiences.iter().map(|a| a.to_string()).collect()),
-        error: None,
-        user: Some(UserInfo {
-            username: Some("system:serviceaccount:agents:research-bot".into()),
-            uid: Some("4b0c6a9e-1f0e-4c55-9d0b-6f1c1e0f8a11".into()),
-            groups: Some(vec![
-                "system:serviceaccounts".into(),
-                "system:serviceaccounts:agents".into(),
-                "system:authenticated".into(),
-            ]),
-            extra: Some(
-                [
-                    (
-                        "authentication.kubernetes.io/pod-name",
-                        "research-bot-7d9f-x2k4q",
-                    ),
-                    (
-                        "authentication.kubernetes.io/pod-uid",
-                        "0d1f1a47-77a5-4f54-9d0e-2a8e2b6f9c3d",
-                    ),
-                    (
-                        "authentication.kubernetes.io/credential-id",
-                        "JTI=9a1d8c2e-3f4b-4c5d-8e6f-7a8b9c0d1e2f",
-                    ),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
-                .collect(),
-            ),
-        }),
-    }
+    service_account("agents", "research-bot", audiences)
 }
 
 fn rejected_status(why: &str) -> TokenReviewStatus {
-    TokenReviewStatus {
-        authenticated: Some(false),
-        error: Some(why.into()),
-        ..TokenReviewStatus::default()
-    }
+    rejected(why)
 }
 
 /// A counter's value, or a histogram's sample count, for one `result` label.
@@ -512,9 +228,9 @@ async fn api_server_down_is_unavailable_within_the_timeout() {
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = closed.local_addr().unwrap();
     drop(closed);
-    let dir = Dir::new("down");
-    let (ca, _, _) = test_ca();
-    let path = kubeconfig(&dir, &format!("https://{addr}"), &ca.pem(), OWN_TOKEN);
+    let dir = TempDir::new("tokenreview-down");
+    let ca = TestCa::new();
+    let path = kubeconfig(&dir.0, &format!("https://{addr}"), &ca.ca_pem(), OWN_TOKEN);
     let registry = Registry::new();
     let reviewer = TokenReviewer::new(config(path), &registry).await.unwrap();
     let started = Instant::now();
@@ -551,8 +267,13 @@ async fn hanging_api_server_is_unavailable_within_the_timeout() {
             held.push(tcp);
         }
     });
-    let dir = Dir::new("silent");
-    let path = kubeconfig(&dir, &format!("https://{addr}"), &server.ca_pem, OWN_TOKEN);
+    let dir = TempDir::new("tokenreview-silent");
+    let path = kubeconfig(
+        &dir.0,
+        &format!("https://{addr}"),
+        &server.ca_pem,
+        OWN_TOKEN,
+    );
     let reviewer = TokenReviewer::new(config(path), &Registry::new())
         .await
         .unwrap();
@@ -617,9 +338,9 @@ async fn wrong_own_credentials_are_unavailable() {
     // The API server refuses the sentinel's own token (401): the caller's token is not judged.
     let server =
         ApiServer::start(|_| Reply::Review(service_account_status(&["mcp-sentinel"]))).await;
-    let dir = Dir::new("own-credentials");
+    let dir = TempDir::new("tokenreview-own-credentials");
     let path = kubeconfig(
-        &dir,
+        &dir.0,
         &format!("https://{}", server.addr),
         &server.ca_pem,
         "stale-token",
@@ -641,12 +362,12 @@ async fn wrong_own_credentials_are_unavailable() {
 async fn untrusted_api_server_certificate_is_unavailable() {
     let server =
         ApiServer::start(|_| Reply::Review(service_account_status(&["mcp-sentinel"]))).await;
-    let dir = Dir::new("untrusted");
-    let (other_ca, _, _) = test_ca();
+    let dir = TempDir::new("tokenreview-untrusted");
+    let other_ca = TestCa::new();
     let path = kubeconfig(
-        &dir,
+        &dir.0,
         &format!("https://{}", server.addr),
-        &other_ca.pem(),
+        &other_ca.ca_pem(),
         OWN_TOKEN,
     );
     let reviewer = TokenReviewer::new(config(path), &Registry::new())
@@ -861,7 +582,7 @@ async fn tokens_never_reach_the_log() {
 
 #[tokio::test]
 async fn broken_kubeconfig_is_an_error() {
-    let dir = Dir::new("broken-kubeconfig");
+    let dir = TempDir::new("tokenreview-broken-kubeconfig");
     let path = dir.0.join("kubeconfig");
     std::fs::write(
         &path,

@@ -1,7 +1,9 @@
 #![allow(dead_code)]
 //! Shared test bed: a real rmcp upstream and rmcp clients for both eras.
 
+pub mod apiserver;
 pub mod client;
 pub mod idp;
 pub mod sentinel;
+pub mod tls;
 pub mod upstream;
