@@ -536,7 +536,8 @@ async fn an_ended_session_passes_through_as_404() {
         ("mcp-session-id", &session),
         ("mcp-protocol-version", "2025-06-18"),
     ]);
-    let del = raw_request(Method::DELETE, &s.url, &hs, None).await;
+    // The upstream ends the session on its own (here: a DELETE that bypasses the sentinel).
+    let del = raw_request(Method::DELETE, &upstream.url(), &hs, None).await;
     assert!(
         del.status == 200 || del.status == 204 || del.status == 202,
         "DELETE: {}",
@@ -544,16 +545,18 @@ async fn an_ended_session_passes_through_as_404() {
     );
     let mut hs2 = hs.clone();
     hs2.push(("content-type".into(), "application/json".into()));
-    let after = raw_request(
-        Method::POST,
-        &s.url,
-        &hs2,
-        Some(&json!({"jsonrpc":"2.0","id":5,"method":"tools/list"})),
-    )
-    .await;
+    let list = json!({"jsonrpc":"2.0","id":5,"method":"tools/list"});
+    let after = raw_request(Method::POST, &s.url, &hs2, Some(&list)).await;
     assert_eq!(after.status, 404, "{}", after.body);
     let series = "mcp_sentinel_requests_total{method=\"tools/list\",outcome=\"forwarded\"}";
     assert_eq!(s.metric_eventually(series, 1.0).await, 1.0);
+    // The upstream's 404 also ended the sentinel's binding: the next try is answered here.
+    let again = raw_request(Method::POST, &s.url, &hs2, Some(&list)).await;
+    assert_eq!(again.status, 404);
+    let body: serde_json::Value = serde_json::from_str(&again.body).unwrap();
+    assert_eq!(body["id"], 5);
+    assert_eq!(body["error"]["message"], "Session not found");
+    assert_eq!(s.metric(series).await, 1.0);
 }
 
 #[tokio::test]

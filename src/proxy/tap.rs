@@ -88,13 +88,16 @@ impl TaskTap {
         }
     }
 
-    /// A JSON-RPC result carrying a task handle (`result.task.taskId`, 2025-11-25 and the
-    /// 2026 tasks extension alike).
+    /// A JSON-RPC result carrying a task handle: `result.task.taskId` (2025-11-25
+    /// `CreateTaskResult`), or `result.taskId` beside `resultType: "task"` (the tasks extension,
+    /// SEP-2663, as rmcp sends it in every revision).
     fn message(&self, v: &serde_json::Value) {
-        if let Some(id) = v
+        let flat = v.pointer("/result/resultType").and_then(|t| t.as_str()) == Some("task");
+        let id = v
             .pointer("/result/task/taskId")
-            .and_then(serde_json::Value::as_str)
-        {
+            .or_else(|| flat.then(|| v.pointer("/result/taskId")).flatten())
+            .and_then(serde_json::Value::as_str);
+        if let Some(id) = id {
             self.session.bind_task(&self.principal, id);
         }
     }
@@ -129,7 +132,11 @@ mod tests {
         (TaskTap::new(sse, session, p), bindings, owner)
     }
 
-    const HANDLE: &str = r#"{"jsonrpc":"2.0","id":3,"result":{"resultType":"task","task":{"taskId":"t-42","status":"working"}}}"#;
+    /// 2025-11-25 `CreateTaskResult`.
+    const HANDLE: &str =
+        r#"{"jsonrpc":"2.0","id":3,"result":{"task":{"taskId":"t-42","status":"working"}}}"#;
+    /// The tasks extension (SEP-2663), as rmcp sends it.
+    const FLAT: &str = r#"{"jsonrpc":"2.0","id":4,"result":{"resultType":"task","taskId":"t-43","status":"working"}}"#;
 
     #[test]
     fn json_bodies_in_pieces() {
@@ -166,6 +173,17 @@ mod tests {
         t.feed(format!("data: {HANDLE}\n\n").as_bytes());
         assert_eq!(b.check(Kind::Task, "t-42", &owner), Binding::Own);
         assert!(t.buf.is_empty());
+    }
+
+    #[test]
+    fn flat_task_handles() {
+        let (mut t, b, owner) = tap(true);
+        t.feed(format!("id: 1\ndata: {FLAT}\n\n").as_bytes());
+        assert_eq!(b.check(Kind::Task, "t-43", &owner), Binding::Own);
+        // A taskId in a result that is not a task handle binds nothing.
+        let (mut t, b, _) = tap(false);
+        t.feed(br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","taskId":"x"}}"#);
+        assert!(b.is_empty());
     }
 
     #[test]

@@ -10,6 +10,14 @@
 //! DELETE); a request whose `_meta` carries
 //! `io.modelcontextprotocol/protocolVersion` + `clientCapabilities` is served
 //! statelessly (modern era, `server/discover`).
+//!
+//! Tasks (SEP-2663, `io.modelcontextprotocol/tasks`): the server declares the
+//! extension; a `background` call from a client that declares it too answers
+//! with a task handle (`resultType: "task"`) from rmcp's [`TaskManager`], and
+//! `tasks/get`, `tasks/update`, `tasks/cancel` answer for those ids. The
+//! manager is shared by every handler, so a task outlives the stateless
+//! request (or the session) that created it. Clients that do not declare tasks
+//! get `background`'s result inline.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -26,15 +34,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
-        GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, JsonObject,
-        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-        PaginatedRequestParams, ProgressNotificationParam, Prompt, PromptArgument, PromptMessage,
+        CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+        CreateTaskResult, ErrorCode, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
+        GetTaskParams, GetTaskResult, Implementation, JsonObject, ListPromptsResult,
+        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+        ProgressNotificationParam, Prompt, PromptArgument, PromptMessage,
         ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
         ResourceContents, ResourceTemplate, Role, ServerCapabilities, ServerConfig, Tool,
-        ToolAnnotations,
+        ToolAnnotations, UpdateTaskParams,
     },
     service::RequestContext,
+    task_manager::{TaskExit, TaskManager, TaskOptions},
     transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
     },
@@ -152,6 +162,8 @@ struct Shared {
     /// Keyed by `"<method> <name-or-uri>"`, e.g. `"tools/call echo"`.
     counters: Mutex<HashMap<String, usize>>,
     seen: Mutex<VecDeque<SeenRequest>>,
+    /// Every task any handler created (handlers are per session or per request).
+    tasks: TaskManager,
 }
 
 impl Shared {
@@ -221,6 +233,17 @@ impl Upstream {
         self.shared.count(&format!("completed {tool}"))
     }
 
+    /// Tasks `background` created (calls that answered with a task handle).
+    pub fn tasks_created(&self) -> usize {
+        self.shared.count("tasks/create background")
+    }
+
+    /// `tasks/get`, `tasks/update` or `tasks/cancel` requests (`method`) that
+    /// reached the handler, whatever the task id.
+    pub fn task_requests(&self, method: &str) -> usize {
+        self.shared.count(method)
+    }
+
     /// The most recent HTTP requests, oldest first.
     pub fn requests(&self) -> Vec<SeenRequest> {
         lock(&self.shared.seen).iter().cloned().collect()
@@ -250,6 +273,7 @@ impl Upstream {
     /// Stops accepting, closes every connection and ends every session.
     pub async fn shutdown(mut self) {
         self.rmcp_config.cancellation_token.cancel();
+        self.shared.tasks.shutdown();
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
@@ -260,6 +284,7 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.rmcp_config.cancellation_token.cancel();
+        self.shared.tasks.shutdown();
         if let Some(task) = self.task.take() {
             task.abort();
         }
@@ -466,6 +491,19 @@ pub fn tools() -> Vec<Tool> {
             })),
         )
         .with_annotations(ToolAnnotations::new().destructive(true)),
+        Tool::new(
+            "background",
+            "Echoes text as a task (SEP-2663) when the client declares the tasks extension, \
+             after delay_ms (default 0) unless cancelled; inline otherwise",
+            schema(json!({
+                "type": "object",
+                "properties": {
+                    "text": { "type": "string" },
+                    "delay_ms": { "type": "integer", "minimum": 0 }
+                },
+                "required": ["text"]
+            })),
+        ),
     ]
 }
 
@@ -560,6 +598,36 @@ impl DemoServer {
         self.shared.bump("completed slow".to_owned());
         Ok(text(format!("done after {steps} steps")))
     }
+
+    /// `background`: a task handle for clients that declared tasks (rmcp refuses to send one
+    /// to any other), the echo inline for the rest.
+    fn background(
+        &self,
+        args: &JsonObject,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let echo = str_arg(args, "text")?.to_owned();
+        let delay = match args.get("delay_ms") {
+            None => Duration::ZERO,
+            Some(_) => Duration::from_millis(int_arg(args, "delay_ms")?.clamp(0, 60_000) as u64),
+        };
+        let tasks_declared = context
+            .client_capabilities()
+            .is_some_and(|caps| caps.supports_tasks());
+        if !tasks_declared {
+            return Ok(text(echo).into());
+        }
+        let task = self.shared.tasks.spawn(TaskOptions::new(), move |task| {
+            Box::pin(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => Ok(text(echo)),
+                    _ = task.cancelled() => Err(TaskExit::Cancelled),
+                }
+            })
+        });
+        self.shared.bump("tasks/create background".to_owned());
+        Ok(CreateTaskResult::new(task).into())
+    }
 }
 
 impl ServerHandler for DemoServer {
@@ -569,6 +637,7 @@ impl ServerHandler for DemoServer {
                 .enable_tools()
                 .enable_resources()
                 .enable_prompts()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new("demo-upstream", "1.0.0"))
@@ -626,6 +695,7 @@ impl ServerHandler for DemoServer {
                 str_arg(&args, "text")?
             )),
             "delete_file" => text(format!("deleted {}", str_arg(&args, "path")?)),
+            "background" => return self.background(&args, &context),
             other => {
                 return Err(ErrorData::invalid_params(
                     format!("unknown tool: {other}"),
@@ -634,6 +704,37 @@ impl ServerHandler for DemoServer {
             }
         };
         Ok(result.into())
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        self.shared.bump("tasks/get".to_owned());
+        Ok(GetTaskResult::new(
+            self.shared.tasks.get_task(&request.task_id)?,
+        ))
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.shared.bump("tasks/update".to_owned());
+        self.shared
+            .tasks
+            .update_task(&request.task_id, request.input_responses)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.shared.bump("tasks/cancel".to_owned());
+        self.shared.tasks.cancel_task(&request.task_id)
     }
 
     async fn list_resources(
