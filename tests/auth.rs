@@ -10,6 +10,7 @@ use common::client::{
     ClientOptions, Era, connect, legacy_headers, raw_legacy_session, raw_post, raw_request,
     tool_call,
 };
+use common::keys::{init_body, pairs, write_keys};
 use common::sentinel::{self, TempDir, TestSentinel};
 use common::upstream::{Upstream, spawn_upstream};
 use reqwest::Method;
@@ -17,29 +18,6 @@ use serde_json::{Value, json};
 
 const ALICE_KEY: &str = "ak_alice_0123456789";
 const BOB_KEY: &str = "ak_bob_9876543210";
-
-fn sha256_hex(s: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn write_keys(path: &std::path::Path, keys: &[(&str, &str, &[&str])]) {
-    let mut text = String::from("keys:\n");
-    for (key, subject, groups) in keys {
-        text.push_str(&format!(
-            "  - sha256: {}\n    subject: {subject}\n    groups: [{}]\n",
-            sha256_hex(key),
-            groups.join(", ")
-        ));
-    }
-    // Write then rename, as a Secret update swaps files atomically.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 struct Bed {
     upstream: Upstream,
@@ -75,24 +53,6 @@ async fn keyed(extra: &str) -> Bed {
     }
 }
 
-fn init_body() -> Value {
-    json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": { "name": "raw", "version": "1" }
-        }
-    })
-}
-
-fn with(headers: &[(&str, &str)]) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 #[tokio::test]
 async fn missing_and_wrong_credentials_get_401_with_the_challenge() {
     let bed = keyed("").await;
@@ -115,10 +75,10 @@ async fn missing_and_wrong_credentials_get_401_with_the_challenge() {
     assert_eq!(body["error"]["message"], "Unauthorized");
 
     for headers in [
-        with(&[("Authorization", "Bearer ak_mallory")]),
-        with(&[("X-API-Key", "ak_mallory")]),
-        with(&[("Authorization", "Basic YWxpY2U6eA==")]),
-        with(&[("Authorization", "Bearer")]),
+        pairs(&[("Authorization", "Bearer ak_mallory")]),
+        pairs(&[("X-API-Key", "ak_mallory")]),
+        pairs(&[("Authorization", "Basic YWxpY2U6eA==")]),
+        pairs(&[("Authorization", "Bearer")]),
     ] {
         let r = raw_post(url, &headers, &init_body()).await;
         assert_eq!(r.status, 401, "{headers:?}: {}", r.body);
@@ -266,7 +226,7 @@ async fn api_keys_identify_callers_and_never_reach_the_upstream() {
 async fn a_key_removed_from_the_file_stops_working_without_a_restart() {
     let bed = keyed("").await;
     let url = &bed.sentinel.url;
-    let key = with(&[("X-API-Key", BOB_KEY)]);
+    let key = pairs(&[("X-API-Key", BOB_KEY)]);
     let ok = raw_post(url, &key, &init_body()).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
 
@@ -283,7 +243,7 @@ async fn a_key_removed_from_the_file_stops_working_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let alice = raw_post(url, &with(&[("X-API-Key", ALICE_KEY)]), &init_body()).await;
+    let alice = raw_post(url, &pairs(&[("X-API-Key", ALICE_KEY)]), &init_body()).await;
     assert_eq!(alice.status, 200);
     assert_eq!(
         bed.sentinel
@@ -300,7 +260,7 @@ async fn tokens_in_the_query_string_are_refused() {
     for q in ["access_token=abc", "x=1&api_key=abc", "X-API-Key=abc"] {
         let r = raw_post(
             &format!("{}?{q}", bed.sentinel.url),
-            &with(&[("X-API-Key", ALICE_KEY)]),
+            &pairs(&[("X-API-Key", ALICE_KEY)]),
             &init_body(),
         )
         .await;
@@ -318,7 +278,7 @@ async fn origins_outside_the_allow_list_get_403() {
     let key = ("X-API-Key", ALICE_KEY);
     let bad = raw_post(
         &bed.sentinel.url,
-        &with(&[key, ("Origin", "http://evil.example")]),
+        &pairs(&[key, ("Origin", "http://evil.example")]),
         &init_body(),
     )
     .await;
@@ -327,12 +287,12 @@ async fn origins_outside_the_allow_list_get_403() {
     assert_eq!(body["error"]["message"], "Origin not allowed");
     let good = raw_post(
         &bed.sentinel.url,
-        &with(&[key, ("Origin", "https://app.example.com")]),
+        &pairs(&[key, ("Origin", "https://app.example.com")]),
         &init_body(),
     )
     .await;
     assert_eq!(good.status, 200, "{}", good.body);
-    let none = raw_post(&bed.sentinel.url, &with(&[key]), &init_body()).await;
+    let none = raw_post(&bed.sentinel.url, &pairs(&[key]), &init_body()).await;
     assert_eq!(none.status, 200);
     assert_eq!(
         bed.sentinel
@@ -349,8 +309,8 @@ async fn a_session_belongs_to_the_principal_that_initialized_it() {
     let bed = keyed("").await;
     let url = &bed.sentinel.url;
     let version = "2025-11-25";
-    let alice = with(&[("X-API-Key", ALICE_KEY)]);
-    let bob = with(&[("X-API-Key", BOB_KEY)]);
+    let alice = pairs(&[("X-API-Key", ALICE_KEY)]);
+    let bob = pairs(&[("X-API-Key", BOB_KEY)]);
 
     // alice's session, made by hand so its id can be replayed.
     let init = raw_post(url, &alice, &init_body()).await;

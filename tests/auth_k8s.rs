@@ -12,6 +12,7 @@ use common::apiserver::{
     ApiServer, OWN_TOKEN, Reply, k8s_status, kubeconfig, rejected, service_account,
 };
 use common::client::{ClientOptions, Era, connect, raw_post, tool_call};
+use common::keys::init_body;
 use common::sentinel::{self, TempDir, TestSentinel};
 use common::tls::TestCa;
 use common::upstream::{Upstream, spawn_upstream};
@@ -65,17 +66,6 @@ async fn cluster() -> ApiServer {
         }
     })
     .await
-}
-
-fn init_body() -> Value {
-    json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": { "name": "raw", "version": "1" }
-        }
-    })
 }
 
 fn bearer(token: &str) -> Vec<(String, String)> {

@@ -8,23 +8,16 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::keys::{init_body, sha256_hex};
 use common::sentinel::{self, TempDir, TestSentinel};
 use common::tls::{CertPair, HttpsResponse, ServerFiles, TestCa, https_post};
 use common::upstream::{Upstream, spawn_upstream};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const AGENT_SPIFFE: &str = "spiffe://cluster.local/ns/tools/sa/agent";
 const ALICE_KEY: &str = "ak_alice_0123456789";
 const MTLS_OK: &str = r#"mcp_sentinel_authn_total{method="mtls",reason="ok",result="success"}"#;
 const HANDSHAKE_FAILURES: &str = "mcp_sentinel_tls_handshake_failures_total";
-
-fn sha256_hex(s: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 struct Bed {
     upstream: Upstream,
@@ -120,17 +113,6 @@ auth:
         addr,
         _dir: dir,
     }
-}
-
-fn init_body() -> Value {
-    json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": { "name": "raw", "version": "1" }
-        }
-    })
 }
 
 /// Every value of a header the upstream saw on its last `initialize`.

@@ -13,6 +13,7 @@ use common::client::{
     ClientOptions, Era, RawResponse, connect, legacy_headers, modern_headers, modern_request,
     raw_post, tool_call,
 };
+use common::keys::{pairs, write_keys};
 use common::sentinel::{self, TempDir, TestSentinel};
 use common::upstream::{Upstream, UpstreamConfig, spawn_upstream_with};
 use serde_json::{Value, json};
@@ -26,25 +27,6 @@ const SESSION_HIJACKS: &str = r#"mcp_sentinel_hijack_attempts_total{kind="sessio
 const TASK_DENIALS: &str =
     r#"mcp_sentinel_check_denials_total{check="session",reason="task_not_found"}"#;
 
-fn sha256_hex(s: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn write_keys(path: &std::path::Path, keys: &[(&str, &str)]) {
-    let mut text = String::from("keys:\n");
-    for (key, subject) in keys {
-        text.push_str(&format!(
-            "  - sha256: {}\n    subject: {subject}\n    groups: []\n",
-            sha256_hex(key)
-        ));
-    }
-    std::fs::write(path, text).unwrap();
-}
-
 struct Bed {
     upstream: Upstream,
     sentinel: TestSentinel,
@@ -57,7 +39,7 @@ async fn keyed(config: UpstreamConfig) -> Bed {
     let upstream = spawn_upstream_with(config).await;
     let dir = TempDir::new("auth-tasks");
     let keys = dir.path("keys.yaml");
-    write_keys(&keys, &[(ALICE_KEY, "alice"), (BOB_KEY, "bob")]);
+    write_keys(&keys, &[(ALICE_KEY, "alice", &[]), (BOB_KEY, "bob", &[])]);
     let yaml = format!(
         "auth:\n  api_keys:\n    file: {}\n    reload_interval: 100ms\n",
         keys.display()
@@ -69,13 +51,6 @@ async fn keyed(config: UpstreamConfig) -> Bed {
         sentinel,
         _dir: dir,
     }
-}
-
-fn pairs(headers: &[(&str, &str)]) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// Client capabilities declaring the tasks extension (what rmcp's `enable_tasks` sends).

@@ -4,6 +4,7 @@
 pub mod apiserver;
 pub mod client;
 pub mod idp;
+pub mod keys;
 pub mod sentinel;
 pub mod tls;
 pub mod upstream;
