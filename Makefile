@@ -69,8 +69,10 @@ lint: ## rustfmt check and clippy with warnings denied
 # `make build` ships, copied aside first: `cargo bench` also builds (and puts at the same path) a
 # variant with the dev-dependencies' features unified in (tokio test-util, parking_lot, ...).
 # Settings: see benches/proxy/main.rs (BENCH_SECONDS, BENCH_ROUNDS, BENCH_TARGETS, ...).
+# sentinel-jwt is a second sentinel with JWT auth against an IdP inside the bench process; its
+# p99 bar at 64 connections adds a json cell at 64 (about five minutes in all by default).
 BENCH_SENTINEL := $(CARGO_TARGET_DIR)/bench/mcp-sentinel
-bench: build ## direct vs sentinel vs nginx, 1 and 32 connections, interleaved rounds
+bench: build ## direct vs sentinel (passthrough, JWT) vs nginx, 1/32 (+64) connections, interleaved
 	scripts/ensure-nginx.sh
 	mkdir -p "$(dir $(BENCH_SENTINEL))"
 	cp "$(BIN)" "$(BENCH_SENTINEL).tmp" && mv -f "$(BENCH_SENTINEL).tmp" "$(BENCH_SENTINEL)"

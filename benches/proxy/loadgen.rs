@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -69,7 +69,11 @@ struct Template {
 }
 
 impl Template {
-    fn new(addr: SocketAddr, body: Bytes) -> Result<Self> {
+    fn new(
+        addr: SocketAddr,
+        body: Bytes,
+        extra: Option<&(HeaderName, HeaderValue)>,
+    ) -> Result<Self> {
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_str(&addr.to_string())?);
         headers.insert(
@@ -84,6 +88,9 @@ impl Template {
             "mcp-protocol-version",
             HeaderValue::from_static("2025-06-18"),
         );
+        if let Some((name, value)) = extra {
+            headers.insert(name.clone(), value.clone());
+        }
         Ok(Self {
             uri: Uri::from_static("/mcp"),
             headers,
@@ -126,14 +133,16 @@ async fn exchange(
 }
 
 /// Opens `conns` connections, checks one answer on each, then drives them all for `duration`.
+/// `extra` is a header sent on every request (the `sentinel-jwt` target's `Authorization`).
 /// Must run inside a Tokio runtime (the bench uses a current-thread one).
 pub async fn run(
     addr: SocketAddr,
     workload: &Workload,
     conns: usize,
     duration: Duration,
+    extra: Option<&(HeaderName, HeaderValue)>,
 ) -> Result<Sample> {
-    let template = Arc::new(Template::new(addr, workload.body.clone())?);
+    let template = Arc::new(Template::new(addr, workload.body.clone(), extra)?);
     let mut senders = Vec::with_capacity(conns);
     for _ in 0..conns {
         let mut sender = connect(addr).await?;
@@ -235,6 +244,14 @@ async fn drive(
 impl Check {
     fn validate(&self, parts: &http::response::Parts, body: &[u8]) -> Result<()> {
         let preview = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        if let Some(challenge) = parts.headers.get(header::WWW_AUTHENTICATE) {
+            ensure!(
+                parts.status == StatusCode::OK,
+                "status {} (www-authenticate: {}): {preview}",
+                parts.status,
+                String::from_utf8_lossy(challenge.as_bytes())
+            );
+        }
         ensure!(
             parts.status == StatusCode::OK,
             "status {}: {preview}",

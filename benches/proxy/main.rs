@@ -2,12 +2,19 @@
 //! fast upstream and against nginx as a plain reverse proxy. Targets are measured interleaved —
 //! several rounds, target order rotated each round — so the machine's noise cancels in the ratios.
 //!
+//! `sentinel-jwt` is a second sentinel with the same config but JWT authentication (one ES256
+//! issuer whose JWKS an in-process HTTPS IdP serves; see idp.rs); the load generator sends it the
+//! same valid Bearer token on every request, so it measures cached verification. Its bar — p99
+//! added over direct at 64 connections — gets a json cell at 64 connections of its own when
+//! BENCH_CONNS does not include 64.
+//!
 //! Settings (environment): BENCH_SECONDS (per run, default 2), BENCH_ROUNDS (5),
 //! BENCH_WARMUP_SECONDS (0.5), BENCH_CONNS ("1,32"), BENCH_WORKLOADS ("json,sse,list"),
-//! BENCH_TARGETS ("direct,sentinel,nginx"; direct is always measured), BENCH_NGINX_WORKERS (1),
-//! SENTINEL_BIN, BENCH_SENTINEL_CONFIG (examples/passthrough.yaml), NGINX_BIN, BENCH_STRICT=1
-//! (exit 1 when a bar fails).
+//! BENCH_TARGETS ("direct,sentinel,sentinel-jwt,nginx"; direct is always measured),
+//! BENCH_NGINX_WORKERS (1), SENTINEL_BIN, BENCH_SENTINEL_CONFIG (examples/passthrough.yaml, also
+//! the base of the sentinel-jwt config), NGINX_BIN, BENCH_STRICT=1 (exit 1 when a bar fails).
 
+mod idp;
 mod loadgen;
 mod procs;
 mod report;
@@ -19,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 
 use loadgen::{Check, Workload};
 use report::{Cell, Measure, Memory};
@@ -61,6 +69,7 @@ fn main() -> ExitCode {
 enum Kind {
     Direct,
     Sentinel,
+    SentinelJwt,
     Nginx,
 }
 
@@ -69,6 +78,7 @@ impl Kind {
         match self {
             Kind::Direct => "direct",
             Kind::Sentinel => "sentinel",
+            Kind::SentinelJwt => "sentinel-jwt",
             Kind::Nginx => "nginx",
         }
     }
@@ -119,13 +129,17 @@ impl Settings {
         }
 
         let mut targets = vec![Kind::Direct];
-        for name in env_list("BENCH_TARGETS", "direct,sentinel,nginx") {
+        for name in env_list("BENCH_TARGETS", "direct,sentinel,sentinel-jwt,nginx") {
             let kind = match name.as_str() {
                 "direct" => continue,
                 "sentinel" => Kind::Sentinel,
+                "sentinel-jwt" => Kind::SentinelJwt,
                 "nginx" => Kind::Nginx,
                 other => {
-                    bail!("unknown target {other:?} in BENCH_TARGETS (direct, sentinel, nginx)")
+                    bail!(
+                        "unknown target {other:?} in BENCH_TARGETS \
+                         (direct, sentinel, sentinel-jwt, nginx)"
+                    )
                 }
             };
             if !targets.contains(&kind) {
@@ -218,6 +232,8 @@ struct Target {
     addr: std::net::SocketAddr,
     /// Processes whose CPU is the proxy's (empty for direct).
     pids: Vec<u32>,
+    /// Sent on every request (sentinel-jwt: `Authorization: Bearer ...`).
+    header: Option<(HeaderName, HeaderValue)>,
 }
 
 fn bench() -> Result<bool> {
@@ -230,9 +246,11 @@ fn bench() -> Result<bool> {
         kind: Kind::Direct,
         addr: upstream_addr,
         pids: Vec::new(),
+        header: None,
     }];
     let sentinel = if settings.targets.contains(&Kind::Sentinel) {
         let sentinel = procs::start_sentinel(
+            "sentinel",
             workdir.path(),
             &settings.sentinel_bin,
             &settings.sentinel_config,
@@ -242,10 +260,32 @@ fn bench() -> Result<bool> {
             kind: Kind::Sentinel,
             addr: sentinel.addr,
             pids: vec![sentinel.proc.pid()],
+            header: None,
         });
         Some(sentinel)
     } else {
         None
+    };
+    // The IdP outlives the sentinel that fetches from it (declared first, dropped last).
+    let (idp, sentinel_jwt) = if settings.targets.contains(&Kind::SentinelJwt) {
+        let idp = idp::Idp::start(workdir.path()).context("starting the bench IdP")?;
+        let config = idp.sentinel_config(&settings.sentinel_config, workdir.path())?;
+        let sentinel = procs::start_sentinel(
+            "sentinel-jwt",
+            workdir.path(),
+            &settings.sentinel_bin,
+            &config,
+            upstream_addr,
+        )?;
+        targets.push(Target {
+            kind: Kind::SentinelJwt,
+            addr: sentinel.addr,
+            pids: vec![sentinel.proc.pid()],
+            header: Some((http::header::AUTHORIZATION, idp.authorization.clone())),
+        });
+        (Some(idp), Some(sentinel))
+    } else {
+        (None, None)
     };
     let nginx = if settings.targets.contains(&Kind::Nginx) {
         let nginx = procs::start_nginx(workdir.path(), upstream_addr, settings.nginx_workers)?;
@@ -253,6 +293,7 @@ fn bench() -> Result<bool> {
             kind: Kind::Nginx,
             addr: nginx.addr,
             pids: nginx.pids(),
+            header: None,
         });
         Some(nginx)
     } else {
@@ -287,6 +328,16 @@ fn bench() -> Result<bool> {
     } else {
         println!("  sentinel: NOT MEASURED (BENCH_TARGETS leaves it out)");
     }
+    if let (Some(idp), Some(sentinel)) = (&idp, &sentinel_jwt) {
+        println!(
+            "  sentinel-jwt: the same binary and config with auth.jwt instead (one ES256 issuer, \
+             JWKS over HTTPS from the bench's own IdP, fetched {}× before ready; {} threads); \
+             every request carries the same valid Bearer token, so verification after the \
+             first is a cache hit",
+            idp.jwks_fetches(),
+            procs::thread_count(sentinel.proc.pid()).map_or("?".to_owned(), |n| n.to_string()),
+        );
+    }
     if let Some(nginx) = &nginx {
         println!(
             "  nginx: {}, worker_processes {} ({} worker process{} running), keepalive to upstream, \
@@ -302,53 +353,67 @@ fn bench() -> Result<bool> {
         .enable_all()
         .build()?;
     let run_for = Duration::from_secs_f64(settings.seconds);
-    let mut cells: Vec<Cell> = Vec::new();
+    let mut plan: Vec<(&Workload, usize)> = Vec::new();
     for workload in &settings.workloads {
         for &conns in &settings.conns {
-            if settings.warmup > 0.0 {
-                for target in &targets {
-                    rt.block_on(loadgen::run(
-                        target.addr,
-                        workload,
-                        conns,
-                        Duration::from_secs_f64(settings.warmup),
-                    ))
-                    .with_context(|| {
-                        format!("warming up {} on {}", target.kind.name(), workload.key)
-                    })?;
-                }
-            }
-            cells.push(Cell {
-                workload: workload.title,
-                workload_key: workload.key,
-                conns,
-                runs: targets
-                    .iter()
-                    .map(|_| Vec::with_capacity(settings.rounds))
-                    .collect(),
-            });
+            plan.push((workload, conns));
         }
+    }
+    // The JWT bar's cell, when BENCH_CONNS leaves it out: one workload (json if measured) only,
+    // which keeps the default run near five minutes.
+    if sentinel_jwt.is_some() && !settings.conns.contains(&report::JWT_BAR_CONNS) {
+        let workload = settings
+            .workloads
+            .iter()
+            .find(|w| w.key == "json")
+            .unwrap_or(&settings.workloads[0]);
+        plan.push((workload, report::JWT_BAR_CONNS));
+    }
+    let mut cells: Vec<Cell> = Vec::new();
+    for &(workload, conns) in &plan {
+        if settings.warmup > 0.0 {
+            for target in &targets {
+                rt.block_on(loadgen::run(
+                    target.addr,
+                    workload,
+                    conns,
+                    Duration::from_secs_f64(settings.warmup),
+                    target.header.as_ref(),
+                ))
+                .with_context(|| {
+                    format!(
+                        "warming up {} on {} with {conns} connections",
+                        target.kind.name(),
+                        workload.key
+                    )
+                })?;
+            }
+        }
+        cells.push(Cell {
+            workload: workload.title,
+            workload_key: workload.key,
+            conns,
+            runs: targets
+                .iter()
+                .map(|_| Vec::with_capacity(settings.rounds))
+                .collect(),
+        });
     }
 
     for round in 0..settings.rounds {
-        let mut index = 0;
-        for workload in &settings.workloads {
-            for &conns in &settings.conns {
-                let cell = &mut cells[index];
-                index += 1;
-                for step in 0..targets.len() {
-                    let t = (step + round) % targets.len();
-                    let measure = measure(&rt, &targets[t], workload, conns, run_for)
-                        .with_context(|| {
-                            format!(
-                                "round {}: {} on {} with {conns} connections",
-                                round + 1,
-                                targets[t].kind.name(),
-                                workload.key
-                            )
-                        })?;
-                    cell.runs[t].push(measure);
-                }
+        for (cell, &(workload, conns)) in cells.iter_mut().zip(&plan) {
+            for step in 0..targets.len() {
+                let t = (step + round) % targets.len();
+                let measure =
+                    measure(&rt, &targets[t], workload, conns, run_for).with_context(|| {
+                        format!(
+                            "round {}: {} on {} with {conns} connections",
+                            round + 1,
+                            targets[t].kind.name(),
+                            workload.key
+                        )
+                    })?;
+                cell.runs[t].push(measure);
             }
         }
         eprintln!("bench: round {}/{} done", round + 1, settings.rounds);
@@ -356,6 +421,9 @@ fn bench() -> Result<bool> {
 
     let memory = Memory {
         sentinel_kib: sentinel
+            .as_ref()
+            .and_then(|s| procs::peak_rss_kib(&[s.proc.pid()])),
+        sentinel_jwt_kib: sentinel_jwt
             .as_ref()
             .and_then(|s| procs::peak_rss_kib(&[s.proc.pid()])),
         nginx_kib: nginx.as_ref().and_then(|n| procs::peak_rss_kib(&n.pids())),
@@ -375,7 +443,13 @@ fn measure(
 ) -> Result<Measure> {
     let proxy_before = procs::cpu_ns(&target.pids);
     let gen_before = procs::self_cpu_ns();
-    let sample = rt.block_on(loadgen::run(target.addr, workload, conns, duration))?;
+    let sample = rt.block_on(loadgen::run(
+        target.addr,
+        workload,
+        conns,
+        duration,
+        target.header.as_ref(),
+    ))?;
     let proxy_after = procs::cpu_ns(&target.pids);
     let gen_after = procs::self_cpu_ns();
     let proxy_cpu_per_req = match (target.pids.is_empty(), proxy_before, proxy_after) {

@@ -237,8 +237,10 @@ pub struct Sentinel {
     pub addr: SocketAddr,
 }
 
-/// The sentinel release binary, waited on until its admin `/readyz` answers 200.
+/// The sentinel release binary, waited on until its admin `/readyz` answers 200 (with JWT auth
+/// that is after the first JWKS fetch). `name` names its log file and its errors.
 pub fn start_sentinel(
+    name: &str,
     workdir: &Path,
     bin: &Path,
     config: &Path,
@@ -258,7 +260,7 @@ pub fn start_sentinel(
     }
     let addr = free_port()?;
     let admin = free_port()?;
-    let log = workdir.join("sentinel.log");
+    let log = workdir.join(format!("{name}.log"));
     let log_file = fs::File::create(&log)?;
     let mut proc = Proc {
         child: Command::new(bin)
@@ -281,10 +283,10 @@ pub fn start_sentinel(
         log: Some(log),
         _stdin: None,
     };
-    wait_until(&mut proc, "the sentinel", Duration::from_secs(30), || {
+    wait_until(&mut proc, name, Duration::from_secs(30), || {
         http_status(admin, "/readyz") == Some(200)
     })
-    .context("waiting for the sentinel's /readyz")?;
+    .with_context(|| format!("waiting for {name}'s /readyz"))?;
     Ok(Sentinel { proc, addr })
 }
 

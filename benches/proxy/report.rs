@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+/// Concurrency of the JWT latency bar: p99 added over direct by `sentinel-jwt`.
+pub const JWT_BAR_CONNS: usize = 64;
+const JWT_BAR_P99_US: f64 = 1000.0;
+
 /// One target's numbers for one run.
 pub struct Measure {
     pub rps: f64,
@@ -33,6 +37,7 @@ struct Summary {
     p99: Duration,
     ratio: f64,
     added_p50_us: f64,
+    added_p99_us: f64,
     proxy_cpu: Option<Duration>,
     gen_cpu: Option<f64>,
     errors: u64,
@@ -41,19 +46,21 @@ struct Summary {
 
 pub struct Memory {
     pub sentinel_kib: Option<u64>,
+    pub sentinel_jwt_kib: Option<u64>,
     pub nginx_kib: Option<u64>,
 }
 
 /// Direct is always `targets[0]`.
 pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory) -> bool {
     let mut bars = Bars::default();
+    let mut jwt_lines = Vec::new();
     for cell in cells {
         let summaries: Vec<Summary> = (0..targets.len()).map(|t| summarize(cell, t)).collect();
         let plural = if cell.conns == 1 { "" } else { "s" };
         println!();
         println!("{} · {} connection{plural}", cell.workload, cell.conns);
         println!(
-            "  {:<9} {:>9} {:>5} {:>9} {:>9} {:>8} {:>9} {:>13} {:>8}",
+            "  {:<12} {:>9} {:>5} {:>9} {:>9} {:>8} {:>9} {:>9} {:>13} {:>8}",
             "target",
             "req/s",
             "±",
@@ -61,24 +68,29 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory) -> bool {
             "p99 µs",
             "×direct",
             "+p50 µs",
+            "+p99 µs",
             "proxy CPU/req",
             "gen CPU"
         );
         for (i, (name, s)) in targets.iter().zip(&summaries).enumerate() {
             let is_direct = i == 0;
+            let added = |us: f64| {
+                if is_direct {
+                    "—".to_owned()
+                } else {
+                    format!("{us:+.1}")
+                }
+            };
             println!(
-                "  {:<9} {:>9.0} {:>4.0}% {:>9.1} {:>9.1} {:>8.2} {:>9} {:>13} {:>8}",
+                "  {:<12} {:>9.0} {:>4.0}% {:>9.1} {:>9.1} {:>8.2} {:>9} {:>9} {:>13} {:>8}",
                 name,
                 s.rps,
                 s.spread * 100.0,
                 micros(s.p50),
                 micros(s.p99),
                 s.ratio,
-                if is_direct {
-                    "—".to_owned()
-                } else {
-                    format!("{:+.1}", s.added_p50_us)
-                },
+                added(s.added_p50_us),
+                added(s.added_p99_us),
                 s.proxy_cpu
                     .map_or("—".to_owned(), |c| format!("{:.1} µs", micros(c))),
                 s.gen_cpu
@@ -125,6 +137,53 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory) -> bool {
                 ),
             );
         }
+        if let Some(jwt_index) = targets.iter().position(|t| *t == "sentinel-jwt") {
+            let jwt = &summaries[jwt_index];
+            bars.check(
+                jwt.errors == 0,
+                format!(
+                    "no failed requests through sentinel-jwt, {} c={}",
+                    cell.workload_key, cell.conns
+                ),
+            );
+            let mut line = format!(
+                "  {} c={}: over direct {:+.1} µs p50, {:+.1} µs p99",
+                cell.workload_key, cell.conns, jwt.added_p50_us, jwt.added_p99_us
+            );
+            if let Some(base) = targets.iter().position(|t| *t == "sentinel") {
+                line += &format!(
+                    "; over passthrough {:+.1} µs p50, {:+.1} µs p99",
+                    added_us(cell, jwt_index, base, |m| m.p50),
+                    added_us(cell, jwt_index, base, |m| m.p99),
+                );
+            }
+            jwt_lines.push(line);
+            if cell.conns == JWT_BAR_CONNS {
+                let which = if cell.workload_key == "json" {
+                    String::new()
+                } else {
+                    format!(" ({})", cell.workload_key)
+                };
+                let text = format!(
+                    "JWT p99 added at {JWT_BAR_CONNS} connections{which}: {:.0} µs \
+                     (bar < {JWT_BAR_P99_US:.0} µs)",
+                    jwt.added_p99_us
+                );
+                jwt_lines.push(text.clone());
+                bars.check(jwt.added_p99_us < JWT_BAR_P99_US, text);
+            }
+        }
+    }
+
+    if !jwt_lines.is_empty() {
+        println!();
+        println!(
+            "JWT auth (sentinel-jwt, cached verification) — added latency, medians of per-round \
+             differences:"
+        );
+        for line in &jwt_lines {
+            println!("{line}");
+        }
     }
 
     println!();
@@ -139,6 +198,16 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory) -> bool {
             format!("sentinel peak RSS {:.1} MB < 30 MB", mb(kib)),
         );
     }
+    if let Some(kib) = memory.sentinel_jwt_kib {
+        println!(
+            "sentinel-jwt peak RSS (VmHWM over the whole run): {:.1} MB",
+            mb(kib)
+        );
+        bars.check(
+            mb(kib) < 30.0,
+            format!("sentinel-jwt peak RSS {:.1} MB < 30 MB", mb(kib)),
+        );
+    }
     if let Some(kib) = memory.nginx_kib {
         println!(
             "nginx peak RSS (VmHWM, master + workers):     {:.1} MB",
@@ -146,8 +215,8 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory) -> bool {
         );
     }
     println!(
-        "columns: medians over rounds; ± = req/s spread (max-min)/median; ×direct and +p50 are taken \
-         per round, then the median; proxy CPU/req = the proxy's CPU time per request; gen CPU = the \
+        "columns: medians over rounds; ± = req/s spread (max-min)/median; ×direct, +p50 and +p99 \
+         are taken per round, then the median; proxy CPU/req = the proxy's CPU time per request; gen CPU = the \
          load generator's share of one core"
     );
     bars.print()
@@ -176,12 +245,8 @@ fn summarize(cell: &Cell, target: usize) -> Summary {
                 .map(|(m, d)| m.rps / d.rps)
                 .collect(),
         ),
-        added_p50_us: median(
-            runs.iter()
-                .zip(direct)
-                .map(|(m, d)| micros(m.p50) - micros(d.p50))
-                .collect(),
-        ),
+        added_p50_us: added_us(cell, target, 0, |m| m.p50),
+        added_p99_us: added_us(cell, target, 0, |m| m.p99),
         proxy_cpu: optional_median(
             runs.iter()
                 .map(|m| m.proxy_cpu_per_req.map(|c| c.as_secs_f64())),
@@ -191,6 +256,17 @@ fn summarize(cell: &Cell, target: usize) -> Summary {
         errors: runs.iter().map(|m| m.errors).sum(),
         first_error: runs.iter().find_map(|m| m.first_error.clone()),
     }
+}
+
+/// Median over rounds of `target`'s latency minus `base`'s in the same round, in µs.
+fn added_us(cell: &Cell, target: usize, base: usize, pick: fn(&Measure) -> Duration) -> f64 {
+    median(
+        cell.runs[target]
+            .iter()
+            .zip(&cell.runs[base])
+            .map(|(m, b)| micros(pick(m)) - micros(pick(b)))
+            .collect(),
+    )
 }
 
 fn micros(d: Duration) -> f64 {
