@@ -172,6 +172,19 @@ pub struct Denial {
     pub status_only: bool,
     /// For the log only, never sent.
     pub detail: Option<String>,
+    /// Overrides of the reason's answer, for checks whose answer is configured (a policy
+    /// denial shaped like the upstream's "unknown tool") or carries values.
+    pub answer: Answer,
+}
+
+/// Per-denial overrides of `Reason::answer`; `None` keeps the reason's value.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub status: Option<StatusCode>,
+    pub code: Option<i32>,
+    pub message: Option<String>,
+    /// The JSON-RPC error's `data`, as raw JSON.
+    pub data: Option<String>,
 }
 
 impl Denial {
@@ -182,7 +195,27 @@ impl Denial {
             headers: Vec::new(),
             status_only: false,
             detail: None,
+            answer: Answer::default(),
         }
+    }
+
+    /// Answers with this HTTP status instead of the reason's.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.answer.status = Some(status);
+        self
+    }
+
+    /// Answers with this JSON-RPC code and message instead of the reason's.
+    pub fn with_error(mut self, code: i32, message: impl Into<String>) -> Self {
+        self.answer.code = Some(code);
+        self.answer.message = Some(message.into());
+        self
+    }
+
+    /// Adds `data` (raw JSON) to the JSON-RPC error.
+    pub fn with_data(mut self, data: String) -> Self {
+        self.answer.data = Some(data);
+        self
     }
 
     pub fn with_id(mut self, id: Option<String>) -> Self {
@@ -201,16 +234,26 @@ impl Denial {
     }
 
     pub fn status(&self) -> StatusCode {
-        self.reason.answer().0
+        self.answer.status.unwrap_or(self.reason.answer().0)
     }
 
     pub fn code(&self) -> i32 {
-        self.reason.answer().1
+        self.answer.code.unwrap_or(self.reason.answer().1)
     }
 
     /// The one place a denial becomes an HTTP response.
     pub fn into_response(self) -> Response<ProxyBody> {
-        let (status, code, message) = self.reason.answer();
+        let status = self.status();
+        let code = self.code();
+        let message = match &self.answer.message {
+            Some(m) => m.as_str(),
+            None => self.reason.answer().2,
+        };
+        let message = serde_json::to_string(message).expect("a message serializes");
+        let data = match &self.answer.data {
+            Some(d) => format!(r#","data":{d}"#),
+            None => String::new(),
+        };
         let mut builder = Response::builder().status(status);
         for (name, value) in self.headers {
             builder = builder.header(name, value);
@@ -220,9 +263,8 @@ impl Denial {
         } else {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
             let id = self.id.as_deref().unwrap_or("null");
-            let message = serde_json::to_string(message).expect("static message serializes");
             ProxyBody::full(Bytes::from(format!(
-                r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}}}}}"#
+                r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}{data}}}}}"#
             )))
         };
         builder.body(body).expect("denial response is valid")
@@ -245,6 +287,25 @@ mod tests {
         assert_eq!(v["id"], "abc");
         assert_eq!(v["error"]["code"], -32020);
         assert_eq!(v["jsonrpc"], "2.0");
+    }
+
+    #[tokio::test]
+    async fn overrides_replace_the_reasons_answer() {
+        let d = Denial::new(Reason::InvalidParams)
+            .with_id(Some("7".into()))
+            .with_status(StatusCode::OK)
+            .with_error(-32002, "Resource not found")
+            .with_data(r#"{"uri":"file:///x"}"#.into());
+        assert_eq!((d.status(), d.code()), (StatusCode::OK, -32002));
+        let resp = d.into_response();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"jsonrpc":"2.0","id":7,"error":{"code":-32002,
+                "message":"Resource not found","data":{"uri":"file:///x"}}})
+        );
     }
 
     #[tokio::test]

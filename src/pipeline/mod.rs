@@ -20,7 +20,7 @@ use crate::auth::{AuthFailure, Principal};
 use crate::config::Config;
 use crate::mcp::{Envelope, Era};
 use crate::metrics::Metrics;
-pub use denial::{Denial, Fault, Reason};
+pub use denial::{Answer, Denial, Fault, Reason};
 
 /// Everything the checks learn about one request.
 pub struct Ctx {
