@@ -21,7 +21,9 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::pipeline::authenticate::Authenticate;
+use crate::pipeline::authorize::Authorize;
 use crate::pipeline::session::Session;
+use crate::policy::PolicyStore;
 use crate::proxy::Proxy;
 use crate::proxy::headers::IdentityRules;
 use crate::server::TrafficTls;
@@ -37,6 +39,8 @@ pub enum StartError {
     NoUpstream,
     #[error("authentication: {0}")]
     Auth(String),
+    #[error("no policy: the config needs a `policy` section")]
+    NoPolicy,
     #[error("traffic TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -90,11 +94,18 @@ impl Sentinel {
             sse_close.clone(),
             IdentityRules::new(&config.auth),
         );
+        let policy = config.policy.as_ref().ok_or(StartError::NoPolicy)?;
+        let store = PolicyStore::new(policy, metrics.registry())
+            .map_err(|e| StartError::Auth(e.to_string()))?;
+        store.spawn_reloader(stop.clone());
+        let authorize = Authorize::new(store, auth.metadata.clone(), metrics.registry())
+            .map_err(|e| StartError::Auth(e.to_string()))?;
         let pipeline = Pipeline::new(
             &config,
             metrics.clone(),
             auth.authenticate,
             auth.session.clone(),
+            authorize,
         );
         let traffic = Arc::new(Traffic::new(
             pipeline,

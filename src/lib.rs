@@ -9,6 +9,7 @@ pub mod k8s;
 pub mod mcp;
 pub mod metrics;
 pub mod pipeline;
+pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod telemetry;

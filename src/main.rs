@@ -28,13 +28,56 @@ struct Cli {
 enum Command {
     /// Run the sidecar in front of an MCP server.
     Run(RunArgs),
-    /// Validate a config file: every error is listed; exit code 64 when invalid.
+    /// Validate a config file: every error is listed; exit code 64 when invalid. Policy rules
+    /// that can never take effect are warned about (exit code 64 with --strict).
     Check {
         #[arg(long, env = "MCP_SENTINEL_CONFIG")]
         config: PathBuf,
+        /// Treat warnings as errors.
+        #[arg(long)]
+        strict: bool,
     },
+    /// Print the policy's decision on one call, and the rule that made it.
+    Explain(ExplainArgs),
     /// Run the sidecar injector: a mutating admission webhook over HTTPS.
     Inject(InjectArgs),
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// Config file (YAML) holding or naming the policy
+    #[arg(long, env = "MCP_SENTINEL_CONFIG")]
+    config: PathBuf,
+    /// The caller's subject
+    #[arg(long)]
+    subject: String,
+    /// A group of the caller (repeat for several)
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// A scope the caller's token carries (repeat for several)
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// How the caller authenticated: anonymous, api_key, jwt, kubernetes, mtls
+    #[arg(long, default_value = "jwt")]
+    auth_method: String,
+    /// A claim of the caller, NAME=VALUE (repeat for several)
+    #[arg(long = "claim")]
+    claims: Vec<String>,
+    /// The MCP method, e.g. tools/call
+    #[arg(long)]
+    method: String,
+    /// The tool (tools/call)
+    #[arg(long, conflicts_with_all = ["uri", "prompt"])]
+    tool: Option<String>,
+    /// The resource URI (resources/read, resources/subscribe, completion/complete)
+    #[arg(long, conflicts_with = "prompt")]
+    uri: Option<String>,
+    /// The prompt (prompts/get, completion/complete)
+    #[arg(long)]
+    prompt: Option<String>,
+    /// The tools/call arguments, as a JSON object
+    #[arg(long)]
+    args: Option<String>,
 }
 
 #[derive(Args)]
@@ -75,7 +118,8 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, strict } => check(&config, strict),
+        Command::Explain(args) => explain(&args),
         Command::Run(args) => run(args),
         Command::Inject(args) => inject(args),
     }
@@ -86,17 +130,96 @@ fn report(errors: &ConfigErrors) -> ExitCode {
     ExitCode::from(EXIT_CONFIG as u8)
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     match Config::load(path) {
         Ok(cfg) => {
             println!("{}: valid", path.display());
             for line in cfg.summary() {
                 println!("  {line}");
             }
+            let warnings = cfg
+                .policy
+                .as_ref()
+                .map_or_else(Vec::new, |p| p.initial.warnings(&cfg.auth.scopes_supported));
+            for w in &warnings {
+                eprintln!("warning: policy: {w}");
+            }
+            if strict && !warnings.is_empty() {
+                eprintln!(
+                    "{} warning{} (--strict)",
+                    warnings.len(),
+                    if warnings.len() == 1 { "" } else { "s" }
+                );
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => report(&errors),
     }
+}
+
+fn explain(args: &ExplainArgs) -> ExitCode {
+    use mcp_sentinel::auth::{AuthMethod, Principal};
+    use mcp_sentinel::policy::{Args as CallArgs, OpTarget, Operation};
+    let cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(errors) => return report(&errors),
+    };
+    let Some(policy) = cfg.policy.as_ref().map(|p| p.initial.clone()) else {
+        eprintln!("{}: no policy", args.config.display());
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
+    let usage = |why: String| {
+        eprintln!("explain: {why}");
+        ExitCode::from(2)
+    };
+    let Some(method) = AuthMethod::ALL
+        .into_iter()
+        .find(|m| m.as_str() == args.auth_method)
+    else {
+        return usage(format!(
+            "--auth-method {:?} is not one of anonymous, api_key, jwt, kubernetes, mtls",
+            args.auth_method
+        ));
+    };
+    let mut p = Principal::new(&args.subject, method);
+    p.groups = args.groups.clone();
+    p.scopes = args.scopes.clone();
+    for c in &args.claims {
+        let Some((k, v)) = c.split_once('=') else {
+            return usage(format!("--claim {c:?} is not NAME=VALUE"));
+        };
+        p.claims
+            .insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    let call_args = match args
+        .args
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+    {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => return usage(format!("--args is not JSON: {e}")),
+    };
+    let target = match (&args.tool, &args.uri, &args.prompt) {
+        (Some(t), _, _) => OpTarget::Tool(t),
+        (_, Some(u), _) => OpTarget::Resource(u),
+        (_, _, Some(n)) => OpTarget::Prompt(n),
+        _ => OpTarget::None,
+    };
+    let op = Operation {
+        method: &args.method,
+        target,
+        args: call_args.as_ref().map_or(CallArgs::None, CallArgs::Some),
+    };
+    let d = policy.decide(&p, &op);
+    println!("decision: {}", d.effect.as_str());
+    println!("reason: {}", d.reason.as_str());
+    println!("rule: {}", d.rule_name());
+    if let Some(scopes) = &d.scopes {
+        println!("missing scopes: {}", scopes.join(" "));
+    }
+    ExitCode::SUCCESS
 }
 
 fn load(args: &RunArgs) -> Result<Config, ConfigErrors> {
@@ -132,6 +255,13 @@ fn load(args: &RunArgs) -> Result<Config, ConfigErrors> {
             file: cfg.source.clone(),
             key: "auth".into(),
             why: why.into(),
+        });
+    }
+    if cfg.policy.is_none() {
+        errors.push(mcp_sentinel::config::ConfigError {
+            file: cfg.source.clone(),
+            key: "policy".into(),
+            why: "required: there is no implicit allow (see examples/passthrough.yaml)".into(),
         });
     }
     if !errors.is_empty() {

@@ -134,6 +134,10 @@ pub struct Metrics {
     /// Traffic-port TLS handshakes that failed (bad or untrusted client certificate, no TLS,
     /// timeout).
     pub tls_handshake_failures: IntCounter,
+    /// List items hidden from callers by the policy, by list.
+    pub list_items_hidden: IntCounterVec,
+    /// Server→client requests the policy kept from callers, by method.
+    pub server_requests_blocked: IntCounterVec,
 }
 
 fn name(n: &str) -> String {
@@ -268,8 +272,31 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(tls_handshake_failures.clone()));
+        let list_items_hidden = IntCounterVec::new(
+            Opts::new(
+                name("list_items_hidden_total"),
+                "Items taken out of list results because the caller may not use them, by list",
+            ),
+            &["list"],
+        )
+        .expect("valid metric");
+        reg(Box::new(list_items_hidden.clone()));
+        for list in ["tools", "prompts", "resources", "resource_templates"] {
+            list_items_hidden.with_label_values(&[list]);
+        }
+        let server_requests_blocked = IntCounterVec::new(
+            Opts::new(
+                name("server_requests_blocked_total"),
+                "Server-to-client requests the policy kept from the caller (answered to the upstream with an error), by method",
+            ),
+            &["method"],
+        )
+        .expect("valid metric");
+        reg(Box::new(server_requests_blocked.clone()));
 
         Self {
+            list_items_hidden,
+            server_requests_blocked,
             registry,
             requests,
             request_duration,

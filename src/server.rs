@@ -19,13 +19,17 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::metadata::ResourceMetadata;
 use crate::auth::{AuthFailure, Principal};
 use crate::config::auth::MtlsConfig;
-use crate::mcp::Envelope;
+use crate::mcp::{Envelope, Era};
 use crate::metrics::{Metrics, Op, Outcome};
 use crate::pipeline::session::Session;
 use crate::pipeline::{Ctx, Pipeline};
+use crate::policy::filter::{
+    ListFilter, ListKind, MessageEdit, ServerRequestBlocker, blocked_answer,
+};
 use crate::proxy::Proxy;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::guard::RequestGuard;
+use crate::proxy::rewrite::Rewriter;
 use crate::proxy::tap::TaskTap;
 
 /// What every request handler shares.
@@ -93,6 +97,7 @@ impl Traffic {
                 match self.proxy.forward(&mut ctx, &mut guard).await {
                     Ok(resp) => {
                         self.session.observe(&ctx, resp.status(), resp.headers());
+                        let resp = self.apply_policy(&ctx, resp);
                         self.tap_tasks(&ctx, resp)
                     }
                     Err(denial) => {
@@ -121,16 +126,63 @@ impl Traffic {
             .is_some_and(|m| m.method == crate::mcp::Method::ToolsCall);
         match &ctx.principal {
             Some(p) if call && resp.status().is_success() => {
-                let sse = resp
-                    .headers()
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.starts_with("text/event-stream"));
+                let sse = is_sse(&resp);
                 let tap = TaskTap::new(sse, self.session.clone(), p.clone());
                 resp.map(|b| b.with_tap(tap))
             }
             _ => resp,
         }
+    }
+
+    /// What the policy changes in an answer: a list result is cut down to what the caller may
+    /// use; a legacy SSE stream loses the server→client requests the caller may not receive.
+    fn apply_policy(&self, ctx: &Ctx, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        let (Some(policy), Some(principal)) = (&ctx.policy, &ctx.principal) else {
+            return resp;
+        };
+        if !resp.status().is_success() {
+            return resp;
+        }
+        let sse = is_sse(&resp);
+        let single = ctx.envelope.as_ref().and_then(|e| e.single());
+        let list = single.and_then(|m| Some((ListKind::of(m.method)?, m.id.as_ref()?)));
+        let edit: Box<dyn MessageEdit> = if let Some((kind, id)) = list {
+            let Ok(id) = serde_json::from_str(id.get()) else {
+                return resp;
+            };
+            Box::new(ListFilter {
+                policy: policy.clone(),
+                principal: principal.clone(),
+                kind,
+                id,
+                modern: ctx.era == Era::Modern,
+                hidden: self
+                    .metrics
+                    .list_items_hidden
+                    .with_label_values(&[kind.as_str()]),
+            })
+        } else if sse && ctx.era == Era::Legacy {
+            let blocked = policy.blocked_server_requests(principal);
+            if blocked.is_empty() {
+                return resp;
+            }
+            let send = self.proxy.answer_upstream(ctx);
+            let counter = self.metrics.server_requests_blocked.clone();
+            let subject = principal.subject.clone();
+            Box::new(ServerRequestBlocker {
+                blocked,
+                answer: Box::new(move |method: &str, id: serde_json::Value| {
+                    counter.with_label_values(&[method]).inc();
+                    tracing::info!(subject = %subject, method, "server-to-client request blocked by policy");
+                    send(bytes::Bytes::from(blocked_answer(&id)));
+                }),
+            })
+        } else {
+            return resp;
+        };
+        let (mut parts, body) = resp.into_parts();
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        Response::from_parts(parts, body.with_rewriter(Rewriter::new(sse, edit)))
     }
 
     /// RFC 9728 metadata: public, cacheable, never behind authentication.
@@ -141,6 +193,13 @@ impl Traffic {
             .body(ProxyBody::full(self.metadata.document(req.headers(), tls)))
             .expect("metadata response is valid")
     }
+}
+
+fn is_sse(resp: &Response<ProxyBody>) -> bool {
+    resp.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
 /// What every request of one client connection shares.

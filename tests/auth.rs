@@ -41,7 +41,7 @@ async fn keyed(extra: &str) -> Bed {
         &[(ALICE_KEY, "alice", &["dev", "ops"]), (BOB_KEY, "bob", &[])],
     );
     let yaml = format!(
-        "auth:\n  api_keys:\n    file: {}\n    reload_interval: 100ms\n  scopes_supported: [mcp:tools, mcp:resources]\n{extra}",
+        "policy: {{default: allow}}\nauth:\n  api_keys:\n    file: {}\n    reload_interval: 100ms\n  scopes_supported: [mcp:tools, mcp:resources]\n{extra}",
         keys.display()
     );
     let cfg = sentinel::config_from_yaml(&yaml, &upstream.url());

@@ -32,7 +32,7 @@ async fn bed(discovery: bool) -> Bed {
         format!("        jwks_url: {}\n", idp.jwks_uri())
     };
     let yaml = format!(
-        "auth:\n  resource: {RESOURCE}\n  scopes_supported: [mcp]\n  jwt:\n    leeway: 5s\n    issuers:\n      - issuer: {}\n{keys}        algorithms: [RS256, ES256]\n        ca_file: {}\n        refresh_interval: 1s\n        min_refresh_interval: 1s\n        claims: [tenant]\n",
+        "policy: {{default: allow}}\nauth:\n  resource: {RESOURCE}\n  scopes_supported: [mcp]\n  jwt:\n    leeway: 5s\n    issuers:\n      - issuer: {}\n{keys}        algorithms: [RS256, ES256]\n        ca_file: {}\n        refresh_interval: 1s\n        min_refresh_interval: 1s\n        claims: [tenant]\n",
         idp.issuer(),
         idp.ca_file().display()
     );
@@ -223,7 +223,7 @@ async fn readiness_waits_for_the_first_jwks_fetch() {
     idp.set_down(true);
     let upstream = spawn_upstream().await;
     let yaml = format!(
-        "auth:\n  resource: {RESOURCE}\n  jwt:\n    issuers:\n      - issuer: {}\n        jwks_url: {}\n        ca_file: {}\n",
+        "policy: {{default: allow}}\nauth:\n  resource: {RESOURCE}\n  jwt:\n    issuers:\n      - issuer: {}\n        jwks_url: {}\n        ca_file: {}\n",
         idp.issuer(),
         idp.jwks_uri(),
         idp.ca_file().display()

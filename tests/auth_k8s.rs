@@ -44,7 +44,7 @@ async fn bed(write_kubeconfig: impl FnOnce(&TempDir) -> std::path::PathBuf) -> B
     let dir = TempDir::new("k8s");
     let path = write_kubeconfig(&dir);
     let yaml = format!(
-        "auth:\n  kubernetes:\n    kubeconfig: {}\n    audiences: [mcp-sentinel]\n    timeout: 500ms\n",
+        "policy: {{default: allow}}\nauth:\n  kubernetes:\n    kubeconfig: {}\n    audiences: [mcp-sentinel]\n    timeout: 500ms\n",
         path.display()
     );
     let cfg = sentinel::config_from_yaml(&yaml, &upstream.url());

@@ -86,6 +86,7 @@ async fn mtls_bed(mtls: &str, require_client_cert: bool) -> Bed {
   key_file: {}
   client_ca_file: {}
   require_client_cert: {require_client_cert}
+policy: {{default: allow}}
 auth:
   mtls: {mtls}
   api_keys:

@@ -41,7 +41,7 @@ async fn keyed(config: UpstreamConfig) -> Bed {
     let keys = dir.path("keys.yaml");
     write_keys(&keys, &[(ALICE_KEY, "alice", &[]), (BOB_KEY, "bob", &[])]);
     let yaml = format!(
-        "auth:\n  api_keys:\n    file: {}\n    reload_interval: 100ms\n",
+        "policy: {{default: allow}}\nauth:\n  api_keys:\n    file: {}\n    reload_interval: 100ms\n",
         keys.display()
     );
     let cfg = sentinel::config_from_yaml(&yaml, &upstream.url());

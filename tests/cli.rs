@@ -71,7 +71,7 @@ fn check_lists_every_error_and_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8(out.stderr).unwrap();
     let file = bad.display().to_string();
-    assert!(stderr.starts_with("7 errors in config:"), "{stderr}");
+    assert!(stderr.starts_with("8 errors in config:"), "{stderr}");
     for (key, why) in [
         ("listen", "is not an address"),
         ("upstream.url", "scheme \"ftp\" is not supported"),
@@ -80,6 +80,7 @@ fn check_lists_every_error_and_exits_64() {
         ("limits.max_body_bytes", "must be greater than zero"),
         ("extra", "unknown key"),
         ("auth", "no authenticator is configured"),
+        ("policy", "is required"),
     ] {
         assert!(
             stderr.contains(&format!("{file}: {key}: ")),
@@ -186,4 +187,169 @@ fn environment_variables_stand_in_for_flags_and_override_the_file() {
     );
     assert_ne!(v["admin"], "127.0.0.1:15090");
     assert_eq!(v["level"], "INFO");
+}
+
+#[test]
+fn a_config_without_a_policy_is_refused() {
+    let path = tmp_file("no-policy.yaml", "auth: {anonymous: allow}\n");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no-policy.yaml: policy: is required"),
+        "{stderr}"
+    );
+    let path = tmp_file(
+        "empty-policy.yaml",
+        "auth: {anonymous: allow}\npolicy: {}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("policy.default: is required (allow or deny)"),
+        "{stderr}"
+    );
+}
+
+const LINTED: &str = "auth:
+  anonymous: allow
+  scopes_supported: [tools:read]
+policy:
+  default: deny
+  rules:
+    - {name: no-admin, effect: deny, tools: [\"admin_*\"]}
+    - {name: ops-reset, effect: allow, groups: [ops], tools: [admin_reset]}
+    - name: small-transfers
+      effect: allow
+      groups: [finance]
+      scopes: [tools:transfer]
+      tools: [transfer]
+      arguments: [{path: /amount, range: {max: 100}}]
+";
+
+#[test]
+fn check_warns_about_rules_that_never_match_and_strict_fails() {
+    let path = tmp_file("linted.yaml", LINTED);
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            "warning: policy: rules[1] (ops-reset): can never match: the earlier deny rule \"no-admin\" matches every call it matches",
+            "warning: policy: rules[2] (small-transfers): scope \"tools:transfer\" is not in auth.scopes_supported, so no token is issued with it",
+        ]
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("policy: inline, 4 rules, default deny"),
+        "{stdout}"
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--strict", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 warnings (--strict)"));
+}
+
+#[test]
+fn explain_names_the_deciding_rule() {
+    let path = tmp_file("explain.yaml", LINTED);
+    let explain = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["explain", "--config"])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let base = [
+        "--subject",
+        "fin-1",
+        "--group",
+        "finance",
+        "--method",
+        "tools/call",
+        "--tool",
+        "transfer",
+    ];
+    assert_eq!(
+        explain(
+            &[
+                &base[..],
+                &["--scope", "tools:transfer", "--args", r#"{"amount": 50}"#]
+            ]
+            .concat()
+        ),
+        "decision: allow\nreason: rule\nrule: small-transfers\n"
+    );
+    assert_eq!(
+        explain(
+            &[
+                &base[..],
+                &["--scope", "tools:transfer", "--args", r#"{"amount": 500}"#]
+            ]
+            .concat()
+        ),
+        "decision: deny\nreason: default\nrule: default\n"
+    );
+    assert_eq!(
+        explain(&[&base[..], &["--args", r#"{"amount": 50}"#]].concat()),
+        "decision: deny\nreason: insufficient_scope\nrule: small-transfers\nmissing scopes: tools:transfer\n"
+    );
+    assert_eq!(
+        explain(&[
+            "--subject",
+            "o",
+            "--group",
+            "ops",
+            "--method",
+            "tools/call",
+            "--tool",
+            "admin_reset"
+        ]),
+        "decision: deny\nreason: rule\nrule: no-admin\n"
+    );
+    assert_eq!(
+        explain(&["--subject", "o", "--method", "tools/list"]),
+        "decision: allow\nreason: builtin\nrule: builtin\n"
+    );
+    let out = Command::new(BIN)
+        .args(["explain", "--config"])
+        .arg(&path)
+        .args([
+            "--subject",
+            "x",
+            "--method",
+            "tools/call",
+            "--tool",
+            "t",
+            "--args",
+            "{nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--args is not JSON"));
 }

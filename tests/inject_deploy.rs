@@ -111,27 +111,36 @@ fn shipped_sidecar_configs_pass_check() {
     ] {
         let cm = find(&documents(file), "ConfigMap", "mcp-sentinel-config");
         assert_eq!(cm["metadata"]["namespace"], namespace);
-        let text = cm["data"]["config.yaml"].as_str().unwrap();
-        let path =
+        let dir =
             std::env::temp_dir().join(format!("mcp-sentinel-deploy-{}-{file}", std::process::id()));
-        std::fs::write(&path, text).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        // The policy file is mounted from the same ConfigMap: check reads it where it would be.
+        let policy = dir.join("policy.yaml");
+        std::fs::write(&policy, cm["data"]["policy.yaml"].as_str().unwrap()).unwrap();
+        let text = cm["data"]["config.yaml"].as_str().unwrap().replace(
+            "/etc/mcp-sentinel/config/policy.yaml",
+            policy.to_str().unwrap(),
+        );
+        assert!(
+            text.contains(policy.to_str().unwrap()),
+            "{file}: policy file"
+        );
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, text).unwrap();
         let out = Command::new(BIN)
-            .arg("check")
-            .arg("--config")
-            .arg(&path)
+            .args(["check", "--strict", "--config"])
+            .arg(&config)
             .output()
             .unwrap();
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir_all(&dir);
         assert!(
             out.status.success(),
             "{file}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            cm["data"]["policy.yaml"]
-                .as_str()
-                .unwrap()
-                .contains("PLACEHOLDER")
+            String::from_utf8_lossy(&out.stdout).contains("rules, default deny"),
+            "{file}: the shipped policy denies by default"
         );
     }
 }

@@ -37,6 +37,8 @@ pub struct Config {
     /// TLS (and client certificates) on the traffic port; plain HTTP when `None`.
     pub tls: Option<TrafficTls>,
     pub sessions: SessionsConfig,
+    /// Required: there is no implicit allow.
+    pub policy: Option<crate::policy::PolicyConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +119,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: None,
             sessions: SessionsConfig::default(),
+            policy: None,
         }
     }
 }
@@ -124,26 +127,13 @@ impl Default for Config {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: name.clone(),
-                key: String::new(),
-                why: format!("cannot read: {e}"),
-            }])
-        })?;
+        let (text, name) = crate::config::reader::read_file(path)?;
         Self::from_yaml(&text, &name)
     }
 
     /// Parses and validates a YAML document; `source` names it in errors.
     pub fn from_yaml(text: &str, source: &str) -> Result<Self, ConfigErrors> {
-        let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: source.to_string(),
-                key: String::new(),
-                why: format!("not valid YAML: {e}"),
-            }])
-        })?;
+        let doc: Value = crate::config::reader::parse_yaml(text, source)?;
         let mut r = Reader::new(source);
         let mut cfg = Config {
             source: source.to_string(),
@@ -231,6 +221,10 @@ impl Config {
         let mut tls = r.child(&mut top, "tls");
         cfg.tls = TrafficTls::read(&mut r, &mut tls);
         r.close(tls);
+        let raw_policy = doc.get("policy");
+        let mut policy = r.child(&mut top, "policy");
+        cfg.policy = crate::policy::PolicyConfig::read(&mut r, &mut policy, raw_policy);
+        r.close(policy);
         let mut sessions = r.child(&mut top, "sessions");
         cfg.sessions = SessionsConfig::read(&mut r, &mut sessions);
         r.close(sessions);
@@ -281,6 +275,10 @@ impl Config {
                 self.shutdown.deadline, self.shutdown.sse_grace
             ),
             format!("runtime.worker_threads: {}", self.runtime.worker_threads),
+            match &self.policy {
+                Some(p) => p.summary(),
+                None => "policy: (none)".to_string(),
+            },
         ]
     }
 }
@@ -326,7 +324,11 @@ mod tests {
 
     #[test]
     fn empty_document_gives_defaults() {
-        let c = Config::from_yaml("auth: {anonymous: allow}", "t.yaml").unwrap();
+        let c = Config::from_yaml(
+            "auth: {anonymous: allow}\npolicy: {default: allow}",
+            "t.yaml",
+        )
+        .unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.limits.max_body_bytes, 4 << 20);
         assert!(c.upstream.url.is_none());
@@ -334,7 +336,7 @@ mod tests {
 
     #[test]
     fn every_error_is_listed_with_its_key() {
-        let text = "listen: nowhere\nbogus: 1\nupstream:\n  url: ftp://x\n  timeout: 0s\n  extra: true\nlimits:\n  max_body_bytes: 4 parsecs\nlog: 3\nauth: {anonymous: allow}\n";
+        let text = "listen: nowhere\nbogus: 1\nupstream:\n  url: ftp://x\n  timeout: 0s\n  extra: true\nlimits:\n  max_body_bytes: 4 parsecs\nlog: 3\nauth: {anonymous: allow}\npolicy: {default: deny}\n";
         let errs = Config::from_yaml(text, "bad.yaml").unwrap_err().0;
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(
@@ -355,7 +357,7 @@ mod tests {
 
     #[test]
     fn sizes_durations_and_paths() {
-        let text = "auth: {anonymous: allow}\nmcp_path: /api/mcp\nupstream:\n  url: http://127.0.0.1:9000/mcp\n  timeout: 5s\nlimits:\n  max_body_bytes: 1MiB\n";
+        let text = "auth: {anonymous: allow}\npolicy: {default: deny}\nmcp_path: /api/mcp\nupstream:\n  url: http://127.0.0.1:9000/mcp\n  timeout: 5s\nlimits:\n  max_body_bytes: 1MiB\n";
         let c = Config::from_yaml(text, "t").unwrap();
         assert_eq!(c.mcp_path, "/api/mcp");
         assert_eq!(c.upstream.timeout, Duration::from_secs(5));
@@ -363,9 +365,13 @@ mod tests {
         assert!(Config::from_yaml("mcp_path: mcp\n", "t").is_err());
         // Secure by default: no authenticator and no explicit anonymous access is refused.
         let errs = Config::from_yaml("", "t").unwrap_err().0;
-        assert_eq!(errs[0].key, "auth");
-        assert!(errs[0].why.contains("anonymous: allow"));
-        let errs = Config::from_yaml("auth: {mtls: {}}", "t").unwrap_err().0;
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["policy", "auth"]);
+        assert!(errs[1].why.contains("anonymous: allow"));
+        assert!(errs[0].why.contains("is required"));
+        let errs = Config::from_yaml("auth: {mtls: {}}\npolicy: {default: deny}", "t")
+            .unwrap_err()
+            .0;
         assert_eq!(errs[0].key, "auth.mtls");
         assert!(Config::from_yaml("mcp_path: /.well-known/x\n", "t").is_err());
     }

@@ -38,6 +38,32 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+impl ConfigErrors {
+    /// One error about a whole file.
+    pub fn file(file: &str, why: String) -> Self {
+        Self(vec![ConfigError {
+            file: file.to_string(),
+            key: String::new(),
+            why,
+        }])
+    }
+}
+
+/// Reads a config file's text; the error names the file.
+pub fn read_file(path: &std::path::Path) -> Result<(String, String), ConfigErrors> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((text, name)),
+        Err(e) => Err(ConfigErrors::file(&name, format!("cannot read: {e}"))),
+    }
+}
+
+/// Parses a YAML document; `source` names it in the error.
+pub fn parse_yaml(text: &str, source: &str) -> Result<Value, ConfigErrors> {
+    serde_yaml_ng::from_str(text)
+        .map_err(|e| ConfigErrors::file(source, format!("not valid YAML: {e}")))
+}
+
 /// Collects errors while sections of a document are read.
 pub struct Reader {
     file: String,
@@ -65,6 +91,16 @@ impl Reader {
             key: key.into(),
             why: why.into(),
         });
+    }
+
+    /// Takes in the errors of another document (a file the config names).
+    pub fn extend(&mut self, errors: ConfigErrors) {
+        self.errors.extend(errors.0);
+    }
+
+    /// An error was already reported for `key`.
+    pub fn has_error_at(&self, key: &str) -> bool {
+        self.errors.iter().any(|e| e.key == key)
     }
 
     pub fn finish(self) -> Result<(), ConfigErrors> {

@@ -8,7 +8,7 @@ use serde_yaml_ng::Value;
 
 use super::validate;
 use crate::config::reader::{Reader, Section, parse};
-use crate::config::{ConfigError, ConfigErrors, LogConfig, LogFormat};
+use crate::config::{ConfigErrors, LogConfig, LogFormat};
 
 /// Requests and limits for the sidecar; unset ones are left out of the container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,25 +116,12 @@ impl Settings {
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: name.clone(),
-                key: String::new(),
-                why: format!("cannot read: {e}"),
-            }])
-        })?;
+        let (text, name) = crate::config::reader::read_file(path)?;
         Self::from_yaml(&text, &name)
     }
 
     pub fn from_yaml(text: &str, source: &str) -> Result<Self, ConfigErrors> {
-        let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: source.to_string(),
-                key: String::new(),
-                why: format!("not valid YAML: {e}"),
-            }])
-        })?;
+        let doc: Value = crate::config::reader::parse_yaml(text, source)?;
         let mut r = Reader::new(source);
         let mut s = Settings::with_image("");
         s.source = source.to_string();

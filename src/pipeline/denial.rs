@@ -46,13 +46,15 @@ pub enum Reason {
     Unauthenticated,
     SessionNotFound,
     TaskNotFound,
+    PolicyDenied,
+    InsufficientScope,
     UpstreamUnavailable,
     UpstreamTimeout,
     ShuttingDown,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 23] = [
         Reason::NotFound,
         Reason::MethodNotAllowed,
         Reason::UnsupportedMediaType,
@@ -71,6 +73,8 @@ impl Reason {
         Reason::Unauthenticated,
         Reason::SessionNotFound,
         Reason::TaskNotFound,
+        Reason::PolicyDenied,
+        Reason::InsufficientScope,
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
         Reason::ShuttingDown,
@@ -96,6 +100,8 @@ impl Reason {
             Reason::Unauthenticated => "unauthenticated",
             Reason::SessionNotFound => "session_not_found",
             Reason::TaskNotFound => "task_not_found",
+            Reason::PolicyDenied => "policy_denied",
+            Reason::InsufficientScope => "insufficient_scope",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::ShuttingDown => "shutting_down",
@@ -144,6 +150,9 @@ impl Reason {
             Reason::Unauthenticated => (S::UNAUTHORIZED, -32600, "Unauthorized"),
             Reason::SessionNotFound => (S::NOT_FOUND, -32600, "Session not found"),
             Reason::TaskNotFound => (S::NOT_FOUND, -32602, "Task not found"),
+            // `answer: unknown` replaces this with the error of something that does not exist.
+            Reason::PolicyDenied => (S::FORBIDDEN, -32600, "Forbidden"),
+            Reason::InsufficientScope => (S::FORBIDDEN, -32600, "Insufficient scope"),
             Reason::UpstreamUnavailable => (S::BAD_GATEWAY, -32603, "Upstream unavailable"),
             Reason::UpstreamTimeout => (S::GATEWAY_TIMEOUT, -32603, "Upstream timed out"),
             Reason::ShuttingDown => (S::SERVICE_UNAVAILABLE, -32603, "Shutting down"),
@@ -173,8 +182,9 @@ pub struct Denial {
     /// For the log only, never sent.
     pub detail: Option<String>,
     /// Overrides of the reason's answer, for checks whose answer is configured (a policy
-    /// denial shaped like the upstream's "unknown tool") or carries values.
-    pub answer: Answer,
+    /// denial shaped like the upstream's "unknown tool") or carries values. Boxed: rare, and
+    /// a denial travels in every check's `Result`.
+    pub answer: Option<Box<Answer>>,
 }
 
 /// Per-denial overrides of `Reason::answer`; `None` keeps the reason's value.
@@ -195,26 +205,31 @@ impl Denial {
             headers: Vec::new(),
             status_only: false,
             detail: None,
-            answer: Answer::default(),
+            answer: None,
         }
+    }
+
+    fn answer_mut(&mut self) -> &mut Answer {
+        self.answer.get_or_insert_default()
     }
 
     /// Answers with this HTTP status instead of the reason's.
     pub fn with_status(mut self, status: StatusCode) -> Self {
-        self.answer.status = Some(status);
+        self.answer_mut().status = Some(status);
         self
     }
 
     /// Answers with this JSON-RPC code and message instead of the reason's.
     pub fn with_error(mut self, code: i32, message: impl Into<String>) -> Self {
-        self.answer.code = Some(code);
-        self.answer.message = Some(message.into());
+        let a = self.answer_mut();
+        a.code = Some(code);
+        a.message = Some(message.into());
         self
     }
 
     /// Adds `data` (raw JSON) to the JSON-RPC error.
     pub fn with_data(mut self, data: String) -> Self {
-        self.answer.data = Some(data);
+        self.answer_mut().data = Some(data);
         self
     }
 
@@ -234,23 +249,29 @@ impl Denial {
     }
 
     pub fn status(&self) -> StatusCode {
-        self.answer.status.unwrap_or(self.reason.answer().0)
+        self.answer
+            .as_ref()
+            .and_then(|a| a.status)
+            .unwrap_or(self.reason.answer().0)
     }
 
     pub fn code(&self) -> i32 {
-        self.answer.code.unwrap_or(self.reason.answer().1)
+        self.answer
+            .as_ref()
+            .and_then(|a| a.code)
+            .unwrap_or(self.reason.answer().1)
     }
 
     /// The one place a denial becomes an HTTP response.
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         let code = self.code();
-        let message = match &self.answer.message {
-            Some(m) => m.as_str(),
-            None => self.reason.answer().2,
-        };
+        let answer = self.answer.as_deref();
+        let message = answer
+            .and_then(|a| a.message.as_deref())
+            .unwrap_or(self.reason.answer().2);
         let message = serde_json::to_string(message).expect("a message serializes");
-        let data = match &self.answer.data {
+        let data = match answer.and_then(|a| a.data.as_deref()) {
             Some(d) => format!(r#","data":{d}"#),
             None => String::new(),
         };

@@ -3,6 +3,7 @@
 //! its denials, so checks only decide.
 
 pub mod authenticate;
+pub mod authorize;
 pub mod denial;
 pub mod parse;
 pub mod session;
@@ -47,6 +48,10 @@ pub struct Ctx {
     pub principal: Option<Arc<Principal>>,
     /// The legacy session this request belongs to, once checked to be the caller's.
     pub session_id: Option<Box<str>>,
+    /// The policy the request was decided with; its answer is filtered with the same one.
+    pub policy: Option<Arc<crate::policy::Policy>>,
+    /// The authorization decision (the last one for a batch or several targets).
+    pub decision: Option<crate::policy::Decision>,
 }
 
 impl Ctx {
@@ -74,6 +79,8 @@ impl Ctx {
             peer_cert,
             principal: None,
             session_id: None,
+            policy: None,
+            decision: None,
         }
     }
 
@@ -103,6 +110,7 @@ pub enum Check {
     Parse(parse::Parse),
     Authenticate(authenticate::Authenticate),
     Session(Arc<session::Session>),
+    Authorize(authorize::Authorize),
 }
 
 impl Check {
@@ -112,6 +120,7 @@ impl Check {
             Check::Parse(_) => "parse",
             Check::Authenticate(_) => "authenticate",
             Check::Session(_) => "session",
+            Check::Authorize(_) => "authorize",
         }
     }
 
@@ -121,6 +130,7 @@ impl Check {
             Check::Parse(c) => c.run(ctx),
             Check::Authenticate(c) => c.run(ctx).await,
             Check::Session(c) => c.run(ctx),
+            Check::Authorize(c) => c.run(ctx),
         }
     }
 }
@@ -132,13 +142,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// The order of the checks; later issues insert authorization and rate limiting after
-    /// `Session`.
+    /// The order of the checks.
     pub fn new(
         config: &Config,
         metrics: Arc<Metrics>,
         authenticate: authenticate::Authenticate,
         session: Arc<session::Session>,
+        authorize: authorize::Authorize,
     ) -> Self {
         let checks = vec![
             // 1. method, path, media types, Origin, session id syntax, body size; reads the body.
@@ -149,6 +159,8 @@ impl Pipeline {
             Check::Authenticate(authenticate),
             // 4. session and task ids belong to the caller (404 otherwise).
             Check::Session(session),
+            // 5. the policy allows every message (and every target) of the body.
+            Check::Authorize(authorize),
         ];
         let durations = checks
             .iter()

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::guard::RequestGuard;
+use super::rewrite::Rewriter;
 use super::tap::TaskTap;
 use super::upstream::Lease;
 
@@ -30,6 +31,12 @@ enum Inner {
         close: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
         /// The upstream connection, returned to the pool when the body ends cleanly.
         lease: Lease,
+    },
+    /// Another body with a per-message edit applied (list filtering, blocked server requests).
+    Rewrite {
+        source: Box<Inner>,
+        rewriter: Box<Rewriter>,
+        done: bool,
     },
 }
 
@@ -68,6 +75,18 @@ impl ProxyBody {
         }
     }
 
+    /// Edits the body message by message. The length changes, so the caller drops any
+    /// `Content-Length` of the response.
+    pub fn with_rewriter(mut self, rewriter: Rewriter) -> Self {
+        let source = std::mem::replace(&mut self.inner, Inner::Full(None));
+        self.inner = Inner::Rewrite {
+            source: Box::new(source),
+            rewriter: Box::new(rewriter),
+            done: false,
+        };
+        self
+    }
+
     pub fn with_tap(mut self, tap: TaskTap) -> Self {
         self.tap = Some(Box::new(tap));
         self
@@ -92,26 +111,7 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        // Cut short by shutdown: the stream ends cleanly for the client, but the upstream
-        // connection is not reusable, so its lease is dropped (closing it), not released.
-        let mut cut = false;
-        let polled = match &mut this.inner {
-            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream { body, close, lease } => {
-                if close
-                    .as_mut()
-                    .is_some_and(|c| c.as_mut().poll(cx).is_ready())
-                {
-                    cut = true;
-                    Poll::Ready(None)
-                } else {
-                    // The upstream connection feeds this body: drive it first.
-                    lease.poll_conn(cx);
-                    Pin::new(body).poll_frame(cx)
-                }
-            }
-        };
-        let item = ready!(polled);
+        let item = ready!(this.inner.poll_source(cx));
         if let (Some(tap), Some(Ok(frame))) = (&mut this.tap, &item)
             && let Some(data) = frame.data_ref()
         {
@@ -122,12 +122,6 @@ impl Body for ProxyBody {
             None => true,
             Some(Err(_)) => false,
         };
-        if ended
-            && !cut
-            && let Inner::Upstream { lease, .. } = &mut this.inner
-        {
-            lease.release();
-        }
         if let Some(guard) = &mut this.guard {
             match &item {
                 Some(Ok(frame)) => {
@@ -147,10 +141,7 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Full(b) => b.is_none(),
-            Inner::Upstream { body, .. } => body.is_end_stream(),
-        }
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -160,7 +151,75 @@ impl Body for ProxyBody {
             Inner::Upstream {
                 body, close: None, ..
             } => body.size_hint(),
-            Inner::Upstream { .. } => SizeHint::default(),
+            Inner::Upstream { .. } | Inner::Rewrite { .. } => SizeHint::default(),
+        }
+    }
+}
+
+impl Inner {
+    /// The next frame of the body. The upstream connection is released when its body ends
+    /// cleanly; a body cut short by shutdown ends for the client, but its connection is not
+    /// reusable, so its lease is dropped (closing it), not released.
+    fn poll_source(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream { body, close, lease } => {
+                if close
+                    .as_mut()
+                    .is_some_and(|c| c.as_mut().poll(cx).is_ready())
+                {
+                    return Poll::Ready(None);
+                }
+                // The upstream connection feeds this body: drive it first.
+                lease.poll_conn(cx);
+                let item = ready!(Pin::new(&mut *body).poll_frame(cx));
+                let ended = match &item {
+                    Some(Ok(_)) => body.is_end_stream(),
+                    None => true,
+                    Some(Err(_)) => false,
+                };
+                if ended {
+                    lease.release();
+                }
+                Poll::Ready(item)
+            }
+            Inner::Rewrite {
+                source,
+                rewriter,
+                done,
+            } => loop {
+                if *done {
+                    return Poll::Ready(None);
+                }
+                match ready!(source.poll_source(cx)) {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => {
+                            let out = rewriter.feed(&data);
+                            if !out.is_empty() {
+                                return Poll::Ready(Some(Ok(Frame::data(out))));
+                            }
+                        }
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    },
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    None => {
+                        *done = true;
+                        let out = rewriter.finish();
+                        return Poll::Ready((!out.is_empty()).then(|| Ok(Frame::data(out))));
+                    }
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream { body, .. } => body.is_end_stream(),
+            Inner::Rewrite { done, .. } => *done,
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod guard;
 pub mod headers;
+pub mod rewrite;
 pub mod tap;
 pub mod upstream;
 
@@ -115,6 +116,60 @@ impl Proxy {
             parts,
             ProxyBody::upstream(incoming, close, lease),
         ))
+    }
+
+    /// Sends the upstream the answer to one of its server→client requests (a blocked one), on
+    /// a connection of its own, in the background: the caller's session id, protocol version
+    /// and verified identity go with it, as with the caller's own requests.
+    pub fn answer_upstream(&self, ctx: &Ctx) -> impl Fn(Bytes) + Send + 'static {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::HOST, self.upstream.host.clone());
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        if let Some(id) = ctx
+            .session_id
+            .as_deref()
+            .and_then(|s| http::HeaderValue::from_str(s).ok())
+        {
+            headers.insert(crate::mcp::headers::MCP_SESSION_ID, id);
+        }
+        if let Some(v) = ctx
+            .version
+            .as_deref()
+            .and_then(|s| http::HeaderValue::from_str(s).ok())
+        {
+            headers.insert(crate::mcp::headers::MCP_PROTOCOL_VERSION, v);
+        }
+        self.identity.apply(&mut headers, ctx.principal.as_deref());
+        let pool = self.pool.clone();
+        let uri = self.base_uri.clone();
+        move |body: Bytes| {
+            let mut req = Request::new(Full::new(body));
+            *req.method_mut() = HttpMethod::POST;
+            *req.uri_mut() = uri.clone();
+            *req.headers_mut() = headers.clone();
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(5), pool.send_once(req)).await {
+                    Ok(Ok(resp)) => {
+                        tracing::debug!(
+                            status = resp.status().as_u16(),
+                            "blocked server request answered"
+                        )
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = ?e, "could not answer a blocked server request")
+                    }
+                    Err(_) => tracing::warn!("answering a blocked server request timed out"),
+                }
+            });
+        }
     }
 
     /// Readiness probe: does the upstream answer HTTP at all? Any status counts.

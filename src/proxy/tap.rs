@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::auth::Principal;
 use crate::pipeline::session::Session;
+use crate::proxy::rewrite::event_end;
 
 /// Bodies and events larger than this are not inspected.
 const LIMIT: usize = 64 * 1024;
@@ -101,20 +102,6 @@ impl TaskTap {
             self.session.bind_task(&self.principal, id);
         }
     }
-}
-
-/// The end of the first complete SSE event in `buf` and the separator's length.
-fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i + 1 < buf.len() {
-        match (buf[i], buf[i + 1]) {
-            (b'\n', b'\n') => return Some((i, 2)),
-            (b'\r', b'\n') if buf[i + 2..].starts_with(b"\r\n") => return Some((i, 4)),
-            (b'\r', b'\r') => return Some((i, 2)),
-            _ => i += 1,
-        }
-    }
-    None
 }
 
 #[cfg(test)]

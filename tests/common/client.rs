@@ -99,6 +99,8 @@ pub struct ProgressEvent {
 pub struct TestClient {
     info: ClientConfig,
     progress: Arc<Mutex<HashMap<ProgressToken, Vec<ProgressEvent>>>>,
+    /// `roots/list` requests the server sent this client.
+    roots_asked: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestClient {
@@ -110,7 +112,13 @@ impl TestClient {
             )
             .with_protocol_version(protocol_version),
             progress: Arc::default(),
+            roots_asked: Arc::default(),
         }
+    }
+
+    /// How many `roots/list` requests reached this client.
+    pub fn roots_asked(&self) -> usize {
+        self.roots_asked.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Progress notifications received so far for `token`, in arrival order.
@@ -127,6 +135,18 @@ impl TestClient {
 impl ClientHandler for TestClient {
     fn get_info(&self) -> ClientConfig {
         self.info.clone()
+    }
+
+    #[allow(deprecated)] // roots: deprecated by SEP-2577, still in every legacy revision
+    async fn list_roots(
+        &self,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        self.roots_asked
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(rmcp::model::ListRootsResult::new(vec![
+            rmcp::model::Root::new("file:///work"),
+        ]))
     }
 
     async fn on_progress(

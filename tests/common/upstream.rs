@@ -492,6 +492,12 @@ pub fn tools() -> Vec<Tool> {
         )
         .with_annotations(ToolAnnotations::new().destructive(true)),
         Tool::new(
+            "roots",
+            "Asks the client for its roots (a server-to-client roots/list request) and \
+             reports how many it got, or the error",
+            schema(json!({ "type": "object", "properties": {} })),
+        ),
+        Tool::new(
             "background",
             "Echoes text as a task (SEP-2663) when the client declares the tasks extension, \
              after delay_ms (default 0) unless cancelled; inline otherwise",
@@ -548,6 +554,16 @@ fn resource_body(uri: &str) -> Option<(&'static str, String)> {
             (!day.is_empty() && !day.contains('/'))
                 .then(|| ("text/plain", format!("log for {day}\n")))
         }
+    }
+}
+
+/// The `roots` tool: a server-to-client `roots/list` request (deprecated by SEP-2577, still
+/// part of every legacy revision).
+#[allow(deprecated)]
+async fn ask_roots(peer: &rmcp::Peer<RoleServer>) -> CallToolResult {
+    match peer.list_roots().await {
+        Ok(r) => text(format!("roots: {}", r.roots.len())),
+        Err(e) => text(format!("roots refused: {e}")),
     }
 }
 
@@ -695,6 +711,7 @@ impl ServerHandler for DemoServer {
                 str_arg(&args, "text")?
             )),
             "delete_file" => text(format!("deleted {}", str_arg(&args, "path")?)),
+            "roots" => ask_roots(&context.peer).await,
             "background" => return self.background(&args, &context),
             other => {
                 return Err(ErrorData::invalid_params(
