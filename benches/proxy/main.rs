@@ -6,16 +6,19 @@
 //! issuer whose JWKS an in-process HTTPS IdP serves; see idp.rs); the load generator sends it the
 //! same valid Bearer token on every request, so it measures cached verification. Its bar — p99
 //! added over direct at 64 connections — gets a json cell at 64 connections of its own when
-//! BENCH_CONNS does not include 64.
+//! BENCH_CONNS does not include 64. `sentinel-policy` is a third with a 1,000-rule policy file
+//! (see policy.rs); the run ends with the cost of one decision against that policy, in process.
 //!
 //! Settings (environment): BENCH_SECONDS (per run, default 2), BENCH_ROUNDS (5),
 //! BENCH_WARMUP_SECONDS (0.5), BENCH_CONNS ("1,32"), BENCH_WORKLOADS ("json,sse,list"),
-//! BENCH_TARGETS ("direct,sentinel,sentinel-jwt,nginx"; direct is always measured),
+//! BENCH_TARGETS ("direct,sentinel,sentinel-jwt,sentinel-policy,nginx"; direct is always
+//! measured),
 //! BENCH_NGINX_WORKERS (1), SENTINEL_BIN, BENCH_SENTINEL_CONFIG (examples/passthrough.yaml, also
 //! the base of the sentinel-jwt config), NGINX_BIN, BENCH_STRICT=1 (exit 1 when a bar fails).
 
 mod idp;
 mod loadgen;
+mod policy;
 mod procs;
 mod report;
 mod upstream;
@@ -70,6 +73,7 @@ enum Kind {
     Direct,
     Sentinel,
     SentinelJwt,
+    SentinelPolicy,
     Nginx,
 }
 
@@ -79,6 +83,7 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::Sentinel => "sentinel",
             Kind::SentinelJwt => "sentinel-jwt",
+            Kind::SentinelPolicy => "sentinel-policy",
             Kind::Nginx => "nginx",
         }
     }
@@ -129,16 +134,20 @@ impl Settings {
         }
 
         let mut targets = vec![Kind::Direct];
-        for name in env_list("BENCH_TARGETS", "direct,sentinel,sentinel-jwt,nginx") {
+        for name in env_list(
+            "BENCH_TARGETS",
+            "direct,sentinel,sentinel-jwt,sentinel-policy,nginx",
+        ) {
             let kind = match name.as_str() {
                 "direct" => continue,
                 "sentinel" => Kind::Sentinel,
                 "sentinel-jwt" => Kind::SentinelJwt,
+                "sentinel-policy" => Kind::SentinelPolicy,
                 "nginx" => Kind::Nginx,
                 other => {
                     bail!(
                         "unknown target {other:?} in BENCH_TARGETS \
-                         (direct, sentinel, sentinel-jwt, nginx)"
+                         (direct, sentinel, sentinel-jwt, sentinel-policy, nginx)"
                     )
                 }
             };
@@ -171,6 +180,56 @@ impl Settings {
             strict: std::env::var("BENCH_STRICT").is_ok_and(|v| v == "1"),
         })
     }
+}
+
+/// Starts one sentinel target with `config` and adds it to `targets`.
+fn start_sentinel(
+    targets: &mut Vec<Target>,
+    kind: Kind,
+    settings: &Settings,
+    workdir: &std::path::Path,
+    config: &std::path::Path,
+    upstream: std::net::SocketAddr,
+    header: Option<(HeaderName, HeaderValue)>,
+) -> Result<procs::Sentinel> {
+    let sentinel = procs::start_sentinel(
+        kind.name(),
+        workdir,
+        &settings.sentinel_bin,
+        config,
+        upstream,
+    )?;
+    targets.push(Target {
+        kind,
+        addr: sentinel.addr,
+        pids: vec![sentinel.proc.pid()],
+        header,
+    });
+    Ok(sentinel)
+}
+
+/// The policy engine alone: one decision against the 1,000-rule policy (bar: under 10 µs).
+fn print_decision_costs() -> Result<bool> {
+    const BAR_NS: f64 = 10_000.0;
+    println!();
+    println!(
+        "policy decision cost · {} rules, in process, best of 5 × 200,000",
+        policy::RULES
+    );
+    let mut ok = true;
+    for (name, ns) in policy::decision_costs()? {
+        let pass = ns < BAR_NS;
+        ok &= pass;
+        println!(
+            "  {name:<40} {ns:>8.0} ns   {}",
+            if pass {
+                "ok (< 10 µs)"
+            } else {
+                "FAIL (≥ 10 µs)"
+            }
+        );
+    }
+    Ok(ok)
 }
 
 fn env_number(name: &str, default: f64) -> Result<f64> {
@@ -249,20 +308,15 @@ fn bench() -> Result<bool> {
         header: None,
     }];
     let sentinel = if settings.targets.contains(&Kind::Sentinel) {
-        let sentinel = procs::start_sentinel(
-            "sentinel",
+        Some(start_sentinel(
+            &mut targets,
+            Kind::Sentinel,
+            &settings,
             workdir.path(),
-            &settings.sentinel_bin,
             &settings.sentinel_config,
             upstream_addr,
-        )?;
-        targets.push(Target {
-            kind: Kind::Sentinel,
-            addr: sentinel.addr,
-            pids: vec![sentinel.proc.pid()],
-            header: None,
-        });
-        Some(sentinel)
+            None,
+        )?)
     } else {
         None
     };
@@ -270,22 +324,32 @@ fn bench() -> Result<bool> {
     let (idp, sentinel_jwt) = if settings.targets.contains(&Kind::SentinelJwt) {
         let idp = idp::Idp::start(workdir.path()).context("starting the bench IdP")?;
         let config = idp.sentinel_config(&settings.sentinel_config, workdir.path())?;
-        let sentinel = procs::start_sentinel(
-            "sentinel-jwt",
+        let sentinel = start_sentinel(
+            &mut targets,
+            Kind::SentinelJwt,
+            &settings,
             workdir.path(),
-            &settings.sentinel_bin,
             &config,
             upstream_addr,
+            Some((http::header::AUTHORIZATION, idp.authorization.clone())),
         )?;
-        targets.push(Target {
-            kind: Kind::SentinelJwt,
-            addr: sentinel.addr,
-            pids: vec![sentinel.proc.pid()],
-            header: Some((http::header::AUTHORIZATION, idp.authorization.clone())),
-        });
         (Some(idp), Some(sentinel))
     } else {
         (None, None)
+    };
+    let sentinel_policy = if settings.targets.contains(&Kind::SentinelPolicy) {
+        let config = policy::sentinel_config(&settings.sentinel_config, workdir.path())?;
+        Some(start_sentinel(
+            &mut targets,
+            Kind::SentinelPolicy,
+            &settings,
+            workdir.path(),
+            &config,
+            upstream_addr,
+            None,
+        )?)
+    } else {
+        None
     };
     let nginx = if settings.targets.contains(&Kind::Nginx) {
         let nginx = procs::start_nginx(workdir.path(), upstream_addr, settings.nginx_workers)?;
@@ -336,6 +400,13 @@ fn bench() -> Result<bool> {
              first is a cache hit",
             idp.jwks_fetches(),
             procs::thread_count(sentinel.proc.pid()).map_or("?".to_owned(), |n| n.to_string()),
+        );
+    }
+    if sentinel_policy.is_some() {
+        println!(
+            "  sentinel-policy: the same binary and config with a {}-rule policy file instead of \
+             `default: allow` (every call decided, every tools/list filtered item by item)",
+            policy::RULES
         );
     }
     if let Some(nginx) = &nginx {
@@ -419,17 +490,23 @@ fn bench() -> Result<bool> {
         eprintln!("bench: round {}/{} done", round + 1, settings.rounds);
     }
 
+    let rss = |s: &Option<procs::Sentinel>| {
+        s.as_ref()
+            .and_then(|s| procs::peak_rss_kib(&[s.proc.pid()]))
+    };
     let memory = Memory {
-        sentinel_kib: sentinel
-            .as_ref()
-            .and_then(|s| procs::peak_rss_kib(&[s.proc.pid()])),
-        sentinel_jwt_kib: sentinel_jwt
-            .as_ref()
-            .and_then(|s| procs::peak_rss_kib(&[s.proc.pid()])),
+        sentinels: vec![
+            ("sentinel", rss(&sentinel)),
+            ("sentinel-jwt", rss(&sentinel_jwt)),
+            ("sentinel-policy", rss(&sentinel_policy)),
+        ],
         nginx_kib: nginx.as_ref().and_then(|n| procs::peak_rss_kib(&n.pids())),
     };
     let names: Vec<&str> = targets.iter().map(|t| t.kind.name()).collect();
-    let passed = report::print(&names, &cells, &memory);
+    let mut passed = report::print(&names, &cells, &memory);
+    if sentinel_policy.is_some() {
+        passed &= print_decision_costs()?;
+    }
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
     Ok(passed || !settings.strict)
 }

@@ -45,8 +45,8 @@ struct Summary {
 }
 
 pub struct Memory {
-    pub sentinel_kib: Option<u64>,
-    pub sentinel_jwt_kib: Option<u64>,
+    /// Each measured sentinel's name and peak RSS.
+    pub sentinels: Vec<(&'static str, Option<u64>)>,
     pub nginx_kib: Option<u64>,
 }
 
@@ -60,7 +60,7 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory) -> bool {
         println!();
         println!("{} · {} connection{plural}", cell.workload, cell.conns);
         println!(
-            "  {:<12} {:>9} {:>5} {:>9} {:>9} {:>8} {:>9} {:>9} {:>13} {:>8}",
+            "  {:<15} {:>9} {:>5} {:>9} {:>9} {:>8} {:>9} {:>9} {:>13} {:>8}",
             "target",
             "req/s",
             "±",
@@ -82,7 +82,7 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory) -> bool {
                 }
             };
             println!(
-                "  {:<12} {:>9.0} {:>4.0}% {:>9.1} {:>9.1} {:>8.2} {:>9} {:>9} {:>13} {:>8}",
+                "  {:<15} {:>9.0} {:>4.0}% {:>9.1} {:>9.1} {:>8.2} {:>9} {:>9} {:>13} {:>8}",
                 name,
                 s.rps,
                 s.spread * 100.0,
@@ -188,24 +188,15 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory) -> bool {
 
     println!();
     let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
-    if let Some(kib) = memory.sentinel_kib {
+    for (name, kib) in &memory.sentinels {
+        let Some(kib) = *kib else { continue };
         println!(
-            "sentinel peak RSS (VmHWM over the whole run): {:.1} MB",
+            "{name} peak RSS (VmHWM over the whole run): {:.1} MB",
             mb(kib)
         );
         bars.check(
             mb(kib) < 30.0,
-            format!("sentinel peak RSS {:.1} MB < 30 MB", mb(kib)),
-        );
-    }
-    if let Some(kib) = memory.sentinel_jwt_kib {
-        println!(
-            "sentinel-jwt peak RSS (VmHWM over the whole run): {:.1} MB",
-            mb(kib)
-        );
-        bars.check(
-            mb(kib) < 30.0,
-            format!("sentinel-jwt peak RSS {:.1} MB < 30 MB", mb(kib)),
+            format!("{name} peak RSS {:.1} MB < 30 MB", mb(kib)),
         );
     }
     if let Some(kib) = memory.nginx_kib {

@@ -146,6 +146,25 @@ impl Reader {
         }
     }
 
+    /// Reads `key` of `section` as a list, borrowed from the document; empty when absent (an
+    /// error when not a list).
+    pub fn list<'v>(
+        &mut self,
+        section: &mut Section<'v>,
+        key: &'static str,
+        what: &str,
+    ) -> &'v [Value] {
+        match section.take(key) {
+            None => &[],
+            Some(Value::Sequence(items)) => items,
+            Some(_) => {
+                let path = section.key_path(key);
+                self.error(path, format!("must be a list of {what}"));
+                &[]
+            }
+        }
+    }
+
     /// Opens a nested mapping `key` of `section`.
     pub fn child<'v>(&mut self, section: &mut Section<'v>, key: &'static str) -> Section<'v> {
         let path = section.key_path(key);

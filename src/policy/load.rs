@@ -167,12 +167,7 @@ fn read_doc(r: &mut Reader, s: &mut Section<'_>, prefix: &str, hash: String) -> 
         })
         .unwrap_or(AnswerStyle::Unknown);
     let builtin = r.field(s, "builtin_rules", parse::boolean).unwrap_or(true);
-    let items = r
-        .field(s, "rules", |v| match v {
-            Value::Sequence(items) => Ok(items.clone()),
-            _ => Err("must be a list of rules".to_string()),
-        })
-        .unwrap_or_default();
+    let items = r.list(s, "rules", "rules");
     let mut rules = Vec::with_capacity(items.len());
     let mut names = HashSet::new();
     for (i, item) in items.iter().enumerate() {
@@ -317,12 +312,7 @@ fn read_rule(
 }
 
 fn read_conditions(r: &mut Reader, s: &mut Section<'_>, path: &str) -> Option<Vec<Condition>> {
-    let items = r
-        .field(s, "arguments", |v| match v {
-            Value::Sequence(items) => Ok(items.clone()),
-            _ => Err("must be a list of conditions".to_string()),
-        })
-        .unwrap_or_default();
+    let items = r.list(s, "arguments", "conditions");
     let mut out = Vec::with_capacity(items.len());
     let mut ok = true;
     for (i, item) in items.iter().enumerate() {
