@@ -21,9 +21,11 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::pipeline::authenticate::Authenticate;
+use crate::pipeline::ratelimit::RateLimit;
 use crate::pipeline::session::Session;
 use crate::proxy::Proxy;
 use crate::proxy::headers::IdentityRules;
+use crate::ratelimit::RateLimiter;
 use crate::server::TrafficTls;
 use crate::server::{self, Traffic};
 use crate::tls::{ClientAuth, ReloadingTls, TlsFiles, TlsMetrics, TlsOptions};
@@ -37,6 +39,8 @@ pub enum StartError {
     NoUpstream,
     #[error("authentication: {0}")]
     Auth(String),
+    #[error("rate limits: {0}")]
+    RateLimit(String),
     #[error("traffic TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -90,11 +94,21 @@ impl Sentinel {
             sse_close.clone(),
             IdentityRules::new(&config.auth),
         );
+        let ratelimit = match &config.rate_limits {
+            Some(rl) => {
+                let limiter = RateLimiter::new(rl, metrics.registry(), stop.clone())
+                    .map_err(StartError::RateLimit)?;
+                tokio::spawn(crate::ratelimit::sweep(limiter.clone(), stop.clone()));
+                Some(RateLimit::new(limiter))
+            }
+            None => None,
+        };
         let pipeline = Pipeline::new(
             &config,
             metrics.clone(),
             auth.authenticate,
             auth.session.clone(),
+            ratelimit,
         );
         let traffic = Arc::new(Traffic::new(
             pipeline,

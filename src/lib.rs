@@ -10,6 +10,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

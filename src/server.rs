@@ -93,7 +93,12 @@ impl Traffic {
                 match self.proxy.forward(&mut ctx, &mut guard).await {
                     Ok(resp) => {
                         self.session.observe(&ctx, resp.status(), resp.headers());
-                        self.tap_tasks(&ctx, resp)
+                        let resp = self.tap_tasks(&ctx, resp);
+                        // Concurrency slots are held until the response ends or is dropped.
+                        match ctx.permits.take() {
+                            Some(p) => resp.map(|b| b.with_permits(p)),
+                            None => resp,
+                        }
                     }
                     Err(denial) => {
                         tracing::warn!(

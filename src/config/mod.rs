@@ -2,6 +2,7 @@
 //! overridden by command-line flags and their environment variables.
 
 pub mod auth;
+pub mod ratelimit;
 pub mod reader;
 pub mod upstream;
 
@@ -37,6 +38,8 @@ pub struct Config {
     /// TLS (and client certificates) on the traffic port; plain HTTP when `None`.
     pub tls: Option<TrafficTls>,
     pub sessions: SessionsConfig,
+    /// Rate and concurrency limits; none when absent.
+    pub rate_limits: Option<ratelimit::RateLimitConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +120,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: None,
             sessions: SessionsConfig::default(),
+            rate_limits: None,
         }
     }
 }
@@ -234,6 +238,9 @@ impl Config {
         let mut sessions = r.child(&mut top, "sessions");
         cfg.sessions = SessionsConfig::read(&mut r, &mut sessions);
         r.close(sessions);
+        let mut rl = r.child(&mut top, "rate_limits");
+        cfg.rate_limits = ratelimit::RateLimitConfig::read(&mut r, &mut rl);
+        r.close(rl);
         if cfg.auth.mtls.is_some() && cfg.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
             r.error(
                 "auth.mtls",
@@ -264,6 +271,10 @@ impl Config {
             .url
             .as_ref()
             .map_or("(not set: pass --upstream)".to_string(), |u| u.to_string());
+        let rate_limits = self
+            .rate_limits
+            .as_ref()
+            .map_or("rate_limits: none".to_string(), |r| r.summary());
         vec![
             format!("source: {}", self.source),
             format!("listen: {} (MCP path {})", self.listen, self.mcp_path),
@@ -281,6 +292,7 @@ impl Config {
                 self.shutdown.deadline, self.shutdown.sse_grace
             ),
             format!("runtime.worker_threads: {}", self.runtime.worker_threads),
+            rate_limits,
         ]
     }
 }

@@ -5,6 +5,7 @@
 pub mod authenticate;
 pub mod denial;
 pub mod parse;
+pub mod ratelimit;
 pub mod session;
 pub mod transport;
 
@@ -47,6 +48,8 @@ pub struct Ctx {
     pub principal: Option<Arc<Principal>>,
     /// The legacy session this request belongs to, once checked to be the caller's.
     pub session_id: Option<Box<str>>,
+    /// Concurrency-limit slots this request's calls hold until the response ends.
+    pub permits: Option<crate::ratelimit::concurrency::Permits>,
 }
 
 impl Ctx {
@@ -74,6 +77,7 @@ impl Ctx {
             peer_cert,
             principal: None,
             session_id: None,
+            permits: None,
         }
     }
 
@@ -103,6 +107,7 @@ pub enum Check {
     Parse(parse::Parse),
     Authenticate(authenticate::Authenticate),
     Session(Arc<session::Session>),
+    RateLimit(ratelimit::RateLimit),
 }
 
 impl Check {
@@ -112,6 +117,7 @@ impl Check {
             Check::Parse(_) => "parse",
             Check::Authenticate(_) => "authenticate",
             Check::Session(_) => "session",
+            Check::RateLimit(_) => "ratelimit",
         }
     }
 
@@ -121,6 +127,7 @@ impl Check {
             Check::Parse(c) => c.run(ctx),
             Check::Authenticate(c) => c.run(ctx).await,
             Check::Session(c) => c.run(ctx),
+            Check::RateLimit(c) => c.run(ctx).await,
         }
     }
 }
@@ -139,8 +146,9 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         authenticate: authenticate::Authenticate,
         session: Arc<session::Session>,
+        ratelimit: Option<ratelimit::RateLimit>,
     ) -> Self {
-        let checks = vec![
+        let mut checks = vec![
             // 1. method, path, media types, Origin, session id syntax, body size; reads the body.
             Check::Transport(transport::Transport::new(config)),
             // 2. the JSON-RPC envelope, era, targets, modern header/body agreement.
@@ -150,6 +158,10 @@ impl Pipeline {
             // 4. session and task ids belong to the caller (404 otherwise).
             Check::Session(session),
         ];
+        // 6. budgets per principal/tool/method and concurrent tool calls (429 over a limit);
+        //    only when `rate_limits` is configured. After the identity (and authorization):
+        //    a refused call takes no budget.
+        checks.extend(ratelimit.map(Check::RateLimit));
         let durations = checks
             .iter()
             .map(|c| metrics.check_histogram(c.name()))
