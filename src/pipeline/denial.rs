@@ -191,8 +191,9 @@ pub struct Denial {
     /// For the log only, never sent.
     pub detail: Option<String>,
     /// Overrides of the reason's answer, for checks whose answer is configured (a policy
-    /// denial shaped like the upstream's "unknown tool") or carries values.
-    pub answer: Answer,
+    /// denial shaped like the upstream's "unknown tool") or carries values. Boxed: denials
+    /// travel in every check's `Result`, and most carry no overrides.
+    pub answer: Box<Answer>,
 }
 
 /// Per-denial overrides of `Reason::answer`; `None` keeps the reason's value.
@@ -213,7 +214,7 @@ impl Denial {
             headers: Vec::new(),
             status_only: false,
             detail: None,
-            answer: Answer::default(),
+            answer: Box::default(),
         }
     }
 

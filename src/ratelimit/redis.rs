@@ -221,12 +221,13 @@ impl RedisStore {
 }
 
 /// A connection manager that tries each connection once (the breaker decides when to try
-/// again) and gives up on a round trip after `timeout`.
+/// again). Callers bound each round trip by `timeout`; the connection's own response timeout,
+/// twice that, only clears requests nobody waits for any more.
 fn manager(client: &redis::Client, timeout: Duration) -> Result<ConnectionManager, String> {
     let config = ConnectionManagerConfig::new()
         .set_number_of_retries(0)
         .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
+        .set_response_timeout(Some(timeout * 2));
     ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| e.to_string())
 }
 

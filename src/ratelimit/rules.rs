@@ -233,8 +233,10 @@ mod tests {
 
     #[test]
     fn call_matching() {
-        let mut c = MatchConfig::default();
-        c.tools = vec!["sea*".into()];
+        let c = MatchConfig {
+            tools: vec!["sea*".into()],
+            ..MatchConfig::default()
+        };
         let r = rule(c, vec![]);
         assert!(r.matches_call(&CALL));
         assert!(!r.matches_call(&Call {
@@ -245,8 +247,10 @@ mod tests {
             method: "tools/list",
             tool: None
         }));
-        let mut c = MatchConfig::default();
-        c.methods = vec!["resources/*".into()];
+        let c = MatchConfig {
+            methods: vec!["resources/*".into()],
+            ..MatchConfig::default()
+        };
         let r = rule(c, vec![]);
         assert!(!r.matches_call(&CALL));
         assert!(r.matches_call(&Call {
@@ -276,8 +280,10 @@ mod tests {
             "r:system%3Aserviceaccount%3Ans%3Aalice:search:tools/call:kubernetes:acme%3Aeu:[\"reader\"%2C\"writer\"]::dev,ops"
         );
         // With match.groups, the matched group alone.
-        let mut c = MatchConfig::default();
-        c.groups = vec!["ops".into()];
+        let c = MatchConfig {
+            groups: vec!["ops".into()],
+            ..MatchConfig::default()
+        };
         assert_eq!(rule(c, vec![KeyPart::Group]).key(&p, &CALL), "r:ops");
         assert_eq!(rule(MatchConfig::default(), vec![]).key(&p, &CALL), "r");
     }
