@@ -8,7 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::client::{ClientOptions, Era, connect, raw_send, tool_call};
-use common::ratelimit::{ALICE, BOB, CAROL, assert_limited, call, call_body, echo, keyed, post};
+use common::ratelimit::{
+    ALICE, BOB, CAROL, add, assert_limited, call, call_body, echo, keyed, post,
+};
 use common::sentinel::TempDir;
 use common::upstream::{UpstreamConfig, spawn_upstream_with};
 use rmcp::model::ProtocolVersion;
@@ -104,14 +106,10 @@ async fn keys_separate_callers_and_tools() {
         &dir,
     )
     .await;
-    let add = |key: &'static str, id| {
-        let url = s.url.clone();
-        async move { call(&url, key, id, "add", json!({"a": 1, "b": 2})).await }
-    };
     // Alice: 2 echo and 2 add, each tool its own budget.
     for id in 0..2 {
         assert_eq!(echo(&s.url, ALICE, id).await.status, 200);
-        assert_eq!(add(ALICE, id).await.status, 200);
+        assert_eq!(add(&s.url, ALICE, id).await.status, 200);
     }
     assert_limited(
         &echo(&s.url, ALICE, 7).await,
@@ -121,11 +119,18 @@ async fn keys_separate_callers_and_tools() {
         3600,
         1800,
     );
-    assert_limited(&add(ALICE, 8).await, json!(8), "per-tool", 2, 3600, 1800);
+    assert_limited(
+        &add(&s.url, ALICE, 8).await,
+        json!(8),
+        "per-tool",
+        2,
+        3600,
+        1800,
+    );
     // Bob has budgets of his own per tool, but shares dev's 5 with alice: 4 are gone, the
     // refusals above took nothing.
     assert_eq!(echo(&s.url, BOB, 1).await.status, 200);
-    let r = add(BOB, 2).await;
+    let r = add(&s.url, BOB, 2).await;
     assert_limited(&r, json!(2), "dev-group", 5, 3600, 720);
     // Carol is in no dev group: only her per-tool budget applies.
     for id in 0..2 {

@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::ratelimit::{
-    ALICE, BOB, OwnRedis, assert_limited, assert_unavailable, call, echo, keyed, shared_redis_url,
-    unique_prefix,
+    ALICE, BOB, OwnRedis, add, assert_limited, assert_unavailable, call, echo, keyed,
+    shared_redis_url, unique_prefix,
 };
 use common::sentinel::{TempDir, TestSentinel};
 use common::upstream::{UpstreamConfig, spawn_upstream_with};
@@ -103,13 +103,9 @@ async fn redis_keys_separate_callers_and_tools() {
 ",
     );
     let s = keyed(&upstream.url(), &section, &dir).await;
-    let add = |key: &'static str, id| {
-        let url = s.url.clone();
-        async move { call(&url, key, id, "add", json!({"a": 1, "b": 2})).await }
-    };
     for id in 0..2 {
         assert_eq!(echo(&s.url, ALICE, id).await.status, 200);
-        assert_eq!(add(ALICE, id).await.status, 200);
+        assert_eq!(add(&s.url, ALICE, id).await.status, 200);
         assert_eq!(echo(&s.url, BOB, id).await.status, 200);
     }
     assert_limited(
@@ -129,8 +125,15 @@ async fn redis_keys_separate_callers_and_tools() {
         1800,
     );
     // 6 of everyone's 7 are gone, and the refusals took none of it.
-    assert_eq!(add(BOB, 12).await.status, 200);
-    assert_limited(&add(BOB, 13).await, json!(13), "everyone", 7, 3600, 515);
+    assert_eq!(add(&s.url, BOB, 12).await.status, 200);
+    assert_limited(
+        &add(&s.url, BOB, 13).await,
+        json!(13),
+        "everyone",
+        7,
+        3600,
+        515,
+    );
     assert_eq!(upstream.calls("echo") + upstream.calls("add"), 7);
 }
 

@@ -8,15 +8,21 @@
 //! added over direct at 64 connections — gets a json cell at 64 connections of its own when
 //! BENCH_CONNS does not include 64.
 //!
+//! `sentinel-rl-memory` and `sentinel-rl-redis` are the passthrough config plus a rate-limit
+//! rule on every request with a budget never exhausted (see ratelimit.rs): what a check costs,
+//! in memory and as a Redis round trip (BENCH_REDIS_ADDR, default 127.0.0.1:6379).
+//!
 //! Settings (environment): BENCH_SECONDS (per run, default 2), BENCH_ROUNDS (5),
 //! BENCH_WARMUP_SECONDS (0.5), BENCH_CONNS ("1,32"), BENCH_WORKLOADS ("json,sse,list"),
-//! BENCH_TARGETS ("direct,sentinel,sentinel-jwt,nginx"; direct is always measured),
+//! BENCH_TARGETS ("direct,sentinel,sentinel-jwt,sentinel-rl-memory,sentinel-rl-redis,nginx";
+//! direct is always measured),
 //! BENCH_NGINX_WORKERS (1), SENTINEL_BIN, BENCH_SENTINEL_CONFIG (examples/passthrough.yaml, also
 //! the base of the sentinel-jwt config), NGINX_BIN, BENCH_STRICT=1 (exit 1 when a bar fails).
 
 mod idp;
 mod loadgen;
 mod procs;
+mod ratelimit;
 mod report;
 mod upstream;
 
@@ -70,6 +76,8 @@ enum Kind {
     Direct,
     Sentinel,
     SentinelJwt,
+    SentinelRlMemory,
+    SentinelRlRedis,
     Nginx,
 }
 
@@ -79,6 +87,8 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::Sentinel => "sentinel",
             Kind::SentinelJwt => "sentinel-jwt",
+            Kind::SentinelRlMemory => "sentinel-rl-memory",
+            Kind::SentinelRlRedis => "sentinel-rl-redis",
             Kind::Nginx => "nginx",
         }
     }
@@ -129,16 +139,21 @@ impl Settings {
         }
 
         let mut targets = vec![Kind::Direct];
-        for name in env_list("BENCH_TARGETS", "direct,sentinel,sentinel-jwt,nginx") {
+        for name in env_list(
+            "BENCH_TARGETS",
+            "direct,sentinel,sentinel-jwt,sentinel-rl-memory,sentinel-rl-redis,nginx",
+        ) {
             let kind = match name.as_str() {
                 "direct" => continue,
                 "sentinel" => Kind::Sentinel,
                 "sentinel-jwt" => Kind::SentinelJwt,
+                "sentinel-rl-memory" => Kind::SentinelRlMemory,
+                "sentinel-rl-redis" => Kind::SentinelRlRedis,
                 "nginx" => Kind::Nginx,
                 other => {
                     bail!(
-                        "unknown target {other:?} in BENCH_TARGETS \
-                         (direct, sentinel, sentinel-jwt, nginx)"
+                        "unknown target {other:?} in BENCH_TARGETS (direct, sentinel, \
+                         sentinel-jwt, sentinel-rl-memory, sentinel-rl-redis, nginx)"
                     )
                 }
             };
@@ -270,23 +285,55 @@ fn bench() -> Result<bool> {
     let (idp, sentinel_jwt) = if settings.targets.contains(&Kind::SentinelJwt) {
         let idp = idp::Idp::start(workdir.path()).context("starting the bench IdP")?;
         let config = idp.sentinel_config(&settings.sentinel_config, workdir.path())?;
-        let sentinel = procs::start_sentinel(
-            "sentinel-jwt",
-            workdir.path(),
-            &settings.sentinel_bin,
+        let header = Some((http::header::AUTHORIZATION, idp.authorization.clone()));
+        let sentinel = start_sentinel_target(
+            Kind::SentinelJwt,
+            &settings,
             &config,
             upstream_addr,
+            header,
+            &mut targets,
         )?;
-        targets.push(Target {
-            kind: Kind::SentinelJwt,
-            addr: sentinel.addr,
-            pids: vec![sentinel.proc.pid()],
-            header: Some((http::header::AUTHORIZATION, idp.authorization.clone())),
-        });
         (Some(idp), Some(sentinel))
     } else {
         (None, None)
     };
+    // Rate-limited sentinels: memory, then Redis (whose round trip is measured for the bar).
+    let redis = if settings.targets.contains(&Kind::SentinelRlRedis) {
+        Some(ratelimit::redis_addr()?)
+    } else {
+        None
+    };
+    let mut rate_limited = Vec::new();
+    for (kind, redis) in [
+        (Kind::SentinelRlMemory, None),
+        (Kind::SentinelRlRedis, redis),
+    ] {
+        if !settings.targets.contains(&kind) {
+            continue;
+        }
+        let config = ratelimit::sentinel_config(
+            &settings.sentinel_config,
+            workdir.path(),
+            kind.name(),
+            redis,
+        )?;
+        rate_limited.push(start_sentinel_target(
+            kind,
+            &settings,
+            &config,
+            upstream_addr,
+            None,
+            &mut targets,
+        )?);
+    }
+    if !rate_limited.is_empty() {
+        println!(
+            "  sentinel-rl-memory / sentinel-rl-redis: the sentinel's config plus one rate-limit \
+             rule on every request (key subject+tool, 1000000/second: checked, never refused){}",
+            redis.map_or(String::new(), |a| format!("; Redis {a}"))
+        );
+    }
     let nginx = if settings.targets.contains(&Kind::Nginx) {
         let nginx = procs::start_nginx(workdir.path(), upstream_addr, settings.nginx_workers)?;
         targets.push(Target {
@@ -429,9 +476,43 @@ fn bench() -> Result<bool> {
         nginx_kib: nginx.as_ref().and_then(|n| procs::peak_rss_kib(&n.pids())),
     };
     let names: Vec<&str> = targets.iter().map(|t| t.kind.name()).collect();
-    let passed = report::print(&names, &cells, &memory);
+    // Measured after the load, on the same (now quiet) machine.
+    let redis_rtt = match redis {
+        Some(addr) => Some((
+            ratelimit::percentiles(ratelimit::round_trips(addr, 5000)?),
+            ratelimit::percentiles(ratelimit::check_round_trips(addr, 5000)?),
+        )),
+        None => None,
+    };
+    let passed = report::print(&names, &cells, &memory, redis_rtt);
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
     Ok(passed || !settings.strict)
+}
+
+/// Starts a sentinel with `config` and adds it to `targets` as `kind`.
+fn start_sentinel_target(
+    kind: Kind,
+    settings: &Settings,
+    config: &std::path::Path,
+    upstream: std::net::SocketAddr,
+    header: Option<(HeaderName, HeaderValue)>,
+    targets: &mut Vec<Target>,
+) -> Result<procs::Sentinel> {
+    let workdir = config.parent().context("a config in the work dir")?;
+    let sentinel = procs::start_sentinel(
+        kind.name(),
+        workdir,
+        &settings.sentinel_bin,
+        config,
+        upstream,
+    )?;
+    targets.push(Target {
+        kind,
+        addr: sentinel.addr,
+        pids: vec![sentinel.proc.pid()],
+        header,
+    });
+    Ok(sentinel)
 }
 
 fn measure(

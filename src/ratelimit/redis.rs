@@ -19,7 +19,7 @@ use crate::config::ratelimit::{RedisConfig, redacted_url};
 /// KEYS: one per cell. ARGV: interval, tolerance and cost of each cell (µs, µs, units).
 /// Returns `{admitted, then retry_after, remaining, reset per cell}`; writes only when every
 /// cell admits, with an expiry when the key goes idle (so Redis memory stays bounded too).
-const SCRIPT: &str = r"
+pub const SCRIPT: &str = r"
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])

@@ -55,6 +55,10 @@ pub async fn echo(url: &str, key: &str, id: i64) -> RawResponse {
     call(url, key, id, "echo", json!({"text": "hi"})).await
 }
 
+pub async fn add(url: &str, key: &str, id: i64) -> RawResponse {
+    call(url, key, id, "add", json!({"a": 1, "b": 2})).await
+}
+
 /// Asserts the exact over-the-rate answer: status, every rate-limit header and the body.
 pub fn assert_limited(
     r: &RawResponse,
