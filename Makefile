@@ -70,9 +70,10 @@ lint: ## rustfmt check and clippy with warnings denied
 # variant with the dev-dependencies' features unified in (tokio test-util, parking_lot, ...).
 # Settings: see benches/proxy/main.rs (BENCH_SECONDS, BENCH_ROUNDS, BENCH_TARGETS, ...).
 # sentinel-jwt is a second sentinel with JWT auth against an IdP inside the bench process; its
-# p99 bar at 64 connections adds a json cell at 64 (about five minutes in all by default).
+# p99 bar at 64 connections adds a json cell at 64. sentinel-rl-memory and sentinel-rl-redis add
+# a rate-limit rule on every call (the Redis one needs Redis on 127.0.0.1:6379: make services).
 BENCH_SENTINEL := $(CARGO_TARGET_DIR)/bench/mcp-sentinel
-bench: build ## direct vs sentinel (passthrough, JWT) vs nginx, 1/32 (+64) connections, interleaved
+bench: build ## direct vs sentinel (passthrough, JWT, rate-limited) vs nginx, 1/32 (+64) connections
 	scripts/ensure-nginx.sh
 	mkdir -p "$(dir $(BENCH_SENTINEL))"
 	cp "$(BIN)" "$(BENCH_SENTINEL).tmp" && mv -f "$(BENCH_SENTINEL).tmp" "$(BENCH_SENTINEL)"

@@ -22,10 +22,12 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::pipeline::authenticate::Authenticate;
 use crate::pipeline::authorize::Authorize;
+use crate::pipeline::ratelimit::RateLimit;
 use crate::pipeline::session::Session;
 use crate::policy::PolicyStore;
 use crate::proxy::Proxy;
 use crate::proxy::headers::IdentityRules;
+use crate::ratelimit::RateLimiter;
 use crate::server::TrafficTls;
 use crate::server::{self, Traffic};
 use crate::tls::{ClientAuth, ReloadingTls, TlsFiles, TlsMetrics, TlsOptions};
@@ -41,6 +43,8 @@ pub enum StartError {
     Auth(String),
     #[error("no policy: the config needs a `policy` section")]
     NoPolicy,
+    #[error("rate limits: {0}")]
+    RateLimit(String),
     #[error("traffic TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -100,12 +104,22 @@ impl Sentinel {
         store.spawn_reloader(stop.clone());
         let authorize = Authorize::new(store, auth.metadata.clone(), metrics.registry())
             .map_err(|e| StartError::Auth(e.to_string()))?;
+        let ratelimit = match &config.rate_limits {
+            Some(rl) => {
+                let limiter = RateLimiter::new(rl, metrics.registry(), stop.clone())
+                    .map_err(StartError::RateLimit)?;
+                tokio::spawn(crate::ratelimit::sweep(limiter.clone(), stop.clone()));
+                Some(RateLimit::new(limiter))
+            }
+            None => None,
+        };
         let pipeline = Pipeline::new(
             &config,
             metrics.clone(),
             auth.authenticate,
             auth.session.clone(),
             authorize,
+            ratelimit,
         );
         let traffic = Arc::new(Traffic::new(
             pipeline,

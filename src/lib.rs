@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -98,7 +98,12 @@ impl Traffic {
                     Ok(resp) => {
                         self.session.observe(&ctx, resp.status(), resp.headers());
                         let resp = self.apply_policy(&ctx, resp);
-                        self.tap_tasks(&ctx, resp)
+                        let resp = self.tap_tasks(&ctx, resp);
+                        // Concurrency slots are held until the response ends or is dropped.
+                        match ctx.permits.take() {
+                            Some(p) => resp.map(|b| b.with_permits(p)),
+                            None => resp,
+                        }
                     }
                     Err(denial) => {
                         tracing::warn!(

@@ -9,10 +9,14 @@
 //! BENCH_CONNS does not include 64. `sentinel-policy` is a third with a 1,000-rule policy file
 //! (see policy.rs); the run ends with the cost of one decision against that policy, in process.
 //!
+//! `sentinel-rl-memory` and `sentinel-rl-redis` are the passthrough config plus a rate-limit
+//! rule on every request with a budget never exhausted (see ratelimit.rs): what a check costs,
+//! in memory and as a Redis round trip (BENCH_REDIS_ADDR, default 127.0.0.1:6379).
+//!
 //! Settings (environment): BENCH_SECONDS (per run, default 2), BENCH_ROUNDS (5),
 //! BENCH_WARMUP_SECONDS (0.5), BENCH_CONNS ("1,32"), BENCH_WORKLOADS ("json,sse,list"),
-//! BENCH_TARGETS ("direct,sentinel,sentinel-jwt,sentinel-policy,nginx"; direct is always
-//! measured),
+//! BENCH_TARGETS ("direct,sentinel,sentinel-jwt,sentinel-policy,sentinel-rl-memory,
+//! sentinel-rl-redis,nginx"; direct is always measured),
 //! BENCH_NGINX_WORKERS (1), SENTINEL_BIN, BENCH_SENTINEL_CONFIG (examples/passthrough.yaml, also
 //! the base of the sentinel-jwt config), NGINX_BIN, BENCH_STRICT=1 (exit 1 when a bar fails).
 
@@ -20,6 +24,7 @@ mod idp;
 mod loadgen;
 mod policy;
 mod procs;
+mod ratelimit;
 mod report;
 mod upstream;
 
@@ -74,6 +79,8 @@ enum Kind {
     Sentinel,
     SentinelJwt,
     SentinelPolicy,
+    SentinelRlMemory,
+    SentinelRlRedis,
     Nginx,
 }
 
@@ -84,6 +91,8 @@ impl Kind {
             Kind::Sentinel => "sentinel",
             Kind::SentinelJwt => "sentinel-jwt",
             Kind::SentinelPolicy => "sentinel-policy",
+            Kind::SentinelRlMemory => "sentinel-rl-memory",
+            Kind::SentinelRlRedis => "sentinel-rl-redis",
             Kind::Nginx => "nginx",
         }
     }
@@ -136,18 +145,21 @@ impl Settings {
         let mut targets = vec![Kind::Direct];
         for name in env_list(
             "BENCH_TARGETS",
-            "direct,sentinel,sentinel-jwt,sentinel-policy,nginx",
+            "direct,sentinel,sentinel-jwt,sentinel-policy,sentinel-rl-memory,sentinel-rl-redis,nginx",
         ) {
             let kind = match name.as_str() {
                 "direct" => continue,
                 "sentinel" => Kind::Sentinel,
                 "sentinel-jwt" => Kind::SentinelJwt,
                 "sentinel-policy" => Kind::SentinelPolicy,
+                "sentinel-rl-memory" => Kind::SentinelRlMemory,
+                "sentinel-rl-redis" => Kind::SentinelRlRedis,
                 "nginx" => Kind::Nginx,
                 other => {
                     bail!(
-                        "unknown target {other:?} in BENCH_TARGETS \
-                         (direct, sentinel, sentinel-jwt, sentinel-policy, nginx)"
+                        "unknown target {other:?} in BENCH_TARGETS (direct, sentinel, \
+                         sentinel-jwt, sentinel-policy, sentinel-rl-memory, sentinel-rl-redis, \
+                         nginx)"
                     )
                 }
             };
@@ -180,32 +192,6 @@ impl Settings {
             strict: std::env::var("BENCH_STRICT").is_ok_and(|v| v == "1"),
         })
     }
-}
-
-/// Starts one sentinel target with `config` and adds it to `targets`.
-fn start_sentinel(
-    targets: &mut Vec<Target>,
-    kind: Kind,
-    settings: &Settings,
-    workdir: &std::path::Path,
-    config: &std::path::Path,
-    upstream: std::net::SocketAddr,
-    header: Option<(HeaderName, HeaderValue)>,
-) -> Result<procs::Sentinel> {
-    let sentinel = procs::start_sentinel(
-        kind.name(),
-        workdir,
-        &settings.sentinel_bin,
-        config,
-        upstream,
-    )?;
-    targets.push(Target {
-        kind,
-        addr: sentinel.addr,
-        pids: vec![sentinel.proc.pid()],
-        header,
-    });
-    Ok(sentinel)
 }
 
 /// The policy engine alone: one decision against the 1,000-rule policy (bar: under 10 µs).
@@ -308,14 +294,14 @@ fn bench() -> Result<bool> {
         header: None,
     }];
     let sentinel = if settings.targets.contains(&Kind::Sentinel) {
-        Some(start_sentinel(
-            &mut targets,
+        Some(start_sentinel_target(
             Kind::Sentinel,
             &settings,
             workdir.path(),
             &settings.sentinel_config,
             upstream_addr,
             None,
+            &mut targets,
         )?)
     } else {
         None
@@ -324,14 +310,15 @@ fn bench() -> Result<bool> {
     let (idp, sentinel_jwt) = if settings.targets.contains(&Kind::SentinelJwt) {
         let idp = idp::Idp::start(workdir.path()).context("starting the bench IdP")?;
         let config = idp.sentinel_config(&settings.sentinel_config, workdir.path())?;
-        let sentinel = start_sentinel(
-            &mut targets,
+        let header = Some((http::header::AUTHORIZATION, idp.authorization.clone()));
+        let sentinel = start_sentinel_target(
             Kind::SentinelJwt,
             &settings,
             workdir.path(),
             &config,
             upstream_addr,
-            Some((http::header::AUTHORIZATION, idp.authorization.clone())),
+            header,
+            &mut targets,
         )?;
         (Some(idp), Some(sentinel))
     } else {
@@ -339,18 +326,56 @@ fn bench() -> Result<bool> {
     };
     let sentinel_policy = if settings.targets.contains(&Kind::SentinelPolicy) {
         let config = policy::sentinel_config(&settings.sentinel_config, workdir.path())?;
-        Some(start_sentinel(
-            &mut targets,
+        Some(start_sentinel_target(
             Kind::SentinelPolicy,
             &settings,
             workdir.path(),
             &config,
             upstream_addr,
             None,
+            &mut targets,
         )?)
     } else {
         None
     };
+    // Rate-limited sentinels: memory, then Redis (whose round trip is measured for the bar).
+    let redis = if settings.targets.contains(&Kind::SentinelRlRedis) {
+        Some(ratelimit::redis_addr()?)
+    } else {
+        None
+    };
+    let mut rate_limited = Vec::new();
+    for (kind, redis) in [
+        (Kind::SentinelRlMemory, None),
+        (Kind::SentinelRlRedis, redis),
+    ] {
+        if !settings.targets.contains(&kind) {
+            continue;
+        }
+        let config = ratelimit::sentinel_config(
+            &settings.sentinel_config,
+            workdir.path(),
+            kind.name(),
+            redis,
+        )?;
+        let started = start_sentinel_target(
+            kind,
+            &settings,
+            workdir.path(),
+            &config,
+            upstream_addr,
+            None,
+            &mut targets,
+        )?;
+        rate_limited.push((kind.name(), started));
+    }
+    if !rate_limited.is_empty() {
+        println!(
+            "  sentinel-rl-memory / sentinel-rl-redis: the sentinel's config plus one rate-limit \
+             rule on every request (key subject+tool, 1000000/second: checked, never refused){}",
+            redis.map_or(String::new(), |a| format!("; Redis {a}"))
+        );
+    }
     let nginx = if settings.targets.contains(&Kind::Nginx) {
         let nginx = procs::start_nginx(workdir.path(), upstream_addr, settings.nginx_workers)?;
         targets.push(Target {
@@ -490,25 +515,60 @@ fn bench() -> Result<bool> {
         eprintln!("bench: round {}/{} done", round + 1, settings.rounds);
     }
 
-    let rss = |s: &Option<procs::Sentinel>| {
-        s.as_ref()
-            .and_then(|s| procs::peak_rss_kib(&[s.proc.pid()]))
-    };
+    let rss_of = |s: &procs::Sentinel| procs::peak_rss_kib(&[s.proc.pid()]);
+    let rss = |s: &Option<procs::Sentinel>| s.as_ref().and_then(rss_of);
     let memory = Memory {
         sentinels: vec![
             ("sentinel", rss(&sentinel)),
             ("sentinel-jwt", rss(&sentinel_jwt)),
             ("sentinel-policy", rss(&sentinel_policy)),
-        ],
+        ]
+        .into_iter()
+        .chain(rate_limited.iter().map(|(name, s)| (*name, rss_of(s))))
+        .collect(),
         nginx_kib: nginx.as_ref().and_then(|n| procs::peak_rss_kib(&n.pids())),
     };
     let names: Vec<&str> = targets.iter().map(|t| t.kind.name()).collect();
-    let mut passed = report::print(&names, &cells, &memory);
+    // Measured after the load, on the same (now quiet) machine.
+    let redis_rtt = match redis {
+        Some(addr) => Some((
+            ratelimit::percentiles(ratelimit::round_trips(addr, 5000)?),
+            ratelimit::percentiles(ratelimit::check_round_trips(addr, 5000)?),
+        )),
+        None => None,
+    };
+    let mut passed = report::print(&names, &cells, &memory, redis_rtt);
     if sentinel_policy.is_some() {
         passed &= print_decision_costs()?;
     }
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
     Ok(passed || !settings.strict)
+}
+
+/// Starts a sentinel with `config` and adds it to `targets` as `kind`.
+fn start_sentinel_target(
+    kind: Kind,
+    settings: &Settings,
+    workdir: &std::path::Path,
+    config: &std::path::Path,
+    upstream: std::net::SocketAddr,
+    header: Option<(HeaderName, HeaderValue)>,
+    targets: &mut Vec<Target>,
+) -> Result<procs::Sentinel> {
+    let sentinel = procs::start_sentinel(
+        kind.name(),
+        workdir,
+        &settings.sentinel_bin,
+        config,
+        upstream,
+    )?;
+    targets.push(Target {
+        kind,
+        addr: sentinel.addr,
+        pids: vec![sentinel.proc.pid()],
+        header,
+    });
+    Ok(sentinel)
 }
 
 fn measure(

@@ -50,10 +50,22 @@ pub struct Memory {
     pub nginx_kib: Option<u64>,
 }
 
+/// The memory limiter's bar: p50 added over the passthrough sentinel at 1 connection.
+const RL_MEMORY_BAR_US: f64 = 5.0;
+
+/// p50 and p99 of Redis round trips measured by the bench: (PING, the limiter's check).
+pub type RedisRtt = ((Duration, Duration), (Duration, Duration));
+
 /// Direct is always `targets[0]`.
-pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory) -> bool {
+pub fn print(
+    targets: &[&str],
+    cells: &[Cell],
+    memory: &Memory,
+    redis_rtt: Option<RedisRtt>,
+) -> bool {
     let mut bars = Bars::default();
     let mut jwt_lines = Vec::new();
+    let mut rl_lines = Vec::new();
     for cell in cells {
         let summaries: Vec<Summary> = (0..targets.len()).map(|t| summarize(cell, t)).collect();
         let plural = if cell.conns == 1 { "" } else { "s" };
@@ -175,6 +187,30 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory) -> bool {
         }
     }
 
+    for cell in cells {
+        rate_limit_lines(targets, cell, redis_rtt, &mut rl_lines, &mut bars);
+    }
+    if !rl_lines.is_empty() {
+        println!();
+        println!(
+            "Rate limiting — added over the passthrough sentinel, medians of per-round \
+             differences (CPU: proxy CPU per request):"
+        );
+        if let Some(((p50, p99), (c50, c99))) = redis_rtt {
+            println!(
+                "  Redis round trips from the bench, one connection: PING p50 {:.1} µs, p99 {:.1} µs; \
+                 the limiter's check (EVALSHA) p50 {:.1} µs, p99 {:.1} µs",
+                micros(p50),
+                micros(p99),
+                micros(c50),
+                micros(c99)
+            );
+        }
+        for line in &rl_lines {
+            println!("{line}");
+        }
+    }
+
     if !jwt_lines.is_empty() {
         println!();
         println!(
@@ -211,6 +247,70 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory) -> bool {
          load generator's share of one core"
     );
     bars.print()
+}
+
+/// The rate-limited targets against `sentinel` in one cell; bars at 1 connection.
+fn rate_limit_lines(
+    targets: &[&str],
+    cell: &Cell,
+    redis_rtt: Option<RedisRtt>,
+    lines: &mut Vec<String>,
+    bars: &mut Bars,
+) {
+    let Some(base) = targets.iter().position(|t| *t == "sentinel") else {
+        return;
+    };
+    for (name, bar) in [
+        ("sentinel-rl-memory", None),
+        ("sentinel-rl-redis", redis_rtt.map(|(_, check)| check)),
+    ] {
+        let Some(t) = targets.iter().position(|x| *x == name) else {
+            continue;
+        };
+        let p50 = added_us(cell, t, base, |m| m.p50);
+        let p99 = added_us(cell, t, base, |m| m.p99);
+        let cpu = optional_median(
+            cell.runs[t]
+                .iter()
+                .zip(&cell.runs[base])
+                .map(|(m, b)| Some(micros(m.proxy_cpu_per_req?) - micros(b.proxy_cpu_per_req?))),
+        );
+        lines.push(format!(
+            "  {name:<18} {} c={}: {p50:+.1} µs p50, {p99:+.1} µs p99, CPU {}",
+            cell.workload_key,
+            cell.conns,
+            cpu.map_or("?".to_owned(), |c| format!("{c:+.1} µs"))
+        ));
+        let errors: u64 = cell.runs[t].iter().map(|m| m.errors).sum();
+        bars.check(
+            errors == 0,
+            format!(
+                "no failed requests through {name}, {} c={}",
+                cell.workload_key, cell.conns
+            ),
+        );
+        if cell.conns != 1 {
+            continue;
+        }
+        match bar {
+            None => bars.check(
+                p50 < RL_MEMORY_BAR_US,
+                format!(
+                    "memory limiter adds under {RL_MEMORY_BAR_US} µs p50, {} c=1: {p50:+.1} µs",
+                    cell.workload_key
+                ),
+            ),
+            Some((rtt50, _)) => bars.check(
+                p50 <= micros(rtt50),
+                format!(
+                    "Redis limiter within one round trip, {} c=1: {p50:+.1} µs p50 <= check \
+                     round trip {:.1} µs",
+                    cell.workload_key,
+                    micros(rtt50)
+                ),
+            ),
+        }
+    }
 }
 
 fn summarize(cell: &Cell, target: usize) -> Summary {

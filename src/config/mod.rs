@@ -2,6 +2,7 @@
 //! overridden by command-line flags and their environment variables.
 
 pub mod auth;
+pub mod ratelimit;
 pub mod reader;
 pub mod upstream;
 
@@ -39,6 +40,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// Required: there is no implicit allow.
     pub policy: Option<crate::policy::PolicyConfig>,
+    /// Rate and concurrency limits; none when absent.
+    pub rate_limits: Option<ratelimit::RateLimitConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +123,7 @@ impl Default for Config {
             tls: None,
             sessions: SessionsConfig::default(),
             policy: None,
+            rate_limits: None,
         }
     }
 }
@@ -228,6 +232,9 @@ impl Config {
         let mut sessions = r.child(&mut top, "sessions");
         cfg.sessions = SessionsConfig::read(&mut r, &mut sessions);
         r.close(sessions);
+        let mut rl = r.child(&mut top, "rate_limits");
+        cfg.rate_limits = ratelimit::RateLimitConfig::read(&mut r, &mut rl);
+        r.close(rl);
         if cfg.auth.mtls.is_some() && cfg.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
             r.error(
                 "auth.mtls",
@@ -258,6 +265,10 @@ impl Config {
             .url
             .as_ref()
             .map_or("(not set: pass --upstream)".to_string(), |u| u.to_string());
+        let rate_limits = self
+            .rate_limits
+            .as_ref()
+            .map_or("rate_limits: none".to_string(), |r| r.summary());
         vec![
             format!("source: {}", self.source),
             format!("listen: {} (MCP path {})", self.listen, self.mcp_path),
@@ -279,6 +290,7 @@ impl Config {
                 Some(p) => p.summary(),
                 None => "policy: (none)".to_string(),
             },
+            rate_limits,
         ]
     }
 }

@@ -194,6 +194,13 @@ impl<'v> Section<'v> {
         self.map.is_some()
     }
 
+    /// `key` is written in this section (and not null), valid or not.
+    pub fn has(&self, key: &str) -> bool {
+        self.map
+            .and_then(|m| m.get(key))
+            .is_some_and(|v| !v.is_null())
+    }
+
     fn take(&mut self, key: &'static str) -> Option<&'v Value> {
         self.taken.push(key);
         match self.map?.get(key) {

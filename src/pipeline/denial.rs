@@ -51,10 +51,13 @@ pub enum Reason {
     UpstreamUnavailable,
     UpstreamTimeout,
     ShuttingDown,
+    RateLimited,
+    ConcurrencyLimited,
+    RateLimitUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 26] = [
         Reason::NotFound,
         Reason::MethodNotAllowed,
         Reason::UnsupportedMediaType,
@@ -78,6 +81,9 @@ impl Reason {
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
         Reason::ShuttingDown,
+        Reason::RateLimited,
+        Reason::ConcurrencyLimited,
+        Reason::RateLimitUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +111,9 @@ impl Reason {
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::ShuttingDown => "shutting_down",
+            Reason::RateLimited => "rate_limited",
+            Reason::ConcurrencyLimited => "concurrency_limited",
+            Reason::RateLimitUnavailable => "rate_limit_unavailable",
         }
     }
 
@@ -156,13 +165,22 @@ impl Reason {
             Reason::UpstreamUnavailable => (S::BAD_GATEWAY, -32603, "Upstream unavailable"),
             Reason::UpstreamTimeout => (S::GATEWAY_TIMEOUT, -32603, "Upstream timed out"),
             Reason::ShuttingDown => (S::SERVICE_UNAVAILABLE, -32603, "Shutting down"),
+            // No JSON-RPC code is defined for these; the HTTP status, outside the reserved
+            // -32768..-32000 range, is what an agent already knows to back off on.
+            Reason::RateLimited => (S::TOO_MANY_REQUESTS, 429, "Rate limit exceeded"),
+            Reason::ConcurrencyLimited => {
+                (S::TOO_MANY_REQUESTS, 429, "Too many concurrent tool calls")
+            }
+            Reason::RateLimitUnavailable => {
+                (S::SERVICE_UNAVAILABLE, -32603, "Rate limiter unavailable")
+            }
         }
     }
 
     pub fn fault(self) -> Fault {
         match self {
             Reason::UpstreamUnavailable | Reason::UpstreamTimeout => Fault::Upstream,
-            Reason::ShuttingDown => Fault::Sentinel,
+            Reason::ShuttingDown | Reason::RateLimitUnavailable => Fault::Sentinel,
             _ => Fault::Client,
         }
     }
@@ -345,12 +363,14 @@ mod tests {
         );
     }
 
+    /// Codes are the spec's own, or custom ones outside the reserved -32768..-32000.
     #[test]
     fn custom_codes_stay_in_spec() {
         for r in Reason::ALL {
             let code = r.answer().1;
             assert!(
-                [-32700, -32600, -32602, -32603, -32020].contains(&code),
+                [-32700, -32600, -32602, -32603, -32020].contains(&code)
+                    || !(-32768..=-32000).contains(&code),
                 "{r:?} uses {code}"
             );
         }

@@ -6,6 +6,7 @@ pub mod authenticate;
 pub mod authorize;
 pub mod denial;
 pub mod parse;
+pub mod ratelimit;
 pub mod session;
 pub mod transport;
 
@@ -52,6 +53,8 @@ pub struct Ctx {
     pub policy: Option<Arc<crate::policy::Policy>>,
     /// The authorization decision (the last one for a batch or several targets).
     pub decision: Option<crate::policy::Decision>,
+    /// Concurrency-limit slots this request's calls hold until the response ends.
+    pub permits: Option<crate::ratelimit::concurrency::Permits>,
 }
 
 impl Ctx {
@@ -81,6 +84,7 @@ impl Ctx {
             session_id: None,
             policy: None,
             decision: None,
+            permits: None,
         }
     }
 
@@ -111,6 +115,7 @@ pub enum Check {
     Authenticate(authenticate::Authenticate),
     Session(Arc<session::Session>),
     Authorize(authorize::Authorize),
+    RateLimit(ratelimit::RateLimit),
 }
 
 impl Check {
@@ -121,6 +126,7 @@ impl Check {
             Check::Authenticate(_) => "authenticate",
             Check::Session(_) => "session",
             Check::Authorize(_) => "authorize",
+            Check::RateLimit(_) => "ratelimit",
         }
     }
 
@@ -131,6 +137,7 @@ impl Check {
             Check::Authenticate(c) => c.run(ctx).await,
             Check::Session(c) => c.run(ctx),
             Check::Authorize(c) => c.run(ctx),
+            Check::RateLimit(c) => c.run(ctx).await,
         }
     }
 }
@@ -149,8 +156,9 @@ impl Pipeline {
         authenticate: authenticate::Authenticate,
         session: Arc<session::Session>,
         authorize: authorize::Authorize,
+        ratelimit: Option<ratelimit::RateLimit>,
     ) -> Self {
-        let checks = vec![
+        let mut checks = vec![
             // 1. method, path, media types, Origin, session id syntax, body size; reads the body.
             Check::Transport(transport::Transport::new(config)),
             // 2. the JSON-RPC envelope, era, targets, modern header/body agreement.
@@ -162,6 +170,10 @@ impl Pipeline {
             // 5. the policy allows every message (and every target) of the body.
             Check::Authorize(authorize),
         ];
+        // 6. budgets per principal/tool/method and concurrent tool calls (429 over a limit);
+        //    only when `rate_limits` is configured. After the identity (and authorization):
+        //    a refused call takes no budget.
+        checks.extend(ratelimit.map(Check::RateLimit));
         let durations = checks
             .iter()
             .map(|c| metrics.check_histogram(c.name()))

@@ -15,12 +15,15 @@ use super::guard::RequestGuard;
 use super::rewrite::Rewriter;
 use super::tap::TaskTap;
 use super::upstream::Lease;
+use crate::ratelimit::concurrency::Permits;
 
 pub struct ProxyBody {
     inner: Inner,
     guard: Option<RequestGuard>,
     /// Sees the body as it passes (task handles of `tools/call` answers).
     tap: Option<Box<TaskTap>>,
+    /// Concurrency-limit slots, returned when the body ends (or is dropped).
+    permits: Option<Permits>,
 }
 
 enum Inner {
@@ -50,6 +53,7 @@ impl ProxyBody {
             inner: Inner::Full(if bytes.is_empty() { None } else { Some(bytes) }),
             guard: None,
             tap: None,
+            permits: None,
         }
     }
 
@@ -72,6 +76,7 @@ impl ProxyBody {
             },
             guard: None,
             tap: None,
+            permits: None,
         }
     }
 
@@ -89,6 +94,13 @@ impl ProxyBody {
 
     pub fn with_tap(mut self, tap: TaskTap) -> Self {
         self.tap = Some(Box::new(tap));
+        self
+    }
+
+    pub fn with_permits(mut self, permits: Permits) -> Self {
+        if !self.is_end_stream() {
+            self.permits = Some(permits);
+        }
         self
     }
 
@@ -122,6 +134,9 @@ impl Body for ProxyBody {
             None => true,
             Some(Err(_)) => false,
         };
+        if ended {
+            this.permits = None;
+        }
         if let Some(guard) = &mut this.guard {
             match &item {
                 Some(Ok(frame)) => {

@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod client;
 pub mod idp;
 pub mod keys;
+pub mod ratelimit;
 pub mod sentinel;
 pub mod tls;
 pub mod upstream;
