@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::metadata::ResourceMetadata;
 use crate::auth::{AuthFailure, Principal};
 use crate::config::auth::MtlsConfig;
+use crate::mcp::Method;
 use crate::mcp::{Envelope, Era};
 use crate::metrics::{Metrics, Op, Outcome};
 use crate::pipeline::session::Session;
 use crate::pipeline::{Ctx, Pipeline};
 use crate::policy::filter::{
-    ListFilter, ListKind, MessageEdit, ServerRequestBlocker, blocked_answer,
+    InputRequestBlocker, ListFilter, ListKind, MessageEdit, ServerRequestBlocker, blocked_answer,
 };
 use crate::proxy::Proxy;
 use crate::proxy::body::ProxyBody;
@@ -165,6 +166,25 @@ impl Traffic {
                     .metrics
                     .list_items_hidden
                     .with_label_values(&[kind.as_str()]),
+            })
+        } else if ctx.era == Era::Modern
+            && let Some(m) = single
+            && matches!(
+                m.method,
+                Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead
+            )
+            && let Some(id) =
+                m.id.as_ref()
+                    .and_then(|id| serde_json::from_str(id.get()).ok())
+        {
+            let blocked = policy.blocked_server_requests(principal);
+            if blocked.is_empty() {
+                return resp;
+            }
+            Box::new(InputRequestBlocker {
+                id,
+                blocked,
+                counter: self.metrics.server_requests_blocked.clone(),
             })
         } else if sse && ctx.era == Era::Legacy {
             let blocked = policy.blocked_server_requests(principal);

@@ -24,8 +24,8 @@ policy:
   default: deny
   answer: {ANSWER}
   rules:
-    - {name: staff-tools, effect: allow, groups: [staff], tools: [echo, add, roots, slow]}
-    - {name: guest-tools, effect: allow, groups: [guests], tools: [echo, roots]}
+    - {name: staff-tools, effect: allow, groups: [staff], tools: [echo, add, roots, roots_mrtr, slow]}
+    - {name: guest-tools, effect: allow, groups: [guests], tools: [echo, roots, roots_mrtr]}
     - name: guest-small-sums
       effect: allow
       groups: [guests]
@@ -107,14 +107,18 @@ async fn each_identity_sees_only_what_it_may_use_in_every_era() {
 
         assert_eq!(
             tools(&alice).await,
-            set(&["echo", "add", "roots", "slow"]),
+            set(&["echo", "add", "roots", "roots_mrtr", "slow"]),
             "{label}"
         );
         // add is listed for bob: its argument condition can be met.
-        assert_eq!(tools(&bob).await, set(&["echo", "add", "roots"]), "{label}");
+        assert_eq!(
+            tools(&bob).await,
+            set(&["echo", "add", "roots", "roots_mrtr"]),
+            "{label}"
+        );
         assert_eq!(
             tools(&carol).await,
-            set(&["echo", "add", "roots", "slow", "delete_file"]),
+            set(&["echo", "add", "roots", "roots_mrtr", "slow", "delete_file"]),
             "{label}"
         );
 
@@ -456,7 +460,7 @@ async fn filtered_lists_stay_valid_sse_and_modern_lists_are_private() {
         .iter()
         .map(|t| t["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(tools, set(&["echo", "add", "roots"]));
+    assert_eq!(tools, set(&["echo", "add", "roots", "roots_mrtr"]));
     assert!(
         msg["result"].get("cacheScope").is_none(),
         "legacy lists are unmarked"
@@ -468,7 +472,7 @@ async fn filtered_lists_stay_valid_sse_and_modern_lists_are_private() {
     assert_eq!(r.status, 200, "{}", r.body);
     let msg = r.final_message().unwrap();
     assert_eq!(msg["result"]["cacheScope"], "private");
-    assert_eq!(msg["result"]["tools"].as_array().unwrap().len(), 3);
+    assert_eq!(msg["result"]["tools"].as_array().unwrap().len(), 4);
 }
 
 /// `roots/list` from the upstream reaches alice's client, not bob's: bob's is answered to the
@@ -516,4 +520,41 @@ async fn server_to_client_requests_are_blocked_per_caller() {
             .await,
         n
     );
+}
+
+/// 2026-07-28: the server asks for roots inside its result (`input_required`). Alice's client
+/// answers and retries; bob's call ends with the error a client without the capability causes,
+/// and his client never sees the request.
+#[tokio::test]
+async fn modern_input_requests_are_blocked_per_caller() {
+    let bed = bed("unknown").await;
+    let era = Era::Modern;
+    let alice = connect(&bed.sentinel.url, &era, &key(ALICE)).await.unwrap();
+    let bob = connect(&bed.sentinel.url, &era, &key(BOB)).await.unwrap();
+    let a = alice
+        .call_tool(tool_call("roots_mrtr", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(a.content[0].as_text().unwrap().text, "roots: 1");
+    assert_eq!(alice.service().roots_asked(), 1);
+    let err = bob
+        .call_tool(tool_call("roots_mrtr", json!({})))
+        .await
+        .expect_err("blocked");
+    let text = format!("{err:?}");
+    assert!(text.contains("-32021"), "{text}");
+    assert_eq!(bob.service().roots_asked(), 0, "bob's client never saw it");
+    assert_eq!(
+        bed.upstream.calls("roots_mrtr"),
+        3,
+        "alice's two rounds, bob's one"
+    );
+    assert_eq!(
+        bed.sentinel
+            .metric(r#"mcp_sentinel_server_requests_blocked_total{method="roots/list"}"#)
+            .await,
+        1.0
+    );
+    let _ = alice.cancel().await;
+    let _ = bob.cancel().await;
 }

@@ -176,6 +176,61 @@ impl MessageEdit for ServerRequestBlocker {
     }
 }
 
+/// The modern era's server→client requests travel inside results (SEP-2322 multi round-trip
+/// requests): a `tools/call`, `prompts/get` or `resources/read` answered `resultType:
+/// "input_required"` with `inputRequests`. When one of them is a method the caller may not
+/// receive, the result becomes the error a client without that capability would cause, so the
+/// client neither sees the request nor retries; the upstream is stateless and waits for nothing.
+pub struct InputRequestBlocker {
+    /// The request's id, to find its answer.
+    pub id: Value,
+    pub blocked: Vec<&'static str>,
+    pub counter: prometheus::IntCounterVec,
+}
+
+impl MessageEdit for InputRequestBlocker {
+    fn edit(&mut self, message: &[u8]) -> Edit {
+        let Ok(v) = serde_json::from_slice::<Value>(message) else {
+            return Edit::Keep;
+        };
+        if v.get("id") != Some(&self.id) {
+            return Edit::Keep;
+        }
+        let Some(result) = v.get("result") else {
+            return Edit::Keep;
+        };
+        if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+            return Edit::Keep;
+        }
+        let Some(Value::Object(requests)) = result.get("inputRequests") else {
+            return Edit::Keep;
+        };
+        let blocked: Vec<&'static str> = requests
+            .values()
+            .filter_map(|r| r.get("method").and_then(Value::as_str))
+            .filter_map(|m| self.blocked.iter().copied().find(|b| *b == m))
+            .collect();
+        if blocked.is_empty() {
+            return Edit::Keep;
+        }
+        for m in &blocked {
+            self.counter.with_label_values(&[m]).inc();
+        }
+        Edit::Replace(
+            serde_json::to_vec(&serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": self.id,
+                "error": {"code": -32021, "message": "Missing required client capability"}
+            }))
+            .expect("a JSON value serializes"),
+        )
+    }
+
+    fn oversized(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
 /// The JSON-RPC error the upstream gets for a blocked server→client request.
 pub fn blocked_answer(id: &Value) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({

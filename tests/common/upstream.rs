@@ -498,6 +498,12 @@ pub fn tools() -> Vec<Tool> {
             schema(json!({ "type": "object", "properties": {} })),
         ),
         Tool::new(
+            "roots_mrtr",
+            "2026-07-28 only: answers input_required with a roots/list input request, then \
+             reports how many roots the retry carried",
+            schema(json!({ "type": "object", "properties": {} })),
+        ),
+        Tool::new(
             "background",
             "Echoes text as a task (SEP-2663) when the client declares the tasks extension, \
              after delay_ms (default 0) unless cancelled; inline otherwise",
@@ -564,6 +570,33 @@ async fn ask_roots(peer: &rmcp::Peer<RoleServer>) -> CallToolResult {
     match peer.list_roots().await {
         Ok(r) => text(format!("roots: {}", r.roots.len())),
         Err(e) => text(format!("roots refused: {e}")),
+    }
+}
+
+/// The `roots_mrtr` tool: a multi round-trip request (SEP-2322). The first round asks for the
+/// client's roots inside the result; the retry carries them in `inputResponses`.
+#[allow(deprecated)]
+fn roots_round(request: &CallToolRequestParams) -> CallToolResponse {
+    match request
+        .input_responses
+        .as_ref()
+        .and_then(|r| r.get("roots"))
+    {
+        Some(answer) => {
+            let n = answer
+                .get("roots")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            text(format!("roots: {n}")).into()
+        }
+        None => rmcp::model::InputRequiredResult::from_input_requests(
+            [(
+                "roots".to_owned(),
+                rmcp::model::InputRequest::ListRoots(rmcp::model::ListRootsRequest::default()),
+            )]
+            .into(),
+        )
+        .into(),
     }
 }
 
@@ -712,6 +745,7 @@ impl ServerHandler for DemoServer {
             )),
             "delete_file" => text(format!("deleted {}", str_arg(&args, "path")?)),
             "roots" => ask_roots(&context.peer).await,
+            "roots_mrtr" => return Ok(roots_round(&request)),
             "background" => return self.background(&args, &context),
             other => {
                 return Err(ErrorData::invalid_params(
