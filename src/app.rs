@@ -102,7 +102,7 @@ impl Sentinel {
         let store = PolicyStore::new(policy, metrics.registry())
             .map_err(|e| StartError::Auth(e.to_string()))?;
         store.spawn_reloader(stop.clone());
-        let authorize = Authorize::new(store, auth.metadata.clone(), metrics.registry())
+        let authorize = Authorize::new(store.clone(), auth.metadata.clone(), metrics.registry())
             .map_err(|e| StartError::Auth(e.to_string()))?;
         let ratelimit = match &config.rate_limits {
             Some(rl) => {
@@ -128,6 +128,7 @@ impl Sentinel {
             config.mcp_path.clone(),
             auth.metadata,
             auth.session,
+            store,
         ));
 
         let admin_stop = CancellationToken::new();

@@ -24,9 +24,9 @@ use crate::mcp::{Envelope, Era};
 use crate::metrics::{Metrics, Op, Outcome};
 use crate::pipeline::session::Session;
 use crate::pipeline::{Ctx, Pipeline};
-use crate::policy::filter::{
-    InputRequestBlocker, ListFilter, ListKind, MessageEdit, ServerRequestBlocker, blocked_answer,
-};
+use crate::pipeline::{Denial, Reason};
+use crate::policy::PolicyStore;
+use crate::policy::filter::{AnswerEdit, OnBlocked, PolicyRef, blocked_answer};
 use crate::proxy::Proxy;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::guard::RequestGuard;
@@ -42,6 +42,8 @@ pub struct Traffic {
     next_id: AtomicU64,
     metadata: Arc<ResourceMetadata>,
     session: Arc<Session>,
+    /// The running policy, for answers that outlive a reload (GET streams).
+    policy: Arc<PolicyStore>,
 }
 
 /// The identity of a connection's verified client certificate.
@@ -55,6 +57,7 @@ impl Traffic {
         mcp_path: String,
         metadata: Arc<ResourceMetadata>,
         session: Arc<Session>,
+        policy: Arc<PolicyStore>,
     ) -> Self {
         Self {
             pipeline,
@@ -64,6 +67,7 @@ impl Traffic {
             next_id: AtomicU64::new(1),
             metadata,
             session,
+            policy,
         }
     }
 
@@ -150,64 +154,62 @@ impl Traffic {
             return resp;
         }
         let sse = is_sse(&resp);
-        let single = ctx.envelope.as_ref().and_then(|e| e.single());
-        let list = single.and_then(|m| Some((ListKind::of(m.method)?, m.id.as_ref()?)));
-        let edit: Box<dyn MessageEdit> = if let Some((kind, id)) = list {
-            let Ok(id) = serde_json::from_str(id.get()) else {
-                return resp;
-            };
-            Box::new(ListFilter {
-                policy: policy.clone(),
-                principal: principal.clone(),
-                kind,
-                id,
-                modern: ctx.era == Era::Modern,
-                hidden: self
-                    .metrics
-                    .list_items_hidden
-                    .with_label_values(&[kind.as_str()]),
-            })
-        } else if ctx.era == Era::Modern
-            && let Some(m) = single
-            && matches!(
-                m.method,
-                Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead
-            )
-            && let Some(id) =
-                m.id.as_ref()
-                    .and_then(|id| serde_json::from_str(id.get()).ok())
-        {
-            let blocked = policy.blocked_server_requests(principal);
-            if blocked.is_empty() {
-                return resp;
-            }
-            Box::new(InputRequestBlocker {
-                id,
-                blocked,
-                counter: self.metrics.server_requests_blocked.clone(),
-            })
-        } else if sse && ctx.era == Era::Legacy {
-            let blocked = policy.blocked_server_requests(principal);
-            if blocked.is_empty() {
-                return resp;
-            }
-            let send = self.proxy.answer_upstream(ctx);
-            let counter = self.metrics.server_requests_blocked.clone();
-            let subject = principal.subject.clone();
-            Box::new(ServerRequestBlocker {
-                blocked,
-                answer: Box::new(move |method: &str, id: serde_json::Value| {
-                    counter.with_label_values(&[method]).inc();
-                    tracing::info!(subject = %subject, method, "server-to-client request blocked by policy");
-                    send(bytes::Bytes::from(blocked_answer(&id)));
-                }),
-            })
-        } else {
+        let modern = ctx.era == Era::Modern;
+        let stream = ctx.parts.method == HttpMethod::GET;
+        let messages = ctx.envelope.as_ref().map_or(&[][..], |e| &e.messages[..]);
+        // A GET stream may replay any earlier answer (resumption), so it is always edited.
+        let lists = stream || messages.iter().any(|m| m.method.is_list());
+        let asks_input = modern
+            && messages.iter().any(|m| {
+                matches!(
+                    m.method,
+                    Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead
+                )
+            });
+        let legacy_stream = sse && !modern;
+        let blocks =
+            stream || ((legacy_stream || asks_input) && policy.blocks_server_requests(principal));
+        if !lists && !blocks {
             return resp;
+        }
+        if let Some(enc) = resp.headers().get(http::header::CONTENT_ENCODING)
+            && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+        {
+            // The upstream is asked for identity; an answer it compressed anyway cannot be
+            // inspected, so it is not passed on.
+            return ctx.deny(
+                Denial::new(Reason::UpstreamUnavailable)
+                    .with_detail("compressed answer that the policy must inspect"),
+            );
+        }
+        let on_blocked: Option<OnBlocked> = legacy_stream.then(|| {
+            let send = self.proxy.answer_upstream(ctx);
+            let subject = principal.subject.clone();
+            Box::new(move |method: &str, id: serde_json::Value| {
+                tracing::info!(subject = %subject, method, "server-to-client request blocked by policy");
+                send(bytes::Bytes::from(blocked_answer(&id)));
+            }) as OnBlocked
+        });
+        let edit = AnswerEdit {
+            policy: if stream {
+                PolicyRef::Live(self.policy.clone())
+            } else {
+                PolicyRef::Fixed(policy.clone())
+            },
+            principal: principal.clone(),
+            modern,
+            lists,
+            request_id: ctx.reply_id().and_then(|id| serde_json::from_str(&id).ok()),
+            on_blocked,
+            hidden: self.metrics.list_items_hidden.clone(),
+            blocked: self.metrics.server_requests_blocked.clone(),
         };
         let (mut parts, body) = resp.into_parts();
         parts.headers.remove(http::header::CONTENT_LENGTH);
-        Response::from_parts(parts, body.with_rewriter(Rewriter::new(sse, edit)))
+        Response::from_parts(
+            parts,
+            body.with_rewriter(Rewriter::new(sse, Box::new(edit))),
+        )
     }
 
     /// RFC 9728 metadata: public, cacheable, never behind authentication.
@@ -221,10 +223,7 @@ impl Traffic {
 }
 
 fn is_sse(resp: &Response<ProxyBody>) -> bool {
-    resp.headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"))
+    crate::proxy::headers::is_event_stream(resp.headers())
 }
 
 /// What every request of one client connection shares.

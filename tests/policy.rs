@@ -558,3 +558,114 @@ async fn modern_input_requests_are_blocked_per_caller() {
     let _ = alice.cancel().await;
     let _ = bob.cancel().await;
 }
+
+/// What a caller cannot use does not leak through the other shapes an answer can take: a
+/// 2025-03-26 batch holding a list, a compressed answer, or a URI spelled another way; a body
+/// whose arguments the policy cannot read is refused, and so is a client response outside the
+/// caller's session.
+#[tokio::test]
+async fn other_shapes_of_a_request_do_not_bypass_the_policy() {
+    let bed = bed("unknown").await;
+    let url = &bed.sentinel.url;
+    // An id the upstream may echo in another spelling (1.0 → 1), and a client asking for a
+    // compressed answer: the list is filtered all the same.
+    let mut h = vec![
+        ("MCP-Protocol-Version".to_string(), "2025-03-26".to_string()),
+        ("X-API-Key".to_string(), BOB.to_string()),
+        ("Accept-Encoding".to_string(), "gzip, br".to_string()),
+    ];
+    let mut init = common::keys::init_body();
+    init["params"]["protocolVersion"] = json!("2025-03-26");
+    let init = raw_post(url, &h, &init).await;
+    h.push((
+        "Mcp-Session-Id".into(),
+        init.header("mcp-session-id").unwrap(),
+    ));
+    let r = raw_post(
+        url,
+        &h,
+        &json!({"jsonrpc": "2.0", "id": 1.0, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.header("content-encoding").is_none());
+    let msgs: Vec<Value> = r
+        .messages()
+        .into_iter()
+        .flat_map(|m| match m {
+            Value::Array(items) => items,
+            one => vec![one],
+        })
+        .collect();
+    let tools = msgs
+        .iter()
+        .find_map(|m| m["result"]["tools"].as_array().cloned())
+        .expect("the tools/list answer");
+    let names: BTreeSet<String> = tools
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, set(&["echo", "add", "roots", "roots_mrtr"]));
+    let seen = bed.upstream.last_request("tools/list").unwrap();
+    assert_eq!(
+        seen.header("accept-encoding"),
+        None,
+        "the upstream is asked for an uncompressed answer the policy can read"
+    );
+
+    // Resource URIs are decided in normal form.
+    let h = session_headers(url, BOB).await;
+    for uri in [
+        "file:///docs/../secret/keys.txt",
+        "FILE:///secret/keys.txt",
+        "file:///%73ecret/keys.txt",
+    ] {
+        let r = raw_post(
+            url,
+            &h,
+            &json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read", "params": {"uri": uri}}),
+        )
+        .await;
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.body).unwrap()["error"]["code"],
+            -32002,
+            "{uri}"
+        );
+    }
+    let ah = session_headers(url, ALICE).await;
+    let r = raw_post(
+        url,
+        &ah,
+        &json!({"jsonrpc": "2.0", "id": 3, "method": "resources/read",
+                "params": {"uri": "file:///docs/../docs/./readme.md"}}),
+    )
+    .await;
+    // Allowed (its normal form is under file:///docs/) and forwarded as sent.
+    assert_eq!(r.status, 200);
+    assert_eq!(bed.upstream.reads("file:///docs/../docs/./readme.md"), 1);
+
+    // Arguments the policy cannot read as the upstream would (a duplicated key): refused.
+    let mut req = common::client::http_client()
+        .post(url.as_str())
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream");
+    for (k, v) in &h {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let dup = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2},"arguments":{"a":50,"b":2}}}"#;
+    let resp = req.body(dup).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"jsonrpc": "2.0", "id": 4, "error": {"code": -32602, "message": "Invalid params"}})
+    );
+    assert_eq!(bed.upstream.calls("add"), 0);
+
+    // A client response outside any session of the caller's.
+    let mut nh = legacy_headers("2025-06-18", None);
+    nh.extend(pairs(&[("X-API-Key", BOB)]));
+    let r = raw_post(url, &nh, &json!({"jsonrpc": "2.0", "id": 9, "result": {}})).await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.is_empty());
+    assert_eq!(bed.upstream.reads("file:///secret/keys.txt"), 0);
+}

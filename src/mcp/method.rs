@@ -87,6 +87,18 @@ impl Method {
     }
 
     /// The metric label: the method name, or a catch-all.
+    /// `tools/list`, `prompts/list`, `resources/list` or `resources/templates/list`: answers
+    /// the policy filters.
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            Method::ToolsList
+                | Method::PromptsList
+                | Method::ResourcesList
+                | Method::ResourcesTemplatesList
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Initialize => "initialize",

@@ -60,20 +60,33 @@ impl Authorize {
             ctx.policy = Some(policy);
             return Ok(());
         };
-        let args = if policy.has_conditions() {
-            call_arguments(&ctx.body, env.batch)
+        let calls = env.messages.iter().any(|m| m.method == Method::ToolsCall);
+        let args = if policy.has_conditions() && calls {
+            // Conditions read the arguments the upstream will read; a body whose arguments
+            // cannot be read the same way is refused rather than decided without them.
+            match call_arguments(&ctx.body, env.batch) {
+                Some(args) => args,
+                None => {
+                    return Err(Denial::new(Reason::InvalidParams)
+                        .with_detail("tools/call arguments could not be read for the policy"));
+                }
+            }
         } else {
             Vec::new()
         };
         let mut last = None;
         for (i, msg) in env.messages.iter().enumerate() {
             if msg.kind == Kind::Response {
-                // Answers to server→client requests: only inside the caller's own session,
-                // which the session check enforced.
+                // Answers to server→client requests: only inside the caller's own session
+                // (the session check proved `session_id` is the caller's).
+                if ctx.session_id.is_none() {
+                    return Err(Denial::new(Reason::PolicyDenied)
+                        .with_detail("a response outside the caller's own session"));
+                }
                 continue;
             }
             let args = match args.get(i) {
-                Some(Some(v)) => Args::Some(v),
+                Some(Some(v)) if msg.method == Method::ToolsCall => Args::Some(v),
                 _ => Args::None,
             };
             let tool = match &msg.target {
@@ -156,8 +169,10 @@ pub fn operations<'a>(msg: &'a Message, args: Args<'a>) -> Vec<Operation<'a>> {
     }
 }
 
-/// The `params.arguments` of each message, when it has any (index-aligned with the batch).
-fn call_arguments(body: &[u8], batch: bool) -> Vec<Option<Value>> {
+/// The `params.arguments` of each message, when it has any (index-aligned with the batch);
+/// `None` when the body cannot be read that way (a duplicated key, nesting too deep, params
+/// that are not an object).
+fn call_arguments(body: &[u8], batch: bool) -> Option<Vec<Option<Value>>> {
     #[derive(serde::Deserialize)]
     struct Msg {
         #[serde(default)]
@@ -171,12 +186,12 @@ fn call_arguments(body: &[u8], batch: bool) -> Vec<Option<Value>> {
     let args = |m: Msg| m.params.and_then(|p| p.arguments);
     if batch {
         serde_json::from_slice::<Vec<Msg>>(body)
+            .ok()
             .map(|v| v.into_iter().map(args).collect())
-            .unwrap_or_default()
     } else {
         serde_json::from_slice::<Msg>(body)
+            .ok()
             .map(|m| vec![args(m)])
-            .unwrap_or_default()
     }
 }
 

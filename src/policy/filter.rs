@@ -1,14 +1,20 @@
-//! What the policy changes in answers: list results cut down to what the caller may use, and
-//! server→client requests the caller may not receive taken out of SSE streams. Each edit sees
-//! one JSON-RPC message; `proxy::rewrite` does the JSON and SSE framing around it.
+//! What the policy changes in answers, message by message (`proxy::rewrite` does the JSON and
+//! SSE framing around it):
+//! - list results (`tools`, `prompts`, `resources`, `resourceTemplates` arrays) cut down to
+//!   what the caller may use — recognised by their shape, not by matching ids, so a batch, a
+//!   resumed stream or an id the upstream re-encoded cannot carry a list past the filter;
+//! - legacy server→client requests the caller may not receive taken out of the stream (and
+//!   answered to the upstream by the caller of `AnswerEdit`);
+//! - modern `input_required` results asking for such a request turned into the error a client
+//!   without that capability causes.
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use prometheus::IntCounterVec;
+use serde_json::{Map, Value};
 
-use super::{OpTarget, Policy};
+use super::{OpTarget, Policy, PolicyStore};
 use crate::auth::Principal;
-use crate::mcp::Method;
 
 /// What to do with one message of an answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,14 +24,27 @@ pub enum Edit {
     Drop,
 }
 
+/// What to do with a message too large to hold, decided from its first bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Oversized {
+    /// Stream it through unchanged.
+    Pass,
+    /// Send this message instead.
+    Replace(Vec<u8>),
+    Drop,
+}
+
 /// An edit applied to every JSON-RPC message of an answer.
 pub trait MessageEdit: Send + 'static {
     fn edit(&mut self, message: &[u8]) -> Edit;
-    /// The message to send instead of one too large to inspect (`None`: drop it).
-    fn oversized(&mut self) -> Option<Vec<u8>>;
+    fn oversized(&mut self, head: &[u8]) -> Oversized;
+    /// An unterminated last SSE event may go out as it is (nothing in it needs editing).
+    fn keeps_partial(&self) -> bool {
+        true
+    }
 }
 
-/// The four list methods and the item field each is filtered by.
+/// The four list results and the item field that names each entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
     Tools,
@@ -35,15 +54,12 @@ pub enum ListKind {
 }
 
 impl ListKind {
-    pub fn of(method: Method) -> Option<Self> {
-        match method {
-            Method::ToolsList => Some(Self::Tools),
-            Method::PromptsList => Some(Self::Prompts),
-            Method::ResourcesList => Some(Self::Resources),
-            Method::ResourcesTemplatesList => Some(Self::Templates),
-            _ => None,
-        }
-    }
+    const ALL: [ListKind; 4] = [
+        ListKind::Tools,
+        ListKind::Prompts,
+        ListKind::Resources,
+        ListKind::Templates,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -74,164 +90,206 @@ impl ListKind {
     }
 }
 
-/// Filters the result of one list request to what the caller may use. Items are decided the
-/// way calls are, with argument conditions taken as satisfiable; an item without a name is
-/// hidden. Modern-era results are marked `cacheScope: "private"`.
-pub struct ListFilter {
-    pub policy: Arc<Policy>,
-    pub principal: Arc<Principal>,
-    pub kind: ListKind,
-    /// The request's id, to find its answer among the messages of a stream.
-    pub id: Value,
-    pub modern: bool,
-    /// Counts the items hidden.
-    pub hidden: prometheus::IntCounter,
+/// The policy an answer is edited with: the one its request was decided with, or — for a
+/// long-lived GET stream — whichever is running when each message passes.
+pub enum PolicyRef {
+    Fixed(Arc<Policy>),
+    Live(Arc<PolicyStore>),
 }
 
-impl ListFilter {
-    /// Filters one JSON-RPC response value in place; false when it is not this list's result.
-    pub fn apply(&mut self, msg: &mut Value) -> bool {
-        if msg.get("id") != Some(&self.id) {
-            return false;
+impl PolicyRef {
+    fn get(&self) -> Arc<Policy> {
+        match self {
+            PolicyRef::Fixed(p) => p.clone(),
+            PolicyRef::Live(s) => s.current(),
         }
-        let Some(result) = msg.get_mut("result").and_then(Value::as_object_mut) else {
-            return false;
-        };
-        let (array, field) = self.kind.fields();
-        if let Some(Value::Array(items)) = result.get_mut(array) {
-            let before = items.len();
-            items.retain(|item| {
-                item.get(field).and_then(Value::as_str).is_some_and(|name| {
-                    let (method, target) = self.kind.op(name);
-                    self.policy.visible(&self.principal, method, target)
-                })
-            });
-            self.hidden.inc_by((before - items.len()) as u64);
-        }
-        if self.modern {
-            result.insert("cacheScope".into(), Value::String("private".into()));
-        }
-        true
     }
 }
 
-impl MessageEdit for ListFilter {
+/// Called with the method and id of each blocked legacy server→client request.
+pub type OnBlocked = Box<dyn FnMut(&str, Value) + Send>;
+
+/// The policy's edit of one answer.
+pub struct AnswerEdit {
+    pub policy: PolicyRef,
+    pub principal: Arc<Principal>,
+    /// 2026-07-28: filtered lists are marked `cacheScope: "private"`; `input_required`
+    /// results are checked.
+    pub modern: bool,
+    /// The answer may carry list results (a list request, a batch, a GET stream).
+    pub lists: bool,
+    /// The request's id, for the error that replaces a list too large to filter.
+    pub request_id: Option<Value>,
+    /// Legacy streams: blocked server→client requests are dropped and handed to this.
+    pub on_blocked: Option<OnBlocked>,
+    /// `list_items_hidden_total{list}`
+    pub hidden: IntCounterVec,
+    /// `server_requests_blocked_total{method}`
+    pub blocked: IntCounterVec,
+}
+
+impl AnswerEdit {
+    /// Edits one message in place; `None` drops it.
+    fn message(&mut self, policy: &Policy, msg: &mut Value) -> Option<bool> {
+        let Value::Object(obj) = msg else {
+            return Some(false);
+        };
+        if let (Some(Value::String(method)), Some(id)) = (obj.get("method"), obj.get("id")) {
+            // A server→client request.
+            if let Some(on_blocked) = &mut self.on_blocked
+                && super::SERVER_REQUESTS.contains(&method.as_str())
+                && !policy.allows_server_request(&self.principal, method)
+            {
+                self.blocked.with_label_values(&[method]).inc();
+                on_blocked(method, id.clone());
+                return None;
+            }
+            return Some(false);
+        }
+        let id = obj.get("id").cloned().unwrap_or(Value::Null);
+        let Some(Value::Object(result)) = obj.get_mut("result") else {
+            return Some(false);
+        };
+        if self.modern && self.input_request_blocked(policy, result) {
+            *msg = serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {"code": -32021, "message": "Missing required client capability"}
+            });
+            return Some(true);
+        }
+        if !self.lists {
+            return Some(false);
+        }
+        let mut changed = false;
+        for kind in ListKind::ALL {
+            let (array, field) = kind.fields();
+            if let Some(Value::Array(items)) = result.get_mut(array) {
+                let before = items.len();
+                items.retain(|item| {
+                    item.get(field).and_then(Value::as_str).is_some_and(|name| {
+                        let (method, target) = kind.op(name);
+                        policy.visible(&self.principal, method, target)
+                    })
+                });
+                let hidden = (before - items.len()) as u64;
+                self.hidden
+                    .with_label_values(&[kind.as_str()])
+                    .inc_by(hidden);
+                changed = true;
+            }
+        }
+        if changed && self.modern {
+            result.insert("cacheScope".into(), Value::String("private".into()));
+        }
+        Some(changed)
+    }
+
+    /// An `input_required` result asking for a request the caller may not receive.
+    fn input_request_blocked(&self, policy: &Policy, result: &Map<String, Value>) -> bool {
+        if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+            return false;
+        }
+        let Some(Value::Object(requests)) = result.get("inputRequests") else {
+            return false;
+        };
+        let mut blocked = false;
+        for m in requests
+            .values()
+            .filter_map(|r| r.get("method").and_then(Value::as_str))
+        {
+            if !policy.allows_server_request(&self.principal, m) {
+                self.blocked.with_label_values(&[m]).inc();
+                blocked = true;
+            }
+        }
+        blocked
+    }
+
+    fn list_error(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": self.request_id.clone().unwrap_or(Value::Null),
+            "error": {"code": -32603, "message": "Answer could not be filtered"}
+        }))
+        .expect("a JSON value serializes")
+    }
+}
+
+/// Could these bytes hold a list result? (Used when they cannot be parsed.)
+fn may_hold_list(bytes: &[u8]) -> bool {
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    has(b"\"result\"")
+        && (has(b"\"tools\"")
+            || has(b"\"prompts\"")
+            || has(b"\"resources\"")
+            || has(b"\"resourceTemplates\""))
+}
+
+impl MessageEdit for AnswerEdit {
     fn edit(&mut self, message: &[u8]) -> Edit {
         let Ok(mut v) = serde_json::from_slice::<Value>(message) else {
-            return Edit::Keep;
+            // What cannot be read cannot be shown to be safe when it may be a list.
+            return if self.lists && may_hold_list(message) {
+                Edit::Replace(self.list_error())
+            } else {
+                Edit::Keep
+            };
         };
-        if self.apply(&mut v) {
+        let policy = self.policy.get();
+        let changed = match &mut v {
+            Value::Array(items) => {
+                let mut changed = false;
+                let mut kept = Vec::with_capacity(items.len());
+                for mut item in std::mem::take(items) {
+                    match self.message(&policy, &mut item) {
+                        Some(c) => {
+                            changed |= c;
+                            kept.push(item);
+                        }
+                        None => changed = true,
+                    }
+                }
+                if kept.is_empty() {
+                    return Edit::Drop;
+                }
+                *items = kept;
+                changed
+            }
+            msg => match self.message(&policy, msg) {
+                None => return Edit::Drop,
+                Some(c) => c,
+            },
+        };
+        if changed {
             Edit::Replace(serde_json::to_vec(&v).expect("a JSON value serializes"))
         } else {
             Edit::Keep
         }
     }
 
-    /// A list too large to filter is not passed on unfiltered: the caller gets an error.
-    fn oversized(&mut self) -> Option<Vec<u8>> {
-        Some(
-            serde_json::to_vec(&serde_json::json!({
-                "jsonrpc": "2.0",
-                "id": self.id,
-                "error": {"code": -32603, "message": "List too large to filter"}
-            }))
-            .expect("a JSON value serializes"),
-        )
+    /// A list too large to filter is not passed on: the caller gets an error. A server request
+    /// that large is dropped when the caller may not receive some server requests. Everything
+    /// else streams through.
+    fn oversized(&mut self, head: &[u8]) -> Oversized {
+        let needle = b"\"method\"";
+        let looks_like_request = head.windows(needle.len()).any(|w| w == needle);
+        if self.lists && !looks_like_request {
+            return Oversized::Replace(self.list_error());
+        }
+        if looks_like_request && self.on_blocked.is_some() {
+            return Oversized::Drop;
+        }
+        Oversized::Pass
+    }
+
+    fn keeps_partial(&self) -> bool {
+        !self.lists
     }
 }
 
-/// Called with the method and id of each blocked server→client request.
-pub type OnBlocked = Box<dyn FnMut(&str, Value) + Send>;
-
-/// Takes server→client requests of blocked methods out of a stream and hands their id to
-/// `answer`, which tells the upstream (so it does not wait for a reply that never comes).
-pub struct ServerRequestBlocker {
-    pub blocked: Vec<&'static str>,
-    pub answer: OnBlocked,
-}
-
-impl MessageEdit for ServerRequestBlocker {
-    fn edit(&mut self, message: &[u8]) -> Edit {
-        #[derive(serde::Deserialize)]
-        struct Head<'a> {
-            #[serde(borrow, default)]
-            method: Option<std::borrow::Cow<'a, str>>,
-            #[serde(default)]
-            id: Option<Value>,
-        }
-        let Ok(head) = serde_json::from_slice::<Head<'_>>(message) else {
-            return Edit::Keep;
-        };
-        match (head.method, head.id) {
-            (Some(m), Some(id)) if self.blocked.contains(&m.as_ref()) => {
-                (self.answer)(&m, id);
-                Edit::Drop
-            }
-            _ => Edit::Keep,
-        }
-    }
-
-    fn oversized(&mut self) -> Option<Vec<u8>> {
-        None
-    }
-}
-
-/// The modern era's server→client requests travel inside results (SEP-2322 multi round-trip
-/// requests): a `tools/call`, `prompts/get` or `resources/read` answered `resultType:
-/// "input_required"` with `inputRequests`. When one of them is a method the caller may not
-/// receive, the result becomes the error a client without that capability would cause, so the
-/// client neither sees the request nor retries; the upstream is stateless and waits for nothing.
-pub struct InputRequestBlocker {
-    /// The request's id, to find its answer.
-    pub id: Value,
-    pub blocked: Vec<&'static str>,
-    pub counter: prometheus::IntCounterVec,
-}
-
-impl MessageEdit for InputRequestBlocker {
-    fn edit(&mut self, message: &[u8]) -> Edit {
-        let Ok(v) = serde_json::from_slice::<Value>(message) else {
-            return Edit::Keep;
-        };
-        if v.get("id") != Some(&self.id) {
-            return Edit::Keep;
-        }
-        let Some(result) = v.get("result") else {
-            return Edit::Keep;
-        };
-        if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
-            return Edit::Keep;
-        }
-        let Some(Value::Object(requests)) = result.get("inputRequests") else {
-            return Edit::Keep;
-        };
-        let blocked: Vec<&'static str> = requests
-            .values()
-            .filter_map(|r| r.get("method").and_then(Value::as_str))
-            .filter_map(|m| self.blocked.iter().copied().find(|b| *b == m))
-            .collect();
-        if blocked.is_empty() {
-            return Edit::Keep;
-        }
-        for m in &blocked {
-            self.counter.with_label_values(&[m]).inc();
-        }
-        Edit::Replace(
-            serde_json::to_vec(&serde_json::json!({
-                "jsonrpc": "2.0",
-                "id": self.id,
-                "error": {"code": -32021, "message": "Missing required client capability"}
-            }))
-            .expect("a JSON value serializes"),
-        )
-    }
-
-    fn oversized(&mut self) -> Option<Vec<u8>> {
-        None
-    }
-}
-
-/// The JSON-RPC error the upstream gets for a blocked server→client request.
+/// The JSON-RPC error the upstream gets for a blocked server→client request: what a client
+/// without that capability answers.
 pub fn blocked_answer(id: &Value) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "jsonrpc": "2.0",
@@ -239,4 +297,109 @@ pub fn blocked_answer(id: &Value) -> Vec<u8> {
         "error": {"code": -32601, "message": "Method not found"}
     }))
     .expect("a JSON value serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::auth::AuthMethod;
+
+    fn counter(name: &str, label: &str) -> IntCounterVec {
+        IntCounterVec::new(prometheus::Opts::new(name, "test"), &[label]).unwrap()
+    }
+
+    /// Echo allowed, sampling denied for everyone.
+    fn edit(lists: bool, legacy: bool) -> (AnswerEdit, Arc<Mutex<Vec<String>>>) {
+        let policy = Policy::from_yaml(
+            "default: deny\nrules:\n  - {name: echo, effect: allow, tools: [echo]}\n  - {name: no-sampling, effect: deny, methods: [sampling/createMessage]}\n",
+            "t",
+        )
+        .unwrap();
+        let answered = Arc::new(Mutex::new(Vec::new()));
+        let log = answered.clone();
+        let on_blocked: Option<OnBlocked> = legacy.then(|| {
+            Box::new(move |m: &str, id: Value| log.lock().unwrap().push(format!("{m} {id}")))
+                as OnBlocked
+        });
+        let e = AnswerEdit {
+            policy: PolicyRef::Fixed(Arc::new(policy)),
+            principal: Arc::new(Principal::new("p", AuthMethod::Jwt)),
+            modern: false,
+            lists,
+            request_id: Some(json!(7)),
+            on_blocked,
+            hidden: counter("hidden", "list"),
+            blocked: counter("blocked", "method"),
+        };
+        (e, answered)
+    }
+
+    use serde_json::json;
+
+    fn replaced(e: Edit) -> Value {
+        match e {
+            Edit::Replace(b) => serde_json::from_slice(&b).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lists_are_filtered_in_batches_whatever_their_id() {
+        let (mut e, _) = edit(true, false);
+        let batch = json!([
+            {"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "echo"}, {"name": "rm"}]}},
+            {"jsonrpc": "2.0", "id": "x", "result": {"content": []}}
+        ]);
+        let v = replaced(e.edit(batch.to_string().as_bytes()));
+        assert_eq!(v[0]["result"]["tools"], json!([{"name": "echo"}]));
+        assert_eq!(v[1], batch[1]);
+        assert_eq!(e.hidden.with_label_values(&["tools"]).get(), 1);
+    }
+
+    #[test]
+    fn blocked_server_requests_leave_arrays_and_streams() {
+        let (mut e, answered) = edit(false, true);
+        let req =
+            json!({"jsonrpc": "2.0", "id": 5, "method": "sampling/createMessage", "params": {}});
+        assert_eq!(e.edit(req.to_string().as_bytes()), Edit::Drop);
+        let roots = json!({"jsonrpc": "2.0", "id": 6, "method": "roots/list"});
+        assert_eq!(e.edit(roots.to_string().as_bytes()), Edit::Keep);
+        let both = json!([req, roots]);
+        assert_eq!(
+            replaced(e.edit(both.to_string().as_bytes())),
+            json!([roots])
+        );
+        assert_eq!(
+            *answered.lock().unwrap(),
+            ["sampling/createMessage 5", "sampling/createMessage 5"]
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_read_fails_closed_for_lists_only() {
+        let (mut e, _) = edit(true, false);
+        let broken = br#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"rm"}"#;
+        assert_eq!(
+            replaced(e.edit(broken))["error"]["message"],
+            "Answer could not be filtered"
+        );
+        assert_eq!(e.edit(b"not json at all"), Edit::Keep);
+        assert!(!e.keeps_partial());
+        assert!(matches!(
+            e.oversized(b"{\"result\":{\"tools\":["),
+            Oversized::Replace(_)
+        ));
+        let (mut e, _) = edit(false, true);
+        assert_eq!(
+            e.oversized(b"{\"jsonrpc\":\"2.0\",\"result\":"),
+            Oversized::Pass
+        );
+        assert_eq!(
+            e.oversized(b"{\"method\":\"sampling/create"),
+            Oversized::Drop
+        );
+        assert!(e.keeps_partial());
+    }
 }

@@ -288,10 +288,11 @@ impl Rule {
         if self.arguments.is_empty() {
             return true;
         }
+        let deny = self.effect == Effect::Deny;
         match op.args {
-            Args::Listing => self.effect == Effect::Allow,
-            Args::None => self.arguments.iter().all(|c| c.holds(None)),
-            Args::Some(v) => self.arguments.iter().all(|c| c.holds(Some(v))),
+            Args::Listing => !deny,
+            Args::None => self.arguments.iter().all(|c| c.holds(None, deny)),
+            Args::Some(v) => self.arguments.iter().all(|c| c.holds(Some(v), deny)),
         }
     }
 }
@@ -313,9 +314,11 @@ fn claim_matches(claim: Option<&Value>, pats: &[Pattern]) -> bool {
 }
 
 impl Condition {
-    /// An argument the call does not carry, or of the wrong type, fails every test but
-    /// `present: false`: a rule that cannot be evaluated does not apply.
-    fn holds(&self, args: Option<&Value>) -> bool {
+    /// An argument the call does not carry fails every test but `present: false`: the rule
+    /// does not apply. Numbers written as strings (`"5000"`) are compared as numbers, as lax
+    /// upstreams would read them. A value of a type the test cannot read (an object for a
+    /// glob, a word for a range) makes an allow rule not allow and a deny rule deny.
+    fn holds(&self, args: Option<&Value>, deny: bool) -> bool {
         let v = args.and_then(|a| a.pointer(&self.pointer));
         match (&self.test, v) {
             (Test::Present(want), v) => v.is_some() == *want,
@@ -323,21 +326,41 @@ impl Condition {
             (Test::Equals(want), Some(v)) => json_eq(want, v),
             (Test::OneOf(list), Some(v)) => list.iter().any(|w| json_eq(w, v)),
             (Test::Glob(p), Some(Value::String(s))) => p.is_match(s),
-            (Test::Glob(_), Some(_)) => false,
-            (Test::Range { min, max }, Some(v)) => v
-                .as_f64()
-                .is_some_and(|n| min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m)),
+            (Test::Glob(p), Some(v @ (Value::Number(_) | Value::Bool(_)))) => {
+                p.is_match(&v.to_string())
+            }
+            (Test::Glob(_), Some(_)) => deny,
+            (Test::Range { min, max }, Some(v)) => match number(v) {
+                Some(n) => min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m),
+                None => deny,
+            },
         }
     }
 }
 
-/// JSON equality with numbers compared by value (`5` equals `5.0`).
+/// A number, or a string holding one.
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
+        _ => None,
+    }
+}
+
+/// JSON equality with numbers compared by value (`5` equals `5.0` and `"5"`).
 fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
+        (Value::Number(_), Value::String(_)) | (Value::String(_), Value::Number(_)) => {
+            number(a).is_some() && number(a) == number(b)
+        }
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         _ => a == b,
     }
 }
+
+/// Targets longer than this are never allowed (no tool, prompt or resource has such a name;
+/// matching patterns against megabytes would only cost time).
+pub const MAX_TARGET: usize = 64 * 1024;
 
 impl Policy {
     fn compile(
@@ -420,6 +443,30 @@ impl Policy {
     /// allow rule allows; else the default, reported as insufficient scope when an allow rule
     /// matched all but its scopes.
     pub fn decide(&self, p: &Principal, op: &Operation<'_>) -> Decision {
+        let name = match op.target {
+            OpTarget::Tool(n) | OpTarget::Resource(n) | OpTarget::Prompt(n) | OpTarget::Task(n) => {
+                n
+            }
+            OpTarget::None => "",
+        };
+        if name.len() > MAX_TARGET {
+            return Decision {
+                effect: Effect::Deny,
+                reason: DecisionReason::Default,
+                rule: None,
+                scopes: None,
+            };
+        }
+        // Resources are decided in normal form, so no spelling of a URI escapes a rule.
+        if let OpTarget::Resource(uri) = op.target
+            && let std::borrow::Cow::Owned(norm) = pattern::normalize_uri(uri)
+        {
+            let op = Operation {
+                target: OpTarget::Resource(&norm),
+                ..*op
+            };
+            return self.decide(p, &op);
+        }
         let indexed: &[u32] = op
             .target
             .keyed()
@@ -470,20 +517,21 @@ impl Policy {
         self.decide(p, &op).allowed()
     }
 
-    /// The server→client request methods this policy blocks for `p`.
-    pub fn blocked_server_requests(&self, p: &Principal) -> Vec<&'static str> {
+    /// Whether `p` may receive the server→client request `method`.
+    pub fn allows_server_request(&self, p: &Principal, method: &str) -> bool {
+        let op = Operation {
+            method,
+            target: OpTarget::None,
+            args: Args::None,
+        };
+        self.decide(p, &op).allowed()
+    }
+
+    /// Whether some server→client request is kept from `p`.
+    pub fn blocks_server_requests(&self, p: &Principal) -> bool {
         SERVER_REQUESTS
             .iter()
-            .copied()
-            .filter(|m| {
-                let op = Operation {
-                    method: m,
-                    target: OpTarget::None,
-                    args: Args::None,
-                };
-                !self.decide(p, &op).allowed()
-            })
-            .collect()
+            .any(|m| !self.allows_server_request(p, m))
     }
 }
 

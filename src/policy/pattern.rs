@@ -113,6 +113,7 @@ impl Pattern {
             Kind::Literal => self.source == s,
             Kind::Any => true,
             Kind::Prefix(p) => s.starts_with(p.as_str()),
+            Kind::Tokens(t) if is_glob(t) => match_glob(t, s),
             Kind::Tokens(t) => match_tokens(t, s),
         }
     }
@@ -173,6 +174,13 @@ fn template_tokens(
                 tokens.push(Token::Star);
             }
         }
+        Some('/' | '.') if vars.ends_with('*') => {
+            // An exploded list: any number of segments.
+            flush(tokens, lit);
+            if tokens.last() != Some(&Token::Star) {
+                tokens.push(Token::Star);
+            }
+        }
         Some(c @ ('/' | '.')) => {
             for _ in vars.split(',') {
                 lit.push(c);
@@ -188,6 +196,51 @@ fn template_tokens(
     Ok(())
 }
 
+fn is_glob(tokens: &[Token]) -> bool {
+    tokens
+        .iter()
+        .all(|t| matches!(t, Token::Lit(_) | Token::Star | Token::One))
+}
+
+/// `*`/`?` globs in linear time: on a mismatch, only the last `*` is retried one character
+/// further (the classic two-pointer matcher), so no input can make matching explode.
+fn match_glob(tokens: &[Token], s: &str) -> bool {
+    let (mut t, mut i) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        if let Some(tok) = tokens.get(t) {
+            let step = match tok {
+                Token::Star => {
+                    star = Some((t, i));
+                    t += 1;
+                    continue;
+                }
+                Token::Lit(l) => s[i..].starts_with(l.as_str()).then_some(l.len()),
+                Token::One => s[i..].chars().next().map(char::len_utf8),
+                Token::Segment | Token::Query => None,
+            };
+            if let Some(n) = step {
+                t += 1;
+                i += n;
+                continue;
+            }
+        } else if i == s.len() {
+            return true;
+        }
+        // Mismatch (or input left over): let the last `*` take one more character.
+        let Some((st, si)) = star else {
+            return false;
+        };
+        let Some(c) = s[si..].chars().next() else {
+            return false;
+        };
+        star = Some((st, si + c.len_utf8()));
+        t = st + 1;
+        i = si + c.len_utf8();
+    }
+}
+
+/// Templates: backtracking, fine for the bounded lengths `Policy::decide` lets through.
 fn match_tokens(tokens: &[Token], s: &str) -> bool {
     let Some((first, rest)) = tokens.split_first() else {
         return s.is_empty();
@@ -224,6 +277,108 @@ fn match_tokens(tokens: &[Token], s: &str) -> bool {
                         .any(|i| match_tokens(rest, &s[i..]))
                 })
         }
+    }
+}
+
+/// A URI in the form the policy decides on (RFC 3986 §6.2.2): scheme and host in lower case,
+/// percent-encoded unreserved characters decoded (others with upper-case hex), `.` and `..`
+/// path segments removed. So `FILE:///docs/../%73ecret/x` is decided as `file:///secret/x`.
+pub fn normalize_uri(uri: &str) -> std::borrow::Cow<'_, str> {
+    let (scheme, rest) = match uri.split_once(':') {
+        Some((s, r))
+            if !s.is_empty()
+                && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
+        {
+            (Some(s), r)
+        }
+        _ => (None, uri),
+    };
+    let (authority, path_etc) = match rest.strip_prefix("//") {
+        Some(r) => {
+            let end = r.find(['/', '?', '#']).unwrap_or(r.len());
+            (Some(&r[..end]), &r[end..])
+        }
+        None => (None, rest),
+    };
+    let split = path_etc.find(['?', '#']).unwrap_or(path_etc.len());
+    let (path, tail) = path_etc.split_at(split);
+    let mut out = String::with_capacity(uri.len());
+    if let Some(s) = scheme {
+        out.push_str(&s.to_ascii_lowercase());
+        out.push(':');
+    }
+    if let Some(a) = authority {
+        out.push_str("//");
+        out.push_str(&decode_unreserved(&a.to_ascii_lowercase()));
+    }
+    out.push_str(&remove_dot_segments(&decode_unreserved(path)));
+    out.push_str(&decode_unreserved(tail));
+    if out == uri {
+        std::borrow::Cow::Borrowed(uri)
+    } else {
+        std::borrow::Cow::Owned(out)
+    }
+}
+
+fn decode_unreserved(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|&c| hex(c)),
+                b.get(i + 2).and_then(|&c| hex(c)),
+            )
+        {
+            let c = (h * 16 + l) as u8;
+            if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                out.push(c as char);
+            } else {
+                out.push_str(&format!("%{c:02X}"));
+            }
+            i += 3;
+            continue;
+        }
+        let ch = s[i..].chars().next().expect("i is on a char boundary");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// RFC 3986 §5.2.4.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let absolute = path.starts_with('/');
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                if out.len() > usize::from(absolute) {
+                    out.pop();
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let joined = out.join("/");
+    if absolute && !joined.starts_with('/') {
+        format!("/{joined}")
+    } else {
+        joined
     }
 }
 
@@ -285,6 +440,47 @@ mod tests {
         assert!(Pattern::resource("file:///{").is_err());
         assert!(Pattern::resource("file:///{a b}").is_err());
         assert!(Pattern::resource("file:///{}").is_err());
+    }
+
+    #[test]
+    fn uris_are_normalized() {
+        for (raw, norm) in [
+            ("file:///docs/readme.md", "file:///docs/readme.md"),
+            ("FILE:///docs/../secret/x", "file:///secret/x"),
+            ("file:///docs/./a/%73ecret", "file:///docs/a/secret"),
+            ("file:///a/b/../../../etc", "file:///etc"),
+            (
+                "HTTPS://Example.COM/A/%2f/b?q=%7e#f",
+                "https://example.com/A/%2F/b?q=~#f",
+            ),
+            ("db://{schema}/reports", "db://{schema}/reports"),
+            ("urn:x:%41", "urn:x:A"),
+            ("file:///d/é", "file:///d/é"),
+        ] {
+            assert_eq!(normalize_uri(raw), norm, "{raw}");
+        }
+    }
+
+    #[test]
+    fn globs_are_linear() {
+        let long = "a".repeat(100_000);
+        let p = Pattern::glob("*a*a*a*a*a*b");
+        let start = std::time::Instant::now();
+        assert!(!p.is_match(&long));
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        assert!(Pattern::glob("*a*b").is_match("xxaxxbxxab"));
+        assert!(Pattern::glob("a?c*").is_match("abcdef"));
+        assert!(!Pattern::glob("a?c").is_match("ac"));
+        assert!(
+            Pattern::resource("repo://x{/path*}")
+                .unwrap()
+                .is_match("repo://x/a/b/c")
+        );
+        assert!(
+            Pattern::resource("s://q{?a}{&b}")
+                .unwrap()
+                .is_match("s://q?a=1&b=2")
+        );
     }
 
     #[test]

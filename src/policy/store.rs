@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::Policy;
 use super::load::{PolicyConfig, PolicySource, hash_hex};
 
+/// How long a changed policy file must stay the same before it is read as the new policy.
+const SETTLE: Duration = Duration::from_millis(50);
+
 pub struct PolicyStore {
     current: RwLock<Arc<Policy>>,
     file: Option<(PathBuf, Duration)>,
@@ -97,7 +100,7 @@ impl PolicyStore {
     }
 
     /// Re-reads the policy file; `Ok(true)` when a new policy is in use. An unreadable or
-    /// invalid file leaves the running policy in place.
+    /// invalid file leaves the running policy in place. Blocking: call it off the runtime.
     pub fn reload_if_changed(&self) -> Result<bool, String> {
         let Some((path, _)) = &self.file else {
             return Ok(false);
@@ -106,6 +109,14 @@ impl PolicyStore {
             std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         let hash = hash_hex(&text);
         if hash == self.current().hash {
+            return Ok(false);
+        }
+        // A file written in place (not swapped) may be caught half-written: take it only once
+        // it reads the same twice.
+        std::thread::sleep(SETTLE);
+        let again =
+            std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        if again != text {
             return Ok(false);
         }
         let text =
@@ -135,7 +146,9 @@ impl PolicyStore {
                     () = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                this.poll(&path);
+                let (this, path) = (this.clone(), path.clone());
+                // File reads and compiling stay off the threads that serve traffic.
+                let _ = tokio::task::spawn_blocking(move || this.poll(&path)).await;
             }
         }))
     }

@@ -45,6 +45,11 @@ rules:
     tools: [read_file]
     arguments:
       - {path: /path, glob: "/public/*"}
+  - name: no-system-paths
+    effect: deny
+    tools: [read_file]
+    arguments:
+      - {path: /path, glob: "/etc/*"}
   - name: no-force
     effect: deny
     tools: [read_file]
@@ -241,6 +246,10 @@ fn table() -> Vec<Row> {
         row("svc-payments", &[], "tools/call")
             .tool("transfer")
             .args(json!({"amount": "5", "currency": "EUR"}))
+            .allow("transfer-limits"),
+        row("svc-payments", &[], "tools/call")
+            .tool("transfer")
+            .args(json!({"amount": "lots", "currency": "EUR"}))
             .deny("default"),
         row("svc-payments", &[], "tools/call")
             .tool("transfer")
@@ -264,7 +273,11 @@ fn table() -> Vec<Row> {
         row("alice", &["staff"], "tools/call")
             .tool("read_file")
             .args(json!({"path": "/etc/shadow"}))
-            .deny("default"),
+            .deny("no-system-paths"),
+        row("alice", &["staff"], "tools/call")
+            .tool("read_file")
+            .args(json!({"path": {"$ref": "/etc/shadow"}}))
+            .deny("no-system-paths"),
         row("alice", &["staff"], "tools/call")
             .tool("read_file")
             .args(json!({"path": 7}))
@@ -280,6 +293,12 @@ fn table() -> Vec<Row> {
         row("alice", &["staff"], "resources/read")
             .res("file:///docs/a/b.md")
             .deny("default"),
+        row("alice", &["staff"], "resources/read")
+            .res("file:///docs/../secret.md")
+            .deny("default"),
+        row("alice", &["staff"], "resources/read")
+            .res("FILE:///docs/%72eadme.md")
+            .allow("docs-readers"),
         row("alice", &["staff"], "resources/subscribe")
             .res("db://sales/reports")
             .allow("docs-readers"),
@@ -432,10 +451,13 @@ fn default_allow_and_no_builtins() {
         args: Args::None,
     };
     assert!(!strict.decide(&p, &ping).allowed());
-    assert_eq!(
-        strict.blocked_server_requests(&p).len(),
-        SERVER_REQUESTS.len()
+    assert!(
+        SERVER_REQUESTS
+            .iter()
+            .all(|m| !strict.allows_server_request(&p, m))
     );
+    assert!(strict.blocks_server_requests(&p));
+    assert!(!open.blocks_server_requests(&p));
 }
 
 #[test]

@@ -53,6 +53,8 @@ pub fn to_upstream(
 ) {
     strip_hop_by_hop(headers);
     headers.insert(header::HOST, host.clone());
+    // The hop is local, and the policy must be able to read answers it filters.
+    headers.remove(header::ACCEPT_ENCODING);
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => {
             HeaderValue::from_str(&format!("{prev}, {}", peer.to_str().unwrap_or_default())).ok()
@@ -142,7 +144,16 @@ fn header_safe(s: &str) -> HeaderValue {
 /// Prepares upstream headers for the client hop; returns true for an SSE response.
 pub fn to_client(headers: &mut HeaderMap) -> bool {
     strip_hop_by_hop(headers);
-    let sse = headers
+    let sse = is_event_stream(headers);
+    if sse {
+        headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+    }
+    sse
+}
+
+/// The `Content-Type` is `text/event-stream` (any case, parameters ignored).
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
@@ -151,11 +162,7 @@ pub fn to_client(headers: &mut HeaderMap) -> bool {
                 .unwrap_or("")
                 .trim()
                 .eq_ignore_ascii_case("text/event-stream")
-        });
-    if sse {
-        headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
-    }
-    sse
+        })
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ impl TaskTap {
 
     fn feed_sse(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
-        while let Some((end, sep)) = event_end(&self.buf) {
+        while let Some((end, sep)) = event_end(&self.buf, 0) {
             let event: Vec<u8> = self.buf.drain(..end + sep).collect();
             if self.done {
                 // The tail of an oversized event.
