@@ -78,6 +78,20 @@ async fn twenty_swaps_under_load_fail_nothing_and_an_invalid_swap_is_rejected() 
                     Ok(r) if r.is_error != Some(true) => ok.fetch_add(1, Ordering::Relaxed),
                     _ => failed.fetch_add(1, Ordering::Relaxed),
                 };
+                // `add` flips with every swap: each call must be decided by one version or the
+                // other — the sum, or the policy's "tool not found" — never anything else.
+                match client
+                    .call_tool(tool_call("add", json!({"a": 1, "b": 2})))
+                    .await
+                {
+                    Ok(r) if r.content[0].as_text().is_some_and(|t| t.text == "3") => {
+                        ok.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(e) if format!("{e:?}").contains("tool not found") => {
+                        ok.fetch_add(1, Ordering::Relaxed)
+                    }
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
             }
             let _ = client.cancel().await;
         }));
