@@ -235,6 +235,7 @@ http {{
 pub struct Sentinel {
     pub proc: Proc,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 /// The sentinel release binary, waited on until its admin `/readyz` answers 200 (with JWT auth
@@ -287,7 +288,7 @@ pub fn start_sentinel(
         http_status(admin, "/readyz") == Some(200)
     })
     .with_context(|| format!("waiting for {name}'s /readyz"))?;
-    Ok(Sentinel { proc, addr })
+    Ok(Sentinel { proc, addr, admin })
 }
 
 fn wait_until(
