@@ -16,7 +16,7 @@ use common::audit::{
 use common::client::{http_client, raw_post};
 use common::keys::pairs;
 use common::ratelimit::{call_body, shared_redis_url};
-use common::sentinel::TempDir;
+use common::sentinel::{self, TempDir};
 use common::upstream::{UpstreamConfig, spawn_upstream_with};
 use serde_json::{Value, json};
 
@@ -39,6 +39,24 @@ fn headers(key: Option<&str>) -> Vec<(String, String)> {
 
 async fn call(url: &str, id: i64, tool: &str, args: Value) -> common::client::RawResponse {
     raw_post(url, &headers(Some(ALICE)), &call_body(id, tool, args)).await
+}
+
+/// A POST of `body` as alice, giving up after `timeout`.
+async fn post_text(
+    url: &str,
+    body: String,
+    timeout: Duration,
+) -> reqwest::Result<reqwest::Response> {
+    http_client()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("X-API-Key", ALICE)
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .timeout(timeout)
+        .body(body)
+        .send()
+        .await
 }
 
 fn of<'a>(
@@ -110,13 +128,7 @@ async fn every_outcome_is_recorded_once_in_every_sink() {
         let r = call(&s.url, next(), "jsonrpc_error", json!({})).await;
         assert_eq!(r.status, 200, "{}", r.body);
         // Malformed and unauthenticated.
-        let r = http_client()
-            .post(&s.url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json, text/event-stream")
-            .header("X-API-Key", ALICE)
-            .body("{not json")
-            .send()
+        let r = post_text(&s.url, "{not json".into(), Duration::from_secs(10))
             .await
             .unwrap();
         assert_eq!(r.status(), 400);
@@ -133,16 +145,8 @@ async fn every_outcome_is_recorded_once_in_every_sink() {
         .await;
         assert_eq!(r.status, 401, "{}", r.body);
         // The client gives up before the slow tool answers.
-        let abandoned = http_client()
-            .post(&s.url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json, text/event-stream")
-            .header("X-API-Key", ALICE)
-            .header("MCP-Protocol-Version", "2025-06-18")
-            .timeout(Duration::from_millis(150))
-            .body(call_body(next(), "slow", json!({"steps": 5, "delay_ms": 200})).to_string())
-            .send()
-            .await;
+        let slow = call_body(next(), "slow", json!({"steps": 5, "delay_ms": 200}));
+        let abandoned = post_text(&s.url, slow.to_string(), Duration::from_millis(150)).await;
         assert!(abandoned.is_err(), "the slow call should have timed out");
         // Upstream unreachable.
         let r = call(&s_dead.url, next(), "echo", json!({"text": "x"})).await;
@@ -391,40 +395,16 @@ async fn verify_names_an_edited_or_deleted_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_stdout_sink_is_flushed_on_sigterm() {
     let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"))
-        .args([
-            "run",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/passthrough.yaml"),
-            "--upstream",
-            &upstream.url(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().unwrap();
+    let mut bin = sentinel::spawn_binary(&upstream.url(), Stdio::piped());
+    let stdout = bin.child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         BufReader::new(stdout)
             .lines()
             .map(|l| l.unwrap())
             .collect::<Vec<String>>()
     });
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let traffic = loop {
-        let line = lines.next().expect("a start-up log line").unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap();
-        if v["message"] == "mcp-sentinel started" {
-            break format!("http://{}/mcp", v["traffic"].as_str().unwrap());
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let traffic = bin.traffic.clone();
+    let mut child = bin.child;
     for i in 1..=3 {
         let r = raw_post(
             &traffic,

@@ -48,6 +48,14 @@ fn assert_complete(records: &[Value], n: usize) {
     }
 }
 
+/// The `audit` section: a spool in `dir` (when given) and one sink, retried every 200 ms.
+fn audit_yaml(spool: Option<&TempDir>, sink: &str) -> String {
+    let spool = spool.map_or(String::new(), |d| {
+        format!("  spool: {{dir: {}}}\n", d.path("spool").display())
+    });
+    format!("  retry_interval: 200ms\n{spool}  sinks:\n    - {sink}\n")
+}
+
 async fn metric_eventually_above(s: &TestSentinel, series: &str, min: f64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -64,10 +72,12 @@ async fn postgres_stopped_mid_run_loses_nothing() {
     let mut pg = OwnPostgres::start("audit-pg-down");
     let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
     let dir = TempDir::new("audit-pg-down-s");
-    let audit = format!(
-        "  retry_interval: 200ms\n  spool: {{dir: {}}}\n  sinks:\n    - {{type: postgres, url: '{}', table: audit, timeout: 1s}}\n",
-        dir.path("spool").display(),
-        pg.url()
+    let audit = audit_yaml(
+        Some(&dir),
+        &format!(
+            "{{type: postgres, url: '{}', table: audit, timeout: 1s}}",
+            pg.url()
+        ),
     );
     let s = audited(&upstream.url(), "policy: {default: allow}", &audit, &dir).await;
     calls(&s, 1..=10).await;
@@ -123,10 +133,12 @@ async fn redis_stopped_mid_run_loses_nothing() {
     let mut redis = OwnRedis::start("audit-redis-down");
     let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
     let dir = TempDir::new("audit-redis-down-s");
-    let audit = format!(
-        "  retry_interval: 200ms\n  spool: {{dir: {}}}\n  sinks:\n    - {{type: redis, url: '{}', stream: audit, timeout: 1s}}\n",
-        dir.path("spool").display(),
-        redis.url()
+    let audit = audit_yaml(
+        Some(&dir),
+        &format!(
+            "{{type: redis, url: '{}', stream: audit, timeout: 1s}}",
+            redis.url()
+        ),
     );
     let s = audited(&upstream.url(), "policy: {default: allow}", &audit, &dir).await;
     let url = redis.url();
@@ -178,10 +190,12 @@ async fn a_spool_left_at_shutdown_is_delivered_after_a_restart() {
     let mut pg = OwnPostgres::start("audit-restart");
     let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
     let dir = TempDir::new("audit-restart-s");
-    let audit = format!(
-        "  retry_interval: 200ms\n  spool: {{dir: {}}}\n  sinks:\n    - {{type: postgres, url: '{}', table: audit, timeout: 1s}}\n",
-        dir.path("spool").display(),
-        pg.url()
+    let audit = audit_yaml(
+        Some(&dir),
+        &format!(
+            "{{type: postgres, url: '{}', table: audit, timeout: 1s}}",
+            pg.url()
+        ),
     );
     let url = pg.url();
     pg.stop();
@@ -236,10 +250,14 @@ async fn fail_closed_refuses_calls_while_the_sink_is_down() {
     let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
     let dir = TempDir::new("audit-fail-closed-s");
     // No spool: a record is stored only once PostgreSQL has it.
-    let audit = format!(
-        "  fail_closed: true\n  retry_interval: 200ms\n  sinks:\n    - {{type: postgres, url: '{}', table: audit, timeout: 1s}}\n",
-        pg.url()
-    );
+    let audit = "  fail_closed: true\n".to_string()
+        + &audit_yaml(
+            None,
+            &format!(
+                "{{type: postgres, url: '{}', table: audit, timeout: 1s}}",
+                pg.url()
+            ),
+        );
     let url = pg.url();
     let s = audited(&upstream.url(), "policy: {default: allow}", &audit, &dir).await;
     calls(&s, 1..=3).await;

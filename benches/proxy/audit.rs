@@ -33,25 +33,13 @@ pub fn table() -> String {
     format!("mcp_sentinel_bench_{}", std::process::id())
 }
 
-/// `base` with `audit` set to `section`, written to the work dir as `<name>.yaml`.
 fn with_audit(
     base: &Path,
     workdir: &Path,
     name: &str,
     section: serde_json::Value,
 ) -> Result<PathBuf> {
-    let text =
-        std::fs::read_to_string(base).with_context(|| format!("reading {}", base.display()))?;
-    let mut config: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", base.display()))?;
-    let map = config
-        .as_mapping_mut()
-        .with_context(|| format!("{} is not a YAML mapping", base.display()))?;
-    map.insert("audit".into(), serde_yaml_ng::to_value(section)?);
-    let path = workdir.join(format!("{name}.yaml"));
-    std::fs::write(&path, serde_yaml_ng::to_string(&config)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    crate::procs::config_with(base, workdir, name, "audit", section)
 }
 
 /// The base config of every unaudited sentinel target: audit off, unless `base` sets `audit`.

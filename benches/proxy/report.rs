@@ -281,12 +281,7 @@ fn rate_limit_lines(
         };
         let p50 = added_us(cell, t, base, |m| m.p50);
         let p99 = added_us(cell, t, base, |m| m.p99);
-        let cpu = optional_median(
-            cell.runs[t]
-                .iter()
-                .zip(&cell.runs[base])
-                .map(|(m, b)| Some(micros(m.proxy_cpu_per_req?) - micros(b.proxy_cpu_per_req?))),
-        );
+        let cpu = added_cpu_us(cell, t, base);
         lines.push(format!(
             "  {name:<18} {} c={}: {p50:+.1} µs p50, {p99:+.1} µs p99, CPU {}",
             cell.workload_key,
@@ -344,12 +339,7 @@ fn audit_lines(targets: &[&str], cell: &Cell, lines: &mut Vec<String>, bars: &mu
             .map(|(m, b)| micros(m.p99) / micros(b.p99).max(1.0) - 1.0)
             .collect(),
     );
-    let cpu = optional_median(
-        cell.runs[t]
-            .iter()
-            .zip(&cell.runs[base])
-            .map(|(m, b)| Some(micros(m.proxy_cpu_per_req?) - micros(b.proxy_cpu_per_req?))),
-    );
+    let cpu = added_cpu_us(cell, t, base);
     lines.push(format!(
         "  sentinel-audit     {} c={}: {p50:+.1} µs p50, {p99:+.1} µs p99 ({:+.1}%), CPU {}",
         cell.workload_key,
@@ -421,6 +411,16 @@ fn added_us(cell: &Cell, target: usize, base: usize, pick: fn(&Measure) -> Durat
             .zip(&cell.runs[base])
             .map(|(m, b)| micros(pick(m)) - micros(pick(b)))
             .collect(),
+    )
+}
+
+/// Median of the per-round differences in proxy CPU per request.
+fn added_cpu_us(cell: &Cell, target: usize, base: usize) -> Option<f64> {
+    optional_median(
+        cell.runs[target]
+            .iter()
+            .zip(&cell.runs[base])
+            .map(|(m, b)| Some(micros(m.proxy_cpu_per_req?) - micros(b.proxy_cpu_per_req?))),
     )
 }
 

@@ -147,6 +147,7 @@ impl Auditor {
                 state: state.clone(),
                 metrics,
                 batch: cfg.batch_size,
+                linger: cfg.flush_interval,
                 retry: cfg.retry_interval,
                 hurry: hurry.clone(),
             };

@@ -54,6 +54,8 @@ pub struct Worker {
     pub state: Arc<SinkState>,
     pub metrics: SinkMetrics,
     pub batch: usize,
+    /// After a batch's first record, how long to wait for more.
+    pub linger: Duration,
     pub retry: Duration,
     /// The shutdown deadline has passed: stop trying the sink, spool what is left, exit.
     pub hurry: CancellationToken,
@@ -123,6 +125,13 @@ impl Worker {
             let Some(first) = first else {
                 return;
             };
+            if !self.linger.is_zero() && self.rx.len() + 1 < self.batch {
+                // One wake-up per batch instead of one per record: cheaper for every sink.
+                tokio::select! {
+                    () = tokio::time::sleep(self.linger) => {}
+                    () = self.hurry.cancelled() => {}
+                }
+            }
             let mut batch = vec![first];
             while batch.len() < self.batch {
                 match self.rx.try_recv() {

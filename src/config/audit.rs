@@ -20,8 +20,11 @@ pub struct AuditConfig {
     pub fail_closed: bool,
     /// Records waiting per sink before new ones are dropped (or refused, fail-closed).
     pub queue_capacity: usize,
-    /// Records per delivery.
+    /// Records per delivery, at most.
     pub batch_size: usize,
+    /// How long a delivery waits for more records after the first (fewer, larger batches);
+    /// zero delivers at once.
+    pub flush_interval: Duration,
     /// While a sink is down, how often it is tried again.
     pub retry_interval: Duration,
     pub spool: Option<SpoolConfig>,
@@ -130,6 +133,7 @@ impl Default for AuditConfig {
             fail_closed: false,
             queue_capacity: DEFAULT_QUEUE,
             batch_size: DEFAULT_BATCH,
+            flush_interval: Duration::from_millis(20),
             retry_interval: Duration::from_secs(1),
             spool: None,
             redact: RedactConfig {
@@ -206,6 +210,15 @@ impl AuditConfig {
         }
         if let Some(v) = r.field(s, "batch_size", whole(1, 5_000)) {
             cfg.batch_size = v as usize;
+        }
+        if let Some(v) = r.field(s, "flush_interval", |v| {
+            let d = parse::duration(v)?;
+            if d > Duration::from_secs(10) {
+                return Err("must be at most 10s".into());
+            }
+            Ok(d)
+        }) {
+            cfg.flush_interval = v;
         }
         if let Some(v) = r.field(s, "retry_interval", positive) {
             cfg.retry_interval = v;
@@ -471,12 +484,13 @@ mod tests {
     #[test]
     fn full_section() {
         let c = read(
-            "audit:\n  instance: pod-a\n  fail_closed: true\n  queue_capacity: 50\n  batch_size: 10\n  retry_interval: 200ms\n  spool: {dir: /tmp/spool, max_bytes: 1MiB}\n  redact:\n    secrets: false\n    fields: [{pointer: /password, action: drop}]\n    tools:\n      delete_file: [{pointer: /path, action: hash}, {pointer: /note, action: keep}]\n  sinks:\n    - type: stdout\n    - {type: file, path: /tmp/a.jsonl, max_bytes: 1KiB, max_files: 2}\n    - {type: redis, url: 'redis://127.0.0.1:6379/0', stream: s, max_len: 5000}\n    - {type: postgres, name: pg, url: 'postgres://postgres@127.0.0.1/test', table: audit_x}\n",
+            "audit:\n  instance: pod-a\n  fail_closed: true\n  queue_capacity: 50\n  batch_size: 10\n  flush_interval: 0s\n  retry_interval: 200ms\n  spool: {dir: /tmp/spool, max_bytes: 1MiB}\n  redact:\n    secrets: false\n    fields: [{pointer: /password, action: drop}]\n    tools:\n      delete_file: [{pointer: /path, action: hash}, {pointer: /note, action: keep}]\n  sinks:\n    - type: stdout\n    - {type: file, path: /tmp/a.jsonl, max_bytes: 1KiB, max_files: 2}\n    - {type: redis, url: 'redis://127.0.0.1:6379/0', stream: s, max_len: 5000}\n    - {type: postgres, name: pg, url: 'postgres://postgres@127.0.0.1/test', table: audit_x}\n",
         )
         .unwrap();
         assert_eq!(c.instance, "pod-a");
         assert!(c.fail_closed && !c.redact.secrets);
         assert_eq!((c.queue_capacity, c.batch_size), (50, 10));
+        assert_eq!(c.flush_interval, Duration::ZERO);
         assert_eq!(c.spool.unwrap().max_bytes, 1 << 20);
         assert_eq!(c.redact.fields[0].action, RedactAction::Drop);
         assert_eq!(c.redact.tools[0].0, "delete_file");
