@@ -20,6 +20,7 @@ use crate::auth::sessions::Bindings;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::pipeline::audit::AuditGate;
 use crate::pipeline::authenticate::Authenticate;
 use crate::pipeline::authorize::Authorize;
 use crate::pipeline::ratelimit::RateLimit;
@@ -29,7 +30,7 @@ use crate::proxy::Proxy;
 use crate::proxy::headers::IdentityRules;
 use crate::ratelimit::RateLimiter;
 use crate::server::TrafficTls;
-use crate::server::{self, Traffic};
+use crate::server::{self, Traffic, TrafficParts};
 use crate::tls::{ClientAuth, ReloadingTls, TlsFiles, TlsMetrics, TlsOptions};
 
 const BLOCK_UPSTREAM: &str = "upstream";
@@ -45,6 +46,8 @@ pub enum StartError {
     NoPolicy,
     #[error("rate limits: {0}")]
     RateLimit(String),
+    #[error("audit: {0}")]
+    Audit(String),
     #[error("traffic TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -113,6 +116,13 @@ impl Sentinel {
             }
             None => None,
         };
+        let auditor = crate::audit::Auditor::start(&config.audit, metrics.registry())
+            .await
+            .map_err(StartError::Audit)?;
+        let gate = auditor
+            .as_ref()
+            .filter(|a| a.fail_closed)
+            .map(|a| AuditGate::new(a.clone()));
         let pipeline = Pipeline::new(
             &config,
             metrics.clone(),
@@ -120,15 +130,19 @@ impl Sentinel {
             auth.session.clone(),
             authorize,
             ratelimit,
+            gate,
         );
         let traffic = Arc::new(Traffic::new(
             pipeline,
             proxy,
-            metrics.clone(),
-            config.mcp_path.clone(),
-            auth.metadata,
-            auth.session,
-            store,
+            TrafficParts {
+                metrics: metrics.clone(),
+                mcp_path: config.mcp_path.clone(),
+                metadata: auth.metadata,
+                session: auth.session,
+                policy: store,
+                audit: auditor.clone(),
+            },
         ));
 
         let admin_stop = CancellationToken::new();
@@ -159,6 +173,7 @@ impl Sentinel {
                     tokio::time::sleep(shutdown.sse_grace).await;
                     sse_close.cancel();
                 });
+                let began = tokio::time::Instant::now();
                 let drained = tokio::time::timeout(shutdown.deadline, graceful.shutdown())
                     .await
                     .is_ok();
@@ -166,6 +181,21 @@ impl Sentinel {
                 if !drained {
                     tracing::warn!("shutdown deadline reached with connections still open");
                 }
+                // Every request has ended (or been cut off), so every record is queued:
+                // deliver them, or spool them, in what is left of the deadline.
+                let flushed = match &auditor {
+                    Some(a) => {
+                        let left = shutdown.deadline.saturating_sub(began.elapsed());
+                        a.close(left).await
+                    }
+                    None => true,
+                };
+                if !flushed {
+                    tracing::warn!(
+                        "shutdown deadline reached before every audit record was delivered"
+                    );
+                }
+                let drained = drained && flushed;
                 admin_stop.cancel();
                 let _ = admin_task.await;
                 drained

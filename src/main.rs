@@ -41,6 +41,39 @@ enum Command {
     Explain(ExplainArgs),
     /// Run the sidecar injector: a mutating admission webhook over HTTPS.
     Inject(InjectArgs),
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chains of records read back from a sink; names the first broken link.
+    /// Exit code 0: intact; 1: broken; 2: the records could not be read.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["files", "redis", "postgres"])))]
+struct VerifyArgs {
+    /// A JSON-lines file (stdout or file sink); repeat for rotated files
+    #[arg(long = "file")]
+    files: Vec<PathBuf>,
+    /// A Redis URL: read the stream named by --stream
+    #[arg(long)]
+    redis: Option<String>,
+    #[arg(long, default_value = "mcp-sentinel:audit")]
+    stream: String,
+    /// A PostgreSQL URL: read the table named by --table
+    #[arg(long)]
+    postgres: Option<String>,
+    #[arg(long, default_value = "mcp_audit")]
+    table: String,
+    /// Chains may start after their first record (a stream trimmed by MAXLEN)
+    #[arg(long)]
+    allow_trimmed: bool,
 }
 
 #[derive(Args)]
@@ -122,6 +155,9 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain(&args),
         Command::Run(args) => run(args),
         Command::Inject(args) => inject(args),
+        Command::Audit {
+            command: AuditCommand::Verify(args),
+        } => verify(&args),
     }
 }
 
@@ -220,6 +256,46 @@ fn explain(args: &ExplainArgs) -> ExitCode {
         println!("missing scopes: {}", scopes.join(" "));
     }
     ExitCode::SUCCESS
+}
+
+fn verify(args: &VerifyArgs) -> ExitCode {
+    use mcp_sentinel::audit::verify;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let lines = runtime.block_on(async {
+        if let Some(url) = &args.redis {
+            verify::read_redis(url, &args.stream).await
+        } else if let Some(url) = &args.postgres {
+            verify::read_postgres(url, &args.table).await
+        } else {
+            verify::read_files(&args.files)
+        }
+    });
+    let lines = match lines {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("audit verify: cannot read the records: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = verify::verify_lines(&lines, args.allow_trimmed);
+    println!("{report}");
+    if report.broken.is_some() {
+        ExitCode::from(1)
+    } else {
+        for (chain, n) in &report.chains {
+            println!("  {chain}: {n} records");
+        }
+        ExitCode::SUCCESS
+    }
 }
 
 fn load(args: &RunArgs) -> Result<Config, ConfigErrors> {

@@ -16,6 +16,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::Auditor;
+use crate::audit::record::{AuditOutcome, Draft};
 use crate::auth::metadata::ResourceMetadata;
 use crate::auth::{AuthFailure, Principal};
 use crate::config::auth::MtlsConfig;
@@ -44,21 +46,32 @@ pub struct Traffic {
     session: Arc<Session>,
     /// The running policy, for answers that outlive a reload (GET streams).
     policy: Arc<PolicyStore>,
+    audit: Option<Arc<Auditor>>,
 }
 
 /// The identity of a connection's verified client certificate.
 type PeerCert = Option<Arc<Result<Arc<Principal>, AuthFailure>>>;
 
+/// What the traffic handler needs besides the pipeline and the proxy.
+pub struct TrafficParts {
+    pub metrics: Arc<Metrics>,
+    pub mcp_path: String,
+    pub metadata: Arc<ResourceMetadata>,
+    pub session: Arc<Session>,
+    pub policy: Arc<PolicyStore>,
+    pub audit: Option<Arc<Auditor>>,
+}
+
 impl Traffic {
-    pub fn new(
-        pipeline: Pipeline,
-        proxy: Proxy,
-        metrics: Arc<Metrics>,
-        mcp_path: String,
-        metadata: Arc<ResourceMetadata>,
-        session: Arc<Session>,
-        policy: Arc<PolicyStore>,
-    ) -> Self {
+    pub fn new(pipeline: Pipeline, proxy: Proxy, parts: TrafficParts) -> Self {
+        let TrafficParts {
+            metrics,
+            mcp_path,
+            metadata,
+            session,
+            policy,
+            audit,
+        } = parts;
         Self {
             pipeline,
             proxy,
@@ -68,6 +81,7 @@ impl Traffic {
             metadata,
             session,
             policy,
+            audit,
         }
     }
 
@@ -89,10 +103,20 @@ impl Traffic {
             req,
         );
         let mut guard = RequestGuard::new(self.metrics.clone(), id, ctx.started);
+        if let Some(a) = &self.audit {
+            guard.audit(a.clone(), a.begin(&ctx));
+        }
         let checked = self.pipeline.run(&mut ctx).await;
         guard.set_op(op_of(&ctx, &self.mcp_path));
+        if let (Some(a), Some(d)) = (&self.audit, guard.draft()) {
+            a.describe(&ctx, d);
+        }
+        let answers = ctx.envelope.as_ref().is_none_or(|e| e.has_requests());
         let resp = match checked {
             Err(denial) => {
+                if let Some(d) = guard.draft() {
+                    note_denial(d, &denial, answers);
+                }
                 let resp = ctx.deny(denial);
                 guard.respond(resp.status().as_u16(), Outcome::Rejected, false);
                 resp
@@ -111,6 +135,9 @@ impl Traffic {
                         }
                     }
                     Err(denial) => {
+                        if let Some(d) = guard.draft() {
+                            note_denial(d, &denial, answers);
+                        }
                         tracing::warn!(
                             request = id,
                             reason = denial.reason.as_str(),
@@ -128,20 +155,24 @@ impl Traffic {
 
 impl Traffic {
     /// A `tools/call` answer may carry a task handle: bind its id to the caller as it passes.
+    /// With audit on, every answer to a request is read for its error code and `isError`.
     fn tap_tasks(&self, ctx: &Ctx, resp: Response<ProxyBody>) -> Response<ProxyBody> {
         let call = ctx
             .envelope
             .as_ref()
             .and_then(|e| e.single())
             .is_some_and(|m| m.method == crate::mcp::Method::ToolsCall);
-        match &ctx.principal {
+        let audit = self.audit.is_some() && ctx.envelope.as_ref().is_some_and(|e| e.has_requests());
+        let sse = is_sse(&resp);
+        let tap = match &ctx.principal {
             Some(p) if call && resp.status().is_success() => {
-                let sse = is_sse(&resp);
                 let tap = TaskTap::new(sse, self.session.clone(), p.clone());
-                resp.map(|b| b.with_tap(tap))
+                if audit { tap.with_results() } else { tap }
             }
-            _ => resp,
-        }
+            _ if audit => TaskTap::results_only(sse),
+            _ => return resp,
+        };
+        resp.map(|b| b.with_tap(tap))
     }
 
     /// What the policy changes in an answer: a list result is cut down to what the caller may
@@ -219,6 +250,22 @@ impl Traffic {
             .header(http::header::CACHE_CONTROL, "public, max-age=3600")
             .body(ProxyBody::full(self.metadata.document(req.headers(), tls)))
             .expect("metadata response is valid")
+    }
+}
+
+/// A refusal, in the audit record: its reason, and the JSON-RPC code the client got.
+fn note_denial(d: &mut Draft, denial: &crate::pipeline::Denial, answers: bool) {
+    use crate::pipeline::Reason;
+    d.denial = Some(denial.reason.as_str());
+    d.outcome = Some(match denial.reason {
+        Reason::RateLimited | Reason::ConcurrencyLimited | Reason::RateLimitUnavailable => {
+            AuditOutcome::RateLimited
+        }
+        Reason::UpstreamUnavailable | Reason::UpstreamTimeout => AuditOutcome::UpstreamError,
+        _ => AuditOutcome::Denied,
+    });
+    if answers {
+        d.jsonrpc_error = Some(i64::from(denial.code()));
     }
 }
 

@@ -186,7 +186,8 @@ fn annotated_pod_gets_a_native_sidecar_that_takes_its_port_name() {
     assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "128Mi");
     assert!(res.limits.as_ref().unwrap().get("cpu").is_none());
 
-    // Volumes: the pod's own kept, the config ConfigMap and the optional Secret added.
+    // Volumes: the pod's own kept, the config ConfigMap, the optional Secret and the audit
+    // spool (an emptyDir) added.
     let volumes = spec.volumes.as_ref().unwrap();
     let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(
@@ -194,9 +195,12 @@ fn annotated_pod_gets_a_native_sidecar_that_takes_its_port_name() {
         [
             "kube-api-access-x7k2p",
             "mcp-sentinel-config",
-            "mcp-sentinel-secrets"
+            "mcp-sentinel-secrets",
+            "mcp-sentinel-audit-spool"
         ]
     );
+    let spool = volumes[3].empty_dir.as_ref().unwrap();
+    assert_eq!(spool.size_limit.as_ref().unwrap().0, "1Gi");
     assert_eq!(
         volumes[1].config_map.as_ref().unwrap().name,
         "mcp-sentinel-config"
@@ -223,6 +227,7 @@ fn annotated_pod_gets_a_native_sidecar_that_takes_its_port_name() {
                 "/etc/mcp-sentinel/secrets",
                 Some(true)
             ),
+            ("mcp-sentinel-audit-spool", "/var/spool/mcp-sentinel", None),
         ]
     );
 

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,54 +17,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 
-struct Child {
-    child: std::process::Child,
-    traffic: String,
-    admin: String,
-}
-
-/// Runs the real binary with the example config on ephemeral ports; the bound addresses are
-/// read from its start-up log line.
-fn spawn_binary(upstream: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"))
-        .args([
-            "run",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/passthrough.yaml"),
-            "--upstream",
-            upstream,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = loop {
-        let line = lines
-            .next()
-            .expect("a start-up log line")
-            .expect("utf-8 log");
-        let v: Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("JSON log line: {line}"));
-        if v["message"] == "mcp-sentinel started" {
-            break v;
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Child {
-        child,
-        traffic: format!("http://{}/mcp", started["traffic"].as_str().unwrap()),
-        admin: format!("http://{}", started["admin"].as_str().unwrap()),
-    }
-}
-
 async fn readyz(admin: &str) -> Option<u16> {
     reqwest::get(format!("{admin}/readyz"))
         .await
@@ -76,7 +27,7 @@ async fn readyz(admin: &str) -> Option<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_fails_no_in_flight_request() {
     let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
-    let mut child = spawn_binary(&upstream.url());
+    let mut child = sentinel::spawn_binary(&upstream.url(), Stdio::null());
     let deadline = Instant::now() + Duration::from_secs(10);
     while readyz(&child.admin).await != Some(200) {
         assert!(Instant::now() < deadline, "the binary became ready");

@@ -13,13 +13,18 @@
 //! rule on every request with a budget never exhausted (see ratelimit.rs): what a check costs,
 //! in memory and as a Redis round trip (BENCH_REDIS_ADDR, default 127.0.0.1:6379).
 //!
+//! `sentinel-audit` records every request to stdout (its log file) and PostgreSQL
+//! (BENCH_PG_URL, default the `make services` database; see audit.rs); every other sentinel runs
+//! with audit off. Its bar: p99 under 10% over the unaudited sentinel, and RSS level under load.
+//!
 //! Settings (environment): BENCH_SECONDS (per run, default 2), BENCH_ROUNDS (5),
 //! BENCH_WARMUP_SECONDS (0.5), BENCH_CONNS ("1,32"), BENCH_WORKLOADS ("json,sse,list"),
 //! BENCH_TARGETS ("direct,sentinel,sentinel-jwt,sentinel-policy,sentinel-rl-memory,
-//! sentinel-rl-redis,nginx"; direct is always measured),
+//! sentinel-rl-redis,sentinel-audit,nginx"; direct is always measured),
 //! BENCH_NGINX_WORKERS (1), SENTINEL_BIN, BENCH_SENTINEL_CONFIG (examples/passthrough.yaml, also
 //! the base of the sentinel-jwt config), NGINX_BIN, BENCH_STRICT=1 (exit 1 when a bar fails).
 
+mod audit;
 mod idp;
 mod loadgen;
 mod policy;
@@ -81,6 +86,7 @@ enum Kind {
     SentinelPolicy,
     SentinelRlMemory,
     SentinelRlRedis,
+    SentinelAudit,
     Nginx,
 }
 
@@ -93,6 +99,7 @@ impl Kind {
             Kind::SentinelPolicy => "sentinel-policy",
             Kind::SentinelRlMemory => "sentinel-rl-memory",
             Kind::SentinelRlRedis => "sentinel-rl-redis",
+            Kind::SentinelAudit => "sentinel-audit",
             Kind::Nginx => "nginx",
         }
     }
@@ -145,7 +152,7 @@ impl Settings {
         let mut targets = vec![Kind::Direct];
         for name in env_list(
             "BENCH_TARGETS",
-            "direct,sentinel,sentinel-jwt,sentinel-policy,sentinel-rl-memory,sentinel-rl-redis,nginx",
+            "direct,sentinel,sentinel-jwt,sentinel-policy,sentinel-rl-memory,sentinel-rl-redis,sentinel-audit,nginx",
         ) {
             let kind = match name.as_str() {
                 "direct" => continue,
@@ -154,11 +161,13 @@ impl Settings {
                 "sentinel-policy" => Kind::SentinelPolicy,
                 "sentinel-rl-memory" => Kind::SentinelRlMemory,
                 "sentinel-rl-redis" => Kind::SentinelRlRedis,
+                "sentinel-audit" => Kind::SentinelAudit,
                 "nginx" => Kind::Nginx,
                 other => {
                     bail!(
                         "unknown target {other:?} in BENCH_TARGETS (direct, sentinel, \
                          sentinel-jwt, sentinel-policy, sentinel-rl-memory, sentinel-rl-redis, \
+                         sentinel-audit, \
                          nginx)"
                     )
                 }
@@ -283,8 +292,11 @@ struct Target {
 
 fn bench() -> Result<bool> {
     let started = std::time::Instant::now();
-    let settings = Settings::from_env()?;
+    let mut settings = Settings::from_env()?;
     let workdir = procs::Workdir::create()?;
+    // Audit is measured on its own target: every other sentinel runs without it.
+    let audited_base = settings.sentinel_config.clone();
+    settings.sentinel_config = audit::unaudited(&audited_base, workdir.path())?;
     let (_upstream, upstream_addr) = procs::start_upstream(UPSTREAM_ROLE)?;
 
     let mut targets = vec![Target {
@@ -376,6 +388,29 @@ fn bench() -> Result<bool> {
             redis.map_or(String::new(), |a| format!("; Redis {a}"))
         );
     }
+    let audited = if settings.targets.contains(&Kind::SentinelAudit) {
+        let pg = audit::pg_url()?;
+        let config = audit::sentinel_config(&settings.sentinel_config, workdir.path(), &pg)?;
+        let s = start_sentinel_target(
+            Kind::SentinelAudit,
+            &settings,
+            workdir.path(),
+            &config,
+            upstream_addr,
+            None,
+            &mut targets,
+        )?;
+        println!(
+            "  sentinel-audit: the sentinel's config with audit on: stdout (to its log file) and \
+             PostgreSQL ({}, table {}), batches of up to 512, a spool in the work dir",
+            pg,
+            audit::table()
+        );
+        Some((s, pg))
+    } else {
+        None
+    };
+    let mut audit_rss = Vec::new();
     let nginx = if settings.targets.contains(&Kind::Nginx) {
         let nginx = procs::start_nginx(workdir.path(), upstream_addr, settings.nginx_workers)?;
         targets.push(Target {
@@ -513,6 +548,9 @@ fn bench() -> Result<bool> {
             }
         }
         eprintln!("bench: round {}/{} done", round + 1, settings.rounds);
+        if let Some((s, _)) = &audited {
+            audit_rss.extend(audit::rss_kib(s.proc.pid()));
+        }
     }
 
     let rss_of = |s: &procs::Sentinel| procs::peak_rss_kib(&[s.proc.pid()]);
@@ -525,6 +563,7 @@ fn bench() -> Result<bool> {
         ]
         .into_iter()
         .chain(rate_limited.iter().map(|(name, s)| (*name, rss_of(s))))
+        .chain(audited.iter().map(|(s, _)| ("sentinel-audit", rss_of(s))))
         .collect(),
         nginx_kib: nginx.as_ref().and_then(|n| procs::peak_rss_kib(&n.pids())),
     };
@@ -540,6 +579,18 @@ fn bench() -> Result<bool> {
     let mut passed = report::print(&names, &cells, &memory, redis_rtt);
     if sentinel_policy.is_some() {
         passed &= print_decision_costs()?;
+    }
+    if let Some((s, pg)) = &audited {
+        passed &= audit::print_rss(&audit_rss);
+        // Let the last batches land before counting.
+        std::thread::sleep(Duration::from_millis(500));
+        for line in audit::audit_counters(s.admin) {
+            println!("  {line}");
+        }
+        match audit::rows_and_drop(pg) {
+            Ok(n) => println!("sentinel-audit delivered {n} records to PostgreSQL (table dropped)"),
+            Err(e) => println!("sentinel-audit: could not count or drop the table: {e:#}"),
+        }
     }
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
     Ok(passed || !settings.strict)

@@ -235,6 +235,7 @@ http {{
 pub struct Sentinel {
     pub proc: Proc,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 /// The sentinel release binary, waited on until its admin `/readyz` answers 200 (with JWT auth
@@ -287,7 +288,7 @@ pub fn start_sentinel(
         http_status(admin, "/readyz") == Some(200)
     })
     .with_context(|| format!("waiting for {name}'s /readyz"))?;
-    Ok(Sentinel { proc, addr })
+    Ok(Sentinel { proc, addr, admin })
 }
 
 fn wait_until(
@@ -392,4 +393,25 @@ pub fn peak_rss_kib(pids: &[u32]) -> Option<u64> {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .sum()
+}
+
+/// `base` with its top-level `key` set to `section`, written to the work dir as `<name>.yaml`.
+pub fn config_with(
+    base: &Path,
+    workdir: &Path,
+    name: &str,
+    key: &str,
+    section: serde_json::Value,
+) -> Result<PathBuf> {
+    let text = fs::read_to_string(base).with_context(|| format!("reading {}", base.display()))?;
+    let mut config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", base.display()))?;
+    let map = config
+        .as_mapping_mut()
+        .with_context(|| format!("{} is not a YAML mapping", base.display()))?;
+    map.insert(key.into(), serde_yaml_ng::to_value(section)?);
+    let path = workdir.join(format!("{name}.yaml"));
+    fs::write(&path, serde_yaml_ng::to_string(&config)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }

@@ -22,13 +22,6 @@ pub fn sentinel_config(
     name: &str,
     redis: Option<SocketAddr>,
 ) -> Result<PathBuf> {
-    let text =
-        std::fs::read_to_string(base).with_context(|| format!("reading {}", base.display()))?;
-    let mut config: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", base.display()))?;
-    let map = config
-        .as_mapping_mut()
-        .with_context(|| format!("{} is not a YAML mapping", base.display()))?;
     // A million a second per key, with a burst as large: never refused, always checked.
     let rule = json!({"name": "bench", "limits": [{"rate": "1000000/second", "burst": 1_000_000}],
         "key": ["subject", "tool"]});
@@ -41,11 +34,7 @@ pub fn sentinel_config(
             "rules": [rule],
         }),
     };
-    map.insert("rate_limits".into(), serde_yaml_ng::to_value(section)?);
-    let path = workdir.join(format!("{name}.yaml"));
-    std::fs::write(&path, serde_yaml_ng::to_string(&config)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    crate::procs::config_with(base, workdir, name, "rate_limits", section)
 }
 
 /// The Redis the bench uses: BENCH_REDIS_ADDR, answering PING.

@@ -187,8 +187,20 @@ pub fn print(
         }
     }
 
+    let mut audit = Vec::new();
     for cell in cells {
         rate_limit_lines(targets, cell, redis_rtt, &mut rl_lines, &mut bars);
+        audit_lines(targets, cell, &mut audit, &mut bars);
+    }
+    if !audit.is_empty() {
+        println!();
+        println!(
+            "Audit (sentinel-audit: stdout + PostgreSQL sinks) — over the unaudited sentinel, \
+             medians of per-round differences:"
+        );
+        for line in &audit {
+            println!("{line}");
+        }
     }
     if !rl_lines.is_empty() {
         println!();
@@ -269,12 +281,7 @@ fn rate_limit_lines(
         };
         let p50 = added_us(cell, t, base, |m| m.p50);
         let p99 = added_us(cell, t, base, |m| m.p99);
-        let cpu = optional_median(
-            cell.runs[t]
-                .iter()
-                .zip(&cell.runs[base])
-                .map(|(m, b)| Some(micros(m.proxy_cpu_per_req?) - micros(b.proxy_cpu_per_req?))),
-        );
+        let cpu = added_cpu_us(cell, t, base);
         lines.push(format!(
             "  {name:<18} {} c={}: {p50:+.1} µs p50, {p99:+.1} µs p99, CPU {}",
             cell.workload_key,
@@ -311,6 +318,53 @@ fn rate_limit_lines(
             ),
         }
     }
+}
+
+/// Audit's bar: p99 under 10% over the unaudited sentinel, in every cell.
+const AUDIT_BAR_P99: f64 = 0.10;
+
+fn audit_lines(targets: &[&str], cell: &Cell, lines: &mut Vec<String>, bars: &mut Bars) {
+    let (Some(base), Some(t)) = (
+        targets.iter().position(|x| *x == "sentinel"),
+        targets.iter().position(|x| *x == "sentinel-audit"),
+    ) else {
+        return;
+    };
+    let p50 = added_us(cell, t, base, |m| m.p50);
+    let p99 = added_us(cell, t, base, |m| m.p99);
+    let rel = median(
+        cell.runs[t]
+            .iter()
+            .zip(&cell.runs[base])
+            .map(|(m, b)| micros(m.p99) / micros(b.p99).max(1.0) - 1.0)
+            .collect(),
+    );
+    let cpu = added_cpu_us(cell, t, base);
+    lines.push(format!(
+        "  sentinel-audit     {} c={}: {p50:+.1} µs p50, {p99:+.1} µs p99 ({:+.1}%), CPU {}",
+        cell.workload_key,
+        cell.conns,
+        rel * 100.0,
+        cpu.map_or("?".to_owned(), |c| format!("{c:+.1} µs"))
+    ));
+    let errors: u64 = cell.runs[t].iter().map(|m| m.errors).sum();
+    bars.check(
+        errors == 0,
+        format!(
+            "no failed requests through sentinel-audit, {} c={}",
+            cell.workload_key, cell.conns
+        ),
+    );
+    bars.check(
+        rel < AUDIT_BAR_P99,
+        format!(
+            "audit adds under {:.0}% to p99, {} c={}: {:+.1}%",
+            AUDIT_BAR_P99 * 100.0,
+            cell.workload_key,
+            cell.conns,
+            rel * 100.0
+        ),
+    );
 }
 
 fn summarize(cell: &Cell, target: usize) -> Summary {
@@ -357,6 +411,16 @@ fn added_us(cell: &Cell, target: usize, base: usize, pick: fn(&Measure) -> Durat
             .zip(&cell.runs[base])
             .map(|(m, b)| micros(pick(m)) - micros(pick(b)))
             .collect(),
+    )
+}
+
+/// Median of the per-round differences in proxy CPU per request.
+fn added_cpu_us(cell: &Cell, target: usize, base: usize) -> Option<f64> {
+    optional_median(
+        cell.runs[target]
+            .iter()
+            .zip(&cell.runs[base])
+            .map(|(m, b)| Some(micros(m.proxy_cpu_per_req?) - micros(b.proxy_cpu_per_req?))),
     )
 }
 

@@ -1,6 +1,7 @@
 //! The sentinel's configuration: a YAML file (every key optional, unknown keys rejected),
 //! overridden by command-line flags and their environment variables.
 
+pub mod audit;
 pub mod auth;
 pub mod ratelimit;
 pub mod reader;
@@ -42,6 +43,8 @@ pub struct Config {
     pub policy: Option<crate::policy::PolicyConfig>,
     /// Rate and concurrency limits; none when absent.
     pub rate_limits: Option<ratelimit::RateLimitConfig>,
+    /// Where the record of every request goes; one stdout sink when absent.
+    pub audit: audit::AuditConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +127,7 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             policy: None,
             rate_limits: None,
+            audit: audit::AuditConfig::default(),
         }
     }
 }
@@ -235,6 +239,9 @@ impl Config {
         let mut rl = r.child(&mut top, "rate_limits");
         cfg.rate_limits = ratelimit::RateLimitConfig::read(&mut r, &mut rl);
         r.close(rl);
+        let mut audit = r.child(&mut top, "audit");
+        cfg.audit = audit::AuditConfig::read(&mut r, &mut audit);
+        r.close(audit);
         if cfg.auth.mtls.is_some() && cfg.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
             r.error(
                 "auth.mtls",
@@ -291,6 +298,7 @@ impl Config {
                 None => "policy: (none)".to_string(),
             },
             rate_limits,
+            self.audit.summary(),
         ]
     }
 }

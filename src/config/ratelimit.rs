@@ -289,7 +289,7 @@ fn read_redis(r: &mut Reader, s: &mut Section<'_>) -> Option<RedisConfig> {
 }
 
 /// A URL the Redis client can connect with, without TLS (not built in).
-fn redis_url(u: &str) -> Result<(), String> {
+pub(crate) fn redis_url(u: &str) -> Result<(), String> {
     let scheme = u.split_once("://").map(|(s, _)| s);
     match scheme {
         Some("redis" | "unix" | "redis+unix") => {}

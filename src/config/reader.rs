@@ -194,6 +194,11 @@ impl<'v> Section<'v> {
         self.map.is_some()
     }
 
+    /// The mapping as written, for sections whose keys are data (names), not settings.
+    pub fn mapping(&self) -> Option<&'v Mapping> {
+        self.map
+    }
+
     /// `key` is written in this section (and not null), valid or not.
     pub fn has(&self, key: &str) -> bool {
         self.map

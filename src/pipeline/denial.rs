@@ -54,10 +54,11 @@ pub enum Reason {
     RateLimited,
     ConcurrencyLimited,
     RateLimitUnavailable,
+    AuditUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::NotFound,
         Reason::MethodNotAllowed,
         Reason::UnsupportedMediaType,
@@ -84,6 +85,7 @@ impl Reason {
         Reason::RateLimited,
         Reason::ConcurrencyLimited,
         Reason::RateLimitUnavailable,
+        Reason::AuditUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -114,6 +116,7 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::ConcurrencyLimited => "concurrency_limited",
             Reason::RateLimitUnavailable => "rate_limit_unavailable",
+            Reason::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -174,13 +177,16 @@ impl Reason {
             Reason::RateLimitUnavailable => {
                 (S::SERVICE_UNAVAILABLE, -32603, "Rate limiter unavailable")
             }
+            Reason::AuditUnavailable => (S::SERVICE_UNAVAILABLE, -32603, "Audit log unavailable"),
         }
     }
 
     pub fn fault(self) -> Fault {
         match self {
             Reason::UpstreamUnavailable | Reason::UpstreamTimeout => Fault::Upstream,
-            Reason::ShuttingDown | Reason::RateLimitUnavailable => Fault::Sentinel,
+            Reason::ShuttingDown | Reason::RateLimitUnavailable | Reason::AuditUnavailable => {
+                Fault::Sentinel
+            }
             _ => Fault::Client,
         }
     }

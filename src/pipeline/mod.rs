@@ -2,6 +2,7 @@
 //! order written in `Pipeline::new`, sharing one `Ctx`; the runner times each check and counts
 //! its denials, so checks only decide.
 
+pub mod audit;
 pub mod authenticate;
 pub mod authorize;
 pub mod denial;
@@ -55,6 +56,8 @@ pub struct Ctx {
     pub decision: Option<crate::policy::Decision>,
     /// Concurrency-limit slots this request's calls hold until the response ends.
     pub permits: Option<crate::ratelimit::concurrency::Permits>,
+    /// The rate limiter's verdict, for the audit record (rate limits configured only).
+    pub ratelimit: Option<crate::audit::record::RateNote>,
 }
 
 impl Ctx {
@@ -85,6 +88,7 @@ impl Ctx {
             policy: None,
             decision: None,
             permits: None,
+            ratelimit: None,
         }
     }
 
@@ -111,6 +115,7 @@ impl Ctx {
 /// match, and nothing on the hot path is boxed.
 pub enum Check {
     Transport(transport::Transport),
+    Audit(audit::AuditGate),
     Parse(parse::Parse),
     Authenticate(authenticate::Authenticate),
     Session(Arc<session::Session>),
@@ -122,6 +127,7 @@ impl Check {
     pub fn name(&self) -> &'static str {
         match self {
             Check::Transport(_) => "transport",
+            Check::Audit(_) => "audit",
             Check::Parse(_) => "parse",
             Check::Authenticate(_) => "authenticate",
             Check::Session(_) => "session",
@@ -133,6 +139,7 @@ impl Check {
     async fn run(&self, ctx: &mut Ctx) -> Result<(), Denial> {
         match self {
             Check::Transport(c) => c.run(ctx).await,
+            Check::Audit(c) => c.run(),
             Check::Parse(c) => c.run(ctx),
             Check::Authenticate(c) => c.run(ctx).await,
             Check::Session(c) => c.run(ctx),
@@ -157,19 +164,25 @@ impl Pipeline {
         session: Arc<session::Session>,
         authorize: authorize::Authorize,
         ratelimit: Option<ratelimit::RateLimit>,
+        audit: Option<audit::AuditGate>,
     ) -> Self {
         let mut checks = vec![
             // 1. method, path, media types, Origin, session id syntax, body size; reads the body.
             Check::Transport(transport::Transport::new(config)),
             // 2. the JSON-RPC envelope, era, targets, modern header/body agreement.
             Check::Parse(parse::Parse),
+        ];
+        // 2b. fail-closed audit: refuse (503) while a record could not be stored; after
+        //     parsing, so the refusal carries the request's id. Only with `audit.fail_closed`.
+        checks.extend(audit.map(Check::Audit));
+        checks.extend([
             // 3. who the caller is (401 with a challenge otherwise).
             Check::Authenticate(authenticate),
             // 4. session and task ids belong to the caller (404 otherwise).
             Check::Session(session),
             // 5. the policy allows every message (and every target) of the body.
             Check::Authorize(authorize),
-        ];
+        ]);
         // 6. budgets per principal/tool/method and concurrent tool calls (429 over a limit);
         //    only when `rate_limits` is configured. After the identity (and authorization):
         //    a refused call takes no budget.

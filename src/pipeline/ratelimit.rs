@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, header};
 
 use super::{Ctx, Denial, Reason};
+use crate::audit::record::RateNote;
 use crate::ratelimit::{RateLimiter, Refusal};
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -30,9 +31,23 @@ impl RateLimit {
         match self.limiter.check(principal, &env.messages).await {
             Ok(permits) => {
                 ctx.permits = permits;
+                ctx.ratelimit = Some(RateNote {
+                    result: "allowed",
+                    policy: None,
+                });
                 Ok(())
             }
-            Err(refusal) => Err(denial(&refusal)),
+            Err(refusal) => {
+                let (result, policy) = match &refusal {
+                    Refusal::Limited { policy, .. } => ("limited", Some(policy.to_string())),
+                    Refusal::Concurrency { policy, .. } => {
+                        ("concurrency", Some(policy.to_string()))
+                    }
+                    Refusal::Unavailable { .. } => ("unavailable", None),
+                };
+                ctx.ratelimit = Some(RateNote { result, policy });
+                Err(denial(&refusal))
+            }
         }
     }
 }

@@ -128,6 +128,9 @@ impl Body for ProxyBody {
             && let Some(data) = frame.data_ref()
         {
             tap.feed(data);
+            if let Some(guard) = &mut this.guard {
+                guard.seen(tap.seen);
+            }
         }
         let ended = match &item {
             Some(Ok(_)) => this.is_end_stream(),

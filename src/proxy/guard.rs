@@ -1,10 +1,14 @@
 //! One guard per request: counts it, times it and logs it exactly once, whichever way the
-//! request ends (answered, refused, upstream failure, or the client going away).
+//! request ends (answered, refused, upstream failure, or the client going away). With audit
+//! on it also carries the request's audit record, submitted from the same place, once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::audit::Auditor;
+use crate::audit::record::{AuditOutcome, Draft};
 use crate::metrics::{Metrics, Op, Outcome};
+use crate::proxy::tap::Seen;
 
 pub struct RequestGuard {
     metrics: Arc<Metrics>,
@@ -21,6 +25,7 @@ pub struct RequestGuard {
     /// Time to the response head, recorded for SSE streams.
     head: Option<Duration>,
     bytes_out: u64,
+    audit: Option<Box<(Arc<Auditor>, Draft)>>,
 }
 
 impl RequestGuard {
@@ -37,6 +42,25 @@ impl RequestGuard {
             sse: false,
             head: None,
             bytes_out: 0,
+            audit: None,
+        }
+    }
+
+    /// Makes this request's record, submitted when the guard drops.
+    pub fn audit(&mut self, auditor: Arc<Auditor>, draft: Draft) {
+        self.audit = Some(Box::new((auditor, draft)));
+    }
+
+    /// The record being gathered, when auditing.
+    pub fn draft(&mut self) -> Option<&mut Draft> {
+        self.audit.as_mut().map(|a| &mut a.1)
+    }
+
+    /// What the response body showed (tool result `isError`, JSON-RPC error code).
+    pub fn seen(&mut self, seen: Seen) {
+        if let Some(d) = self.draft() {
+            d.is_error = seen.is_error.or(d.is_error);
+            d.jsonrpc_error = d.jsonrpc_error.or(seen.error_code);
         }
     }
 
@@ -84,6 +108,28 @@ impl Drop for RequestGuard {
         self.metrics.in_flight.dec();
         if self.sse {
             self.metrics.sse_open.dec();
+        }
+        if let Some(audit) = self.audit.take() {
+            let (auditor, mut d) = *audit;
+            d.status = self.status;
+            d.latency_us = elapsed.as_micros() as u64;
+            d.bytes_out = self.bytes_out;
+            d.outcome = Some(match (self.outcome, self.complete) {
+                (None, _) | (Some(Outcome::ClientGone), _) => AuditOutcome::ClientGone,
+                (Some(Outcome::UpstreamError), _) => AuditOutcome::UpstreamError,
+                (Some(Outcome::Rejected), _) => d.outcome.unwrap_or(AuditOutcome::Denied),
+                (Some(Outcome::Forwarded), false) => AuditOutcome::ClientGone,
+                (Some(Outcome::Forwarded), true) => AuditOutcome::Allowed,
+            });
+            // A tool result read to its end without `isError: true` and without an error.
+            if d.outcome == Some(AuditOutcome::Allowed)
+                && d.method.as_deref() == Some("tools/call")
+                && d.jsonrpc_error.is_none()
+                && (200..300).contains(&self.status)
+            {
+                d.is_error.get_or_insert(false);
+            }
+            auditor.submit(&d);
         }
         tracing::debug!(
             request = self.id,

@@ -1,7 +1,8 @@
 //! Reads task handles out of `tools/call` answers as they stream past, so the task id is bound
 //! to its creator before the client can see it (session-hijack protection for tasks). The bytes
 //! pass unchanged; only a bounded prefix of each JSON body or SSE event is looked at, and
-//! anything larger is skipped: a task handle is small.
+//! anything larger is skipped: a task handle is small. With audit on it also notes the
+//! answer's JSON-RPC error code and a tool result's `isError` for the record.
 
 use std::sync::Arc;
 
@@ -17,8 +18,20 @@ pub struct TaskTap {
     sse: bool,
     /// JSON: the body was read (or is too large). SSE: inside an oversized event.
     done: bool,
-    session: Arc<Session>,
-    principal: Arc<Principal>,
+    /// Binds task handles to their creator.
+    bind: Option<(Arc<Session>, Arc<Principal>)>,
+    /// Notes errors for the audit record.
+    results: bool,
+    pub seen: Seen,
+}
+
+/// What an answer showed, for the audit record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// `result.isError` of a tool result.
+    pub is_error: Option<bool>,
+    /// The first `error.code` of a JSON-RPC response.
+    pub error_code: Option<i64>,
 }
 
 impl TaskTap {
@@ -27,9 +40,35 @@ impl TaskTap {
             buf: Vec::new(),
             sse,
             done: false,
-            session,
-            principal,
+            bind: Some((session, principal)),
+            results: false,
+            seen: Seen::default(),
         }
+    }
+
+    /// A tap that only notes results (audit), binding nothing.
+    pub fn results_only(sse: bool) -> Self {
+        Self {
+            buf: Vec::new(),
+            sse,
+            done: false,
+            bind: None,
+            results: true,
+            seen: Seen::default(),
+        }
+    }
+
+    /// Also notes results for the audit record.
+    pub fn with_results(mut self) -> Self {
+        self.results = true;
+        self
+    }
+
+    /// Worth parsing: holds what one of the tap's jobs looks for.
+    fn interesting(&self, text: &[u8]) -> bool {
+        let has = |needle: &[u8]| text.windows(needle.len()).any(|w| w == needle);
+        (self.bind.is_some() && has(b"taskId"))
+            || (self.results && (has(b"\"error\"") || has(b"isError")))
     }
 
     /// Sees the next piece of the response body.
@@ -41,7 +80,9 @@ impl TaskTap {
             if self.buf.len() > LIMIT {
                 self.done = true;
                 self.buf = Vec::new();
-            } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.buf) {
+            } else if self.interesting(&self.buf)
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.buf)
+            {
                 self.done = true;
                 self.buf = Vec::new();
                 self.message(&v);
@@ -68,13 +109,13 @@ impl TaskTap {
         }
     }
 
-    fn event(&self, event: &[u8]) {
+    fn event(&mut self, event: &[u8]) {
+        if !self.interesting(event) {
+            return;
+        }
         let Ok(text) = std::str::from_utf8(event) else {
             return;
         };
-        if !text.contains("taskId") {
-            return;
-        }
         let mut data = String::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("data:") {
@@ -92,14 +133,34 @@ impl TaskTap {
     /// A JSON-RPC result carrying a task handle: `result.task.taskId` (2025-11-25
     /// `CreateTaskResult`), or `result.taskId` beside `resultType: "task"` (the tasks extension,
     /// SEP-2663, as rmcp sends it in every revision).
-    fn message(&self, v: &serde_json::Value) {
+    fn message(&mut self, v: &serde_json::Value) {
+        if let serde_json::Value::Array(items) = v {
+            for item in items {
+                self.message(item);
+            }
+            return;
+        }
+        if self.results {
+            if let Some(code) = v.pointer("/error/code").and_then(serde_json::Value::as_i64) {
+                self.seen.error_code.get_or_insert(code);
+            }
+            if let Some(e) = v
+                .pointer("/result/isError")
+                .and_then(serde_json::Value::as_bool)
+            {
+                self.seen.is_error = Some(e || self.seen.is_error == Some(true));
+            }
+        }
+        let Some((session, principal)) = &self.bind else {
+            return;
+        };
         let flat = v.pointer("/result/resultType").and_then(|t| t.as_str()) == Some("task");
         let id = v
             .pointer("/result/task/taskId")
             .or_else(|| flat.then(|| v.pointer("/result/taskId")).flatten())
             .and_then(serde_json::Value::as_str);
         if let Some(id) = id {
-            self.session.bind_task(&self.principal, id);
+            session.bind_task(principal, id);
         }
     }
 }
@@ -171,6 +232,35 @@ mod tests {
         let (mut t, b, _) = tap(false);
         t.feed(br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","taskId":"x"}}"#);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn results_are_noted_for_the_audit() {
+        let mut t = TaskTap::results_only(false);
+        t.feed(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#);
+        assert_eq!(
+            t.seen,
+            Seen {
+                is_error: Some(true),
+                error_code: None
+            }
+        );
+        let mut t = TaskTap::results_only(true);
+        t.feed(
+            b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n",
+        );
+        t.feed(b"data: {\"jsonrpc\":\"2.0\",\"id\":2,\"error\":{\"code\":-32603,\"message\":\"x\"}}\n\n");
+        assert_eq!(
+            t.seen,
+            Seen {
+                is_error: None,
+                error_code: Some(-32603)
+            }
+        );
+        // Nothing of interest: never parsed, nothing noted.
+        let mut t = TaskTap::results_only(false);
+        t.feed(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+        assert_eq!(t.seen, Seen::default());
     }
 
     #[test]

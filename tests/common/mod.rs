@@ -2,6 +2,7 @@
 //! Shared test bed: a real rmcp upstream and rmcp clients for both eras.
 
 pub mod apiserver;
+pub mod audit;
 pub mod client;
 pub mod idp;
 pub mod keys;

@@ -4,8 +4,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
 use mcp_sentinel::config::UpstreamUrl;
 use mcp_sentinel::{Config, Sentinel};
+use serde_json::Value;
 
 pub struct TestSentinel {
     sentinel: Option<Sentinel>,
@@ -152,4 +156,53 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
             rest.strip_prefix(' ')?.trim().parse().ok()
         })
         .unwrap_or(0.0)
+}
+
+/// The real binary, running.
+pub struct Child {
+    pub child: std::process::Child,
+    pub traffic: String,
+    pub admin: String,
+}
+
+/// Runs the real binary with the example config on ephemeral ports; the bound addresses are
+/// read from its start-up log line.
+pub fn spawn_binary(upstream: &str, stdout: Stdio) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"))
+        .args([
+            "run",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/passthrough.yaml"),
+            "--upstream",
+            upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = loop {
+        let line = lines
+            .next()
+            .expect("a start-up log line")
+            .expect("utf-8 log");
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("JSON log line: {line}"));
+        if v["message"] == "mcp-sentinel started" {
+            break v;
+        }
+    };
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Child {
+        child,
+        traffic: format!("http://{}/mcp", started["traffic"].as_str().unwrap()),
+        admin: format!("http://{}", started["admin"].as_str().unwrap()),
+    }
 }

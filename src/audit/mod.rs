@@ -1,0 +1,360 @@
+//! Audit: exactly one tamper-evident record per request, written when the request ends, through
+//! a bounded queue per sink to stdout, files, Redis Streams and PostgreSQL, with a local spool
+//! for sinks that are down and an optional fail-closed gate. `verify` reads a chain back.
+
+pub mod record;
+pub mod redact;
+pub mod sink;
+pub mod spool;
+pub mod verify;
+mod worker;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::audit::AuditConfig;
+use crate::mcp::{Method, Target};
+use crate::pipeline::Ctx;
+use record::{ChainHead, Draft, Line, TargetNote};
+use redact::Redactor;
+use sink::Sink;
+use spool::Spool;
+use worker::{SinkMetrics, SinkState, Worker};
+
+pub struct Auditor {
+    inner: Mutex<Inner>,
+    states: Vec<Arc<SinkState>>,
+    dropped: Vec<prometheus::IntCounter>,
+    redactor: Redactor,
+    pub fail_closed: bool,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    hurry: CancellationToken,
+}
+
+struct Inner {
+    head: ChainHead,
+    /// `None` once closed for shutdown.
+    senders: Option<Vec<mpsc::Sender<Line>>>,
+}
+
+impl Auditor {
+    /// Opens every sink's spool and connection (a sink that is down at start is only marked
+    /// down) and starts the delivery tasks. `None` when auditing is off.
+    pub async fn start(
+        cfg: &AuditConfig,
+        registry: &Registry,
+    ) -> Result<Option<Arc<Self>>, String> {
+        if !cfg.enabled {
+            return Ok(None);
+        }
+        let records = IntCounterVec::new(
+            Opts::new(
+                "mcp_sentinel_audit_records_total",
+                "Audit records by sink and result: delivered, spooled (sink down), dropped (lost)",
+            ),
+            &["sink", "result"],
+        )
+        .map_err(|e| e.to_string())?;
+        let gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(
+                Opts::new(format!("mcp_sentinel_audit_{name}"), help),
+                &["sink"],
+            )
+            .map_err(|e| e.to_string())
+        };
+        let queue = gauge("queue_depth", "Audit records waiting in a sink's queue")?;
+        let spool_bytes = gauge("spool_bytes", "Bytes of audit records spooled for a sink")?;
+        let spool_records = gauge("spool_records", "Audit records spooled for a sink")?;
+        let oldest = gauge(
+            "oldest_undelivered_seconds",
+            "Age of the oldest audit record a sink has not taken yet",
+        )?;
+        let up = gauge("sink_up", "1 while the sink takes deliveries")?;
+        for c in [
+            Box::new(records.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(queue.clone()),
+            Box::new(spool_bytes.clone()),
+            Box::new(spool_records.clone()),
+            Box::new(oldest.clone()),
+            Box::new(up.clone()),
+        ] {
+            registry.register(c).map_err(|e| e.to_string())?;
+        }
+        let hurry = CancellationToken::new();
+        let mut senders = Vec::new();
+        let mut states = Vec::new();
+        let mut dropped = Vec::new();
+        let mut workers = Vec::new();
+        for sc in &cfg.sinks {
+            let name = sc.name.as_str();
+            let mut sink = Sink::new(&sc.kind).map_err(|e| format!("sink {name}: {e}"))?;
+            let connected = match sink.connect().await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(sink = name, error = %e, "audit sink down at start");
+                    false
+                }
+            };
+            let spool = match &cfg.spool {
+                Some(sp) => {
+                    let dir = sp.dir.join(name);
+                    let max = sp.max_bytes;
+                    let s = tokio::task::spawn_blocking(move || Spool::open(&dir, max))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| format!("spool of sink {name}: {e}"))?;
+                    if !s.is_empty() {
+                        tracing::info!(
+                            sink = name,
+                            records = s.records(),
+                            "audit spool from an earlier run: delivering it first"
+                        );
+                    }
+                    Some(s)
+                }
+                None => None,
+            };
+            let state = Arc::new(SinkState {
+                name: name.to_string(),
+                capacity: cfg.queue_capacity,
+                depth: AtomicI64::new(0),
+                up: AtomicBool::new(connected),
+                spool_ok: AtomicBool::new(spool.as_ref().is_some_and(|s| s.has_room(64 * 1024))),
+            });
+            let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+            let metrics = SinkMetrics {
+                delivered: records.with_label_values(&[name, "delivered"]),
+                spooled: records.with_label_values(&[name, "spooled"]),
+                dropped: records.with_label_values(&[name, "dropped"]),
+                queue: queue.with_label_values(&[name]),
+                spool_bytes: spool_bytes.with_label_values(&[name]),
+                spool_records: spool_records.with_label_values(&[name]),
+                oldest: oldest.with_label_values(&[name]),
+                up: up.with_label_values(&[name]),
+            };
+            dropped.push(metrics.dropped.clone());
+            let worker = Worker {
+                sink,
+                rx,
+                spool,
+                state: state.clone(),
+                metrics,
+                batch: cfg.batch_size,
+                linger: cfg.flush_interval,
+                retry: cfg.retry_interval,
+                hurry: hurry.clone(),
+            };
+            workers.push(tokio::spawn(worker.run()));
+            senders.push(tx);
+            states.push(state);
+        }
+        Ok(Some(Arc::new(Self {
+            inner: Mutex::new(Inner {
+                head: ChainHead::new(&cfg.instance),
+                senders: Some(senders),
+            }),
+            states,
+            dropped,
+            redactor: Redactor::new(&cfg.redact),
+            fail_closed: cfg.fail_closed,
+            workers: Mutex::new(workers),
+            hurry,
+        })))
+    }
+
+    /// The chain this run writes (`<instance>/<run id>`).
+    pub fn instance(&self) -> Arc<str> {
+        self.lock().head.instance.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every sink would store a record now: delivered, or spooled, with room in its queue.
+    pub fn can_record(&self) -> bool {
+        self.states.iter().all(|s| s.can_store())
+    }
+
+    /// Chains a finished request's record and queues it for every sink. Never blocks: a full
+    /// queue loses the record (counted; the chain then shows the gap).
+    pub fn submit(&self, draft: &Draft) {
+        let mut inner = self.lock();
+        let line = inner.head.seal(draft);
+        let Some(senders) = &inner.senders else {
+            for d in &self.dropped {
+                d.inc();
+            }
+            return;
+        };
+        for (i, tx) in senders.iter().enumerate() {
+            match tx.try_send(line.clone()) {
+                Ok(()) => {
+                    self.states[i].depth.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    self.dropped[i].inc();
+                    tracing::error!(sink = %self.states[i].name, seq = line.seq, "audit record lost: queue full");
+                }
+            }
+        }
+    }
+
+    /// The start of a request's record: what is known before any check runs.
+    pub fn begin(&self, ctx: &Ctx) -> Draft {
+        let header = |name: &str| {
+            ctx.parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Draft {
+            at: Some(SystemTime::now()),
+            request_id: ctx.id,
+            trace_id: header("traceparent").and_then(|t| trace_id(&t)),
+            client: Some(ctx.peer.ip()),
+            user_agent: header("user-agent").map(|mut u| {
+                u.truncate(256);
+                u
+            }),
+            ..Draft::default()
+        }
+    }
+
+    /// What the checks learned: caller, call, decisions and (redacted) arguments.
+    pub fn describe(&self, ctx: &Ctx, d: &mut Draft) {
+        d.principal = ctx.principal.clone();
+        let session = ctx.session_id.as_deref().or_else(|| {
+            ctx.parts
+                .headers
+                .get(crate::mcp::headers::MCP_SESSION_ID)
+                .and_then(|v| v.to_str().ok())
+        });
+        d.session = session.map(|s| format!("sha256:{}", &record::sha256_hex(s.as_bytes())[..16]));
+        d.decision = ctx.decision.clone();
+        d.rate_limit = ctx.ratelimit.clone();
+        d.bytes_in = ctx.body.len() as u64;
+        let Some(env) = &ctx.envelope else {
+            d.method = Some(
+                match ctx.parts.method {
+                    http::Method::GET => "GET",
+                    http::Method::DELETE => "DELETE",
+                    _ => "invalid",
+                }
+                .to_string(),
+            );
+            return;
+        };
+        d.era = Some(ctx.era.as_str());
+        let Some(msg) = env.single() else {
+            d.method = Some("batch".into());
+            return;
+        };
+        d.method = msg.method_name.clone();
+        d.jsonrpc_id = msg
+            .id
+            .as_ref()
+            .and_then(|i| serde_json::from_str(i.get()).ok());
+        d.target = target(&msg.target);
+        if matches!(msg.method, Method::ToolsCall | Method::PromptsGet) {
+            d.arguments = arguments(&ctx.body).map(|a| {
+                let tool = match &msg.target {
+                    Target::Tool(t) => Some(t.as_str()),
+                    _ => None,
+                };
+                self.redactor.apply(tool, a)
+            });
+        }
+    }
+
+    /// Stops taking records and delivers (or spools) every queued one, within `within`.
+    /// True when every sink finished in time.
+    pub async fn close(&self, within: Duration) -> bool {
+        self.lock().senders = None;
+        let workers: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        let all = futures_util::future::join_all(workers);
+        tokio::pin!(all);
+        if tokio::time::timeout(within, &mut all).await.is_ok() {
+            return true;
+        }
+        // Out of time: stop trying sinks; what is left goes to the spool (local disk).
+        self.hurry.cancel();
+        if tokio::time::timeout(Duration::from_secs(2), &mut all)
+            .await
+            .is_err()
+        {
+            tracing::error!("audit delivery did not stop in time");
+        }
+        false
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn trace_id(tp: &str) -> Option<String> {
+    let mut parts = tp.trim().split('-');
+    let (_version, id) = (parts.next()?, parts.next()?);
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32))
+        .then(|| id.to_ascii_lowercase())
+}
+
+fn target(t: &Target) -> Option<TargetNote> {
+    let (kind, name) = match t {
+        Target::None => return None,
+        Target::Tool(n) => ("tool", n.clone()),
+        Target::Prompt(n) => ("prompt", n.clone()),
+        Target::Resource(n) => ("resource", n.clone()),
+        Target::CompletionPrompt(n) => ("completion_prompt", n.clone()),
+        Target::CompletionResource(n) => ("completion_resource", n.clone()),
+        Target::Task(n) => ("task", n.clone()),
+        Target::Subscriptions(uris) => ("subscriptions", uris.join(" ")),
+    };
+    Some(TargetNote { kind, name })
+}
+
+/// `params.arguments` of a single request body.
+fn arguments(body: &[u8]) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct Msg {
+        params: Option<Params>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params {
+        arguments: Option<Value>,
+    }
+    serde_json::from_slice::<Msg>(body).ok()?.params?.arguments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids() {
+        assert_eq!(
+            trace_id("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            trace_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(trace_id("garbage"), None);
+    }
+
+    #[test]
+    fn arguments_of_a_call() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+        assert_eq!(arguments(body), Some(serde_json::json!({"text":"hi"})));
+        assert_eq!(arguments(b"[1,2]"), None);
+        assert_eq!(arguments(b"{\"params\":{}}"), None);
+    }
+}

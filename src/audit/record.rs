@@ -1,0 +1,434 @@
+//! The audit record, schema v1: what one request was and how it ended, serialized once as a
+//! JSON line whose last field is the hash chaining it to the previous record of the same
+//! sentinel run. `hash = sha256(the line without its hash field)`; that text holds `prev`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::auth::Principal;
+use crate::policy::Decision;
+
+pub const SCHEMA_VERSION: u32 = 1;
+/// `prev` of a chain's first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// How a request ended, for the record (a closed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    /// Forwarded and answered by the upstream (any status, any JSON-RPC result).
+    Allowed,
+    /// Refused by a check (authentication, session, policy, bad input, audit itself).
+    Denied,
+    /// Refused by the rate limiter (over a rate, at a concurrency limit, limiter down).
+    RateLimited,
+    /// The upstream could not be reached, timed out or broke its answer.
+    UpstreamError,
+    /// The client went away before the answer ended.
+    ClientGone,
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Allowed => "allowed",
+            AuditOutcome::Denied => "denied",
+            AuditOutcome::RateLimited => "rate_limited",
+            AuditOutcome::UpstreamError => "upstream_error",
+            AuditOutcome::ClientGone => "client_gone",
+        }
+    }
+}
+
+/// The rate limiter's verdict on the request, when rate limits are configured.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RateNote {
+    /// `allowed`, `limited`, `concurrency` or `unavailable`.
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+/// What the request acted on.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TargetNote {
+    /// `tool`, `prompt`, `resource`, `completion_prompt`, `completion_resource`, `task`,
+    /// `subscriptions`.
+    pub kind: &'static str,
+    pub name: String,
+}
+
+/// Everything known about a request, gathered while it runs; made into a record when it ends.
+#[derive(Debug, Default)]
+pub struct Draft {
+    pub at: Option<SystemTime>,
+    pub request_id: u64,
+    pub trace_id: Option<String>,
+    pub client: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub principal: Option<Arc<Principal>>,
+    /// `sha256:` + 16 hex of the legacy session id; never the id itself.
+    pub session: Option<String>,
+    pub era: Option<&'static str>,
+    pub method: Option<String>,
+    pub jsonrpc_id: Option<Value>,
+    pub target: Option<TargetNote>,
+    pub decision: Option<Decision>,
+    pub denial: Option<&'static str>,
+    pub rate_limit: Option<RateNote>,
+    pub status: u16,
+    pub outcome: Option<AuditOutcome>,
+    pub jsonrpc_error: Option<i64>,
+    pub is_error: Option<bool>,
+    pub latency_us: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub arguments: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct PrincipalOut<'a> {
+    subject: &'a str,
+    groups: &'a [String],
+    auth_method: &'static str,
+}
+
+#[derive(Serialize)]
+struct DecisionOut<'a> {
+    effect: &'static str,
+    reason: &'static str,
+    rule: &'a str,
+}
+
+#[derive(Serialize)]
+struct ClientOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
+}
+
+/// The record's fields in their written order; `hash` is appended after serializing.
+#[derive(Serialize)]
+struct Out<'a> {
+    v: u32,
+    id: &'a str,
+    instance: &'a str,
+    seq: u64,
+    prev: &'a str,
+    ts: String,
+    request_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
+    client: ClientOut<'a>,
+    principal: Option<PrincipalOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<&'a str>,
+    era: Option<&'static str>,
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jsonrpc_id: Option<&'a Value>,
+    target: Option<&'a TargetNote>,
+    decision: Option<DecisionOut<'a>>,
+    denial: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<&'a RateNote>,
+    outcome: AuditOutcome,
+    status: u16,
+    jsonrpc_error: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_error: Option<bool>,
+    latency_us: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a Value>,
+}
+
+/// One chained, serialized record.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// The chain (`instance` field) the record belongs to.
+    pub instance: Arc<str>,
+    pub seq: u64,
+    /// Unix milliseconds of the request's start (the record's `ts`).
+    pub at_ms: u64,
+    /// The JSON text, without a newline.
+    pub text: Arc<str>,
+    /// The fields a table indexes, so a sink need not parse the text.
+    pub cols: Arc<Cols>,
+}
+
+/// A record's indexed fields (the PostgreSQL sink's columns).
+#[derive(Debug, Default)]
+pub struct Cols {
+    pub id: String,
+    pub subject: Option<String>,
+    pub method: Option<String>,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub status: i32,
+}
+
+/// The link position of the next record of a chain.
+pub struct ChainHead {
+    /// `<instance>/<16 hex>`: one chain per sentinel run.
+    pub instance: Arc<str>,
+    /// The 16 hex of `instance`, prefix of record ids.
+    pub boot: String,
+    pub seq: u64,
+    pub prev: String,
+}
+
+impl ChainHead {
+    pub fn new(instance: &str) -> Self {
+        let mut raw = [0u8; 8];
+        // A failing system RNG leaves a time-derived run id: still unique in practice.
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).is_err() {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            raw = (nanos ^ u64::from(std::process::id())).to_be_bytes();
+        }
+        let boot = hex(&raw);
+        Self {
+            instance: format!("{instance}/{boot}").into(),
+            boot,
+            seq: 0,
+            prev: GENESIS.to_string(),
+        }
+    }
+
+    /// Links `draft` after the previous record and serializes it.
+    pub fn seal(&mut self, d: &Draft) -> Line {
+        self.seq += 1;
+        let seq = self.seq;
+        let at = d.at.unwrap_or_else(SystemTime::now);
+        let at_ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_millis() as u64);
+        let id = format!("{}-{seq:012}", self.boot);
+        let out = Out {
+            v: SCHEMA_VERSION,
+            id: &id,
+            instance: &self.instance,
+            seq,
+            prev: &self.prev,
+            ts: rfc3339_ms(at_ms),
+            request_id: d.request_id,
+            trace_id: d.trace_id.as_deref(),
+            client: ClientOut {
+                address: d.client.map(|a| a.to_string()),
+                user_agent: d.user_agent.as_deref(),
+            },
+            principal: d.principal.as_deref().map(|p| PrincipalOut {
+                subject: &p.subject,
+                groups: &p.groups,
+                auth_method: p.method.as_str(),
+            }),
+            session: d.session.as_deref(),
+            era: d.era,
+            method: d.method.as_deref(),
+            jsonrpc_id: d.jsonrpc_id.as_ref(),
+            target: d.target.as_ref(),
+            decision: d.decision.as_ref().map(|x| DecisionOut {
+                effect: x.effect.as_str(),
+                reason: x.reason.as_str(),
+                rule: x.rule_name(),
+            }),
+            denial: d.denial,
+            rate_limit: d.rate_limit.as_ref(),
+            outcome: d.outcome.unwrap_or(AuditOutcome::ClientGone),
+            status: d.status,
+            jsonrpc_error: d.jsonrpc_error,
+            is_error: d.is_error,
+            latency_us: d.latency_us,
+            bytes_in: d.bytes_in,
+            bytes_out: d.bytes_out,
+            arguments: d.arguments.as_ref(),
+        };
+        let mut text = serde_json::to_string(&out).expect("a record serializes");
+        let cols = Cols {
+            subject: d.principal.as_ref().map(|p| p.subject.clone()),
+            method: d.method.clone(),
+            target: d.target.as_ref().map(|t| t.name.clone()),
+            outcome: out.outcome.as_str().to_string(),
+            status: i32::from(d.status),
+            id: id.clone(),
+        };
+        let hash = sha256_hex(text.as_bytes());
+        text.pop();
+        text.push_str(",\"hash\":\"");
+        text.push_str(&hash);
+        text.push_str("\"}");
+        self.prev = hash;
+        Line {
+            instance: self.instance.clone(),
+            seq,
+            at_ms,
+            text: text.into(),
+            cols: Arc::new(cols),
+        }
+    }
+}
+
+/// The chain position and indexed fields of a record read back as text.
+#[derive(serde::Deserialize)]
+struct Position {
+    id: String,
+    instance: String,
+    seq: u64,
+    ts: String,
+    principal: Option<Named>,
+    method: Option<String>,
+    target: Option<Named>,
+    outcome: String,
+    status: i32,
+}
+
+#[derive(serde::Deserialize)]
+struct Named {
+    #[serde(alias = "subject")]
+    name: String,
+}
+
+impl Line {
+    /// A record read back (spool): its text must be a record of this schema.
+    pub fn parse(text: &str) -> Option<Line> {
+        let p: Position = serde_json::from_str(text).ok()?;
+        Some(Line {
+            instance: p.instance.into(),
+            seq: p.seq,
+            at_ms: parse_rfc3339_ms(&p.ts)?,
+            text: text.into(),
+            cols: Arc::new(Cols {
+                id: p.id,
+                subject: p.principal.map(|n| n.name),
+                method: p.method,
+                target: p.target.map(|n| n.name),
+                outcome: p.outcome,
+                status: p.status,
+            }),
+        })
+    }
+}
+
+/// The hash a line claims, and the text it was computed over; `None` when the line does not
+/// end with a hash field.
+pub fn split_hash(line: &str) -> Option<(&str, String)> {
+    let line = line.trim_end();
+    let body = line.strip_suffix("\"}")?;
+    let (head, hash) = body.rsplit_once(",\"hash\":\"")?;
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((hash, format!("{head}}}")))
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// `2026-01-02T03:04:05.678Z`
+pub fn rfc3339_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// The inverse of `rfc3339_ms`, for records read back (spool, verify); `None` for any other
+/// shape.
+pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 24 || &s[4..5] != "-" || &s[10..11] != "T" || &s[23..] != "Z" {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss, ms) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days from civil (H. Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let total = ((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms;
+    u64::try_from(total).ok()
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_709_251_199_123), "2024-02-29T23:59:59.123Z");
+        assert_eq!(rfc3339_ms(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
+        for ms in [0, 1_709_251_199_123, 4_102_444_800_000, 1_767_225_600_001] {
+            assert_eq!(parse_rfc3339_ms(&rfc3339_ms(ms)), Some(ms));
+        }
+        assert_eq!(parse_rfc3339_ms("2024-13-01T00:00:00.000Z"), None);
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn records_chain() {
+        let mut head = ChainHead::new("pod-a");
+        let a = head.seal(&Draft::default());
+        let b = head.seal(&Draft {
+            status: 200,
+            ..Draft::default()
+        });
+        let va: Value = serde_json::from_str(&a.text).unwrap();
+        let vb: Value = serde_json::from_str(&b.text).unwrap();
+        assert_eq!(va["v"], 1);
+        assert_eq!(va["seq"], 1);
+        assert_eq!(va["prev"], GENESIS);
+        assert_eq!(vb["prev"], va["hash"]);
+        let (hash, body) = split_hash(&b.text).unwrap();
+        assert_eq!(hash, vb["hash"].as_str().unwrap());
+        assert_eq!(sha256_hex(body.as_bytes()), hash);
+        assert!(split_hash("{\"a\":1}").is_none());
+    }
+}
