@@ -88,6 +88,9 @@ pub struct Draft {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub arguments: Option<Value>,
+    /// The body of a `tools/call` or `prompts/get`, whose `params.arguments` the sealer reads
+    /// and redacts into `arguments`, off the traffic thread.
+    pub call_body: Option<bytes::Bytes>,
 }
 
 #[derive(Serialize)]

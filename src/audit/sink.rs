@@ -227,12 +227,15 @@ pub struct PgSink {
     url: String,
     table: String,
     timeout: Duration,
-    client: Option<tokio_postgres::Client>,
+    /// The connection and its prepared insert: each batch is one round trip, planned once.
+    client: Option<(tokio_postgres::Client, tokio_postgres::Statement)>,
 }
 
 impl PgSink {
-    async fn connection(&mut self) -> Result<&tokio_postgres::Client, String> {
-        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+    async fn connection(
+        &mut self,
+    ) -> Result<&(tokio_postgres::Client, tokio_postgres::Statement), String> {
+        if self.client.as_ref().is_some_and(|(c, _)| c.is_closed()) {
             self.client = None;
         }
         if self.client.is_none() {
@@ -271,20 +274,23 @@ impl PgSink {
                 .await
                 .map_err(|_| "creating the table timed out".to_string())?
                 .map_err(|e| e.to_string())?;
-            self.client = Some(client);
+            // Columns as arrays, one statement per batch; the server never parses the JSON.
+            let insert = format!(
+                "INSERT INTO {t} (id, instance, seq, ts, subject, method, target, outcome, status, line)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[],
+                                      $5::text[], $6::text[], $7::text[], $8::text[], $9::int4[], $10::text[])
+                 ON CONFLICT (id) DO NOTHING"
+            );
+            let insert = tokio::time::timeout(self.timeout, client.prepare(&insert))
+                .await
+                .map_err(|_| "preparing the insert timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            self.client = Some((client, insert));
         }
         Ok(self.client.as_ref().expect("connected above"))
     }
 
     async fn deliver(&mut self, batch: &[Line]) -> Result<(), String> {
-        // Columns as arrays, one statement per batch; the server never parses the JSON.
-        let sql = format!(
-            "INSERT INTO {t} (id, instance, seq, ts, subject, method, target, outcome, status, line)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[],
-                                  $5::text[], $6::text[], $7::text[], $8::text[], $9::int4[], $10::text[])
-             ON CONFLICT (id) DO NOTHING",
-            t = self.table
-        );
         let timeout = self.timeout;
         let ids: Vec<&str> = batch.iter().map(|l| l.cols.id.as_str()).collect();
         let instances: Vec<&str> = batch.iter().map(|l| &*l.instance).collect();
@@ -299,11 +305,11 @@ impl PgSink {
         let outcomes: Vec<&str> = batch.iter().map(|l| l.cols.outcome.as_str()).collect();
         let statuses: Vec<i32> = batch.iter().map(|l| l.cols.status).collect();
         let lines: Vec<&str> = batch.iter().map(|l| &*l.text).collect();
-        let client = self.connection().await?;
+        let (client, insert) = self.connection().await?;
         let r = tokio::time::timeout(
             timeout,
             client.execute(
-                &sql,
+                insert,
                 &[
                     &ids, &instances, &seqs, &ts, &subjects, &methods, &targets, &outcomes,
                     &statuses, &lines,

@@ -129,7 +129,7 @@ impl Drop for RequestGuard {
             {
                 d.is_error.get_or_insert(false);
             }
-            auditor.submit(&d);
+            auditor.submit(d);
         }
         tracing::debug!(
             request = self.id,

@@ -171,11 +171,16 @@ impl UpstreamPool {
         if up.is_done() || up.sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // The list is a stack: expired connections at the bottom would otherwise linger.
-        idle.retain(|(_, since)| since.elapsed() < self.idle_timeout);
+        // The list is a stack, so its check-in times rise from the bottom: the expired
+        // connections, which would otherwise linger there, are a prefix (one clock read).
+        let expired = idle.partition_point(|(_, since)| {
+            now.saturating_duration_since(*since) >= self.idle_timeout
+        });
+        idle.drain(..expired);
         if idle.len() < self.max_idle {
-            idle.push((up, Instant::now()));
+            idle.push((up, now));
         }
     }
 
