@@ -224,6 +224,8 @@ pub struct Policy {
     named_tools: HashSet<String>,
     /// Some rule tests `tools/call` arguments.
     has_conditions: bool,
+    /// The default allows and no rule denies: every caller may see and use every target.
+    denies_nothing: bool,
     /// SHA-256 (hex) of the policy's source text.
     pub hash: String,
 }
@@ -409,6 +411,8 @@ impl Policy {
             }
         }
         let has_conditions = rules.iter().any(|r| !r.arguments.is_empty());
+        let denies_nothing =
+            default == Effect::Allow && rules.iter().all(|r| r.effect == Effect::Allow);
         Self {
             default,
             answer,
@@ -417,12 +421,20 @@ impl Policy {
             scan,
             named_tools,
             has_conditions,
+            denies_nothing,
             hash,
         }
     }
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The default allows and no rule denies: no list item is hidden from anyone and no
+    /// server→client request blocked, so answers need no editing. (Only a target name over
+    /// [`MAX_TARGET`] is still refused, when it is used.)
+    pub fn denies_nothing(&self) -> bool {
+        self.denies_nothing
     }
 
     /// Some rule tests `tools/call` arguments, so calls need theirs parsed.

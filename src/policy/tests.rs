@@ -562,3 +562,33 @@ rules:
             .is_empty()
     );
 }
+
+#[test]
+fn only_an_allowing_default_without_deny_rules_denies_nothing() {
+    let open = Policy::from_yaml("default: allow\n", "t").unwrap();
+    assert!(open.denies_nothing());
+    let allow_rules = "default: allow\nrules:\n  - name: a\n    effect: allow\n    tools: [echo]\n";
+    assert!(
+        Policy::from_yaml(allow_rules, "t")
+            .unwrap()
+            .denies_nothing()
+    );
+    let deny_rule = "default: allow\nrules:\n  - name: d\n    effect: deny\n    tools: [echo]\n";
+    assert!(!Policy::from_yaml(deny_rule, "t").unwrap().denies_nothing());
+    assert!(
+        !Policy::from_yaml("default: deny\n", "t")
+            .unwrap()
+            .denies_nothing()
+    );
+    assert!(!Policy::from_yaml(POLICY, "t").unwrap().denies_nothing());
+    // What it promises: every item of every kind is visible to anyone.
+    let p = Principal::new("anyone", AuthMethod::Anonymous);
+    for target in [
+        OpTarget::Tool("x"),
+        OpTarget::Prompt("y"),
+        OpTarget::Resource("file:///z"),
+    ] {
+        assert!(open.visible(&p, "tools/call", target));
+    }
+    assert!(!open.blocks_server_requests(&p));
+}
