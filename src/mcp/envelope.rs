@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::strict::{self, Ambiguity};
 use super::{META_PROTOCOL_VERSION, Method};
 
 /// A parsed POST body: one message, or a 2025-03-26 batch.
@@ -53,6 +54,19 @@ pub enum Target {
 }
 
 impl Message {
+    /// What an `Mcp-Name` header mirrors when sent: the name or URI the message acts on.
+    pub fn mirrored_name(&self) -> Option<&str> {
+        match &self.target {
+            Target::Tool(n)
+            | Target::Prompt(n)
+            | Target::Resource(n)
+            | Target::CompletionPrompt(n)
+            | Target::CompletionResource(n)
+            | Target::Task(n) => Some(n),
+            Target::None | Target::Subscriptions(_) => None,
+        }
+    }
+
     /// The value `Mcp-Name` must carry: 2026-07-28 requires it on `tools/call`,
     /// `resources/read` and `prompts/get` only.
     pub fn mcp_name(&self) -> Option<&str> {
@@ -80,6 +94,8 @@ pub enum ParseError {
         id: Option<String>,
         why: &'static str,
     },
+    /// JSON that parsers of other languages would read differently (-32600).
+    Ambiguous(Ambiguity),
 }
 
 #[derive(Deserialize)]
@@ -141,6 +157,11 @@ struct WireListen<'a> {
 
 impl Envelope {
     pub fn parse(body: &[u8]) -> Result<Envelope, ParseError> {
+        // Decide only on what every upstream parser reads the same way.
+        match strict::check(body) {
+            Ok(()) | Err(Ambiguity::Json) => {}
+            Err(a) => return Err(ParseError::Ambiguous(a)),
+        }
         let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
         match first {
             Some(b'{') => {
@@ -277,6 +298,32 @@ fn parse_message(raw: &RawValue) -> Result<Message, ParseError> {
         target,
         meta_version,
     })
+}
+
+/// The `params.arguments` of each message, when it has any (index-aligned with the batch);
+/// `None` when the body cannot be read that way (a duplicated key, nesting too deep, params
+/// that are not an object).
+pub fn call_arguments(body: &[u8], batch: bool) -> Option<Vec<Option<serde_json::Value>>> {
+    #[derive(serde::Deserialize)]
+    struct Msg {
+        #[serde(default)]
+        params: Option<Params>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params {
+        #[serde(default)]
+        arguments: Option<serde_json::Value>,
+    }
+    let args = |m: Msg| m.params.and_then(|p| p.arguments);
+    if batch {
+        serde_json::from_slice::<Vec<Msg>>(body)
+            .ok()
+            .map(|v| v.into_iter().map(args).collect())
+    } else {
+        serde_json::from_slice::<Msg>(body)
+            .ok()
+            .map(|m| vec![args(m)])
+    }
 }
 
 fn needs_target(method: Method) -> bool {

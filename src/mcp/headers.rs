@@ -8,6 +8,8 @@ pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id")
 pub const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 pub const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 pub const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+/// `Mcp-Param-{Name}`: a tool argument mirrored into a header (2026-07-28, `x-mcp-header`).
+pub const MCP_PARAM_PREFIX: &str = "mcp-param-";
 pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// Decodes a header value that may use the `=?base64?…?=` form for values that cannot be

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use http::StatusCode;
 use http::header::WWW_AUTHENTICATE;
 use prometheus::{IntCounterVec, Opts, Registry};
-use serde_json::Value;
 
 use super::{Ctx, Denial, Reason};
 use crate::auth::metadata::ResourceMetadata;
-use crate::mcp::{Era, Kind, Message, Method, Target};
+use crate::mcp::envelope::call_arguments;
+use crate::mcp::{Era, Kind, Message, Method, Target, strict};
 use crate::policy::{
     AnswerStyle, Args, Decision, DecisionReason, OpTarget, Operation, Policy, PolicyStore,
 };
@@ -64,13 +64,17 @@ impl Authorize {
         let args = if policy.has_conditions() && calls {
             // Conditions read the arguments the upstream will read; a body whose arguments
             // cannot be read the same way is refused rather than decided without them.
-            match call_arguments(&ctx.body, env.batch) {
-                Some(args) => args,
-                None => {
-                    return Err(Denial::new(Reason::InvalidParams)
-                        .with_detail("tools/call arguments could not be read for the policy"));
-                }
+            let args = call_arguments(&ctx.body, env.batch).ok_or_else(|| {
+                Denial::new(Reason::InvalidParams)
+                    .with_detail("tools/call arguments could not be read for the policy")
+            })?;
+            // An argument spelled like one a condition names, in another case, is what a
+            // case-folding upstream would read as that argument.
+            for a in args.iter().flatten() {
+                strict::check_names(a, policy.argument_keys())
+                    .map_err(|a| Denial::new(Reason::Ambiguous).with_detail(a.as_str()))?;
             }
+            args
         } else {
             Vec::new()
         };
@@ -166,32 +170,6 @@ pub fn operations<'a>(msg: &'a Message, args: Args<'a>) -> Vec<Operation<'a>> {
                 args,
             })
             .collect(),
-    }
-}
-
-/// The `params.arguments` of each message, when it has any (index-aligned with the batch);
-/// `None` when the body cannot be read that way (a duplicated key, nesting too deep, params
-/// that are not an object).
-fn call_arguments(body: &[u8], batch: bool) -> Option<Vec<Option<Value>>> {
-    #[derive(serde::Deserialize)]
-    struct Msg {
-        #[serde(default)]
-        params: Option<Params>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Params {
-        #[serde(default)]
-        arguments: Option<Value>,
-    }
-    let args = |m: Msg| m.params.and_then(|p| p.arguments);
-    if batch {
-        serde_json::from_slice::<Vec<Msg>>(body)
-            .ok()
-            .map(|v| v.into_iter().map(args).collect())
-    } else {
-        serde_json::from_slice::<Msg>(body)
-            .ok()
-            .map(|m| vec![args(m)])
     }
 }
 

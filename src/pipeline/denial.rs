@@ -39,6 +39,8 @@ pub enum Reason {
     ParseError,
     InvalidRequest,
     InvalidParams,
+    /// A body, URI or header that upstream parsers could read differently than the sentinel.
+    Ambiguous,
     BatchNotAllowed,
     HeaderMismatch,
     OriginNotAllowed,
@@ -58,7 +60,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::NotFound,
         Reason::MethodNotAllowed,
         Reason::UnsupportedMediaType,
@@ -70,6 +72,7 @@ impl Reason {
         Reason::ParseError,
         Reason::InvalidRequest,
         Reason::InvalidParams,
+        Reason::Ambiguous,
         Reason::BatchNotAllowed,
         Reason::HeaderMismatch,
         Reason::OriginNotAllowed,
@@ -101,6 +104,7 @@ impl Reason {
             Reason::ParseError => "parse_error",
             Reason::InvalidRequest => "invalid_request",
             Reason::InvalidParams => "invalid_params",
+            Reason::Ambiguous => "ambiguous",
             Reason::BatchNotAllowed => "batch_not_allowed",
             Reason::HeaderMismatch => "header_mismatch",
             Reason::OriginNotAllowed => "origin_not_allowed",
@@ -143,6 +147,11 @@ impl Reason {
             Reason::ParseError => (S::BAD_REQUEST, -32700, "Parse error"),
             Reason::InvalidRequest => (S::BAD_REQUEST, -32600, "Invalid request"),
             Reason::InvalidParams => (S::BAD_REQUEST, -32602, "Invalid params"),
+            Reason::Ambiguous => (
+                S::BAD_REQUEST,
+                -32600,
+                "Invalid request: it can be read more than one way",
+            ),
             Reason::BatchNotAllowed => (
                 S::BAD_REQUEST,
                 -32600,

@@ -224,6 +224,9 @@ pub struct Policy {
     named_tools: HashSet<String>,
     /// Some rule tests `tools/call` arguments.
     has_conditions: bool,
+    /// Every object key the argument conditions' pointers name: an argument spelled like one
+    /// of these in another case is refused, since an upstream that folds case reads it as this.
+    argument_keys: HashSet<String>,
     /// The default allows and no rule denies: every caller may see and use every target.
     denies_nothing: bool,
     /// SHA-256 (hex) of the policy's source text.
@@ -340,10 +343,20 @@ impl Condition {
     }
 }
 
-/// A number, or a string holding one.
+/// Integers beyond this are read differently by upstreams: JavaScript and most decoders into
+/// `float64` round them, Python keeps them exact.
+const EXACT_INTEGER: u64 = 1 << 53;
+
+/// A number, or a string holding one; `None` for an integer that parsers read differently.
 fn number(v: &Value) -> Option<f64> {
     match v {
-        Value::Number(n) => n.as_f64(),
+        Value::Number(n) => {
+            let exact = n.as_u64().map(|u| u <= EXACT_INTEGER).unwrap_or(true)
+                && n.as_i64()
+                    .map(|i| i.unsigned_abs() <= EXACT_INTEGER)
+                    .unwrap_or(true);
+            n.as_f64().filter(|_| exact)
+        }
         Value::String(s) => s.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
         _ => None,
     }
@@ -355,7 +368,10 @@ fn json_eq(a: &Value, b: &Value) -> bool {
         (Value::Number(_), Value::String(_)) | (Value::String(_), Value::Number(_)) => {
             number(a).is_some() && number(a) == number(b)
         }
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Number(_), Value::Number(_)) => match (number(a), number(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
         _ => a == b,
     }
 }
@@ -411,6 +427,12 @@ impl Policy {
             }
         }
         let has_conditions = rules.iter().any(|r| !r.arguments.is_empty());
+        let argument_keys = rules
+            .iter()
+            .flat_map(|r| &r.arguments)
+            .flat_map(|c| c.pointer.split('/').skip(1))
+            .map(|seg| seg.replace("~1", "/").replace("~0", "~"))
+            .collect();
         let denies_nothing =
             default == Effect::Allow && rules.iter().all(|r| r.effect == Effect::Allow);
         Self {
@@ -421,6 +443,7 @@ impl Policy {
             scan,
             named_tools,
             has_conditions,
+            argument_keys,
             denies_nothing,
             hash,
         }
@@ -440,6 +463,11 @@ impl Policy {
     /// Some rule tests `tools/call` arguments, so calls need theirs parsed.
     pub fn has_conditions(&self) -> bool {
         self.has_conditions
+    }
+
+    /// The object keys that argument conditions name (see the field).
+    pub fn argument_keys(&self) -> &HashSet<String> {
+        &self.argument_keys
     }
 
     /// The tool label of metrics: the name when the policy lists it, else `other`.
