@@ -2,6 +2,7 @@
 # Ensures the services the integration tests use are up on 127.0.0.1:
 #   Redis      :6379
 #   PostgreSQL :5432, database `test`, trust auth for local TCP (user `postgres`, no password)
+# and the toolchains of the differential parser tests (python3, node, go).
 # Running ones are reused; otherwise they are installed (apt) and started. Exits non-zero, saying
 # why, when one cannot come up: tests that need a service must not pass by skipping.
 set -euo pipefail
@@ -126,6 +127,17 @@ ensure_postgres() {
     pg_psql -d "$PG_DB" -tAc 'select 1' >/dev/null || die "database $PG_DB is not usable"
 }
 
+# ---- Parsers of other languages ----------------------------------------------------------------
+# tests/differential.rs runs upstreams in Python, Node and Go (standard libraries only).
+ensure_parsers() {
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    command -v node >/dev/null 2>&1 || apt_install nodejs
+    command -v go >/dev/null 2>&1 || apt_install golang-go
+    python3 --version >/dev/null && node --version >/dev/null && go version >/dev/null ||
+        die "python3, node and go are needed by tests/differential.rs"
+}
+
 ensure_redis
 ensure_postgres
+ensure_parsers
 log "ready: redis 127.0.0.1:$REDIS_PORT, postgres 127.0.0.1:$PG_PORT/$PG_DB"

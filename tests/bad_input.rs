@@ -222,7 +222,7 @@ async fn every_bad_input_gets_its_exact_answer() {
             body_json: Some(error_body(
                 json!(11),
                 -32020,
-                "Header mismatch: MCP headers must agree with the request body",
+                "Header mismatch: Mcp-Name header differs from the body's params.name/params.uri",
             )),
             reason: "header_mismatch",
         },
@@ -241,7 +241,7 @@ async fn every_bad_input_gets_its_exact_answer() {
             body_json: Some(error_body(
                 json!(11),
                 -32020,
-                "Header mismatch: MCP headers must agree with the request body",
+                "Header mismatch: Mcp-Name header missing (body has the target)",
             )),
             reason: "header_mismatch",
         },
@@ -261,9 +261,135 @@ async fn every_bad_input_gets_its_exact_answer() {
             body_json: Some(error_body(
                 json!(11),
                 -32020,
-                "Header mismatch: MCP headers must agree with the request body",
+                "Header mismatch: MCP-Protocol-Version differs from _meta",
             )),
             reason: "header_mismatch",
+        },
+        Case {
+            name: "a key repeated in one object",
+            method: Method::POST,
+            url: url.clone(),
+            headers: vec![JSON_CT, ACCEPT],
+            body: Some(br#"{"jsonrpc":"2.0","id":21,"method":"tools/call","params":{"name":"echo","name":"add"}}"#.to_vec()),
+            status: 400,
+            body_json: Some(error_body(
+                Value::Null,
+                -32600,
+                "Invalid request: it can be read more than one way",
+            )),
+            reason: "ambiguous",
+        },
+        Case {
+            name: "a protocol field in another case",
+            method: Method::POST,
+            url: url.clone(),
+            headers: vec![JSON_CT, ACCEPT],
+            body: Some(br#"{"jsonrpc":"2.0","id":22,"method":"ping","Method":"tools/call"}"#.to_vec()),
+            status: 400,
+            body_json: Some(error_body(
+                Value::Null,
+                -32600,
+                "Invalid request: it can be read more than one way",
+            )),
+            reason: "ambiguous",
+        },
+        Case {
+            name: "argument keys equal under case folding",
+            method: Method::POST,
+            url: url.clone(),
+            headers: vec![JSON_CT, ACCEPT],
+            body: Some(br#"{"jsonrpc":"2.0","id":23,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a","TEXT":"b"}}}"#.to_vec()),
+            status: 400,
+            body_json: Some(error_body(
+                Value::Null,
+                -32600,
+                "Invalid request: it can be read more than one way",
+            )),
+            reason: "ambiguous",
+        },
+        Case {
+            name: "a body that is not UTF-8",
+            method: Method::POST,
+            url: url.clone(),
+            headers: vec![JSON_CT, ACCEPT],
+            body: Some(b"{\"jsonrpc\":\"2.0\",\"id\":24,\"method\":\"ping\",\"params\":{\"x\":\"\xff\"}}".to_vec()),
+            status: 400,
+            body_json: Some(error_body(
+                Value::Null,
+                -32600,
+                "Invalid request: it can be read more than one way",
+            )),
+            reason: "ambiguous",
+        },
+        Case {
+            name: "legacy Mcp-Method disagrees with the body",
+            method: Method::POST,
+            url: url.clone(),
+            headers: vec![JSON_CT, ACCEPT, ("mcp-method", "tools/list")],
+            body: Some(call(25)),
+            status: 400,
+            body_json: Some(error_body(
+                json!(25),
+                -32020,
+                "Header mismatch: Mcp-Method header differs from the body's method",
+            )),
+            reason: "header_mismatch",
+        },
+        Case {
+            name: "Mcp-Name sent twice",
+            method: Method::POST,
+            url: url.clone(),
+            headers: vec![JSON_CT, ACCEPT, ("mcp-name", "echo"), ("mcp-name", "echo")],
+            body: Some(call(26)),
+            status: 400,
+            body_json: Some(error_body(
+                json!(26),
+                -32020,
+                "Header mismatch: mcp-name sent more than once",
+            )),
+            reason: "header_mismatch",
+        },
+        Case {
+            name: "an MCP header spelled with an underscore",
+            method: Method::POST,
+            url: url.clone(),
+            headers: vec![JSON_CT, ACCEPT, ("mcp_method", "tools/call")],
+            body: Some(call(27)),
+            status: 400,
+            body_json: Some(error_body(
+                Value::Null,
+                -32020,
+                "Header mismatch: mcp_method is not an MCP header name (spelled with '_')",
+            )),
+            reason: "header_mismatch",
+        },
+        Case {
+            name: "Mcp-Param header that mirrors no argument",
+            method: Method::POST,
+            url: url.clone(),
+            headers: vec![JSON_CT, ACCEPT, ("mcp-param-text", "y")],
+            body: Some(call(28)),
+            status: 400,
+            body_json: Some(error_body(
+                json!(28),
+                -32020,
+                "Header mismatch: Mcp-Param-* header differs from the argument it mirrors",
+            )),
+            reason: "header_mismatch",
+        },
+        Case {
+            name: "a protocol version that is a list",
+            method: Method::POST,
+            url: url.clone(),
+            headers: vec![JSON_CT, ACCEPT, ("mcp-protocol-version", "2025-06-18, 2026-07-28")],
+            body: Some(call(29)),
+            status: 400,
+            body_json: Some(error_body(
+                Value::Null,
+                -32600,
+                "Invalid MCP-Protocol-Version header",
+            )),
+            reason: "invalid_request",
         },
         Case {
             name: "modern notification with a wrong Mcp-Method: status only",
@@ -306,6 +432,7 @@ async fn every_bad_input_gets_its_exact_answer() {
                     | "invalid_request"
                     | "invalid_params"
                     | "header_mismatch"
+                    | "ambiguous"
                     | "batch_not_allowed"
             ) {
                 "parse"

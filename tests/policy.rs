@@ -657,7 +657,25 @@ async fn other_shapes_of_a_request_do_not_bypass_the_policy() {
     assert_eq!(resp.status(), 400);
     assert_eq!(
         resp.json::<Value>().await.unwrap(),
-        json!({"jsonrpc": "2.0", "id": 4, "error": {"code": -32602, "message": "Invalid params"}})
+        json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "Invalid request: it can be read more than one way"}})
+    );
+    assert_eq!(bed.upstream.calls("add"), 0);
+
+    // An argument spelled like one the policy's condition names (`/a`), in another case: a
+    // Go handler decoding into a struct reads it as `a`.
+    let mut req = common::client::http_client()
+        .post(url.as_str())
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream");
+    for (k, v) in &h {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let folded = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"add","arguments":{"A":50,"b":2}}}"#;
+    let resp = req.body(folded).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"jsonrpc": "2.0", "id": 5, "error": {"code": -32600, "message": "Invalid request: it can be read more than one way"}})
     );
     assert_eq!(bed.upstream.calls("add"), 0);
 

@@ -159,7 +159,18 @@ impl Envelope {
     pub fn parse(body: &[u8]) -> Result<Envelope, ParseError> {
         // Decide only on what every upstream parser reads the same way.
         match strict::check(body) {
-            Ok(()) | Err(Ambiguity::Json) => {}
+            Ok(()) => {}
+            // Malformed JSON gets its own answer below; JSON the walk could not read through
+            // (its limits are stricter than skipping a value) had no key checked past that
+            // point, so it is refused as well.
+            Err(Ambiguity::Json) => {
+                return Err(
+                    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                        Ok(_) => ParseError::Ambiguous(Ambiguity::Unreadable),
+                        Err(_) => ParseError::Json,
+                    },
+                );
+            }
             Err(a) => return Err(ParseError::Ambiguous(a)),
         }
         let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();

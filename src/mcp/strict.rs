@@ -23,6 +23,8 @@ pub enum Ambiguity {
     CaseFoldedKeys,
     #[error("a protocol field is spelled in another case")]
     MisspelledField,
+    #[error("a value other parsers read differently")]
+    Unreadable,
     #[error("not JSON")]
     Json,
 }
@@ -35,6 +37,7 @@ impl Ambiguity {
             Ambiguity::DuplicateKey => "duplicate_key",
             Ambiguity::CaseFoldedKeys => "case_folded_keys",
             Ambiguity::MisspelledField => "misspelled_field",
+            Ambiguity::Unreadable => "unreadable_value",
             Ambiguity::Json => "json",
         }
     }
@@ -88,8 +91,10 @@ impl Level {
     }
 }
 
-/// Checks `body` (one JSON value) against the rules above. Bodies that are not JSON are left
-/// to the envelope parser, which answers them with its own error.
+/// Checks `body` (one JSON value) against the rules above. `Json` when the walk could not
+/// read the body: malformed JSON, or a value that a lenient reader skips but other parsers read
+/// their own way (a number out of `f64` range, a lone surrogate, nesting deeper than 128) —
+/// the caller refuses both, since no key check ran past that point.
 pub fn check(body: &[u8]) -> Result<(), Ambiguity> {
     let text = std::str::from_utf8(body).map_err(|_| Ambiguity::NotUtf8)?;
     let mut de = serde_json::Deserializer::from_str(text);
@@ -143,13 +148,20 @@ fn fold(s: &str) -> Cow<'_, str> {
     if s.is_ascii() {
         return Cow::Owned(s.to_ascii_uppercase());
     }
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        for l in c.to_lowercase() {
-            out.extend(l.to_uppercase());
+    Cow::Owned(s.chars().map(fold_char).collect())
+}
+
+/// Simple (one-character) case folding: the upper case of the lower case, each taken only when
+/// it is one character, as Go's `unicode.SimpleFold` orbits are (`ß` stays `ß`, not `SS`).
+fn fold_char(c: char) -> char {
+    fn one(mut it: impl Iterator<Item = char>, or: char) -> char {
+        match (it.next(), it.next()) {
+            (Some(x), None) => x,
+            _ => or,
         }
     }
-    Cow::Owned(out)
+    let lower = one(c.to_lowercase(), c);
+    one(lower.to_uppercase(), lower)
 }
 
 /// Above this many keys an object's keys are compared through a set of folded keys rather than
@@ -440,5 +452,10 @@ mod tests {
         assert!(folds_equal("k", "\u{212A}"));
         assert!(folds_equal("σ", "ς"));
         assert!(!folds_equal("name", "names"));
+        // Simple folding only, as Go's: full mappings would conflate these. (Dotless `ı`
+        // still folds onto `I` here though Go keeps it apart: a refusal, never a bypass.)
+        assert!(!folds_equal("strasse", "straße"));
+        assert!(!folds_equal("file", "\u{FB01}le"));
+        assert!(folds_equal("straße", "STRAẞE"));
     }
 }

@@ -204,7 +204,11 @@ fn mirrors_argument(args: &serde_json::Value, suffix: &str, value: &str) -> bool
     let mut scalars = Vec::new();
     collect_scalars(args, suffix, false, &mut named, &mut scalars);
     let pool = if named.is_empty() { scalars } else { named };
-    pool.iter().any(|s| s == value)
+    let number = |s: &str| s.parse::<f64>().ok().filter(|n| n.is_finite());
+    pool.iter().any(|s| {
+        // A number may be written `42` in the header and `42.0` in the body.
+        s == value || number(s).is_some_and(|n| number(value) == Some(n))
+    })
 }
 
 fn collect_scalars(
@@ -217,7 +221,7 @@ fn collect_scalars(
     use serde_json::Value;
     let text = match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         Value::Object(map) => {
             for (k, v) in map {
@@ -245,9 +249,10 @@ fn single<'h>(
     let mut all = headers.get_all(name).iter();
     let first = all.next();
     if all.next().is_some() {
-        return Err(
-            Denial::new(Reason::HeaderMismatch).with_detail(format!("{name} sent more than once"))
-        );
+        return Err(header_mismatch(
+            None,
+            &format!("{name} sent more than once"),
+        ));
     }
     Ok(first)
 }
@@ -258,8 +263,10 @@ fn check_header_spellings(headers: &HeaderMap) -> Result<(), Denial> {
     for name in headers.keys() {
         let n = name.as_str();
         if n.starts_with("mcp_") || (n.starts_with("mcp-") && n.contains('_')) {
-            return Err(Denial::new(Reason::HeaderMismatch)
-                .with_detail("an MCP header name spelled with '_'"));
+            return Err(header_mismatch(
+                None,
+                &format!("{n} is not an MCP header name (spelled with '_')"),
+            ));
         }
     }
     Ok(())
@@ -278,9 +285,17 @@ fn mismatch(msg: Option<&Message>, why: &'static str) -> Denial {
     let id = msg
         .and_then(|m| m.id.as_ref())
         .map(|id| id.get().to_string());
+    header_mismatch(id, why)
+}
+
+/// The one shape of a header refusal. The client learns which header and which body field
+/// disagree (names only: no value is echoed).
+fn header_mismatch(id: Option<String>, why: &str) -> Denial {
+    let (_, code, _) = Reason::HeaderMismatch.answer();
     Denial::new(Reason::HeaderMismatch)
         .with_id(id)
-        .with_detail(why)
+        .with_error(code, format!("Header mismatch: {why}"))
+        .with_detail(why.to_string())
 }
 
 #[cfg(test)]
@@ -513,6 +528,17 @@ mod tests {
             (
                 LIST,
                 vec![V, ("mcp-method", "tools/list"), ("mcp-param-region", "x")],
+                m,
+            ),
+            // Numbers agree by value (`42` mirrors `42.0`), strings by text.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"scale","arguments":{"replicas":42.0,"weight":1.5}}}"#,
+                vec![("mcp-param-replicas", "42"), ("mcp-param-weight", "1.5")],
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"scale","arguments":{"replicas":42.0}}}"#,
+                vec![("mcp-param-replicas", "43")],
                 m,
             ),
         ];
