@@ -4,6 +4,7 @@
 pub mod envelope;
 pub mod headers;
 pub mod method;
+pub mod uri;
 
 pub use envelope::{Envelope, Kind, Message, ParseError, Target};
 pub use method::Method;
