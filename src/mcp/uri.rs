@@ -8,7 +8,7 @@
 //! or a default port, numeric IPv4 spellings in dotted decimal, IPv6 compressed, and every
 //! spelling of this machine as `localhost`; `file` URIs (RFC 8089) as `file:///path`, with
 //! every `%XX` of the path decoded unless the character must stay encoded, repeated slashes
-//! collapsed and a DOS drive as `/C:`.
+//! collapsed (but a leading `//`, a UNC path on Windows, refused) and a DOS drive as `/C:`.
 
 mod host;
 #[cfg(test)]
@@ -61,8 +61,12 @@ pub enum UriError {
     FileQuery,
     #[error("a file URI has a relative path")]
     FileRelative,
-    #[error("a DOS drive letter is spelled with an escape")]
+    #[error("a DOS drive letter is spelled in a way parsers read differently")]
     Drive,
+    #[error("a file path starting with `//` is a UNC network path on Windows")]
+    Unc,
+    #[error("a `:` after a DOS drive names an alternate data stream")]
+    WindowsStream,
 }
 
 impl UriError {
@@ -90,6 +94,8 @@ impl UriError {
             UriError::FileQuery => "file_query",
             UriError::FileRelative => "file_relative",
             UriError::Drive => "drive_letter",
+            UriError::Unc => "unc",
+            UriError::WindowsStream => "windows_stream",
         }
     }
 }
@@ -103,9 +109,23 @@ pub fn canonical(uri: &str) -> Result<Cow<'_, str>, UriError> {
 /// The canonical form of a policy rule's resource pattern: the rules of [`canonical`] applied to
 /// the literal text, with RFC 6570 expressions (`{+path}`, `{?q}`, …) and glob `*` kept as they
 /// are. A `?` splits off the query as in a URI, except in `file` patterns (a file URI has no
-/// query), where it stays the one-character glob. A pattern without a scheme (`*`) only gets the
-/// generic rules (percent-escapes, refused characters).
+/// query), where it stays the one-character glob. A pattern without a scheme must start with a
+/// glob or an expression (`*`, `{+uri}`) and only gets the generic rules (percent-escapes,
+/// refused characters).
 pub fn canonical_pattern(pattern: &str) -> Result<Cow<'_, str>, UriError> {
+    // An unclosed or nested `{` is left as written for the pattern compiler to report.
+    let mut open = false;
+    for b in pattern.bytes() {
+        match b {
+            b'{' if open => return Ok(Cow::Borrowed(pattern)),
+            b'{' => open = true,
+            b'}' => open = false,
+            _ => {}
+        }
+    }
+    if open {
+        return Ok(Cow::Borrowed(pattern));
+    }
     Canon::new(pattern, true).run()
 }
 
@@ -167,7 +187,9 @@ impl<'a> Canon<'a> {
             return Err(UriError::Whitespace);
         }
         let Some((scheme, rest)) = split_scheme(src) else {
-            if self.pattern {
+            // Every canonical URI has a scheme: a pattern without one can only be a glob or
+            // template over whole URIs (`*`, `{+uri}`).
+            if self.pattern && src.starts_with(['*', '?', '{']) {
                 self.text(src, Part::Opaque)?;
                 return self.finish();
             }
@@ -227,39 +249,51 @@ impl<'a> Canon<'a> {
         if !self.pattern && rest.contains('?') {
             return Err(UriError::FileQuery);
         }
-        let path = if let Some(after) = rest.strip_prefix("//") {
+        let (authority, path) = if let Some(after) = rest.strip_prefix("//") {
             let end = self.find(after, b"/").unwrap_or(after.len());
             let (authority, path) = after.split_at(end);
             if !authority.is_empty() && !host::is_this_machine(authority) {
                 return Err(UriError::FileHost);
             }
-            path
+            (authority, path)
         } else if rest.starts_with('/') || drive(rest).is_some() {
-            rest
+            ("", rest)
         } else if self.pattern && rest.starts_with(['*', '{']) {
             // `file:*`: a glob over every file URI.
             return self.text(rest, Part::Opaque);
         } else {
             return Err(UriError::FileRelative);
         };
-        self.out.push_str("//");
-        // POSIX reads `//server/share` as `/server/share`, so UNC spellings collapse too.
-        let trimmed = path.trim_start_matches('/');
-        if encoded_drive(trimmed) {
-            return Err(UriError::Drive);
+        // `file:////server/share` is `/server/share` to POSIX and the share `\\server\share`
+        // to Windows parsers (Node's fileURLToPath, nturl2path): no one reading.
+        if path.starts_with("//") {
+            return Err(UriError::Unc);
         }
+        self.out.push_str("//");
+        let trimmed = path.strip_prefix('/').unwrap_or(path);
         if let Some(letter) = drive(trimmed) {
+            // With a drive, Windows parsers read any host but `localhost` as a UNC share
+            // (`file://127.0.0.1/c:/x` is `\\127.0.0.1\c:\x`).
+            if !(authority.is_empty() || authority.eq_ignore_ascii_case("localhost")) {
+                return Err(UriError::FileHost);
+            }
             self.out.push_str("/");
             self.out.push(letter.to_ascii_uppercase());
             self.out.push_str(":");
             // The drive is the root: `..` does not climb above it (as WHATWG parsers read it).
-            return self.path(&trimmed[2..], true);
+            let start = self.out.len();
+            self.path(&trimmed[2..], true)?;
+            // `C:/secret.txt::$DATA` is `C:/secret.txt` to Windows.
+            if self.out.as_str()[start..].contains(':') {
+                return Err(UriError::WindowsStream);
+            }
+            return Ok(());
         }
         if path.is_empty() {
             self.out.push_str("/");
             return Ok(());
         }
-        self.path(&path[path.len() - trimmed.len() - 1..], true)
+        self.path(path, true)
     }
 
     /// A path that is empty or starts with `/`: segments decoded, dot segments removed.
@@ -278,10 +312,17 @@ impl<'a> Canon<'a> {
         } else {
             Part::Segment
         };
+        // Whether a `.` or `..` segment came before (see `drive_like`).
+        let mut dots = false;
+        let mut first = true;
         loop {
             let end = self.find(rest, b"/");
             let seg = &rest[..end.unwrap_or(rest.len())];
             let last = end.is_none();
+            if file && (first || dots) && drive_like(seg) {
+                return Err(UriError::Drive);
+            }
+            first = false;
             let mark = self.out.len();
             self.out.push_str("/");
             self.text(seg, part)?;
@@ -295,8 +336,12 @@ impl<'a> Canon<'a> {
                     kept.push(None);
                 }
                 Dot::No => kept.push(Some(mark)),
-                Dot::One => self.out.truncate(if last { mark + 1 } else { mark }),
+                Dot::One => {
+                    dots = true;
+                    self.out.truncate(if last { mark + 1 } else { mark });
+                }
                 Dot::Two => {
+                    dots = true;
                     // `/a//../b`: WHATWG parsers drop the empty segment (`/a/b`), the kernel
                     // drops `a` (`/b`).
                     let to = match kept.pop() {
@@ -354,8 +399,7 @@ impl<'a> Canon<'a> {
             }
             self.utf8_end()?;
             if c == b'{' && self.pattern {
-                // An RFC 6570 expression stays as written; an unclosed one is left for the
-                // pattern compiler to report.
+                // An RFC 6570 expression stays as written (`canonical_pattern` saw it closed).
                 let end = s[i..].find('}').map_or(s.len(), |e| i + e + 1);
                 self.out.push_str(&s[i..end]);
                 i = end;
@@ -473,13 +517,17 @@ fn drive(s: &str) -> Option<char> {
     ok.then(|| b[0] as char)
 }
 
-/// `c%3A/` or `c%7C/`: Node reads `C:\`, Python's `nturl2path` a relative `\c:\`.
-fn encoded_drive(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() >= 4
+/// A segment that starts like a drive (`c:x`, `c|`, `c%3A`). WHATWG parsers treat such a
+/// segment specially when it comes first or after `.`/`..` emptied the path (`file:/./C|/` is
+/// `file:///C:/`, `file:///c:x/..` keeps `c:x`), and Node's `fileURLToPath` decodes `c%3A` to a
+/// drive where Python's `nturl2path` does not: anything but a plain leading drive is refused.
+fn drive_like(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    b.len() >= 2
         && b[0].is_ascii_alphabetic()
-        && (b[1..4].eq_ignore_ascii_case(b"%3A") || b[1..4].eq_ignore_ascii_case(b"%7C"))
-        && matches!(b.get(4), None | Some(b'/'))
+        && (matches!(b[1], b':' | b'|')
+            || b.get(1..4)
+                .is_some_and(|e| e.eq_ignore_ascii_case(b"%3A") || e.eq_ignore_ascii_case(b"%7C")))
 }
 
 enum Dot {

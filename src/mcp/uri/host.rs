@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::{Canon, UriError, hex, is_unreserved};
+use super::{Canon, UriError, is_unreserved};
 
 /// Writes the canonical form of `authority` (what follows `//`, up to the path).
 pub(super) fn authority(
@@ -113,44 +113,24 @@ fn canonical_host(host: &str) -> Result<Cow<'_, str>, UriError> {
     if plain {
         return Ok(Cow::Borrowed(host));
     }
-    let b = host.as_bytes();
     let mut name = String::with_capacity(host.len());
-    let mut i = 0;
-    while i < b.len() {
-        let c = match b[i] {
-            b'%' => {
-                let (Some(h), Some(l)) = (
-                    b.get(i + 1).and_then(|&c| hex(c)),
-                    b.get(i + 2).and_then(|&c| hex(c)),
-                ) else {
-                    return Err(UriError::BadPercent);
-                };
-                let v = h << 4 | l;
-                // Only unreserved characters may be decoded; WHATWG parsers would decode
-                // (and IDNA-map) the rest, which cannot be decided here.
-                if !is_unreserved(v) {
-                    return Err(if v >= 0x80 {
-                        UriError::NonAsciiHost
-                    } else {
-                        UriError::BadHost
-                    });
-                }
-                i += 3;
-                v
-            }
-            c if c >= 0x80 => return Err(UriError::NonAsciiHost),
-            c if is_unreserved(c) || b"!$&'()*+,;=".contains(&c) => {
-                i += 1;
-                c
+    for c in host.chars() {
+        match c {
+            // WHATWG parsers decode escapes in a host, Python's urlsplit and the resolver do
+            // not: `h%41` is `ha` to one and a failed lookup to the other.
+            '%' => return Err(UriError::BadHost),
+            c if !c.is_ascii() => return Err(UriError::NonAsciiHost),
+            c if is_unreserved(c as u8) || "!$&'()*+,;=".contains(c) => {
+                name.push(c.to_ascii_lowercase());
             }
             _ => return Err(UriError::BadHost),
-        };
-        name.push(c.to_ascii_lowercase() as char);
+        }
     }
     if name.ends_with('.') {
         name.pop();
     }
-    if name.is_empty() || name.starts_with('.') || name.contains("..") {
+    // One trailing dot names the same host (an FQDN); an empty label anywhere else does not.
+    if name.split('.').any(str::is_empty) {
         return Err(UriError::BadHost);
     }
     if ends_in_number(&name) {
