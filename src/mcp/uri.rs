@@ -283,8 +283,9 @@ impl<'a> Canon<'a> {
             // The drive is the root: `..` does not climb above it (as WHATWG parsers read it).
             let start = self.out.len();
             self.path(&trimmed[2..], true)?;
-            // `C:/secret.txt::$DATA` is `C:/secret.txt` to Windows.
-            if self.out.as_str()[start..].contains(':') {
+            // `C:/secret.txt::$DATA` is `C:/secret.txt` to Windows. (A pattern's `{var:3}`
+            // is a template prefix, not a stream.)
+            if !self.pattern && self.out.as_str()[start..].contains(':') {
                 return Err(UriError::WindowsStream);
             }
             return Ok(());
