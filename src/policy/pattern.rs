@@ -50,7 +50,7 @@ impl Pattern {
     pub fn resource(source: &str) -> Result<Self, String> {
         let canon = uri::canonical_pattern(source).map_err(|e| {
             format!(
-                "{source:?} is not a canonical resource URI: {e} ({}); resources are decided in canonical form",
+                "{source:?} cannot be canonicalised ({}: {e}), so no resource URI could match it",
                 e.as_str()
             )
         })?;
