@@ -582,8 +582,8 @@ fn raw_ok(c: u8, part: Part, pattern: bool) -> bool {
     }
 }
 
-/// The output, written as a copy of the input for as long as it is one: no allocation when the
-/// input is already canonical.
+/// The output, written as a copy of the input for as long as it is one: an input that already
+/// is canonical is returned borrowed, never copied.
 struct Out<'a> {
     src: &'a str,
     /// How much of `src` the output equals, while `buf` is `None`.
