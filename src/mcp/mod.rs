@@ -5,6 +5,7 @@ pub mod envelope;
 pub mod headers;
 pub mod method;
 pub mod strict;
+pub mod uri;
 
 pub use envelope::{Envelope, Kind, Message, ParseError, Target};
 pub use method::Method;

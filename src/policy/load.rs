@@ -271,7 +271,7 @@ fn read_rule(
     let resources = r.field(s, "resources", |v| {
         parse::strings(v)?
             .iter()
-            .map(|p| Pattern::resource(&super::pattern::normalize_uri(p)))
+            .map(|p| Pattern::resource(p))
             .collect::<Result<Vec<_>, _>>()
     });
     let arguments = read_conditions(r, s, path);

@@ -11,12 +11,14 @@ mod load;
 pub mod pattern;
 pub mod store;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::auth::{AuthMethod, Principal};
+use crate::mcp::uri;
 pub use load::{PolicyConfig, PolicySource};
 use pattern::Pattern;
 pub use store::PolicyStore;
@@ -489,23 +491,30 @@ impl Policy {
             }
             OpTarget::None => "",
         };
+        let refused = Decision {
+            effect: Effect::Deny,
+            reason: DecisionReason::Default,
+            rule: None,
+            scopes: None,
+        };
         if name.len() > MAX_TARGET {
-            return Decision {
-                effect: Effect::Deny,
-                reason: DecisionReason::Default,
-                rule: None,
-                scopes: None,
-            };
+            return refused;
         }
-        // Resources are decided in normal form, so no spelling of a URI escapes a rule.
-        if let OpTarget::Resource(uri) = op.target
-            && let std::borrow::Cow::Owned(norm) = pattern::normalize_uri(uri)
-        {
-            let op = Operation {
-                target: OpTarget::Resource(&norm),
-                ..*op
-            };
-            return self.decide(p, &op);
+        // Resources are decided in canonical form, so no spelling of a URI escapes a rule; one
+        // that cannot be canonicalised (an upstream might read another resource) is denied
+        // here even when the parse stage let it through.
+        if let OpTarget::Resource(uri) = op.target {
+            match uri::canonical(uri) {
+                Ok(Cow::Borrowed(_)) => {}
+                Ok(Cow::Owned(canon)) => {
+                    let op = Operation {
+                        target: OpTarget::Resource(&canon),
+                        ..*op
+                    };
+                    return self.decide(p, &op);
+                }
+                Err(_) => return refused,
+            }
         }
         let indexed: &[u32] = op
             .target
@@ -640,3 +649,5 @@ fn merged<'a>(a: &'a [u32], b: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod uri_tests;

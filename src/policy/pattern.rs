@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::mcp::uri;
+
 /// A compiled pattern. Literal patterns compare as strings; the rest run a small backtracking
 /// matcher over characters (names and URIs are short).
 #[derive(Clone, PartialEq, Eq)]
@@ -42,9 +44,17 @@ impl Pattern {
         Self::compile(source, false).expect("globs always compile")
     }
 
-    /// A resource pattern: a glob that may also hold URI-template expressions.
+    /// A resource pattern: a glob that may also hold URI-template expressions, in the
+    /// canonical form resources are decided in (so `FILE:///docs/./{+path}` is
+    /// `file:///docs/{+path}`). A pattern no canonical URI could match is an error.
     pub fn resource(source: &str) -> Result<Self, String> {
-        Self::compile(source, true)
+        let canon = uri::canonical_pattern(source).map_err(|e| {
+            format!(
+                "{source:?} cannot be canonicalised ({}: {e}), so no resource URI could match it",
+                e.as_str()
+            )
+        })?;
+        Self::compile(&canon, true)
     }
 
     fn compile(source: &str, templates: bool) -> Result<Self, String> {
@@ -280,108 +290,6 @@ fn match_tokens(tokens: &[Token], s: &str) -> bool {
     }
 }
 
-/// A URI in the form the policy decides on (RFC 3986 §6.2.2): scheme and host in lower case,
-/// percent-encoded unreserved characters decoded (others with upper-case hex), `.` and `..`
-/// path segments removed. So `FILE:///docs/../%73ecret/x` is decided as `file:///secret/x`.
-pub fn normalize_uri(uri: &str) -> std::borrow::Cow<'_, str> {
-    let (scheme, rest) = match uri.split_once(':') {
-        Some((s, r))
-            if !s.is_empty()
-                && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
-        {
-            (Some(s), r)
-        }
-        _ => (None, uri),
-    };
-    let (authority, path_etc) = match rest.strip_prefix("//") {
-        Some(r) => {
-            let end = r.find(['/', '?', '#']).unwrap_or(r.len());
-            (Some(&r[..end]), &r[end..])
-        }
-        None => (None, rest),
-    };
-    let split = path_etc.find(['?', '#']).unwrap_or(path_etc.len());
-    let (path, tail) = path_etc.split_at(split);
-    let mut out = String::with_capacity(uri.len());
-    if let Some(s) = scheme {
-        out.push_str(&s.to_ascii_lowercase());
-        out.push(':');
-    }
-    if let Some(a) = authority {
-        out.push_str("//");
-        out.push_str(&decode_unreserved(&a.to_ascii_lowercase()));
-    }
-    out.push_str(&remove_dot_segments(&decode_unreserved(path)));
-    out.push_str(&decode_unreserved(tail));
-    if out == uri {
-        std::borrow::Cow::Borrowed(uri)
-    } else {
-        std::borrow::Cow::Owned(out)
-    }
-}
-
-fn decode_unreserved(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|&c| hex(c)),
-                b.get(i + 2).and_then(|&c| hex(c)),
-            )
-        {
-            let c = (h * 16 + l) as u8;
-            if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
-                out.push(c as char);
-            } else {
-                out.push_str(&format!("%{c:02X}"));
-            }
-            i += 3;
-            continue;
-        }
-        let ch = s[i..].chars().next().expect("i is on a char boundary");
-        out.push(ch);
-        i += ch.len_utf8();
-    }
-    out
-}
-
-/// RFC 3986 §5.2.4.
-fn remove_dot_segments(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    let absolute = path.starts_with('/');
-    let segments: Vec<&str> = path.split('/').collect();
-    let last = segments.len().saturating_sub(1);
-    for (i, seg) in segments.iter().enumerate() {
-        match *seg {
-            "." => {
-                if i == last {
-                    out.push("");
-                }
-            }
-            ".." => {
-                if out.len() > usize::from(absolute) {
-                    out.pop();
-                }
-                if i == last {
-                    out.push("");
-                }
-            }
-            s => out.push(s),
-        }
-    }
-    let joined = out.join("/");
-    if absolute && !joined.starts_with('/') {
-        format!("/{joined}")
-    } else {
-        joined
-    }
-}
-
 impl fmt::Debug for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.source)
@@ -443,21 +351,32 @@ mod tests {
     }
 
     #[test]
-    fn uris_are_normalized() {
+    fn resource_patterns_are_canonical() {
+        let canon = |p: &str| Pattern::resource(p).map(|p| p.as_str().to_string());
         for (raw, norm) in [
             ("file:///docs/readme.md", "file:///docs/readme.md"),
             ("FILE:///docs/../secret/x", "file:///secret/x"),
             ("file:///docs/./a/%73ecret", "file:///docs/a/secret"),
             ("file:///a/b/../../../etc", "file:///etc"),
             (
-                "HTTPS://Example.COM/A/%2f/b?q=%7e#f",
-                "https://example.com/A/%2F/b?q=~#f",
+                "HTTPS://Example.COM/A/%3a/b?q=%7e",
+                "https://example.com/A/%3A/b?q=~",
             ),
             ("db://{schema}/reports", "db://{schema}/reports"),
             ("urn:x:%41", "urn:x:A"),
-            ("file:///d/é", "file:///d/é"),
+            ("file:///d/é", "file:///d/%C3%A9"),
+            ("file://localhost/docs/{+path}", "file:///docs/{+path}"),
         ] {
-            assert_eq!(normalize_uri(raw), norm, "{raw}");
+            assert_eq!(canon(raw).as_deref(), Ok(norm), "{raw}");
+        }
+        // What no canonical URI can be is a load error that says why.
+        for (raw, reason) in [
+            ("https://example.com/A/%2f/b", "encoded_slash"),
+            ("db://h/x#f", "fragment"),
+            ("file://server/share/{+path}", "file_host"),
+        ] {
+            let err = canon(raw).unwrap_err();
+            assert!(err.contains(reason) && err.contains(raw), "{raw}: {err}");
         }
     }
 
