@@ -392,11 +392,28 @@ fn corpus() -> Vec<Case> {
         case(r#"{"jsonrpc":"2.0","id":1,"method":"ping"} {"x":1}"#, true),
         // A value the key walk cannot read through must not switch the walk off for the keys
         // after it (red-team finding): an out-of-range number, a lone surrogate, deep nesting.
-        case(r#"{"x":1e400,"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"transfer","arguments":{"amount":5},"Arguments":{"amount":5000}}}"#, true),
-        case(r#"{"x":"\udead","jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call","params":{"name":"transfer"}}"#, true),
-        case(&format!(r#"{{"x":{}{},"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","Name":"transfer"}}}}"#, "[".repeat(200), "]".repeat(200)), true),
-        // Numbers a lossy float reader rounds across a policy bound (10000 here is 1e4 exactly).
-        case(&call(r#"{"amount":999999999999999910e-15,"to":{"iban":"DE1"}}"#), false),
+        case(
+            r#"{"x":1e400,"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"transfer","arguments":{"amount":5},"Arguments":{"amount":5000}}}"#,
+            true,
+        ),
+        case(
+            r#"{"x":"\udead","jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call","params":{"name":"transfer"}}"#,
+            true,
+        ),
+        case(
+            &format!(
+                r#"{{"x":{}{},"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","Name":"transfer"}}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            ),
+            true,
+        ),
+        // A long mantissa next to a policy bound: every parser (and the sentinel, float_roundtrip)
+        // reads the same double.
+        case(
+            &call(r#"{"amount":999999999999999910e-15,"to":{"iban":"DE1"}}"#),
+            false,
+        ),
         // Integers past 2^53: JavaScript rounds, Python does not; the range rule fails closed.
         case(
             &call(r#"{"amount":9007199254740993,"to":{"iban":"DE1"}}"#),

@@ -10,7 +10,8 @@ use crate::mcp::headers::{
     MCP_METHOD, MCP_NAME, MCP_PARAM_PREFIX, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, decode_value,
 };
 use crate::mcp::{
-    DEFAULT_LEGACY_VERSION, Envelope, Era, Kind, Message, Method, ParseError, version_allows_batch,
+    DEFAULT_LEGACY_VERSION, Envelope, Era, Kind, Message, Method, ParseError, Target, uri,
+    version_allows_batch,
 };
 
 pub struct Parse;
@@ -91,6 +92,7 @@ pub fn check(
         return Err(Denial::new(Reason::BatchNotAllowed));
     }
     check_mirrors(env, body, headers)?;
+    check_uris(env)?;
     match era {
         Era::Modern => {
             let msg = &env.messages[0];
@@ -133,6 +135,35 @@ fn check_modern(msg: &Message, version: &str, headers: &HeaderMap) -> Result<(),
             Some(msg),
             "Mcp-Name header missing (body has the target)",
         ));
+    }
+    Ok(())
+}
+
+/// Every resource URI a message names must have one canonical reading (`mcp::uri`): one that
+/// servers could resolve to another resource than the policy decides on is refused here, with
+/// the request's id. (Completion refs may be templates; the policy decides those.)
+fn check_uris(env: &Envelope) -> Result<(), Denial> {
+    for m in &env.messages {
+        let uris: &[String] = match &m.target {
+            Target::Resource(u) => std::slice::from_ref(u),
+            Target::Subscriptions(us) => us,
+            _ => continue,
+        };
+        for u in uris {
+            if let Err(e) = uri::canonical(u) {
+                let (_, code, _) = Reason::InvalidParams.answer();
+                return Err(Denial::new(Reason::Ambiguous)
+                    .with_id(m.id.as_ref().map(|id| id.get().to_string()))
+                    .with_error(
+                        code,
+                        format!(
+                            "Invalid params: the resource URI cannot be decided safely ({})",
+                            e.as_str()
+                        ),
+                    )
+                    .with_detail(e.as_str()));
+            }
+        }
     }
     Ok(())
 }
