@@ -37,12 +37,15 @@ pub struct AuthConfig {
 }
 
 /// The headers that carry the verified identity to the upstream. Client-sent copies are
-/// always removed.
+/// always removed, under every spelling that folds to the same name.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
     pub subject: HeaderName,
     pub groups: HeaderName,
     pub method: HeaderName,
+    /// The JWT issuer of the subject (sent for JWT callers only): subjects are unique only
+    /// within their issuer, so an upstream that keys on the subject needs it too.
+    pub issuer: HeaderName,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +105,7 @@ impl Default for AuthConfig {
                 subject: HeaderName::from_static("x-mcp-sentinel-subject"),
                 groups: HeaderName::from_static("x-mcp-sentinel-groups"),
                 method: HeaderName::from_static("x-mcp-sentinel-auth-method"),
+                issuer: HeaderName::from_static("x-mcp-sentinel-issuer"),
             },
             api_keys: None,
             jwt: None,
@@ -179,6 +183,7 @@ impl AuthConfig {
             ("subject", &mut cfg.identity_headers.subject),
             ("groups", &mut cfg.identity_headers.groups),
             ("method", &mut cfg.identity_headers.method),
+            ("issuer", &mut cfg.identity_headers.issuer),
         ] {
             if let Some(v) = r.field(&mut ih, key, header_name) {
                 *slot = v;
