@@ -103,7 +103,7 @@ impl IdentityRules {
         }
         let mut strip: Vec<Box<[u8]>> = names
             .into_iter()
-            .map(|n| n.as_str().bytes().map(fold).collect())
+            .map(|n| folded(n.as_str()).into_bytes().into_boxed_slice())
             .collect();
         strip.sort();
         strip.dedup();
@@ -152,6 +152,12 @@ impl IdentityRules {
 /// PHP and Rack turn `-` into `_` (so `X_Foo` and `X-Foo` both become `HTTP_X_FOO`), Apache's
 /// CGI turns any other non-alphanumeric byte into `_` too, and names are case-insensitive.
 /// So every byte that is not an ASCII letter or digit folds to `-`, letters to lower case.
+/// `name` folded byte by byte ([`fold`]): two names with the same folding are one header to
+/// some framework.
+pub fn folded(name: &str) -> String {
+    name.bytes().map(|b| char::from(fold(b))).collect()
+}
+
 fn fold(b: u8) -> u8 {
     if b.is_ascii_alphanumeric() {
         b.to_ascii_lowercase()
