@@ -84,6 +84,9 @@ struct ExplainArgs {
     /// The caller's subject
     #[arg(long)]
     subject: String,
+    /// The issuer (`iss`) of a JWT caller's token
+    #[arg(long)]
+    issuer: Option<String>,
     /// A group of the caller (repeat for several)
     #[arg(long = "group")]
     groups: Vec<String>,
@@ -173,10 +176,15 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
             for line in cfg.summary() {
                 println!("  {line}");
             }
-            let warnings = cfg
-                .policy
-                .as_ref()
-                .map_or_else(Vec::new, |p| p.initial.warnings(&cfg.auth.scopes_supported));
+            let warnings = cfg.policy.as_ref().map_or_else(Vec::new, |p| {
+                let issuers: Vec<String> = cfg
+                    .auth
+                    .jwt
+                    .iter()
+                    .flat_map(|j| j.issuers.iter().map(|i| i.issuer.clone()))
+                    .collect();
+                p.initial.warnings(&cfg.auth.scopes_supported, &issuers)
+            });
             for w in &warnings {
                 eprintln!("warning: policy: {w}");
             }
@@ -219,6 +227,10 @@ fn explain(args: &ExplainArgs) -> ExitCode {
         ));
     };
     let mut p = Principal::new(&args.subject, method);
+    if args.issuer.is_some() && method != AuthMethod::Jwt {
+        return usage("--issuer is for --auth-method jwt: only JWT callers have one".into());
+    }
+    p.issuer = args.issuer.clone();
     p.groups = args.groups.clone();
     p.scopes = args.scopes.clone();
     for c in &args.claims {

@@ -91,6 +91,11 @@ async fn the_attack_table() {
             "not_yet_valid",
         ),
         (
+            "iat in the future beyond the leeway",
+            idp.mint(&b.kid, &with(json!({"iat": now() + 65}))),
+            "not_yet_valid",
+        ),
+        (
             "wrong iss",
             idp.mint(&b.kid, &with(json!({"iss": "https://evil.example.com"}))),
             "issuer",

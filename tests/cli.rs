@@ -353,3 +353,73 @@ fn explain_names_the_deciding_rule() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--args is not JSON"));
 }
+
+#[test]
+fn explain_and_check_know_issuers() {
+    let path = tmp_file(
+        "issuers.yaml",
+        "auth:
+  anonymous: allow
+policy:
+  default: deny
+  rules:
+    - {name: corp-alice, effect: allow, subjects: [alice], issuers: [\"https://corp.example\"], tools: [deploy]}
+",
+    );
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let call = [
+        "explain",
+        "--subject",
+        "alice",
+        "--method",
+        "tools/call",
+        "--tool",
+        "deploy",
+    ];
+    for (issuer, want) in [
+        (
+            Some("https://corp.example"),
+            "decision: allow\nreason: rule\nrule: corp-alice\n",
+        ),
+        (
+            Some("https://corp.example.evil"),
+            "decision: deny\nreason: default\nrule: default\n",
+        ),
+        (None, "decision: deny\nreason: default\nrule: default\n"),
+    ] {
+        let mut args = call.to_vec();
+        args.extend(issuer.map(|i| ["--issuer", i]).iter().flatten());
+        let out = run(&args);
+        assert!(out.status.success(), "{issuer:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{issuer:?}");
+    }
+    // Only JWT callers have an issuer.
+    let mut args = call.to_vec();
+    args.extend([
+        "--auth-method",
+        "api_key",
+        "--issuer",
+        "https://corp.example",
+    ]);
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--issuer is for --auth-method jwt"));
+    // No JWT issuer is configured, so the rule's issuer is nobody's.
+    let out = run(&["check"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .collect::<Vec<_>>(),
+        [
+            "warning: policy: rules[0] (corp-alice): issuer \"https://corp.example\" matches no issuer in auth.jwt, so no caller has it"
+        ]
+    );
+}

@@ -96,6 +96,9 @@ pub struct Draft {
 #[derive(Serialize)]
 struct PrincipalOut<'a> {
     subject: &'a str,
+    /// The JWT issuer that vouched for `subject`: the subject alone is not an identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<&'a str>,
     groups: &'a [String],
     auth_method: &'static str,
 }
@@ -230,6 +233,7 @@ impl ChainHead {
             },
             principal: d.principal.as_deref().map(|p| PrincipalOut {
                 subject: &p.subject,
+                issuer: p.issuer.as_deref(),
                 groups: &p.groups,
                 auth_method: p.method.as_str(),
             }),
@@ -433,5 +437,31 @@ mod tests {
         assert_eq!(hash, vb["hash"].as_str().unwrap());
         assert_eq!(sha256_hex(body.as_bytes()), hash);
         assert!(split_hash("{\"a\":1}").is_none());
+    }
+
+    #[test]
+    fn the_principal_carries_its_issuer() {
+        use crate::auth::AuthMethod;
+        let mut head = ChainHead::new("pod-a");
+        let mut jwt = Principal::new("alice", AuthMethod::Jwt);
+        jwt.issuer = Some("https://idp.example".into());
+        let key = Principal::new("alice", AuthMethod::ApiKey);
+        let mut principal = |p: Principal| {
+            let line = head.seal(&Draft {
+                principal: Some(Arc::new(p)),
+                ..Draft::default()
+            });
+            let v: Value = serde_json::from_str(&line.text).unwrap();
+            v["principal"].clone()
+        };
+        assert_eq!(
+            principal(jwt),
+            serde_json::json!({"subject": "alice", "issuer": "https://idp.example",
+                               "groups": [], "auth_method": "jwt"})
+        );
+        assert_eq!(
+            principal(key),
+            serde_json::json!({"subject": "alice", "groups": [], "auth_method": "api_key"})
+        );
     }
 }

@@ -11,8 +11,9 @@
 //! 4. a key with the token's `kid` (or the only fitting key when there is no `kid`) whose `kty`,
 //!    `crv` and own `alg` fit the token's `alg`. An unknown `kid` triggers one throttled refresh;
 //! 5. the signature;
-//! 6. `exp` (required), `nbf` (if present), `aud` (one of the configured audiences) — with
-//!    `leeway` — and a non-empty string `sub`.
+//! 6. `exp` (required), `nbf` and `iat` (if present; neither in the future), `aud` (one of the
+//!    configured audiences) — with `leeway` — and a non-empty string `sub`. The principal's
+//!    `issuer` is the token's `iss`: a subject is only unique within its issuer.
 //!
 //! Verified tokens are cached by SHA-256 of the token until their `exp`, so the hot path is a
 //! hash and a read-locked map lookup. A key rotation that removes a key invalidates that issuer's
@@ -58,7 +59,7 @@ const CACHE_SHARDS: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
-    /// Clock skew tolerated on `exp` and `nbf`.
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
     pub leeway: Duration,
     /// Most verified tokens kept; 0 disables the cache.
     pub cache_size: usize,
@@ -447,6 +448,13 @@ impl JwtVerifier {
         {
             return Err(AuthFailure::NotYetValid);
         }
+        // A token issued in the future was minted by a clock (or a forger) we should not
+        // trust; issuers are not required to send `iat`, so only a present one is checked.
+        if let Some(iat) = numeric_date(claims.get("iat"))?
+            && now + self.leeway < iat
+        {
+            return Err(AuthFailure::NotYetValid);
+        }
         let audience_ok = match claims.get("aud") {
             Some(Value::String(a)) => issuer.cfg.audiences.iter().any(|c| c == a),
             Some(Value::Array(auds)) => auds
@@ -464,6 +472,7 @@ impl JwtVerifier {
         };
 
         let mut p = Principal::new(subject, AuthMethod::Jwt);
+        p.issuer = Some(issuer.cfg.issuer.clone());
         p.scopes = match (claims.get("scope"), claims.get("scp")) {
             (Some(v), _) | (None, Some(v)) => strings(v, true),
             (None, None) => Vec::new(),

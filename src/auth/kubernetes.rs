@@ -350,6 +350,7 @@ fn verdict(
     }
     Ok(Principal {
         subject,
+        issuer: None,
         groups: user.groups.unwrap_or_default(),
         scopes: Vec::new(),
         method: AuthMethod::Kubernetes,

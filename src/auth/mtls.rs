@@ -30,10 +30,20 @@ pub fn principal(cfg: &MtlsConfig, leaf_der: &[u8]) -> Result<Arc<Principal>, Au
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     };
+    // In `auto`, SAN URIs and CNs share one namespace of subjects: a CN spelled like a URI
+    // SAN (`spiffe://cluster.local/ns/prod/sa/admin`) would be that workload to every rule and
+    // binding, so such a CN is no identity there.
+    let plain_cn = || {
+        cn().filter(|c| {
+            !c.contains("://")
+                && (cfg.trust_domain_prefix.is_empty()
+                    || !c.starts_with(cfg.trust_domain_prefix.as_str()))
+        })
+    };
     let subject = match cfg.identity {
         CertIdentity::SanUri => san_uri(),
         CertIdentity::CommonName => cn(),
-        CertIdentity::Auto => san_uri().or_else(cn),
+        CertIdentity::Auto => san_uri().or_else(plain_cn),
     }
     .ok_or(AuthFailure::Certificate)?;
     let mut p = Principal::new(subject, AuthMethod::Mtls);
@@ -96,6 +106,28 @@ mod tests {
             principal(&cfg(CertIdentity::SanUri, "spiffe://other/"), &both).unwrap_err(),
             AuthFailure::Certificate
         );
+
+        // In auto, a CN spelled like a SAN URI is not taken for that workload.
+        for (cn, prefix) in [
+            ("spiffe://cluster.local/ns/prod/sa/admin", ""),
+            (
+                "spiffe://cluster.local/ns/prod/sa/admin",
+                "spiffe://cluster.local/",
+            ),
+            ("urn:x:admin", "urn:x:"),
+        ] {
+            let forged = cert(Some(cn), None, None);
+            assert_eq!(
+                principal(&cfg(CertIdentity::Auto, prefix), &forged).unwrap_err(),
+                AuthFailure::Certificate,
+                "{cn}"
+            );
+            let p = principal(&cfg(CertIdentity::CommonName, prefix), &forged).unwrap();
+            assert_eq!(p.subject, cn, "common_name mode takes the CN as it is");
+        }
+        let node = cert(Some("system:node:worker-1"), None, None);
+        let p = principal(&cfg(CertIdentity::Auto, "spiffe://cluster.local/"), &node).unwrap();
+        assert_eq!(p.subject, "system:node:worker-1");
 
         let none = cert(None, None, None);
         assert_eq!(

@@ -10,21 +10,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{AuthMethod, Principal};
+use super::Principal;
 
-/// Who owns an id: the method and subject that proved the creator.
+/// Who owns an id: the creator's namespaced identity ([`Principal::identity`]), so the same
+/// subject from another issuer or another authenticator is someone else.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Owner {
-    method: AuthMethod,
-    subject: Box<str>,
-}
+pub struct Owner(Box<str>);
 
 impl Owner {
     pub fn of(p: &Principal) -> Self {
-        Self {
-            method: p.method,
-            subject: p.subject.as_str().into(),
-        }
+        Self(p.identity().into())
     }
 }
 
@@ -137,6 +132,7 @@ impl Bindings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::AuthMethod;
 
     fn owner(s: &str) -> Owner {
         Owner::of(&Principal::new(s, AuthMethod::Jwt))
@@ -160,6 +156,56 @@ mod tests {
             b.check(Kind::Session, "s1", &owner("alice")),
             Binding::Unknown
         );
+    }
+
+    #[test]
+    fn issuers_and_methods_own_separately() {
+        let jwt = |sub: &str, iss: &str| {
+            let mut p = Principal::new(sub, AuthMethod::Jwt);
+            p.issuer = Some(iss.to_string());
+            Owner::of(&p)
+        };
+        let sa = "system:serviceaccount:ns:sa";
+        let owners = [
+            ("alice of issuer a", jwt("alice", "https://a.example")),
+            ("alice of issuer b", jwt("alice", "https://b.example")),
+            ("alice with no issuer", owner("alice")),
+            (
+                "alice's API key",
+                Owner::of(&Principal::new("alice", AuthMethod::ApiKey)),
+            ),
+            (
+                "the service account",
+                Owner::of(&Principal::new(sa, AuthMethod::Kubernetes)),
+            ),
+            (
+                "an API key named like it",
+                Owner::of(&Principal::new(sa, AuthMethod::ApiKey)),
+            ),
+            ("a JWT named like it", jwt(sa, "https://a.example")),
+            (
+                "a certificate named like it",
+                Owner::of(&Principal::new(sa, AuthMethod::Mtls)),
+            ),
+        ];
+        let b = Bindings::new(Duration::from_secs(60), 100);
+        for (i, (_, o)) in owners.iter().enumerate() {
+            b.bind(Kind::Session, &format!("s{i}"), o.clone());
+        }
+        for (i, (name, _)) in owners.iter().enumerate() {
+            for (j, (_, o)) in owners.iter().enumerate() {
+                let want = if i == j {
+                    Binding::Own
+                } else {
+                    Binding::Foreign
+                };
+                assert_eq!(
+                    b.check(Kind::Session, &format!("s{i}"), o),
+                    want,
+                    "{name} / {j}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -37,12 +37,15 @@ pub struct AuthConfig {
 }
 
 /// The headers that carry the verified identity to the upstream. Client-sent copies are
-/// always removed.
+/// always removed, under every spelling that folds to the same name.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
     pub subject: HeaderName,
     pub groups: HeaderName,
     pub method: HeaderName,
+    /// The JWT issuer of the subject (sent for JWT callers only): subjects are unique only
+    /// within their issuer, so an upstream that keys on the subject needs it too.
+    pub issuer: HeaderName,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +105,7 @@ impl Default for AuthConfig {
                 subject: HeaderName::from_static("x-mcp-sentinel-subject"),
                 groups: HeaderName::from_static("x-mcp-sentinel-groups"),
                 method: HeaderName::from_static("x-mcp-sentinel-auth-method"),
+                issuer: HeaderName::from_static("x-mcp-sentinel-issuer"),
             },
             api_keys: None,
             jwt: None,
@@ -179,6 +183,7 @@ impl AuthConfig {
             ("subject", &mut cfg.identity_headers.subject),
             ("groups", &mut cfg.identity_headers.groups),
             ("method", &mut cfg.identity_headers.method),
+            ("issuer", &mut cfg.identity_headers.issuer),
         ] {
             if let Some(v) = r.field(&mut ih, key, header_name) {
                 *slot = v;
@@ -207,6 +212,7 @@ impl AuthConfig {
             }
         }
         r.close(ak);
+        check_identity_headers(r, &cfg);
 
         let mut jwt = r.child(s, "jwt");
         if jwt.is_present() {
@@ -415,6 +421,59 @@ impl SessionsConfig {
     }
 }
 
+/// Headers the sentinel forwards or reads, which an identity header must not shadow: client
+/// copies of identity headers are stripped under every folding, so one folding to these would
+/// strip them too.
+const PROTECTED_HEADERS: &[&str] = &[
+    "host",
+    "accept",
+    "content-type",
+    "content-length",
+    "last-event-id",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+];
+
+/// The identity headers are distinct from each other, from the credential headers and from the
+/// MCP headers under the folding frameworks apply (`proxy::headers::folded`).
+fn check_identity_headers(r: &mut Reader, cfg: &AuthConfig) {
+    use crate::proxy::headers::folded;
+    let ih = &cfg.identity_headers;
+    let mut taken: Vec<(String, String)> = PROTECTED_HEADERS
+        .iter()
+        .map(|h| (folded(h), format!("the {h} header")))
+        .collect();
+    taken.push((folded("authorization"), "the Authorization header".into()));
+    if let Some(k) = &cfg.api_keys {
+        taken.push((folded(k.header.as_str()), "auth.api_keys.header".into()));
+    }
+    for (key, name) in [
+        ("subject", &ih.subject),
+        ("groups", &ih.groups),
+        ("method", &ih.method),
+        ("issuer", &ih.issuer),
+    ] {
+        let f = folded(name.as_str());
+        let clash = taken
+            .iter()
+            .find(|(t, _)| *t == f)
+            .map(|(_, what)| what.clone())
+            .or_else(|| {
+                f.starts_with("mcp-param-")
+                    .then(|| "an Mcp-Param-* header".into())
+            });
+        match clash {
+            Some(what) => r.error(
+                format!("auth.identity_headers.{key}"),
+                format!("{name} is the same header as {what} to frameworks that fold `_` and `-`"),
+            ),
+            None => taken.push((f, format!("auth.identity_headers.{key}"))),
+        }
+    }
+}
+
 pub fn header_name(v: &Value) -> Result<HeaderName, String> {
     let s = parse::string(v)?;
     HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("{s:?} is not a header name"))
@@ -447,4 +506,46 @@ pub fn absolute_url(u: &str, https_only: bool) -> Result<(), String> {
         return Err(format!("{u:?} has no host"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    /// The errors of an `auth` section (indented YAML under `auth:`), as (key, why).
+    fn errors(auth: &str) -> Vec<(String, String)> {
+        let text = format!("policy: {{default: deny}}\nauth:\n  anonymous: allow\n{auth}");
+        match Config::from_yaml(&text, "t.yaml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|e| (e.key, e.why)).collect(),
+        }
+    }
+
+    #[test]
+    fn identity_headers_must_not_fold_onto_other_headers() {
+        let keys = "  api_keys: {file: /k.yaml, header: X-Client-Key}\n";
+        let table: &[(&str, Option<&str>)] = &[
+            ("{}", None),
+            (
+                "{subject: X-User, groups: X-Groups, method: X-Via, issuer: X-Iss}",
+                None,
+            ),
+            ("{issuer: X_MCP_Sentinel_Subject}", Some("issuer")),
+            ("{groups: x.mcp.sentinel.auth.method}", Some("method")),
+            ("{subject: Mcp_Session_Id}", Some("subject")),
+            ("{subject: authorization}", Some("subject")),
+            ("{method: x_client_key}", Some("method")),
+            ("{issuer: Mcp-Param-Region}", Some("issuer")),
+            ("{subject: content_type}", Some("subject")),
+        ];
+        for (headers, bad) in table {
+            let errs = errors(&format!("{keys}  identity_headers: {headers}\n"));
+            let want: Vec<String> = bad
+                .iter()
+                .map(|k| format!("auth.identity_headers.{k}"))
+                .collect();
+            let got: Vec<String> = errs.iter().map(|(k, _)| k.clone()).collect();
+            assert_eq!(got, want, "{headers}: {errs:?}");
+        }
+    }
 }

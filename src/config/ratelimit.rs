@@ -87,6 +87,8 @@ pub struct RuleConfig {
 pub struct MatchConfig {
     /// Globs on the principal's subject.
     pub subjects: Vec<String>,
+    /// Globs on the issuer of a JWT principal; a principal without an issuer never matches.
+    pub issuers: Vec<String>,
     /// The principal is in one of these groups.
     pub groups: Vec<String>,
     pub auth_methods: Vec<AuthMethod>,
@@ -448,6 +450,7 @@ fn read_match(r: &mut Reader, s: &mut Section<'_>) -> MatchConfig {
         Ok(list)
     };
     m.subjects = r.field(s, "subjects", globs).unwrap_or_default();
+    m.issuers = r.field(s, "issuers", globs).unwrap_or_default();
     m.groups = r.field(s, "groups", globs).unwrap_or_default();
     m.auth_methods = r
         .field(s, "auth_methods", |v| {

@@ -3,6 +3,7 @@
 
 use super::pattern::Pattern;
 use super::{Effect, Policy, Rule, SERVER_REQUESTS};
+use crate::auth::AuthMethod;
 use crate::mcp::Method;
 
 /// Client notifications a method glob may name (all fall under `notifications/*`).
@@ -14,8 +15,9 @@ const NOTIFICATIONS: &[&str] = &[
 ];
 
 impl Policy {
-    /// Why some rules can never take effect, one line each.
-    pub fn warnings(&self, scopes_supported: &[String]) -> Vec<String> {
+    /// Why some rules can never take effect, one line each. `issuers` are the configured JWT
+    /// issuers (`iss` values).
+    pub fn warnings(&self, scopes_supported: &[String], issuers: &[String]) -> Vec<String> {
         let mut out = Vec::new();
         let user: Vec<&Rule> = self.rules.iter().filter(|r| !r.builtin).collect();
         for (j, rule) in user.iter().enumerate() {
@@ -48,6 +50,22 @@ impl Policy {
                     out.push(format!("{at}: method {m} matches no MCP method"));
                 }
             }
+            if !rule.issuers.is_empty()
+                && !rule.auth_methods.is_empty()
+                && !rule.auth_methods.contains(&AuthMethod::Jwt)
+            {
+                out.push(format!(
+                    "{at}: names issuers but not the jwt auth method: only JWT callers have an issuer, so it never matches"
+                ));
+            }
+            for i in &rule.issuers {
+                if !issuers.iter().any(|c| i.is_match(c)) {
+                    out.push(format!(
+                        "{at}: issuer {:?} matches no issuer in auth.jwt, so no caller has it",
+                        i.to_string()
+                    ));
+                }
+            }
         }
         out
     }
@@ -71,6 +89,7 @@ fn can_call_tools(rule: &Rule) -> bool {
 fn covers(earlier: &Rule, later: &Rule) -> bool {
     earlier.arguments.is_empty()
         && list_covers(&earlier.subjects, &later.subjects)
+        && list_covers(&earlier.issuers, &later.issuers)
         && list_covers(&earlier.groups, &later.groups)
         && list_covers(&earlier.methods, &later.methods)
         && (earlier.auth_methods.is_empty()

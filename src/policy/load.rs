@@ -224,6 +224,7 @@ fn read_rule(
     r.field(s, "description", parse::string);
     let globs = |v: &Value| parse::strings(v).map(|l| l.iter().map(|p| Pattern::glob(p)).collect());
     let subjects = r.field(s, "subjects", globs).unwrap_or_default();
+    let issuers = r.field(s, "issuers", globs).unwrap_or_default();
     let groups = r.field(s, "groups", globs).unwrap_or_default();
     let scopes: Vec<String> = r.field(s, "scopes", parse::strings).unwrap_or_default();
     let auth_methods = r
@@ -299,6 +300,7 @@ fn read_rule(
         effect: rule_effect,
         builtin: false,
         subjects,
+        issuers,
         groups,
         auth_methods,
         claims,

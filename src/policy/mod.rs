@@ -88,6 +88,9 @@ pub struct Rule {
     pub effect: Effect,
     builtin: bool,
     subjects: Vec<Pattern>,
+    /// Globs on a JWT principal's issuer; a principal without one never matches. `subjects`
+    /// alone match that subject from every issuer and authenticator.
+    issuers: Vec<Pattern>,
     groups: Vec<Pattern>,
     auth_methods: Vec<AuthMethod>,
     claims: Vec<(String, Vec<Pattern>)>,
@@ -253,6 +256,10 @@ impl Rule {
                     .iter()
                     .any(|g| self.groups.iter().any(|pat| pat.is_match(g))))
             && (self.subjects.is_empty() || self.subjects.iter().any(|s| s.is_match(&p.subject)))
+            && (self.issuers.is_empty()
+                || p.issuer
+                    .as_deref()
+                    .is_some_and(|i| self.issuers.iter().any(|pat| pat.is_match(i))))
             && self
                 .claims
                 .iter()
@@ -606,6 +613,7 @@ impl Rule {
             effect: Effect::Allow,
             builtin: true,
             subjects: Vec::new(),
+            issuers: Vec::new(),
             groups: Vec::new(),
             auth_methods: Vec::new(),
             claims: Vec::new(),

@@ -80,10 +80,20 @@ rules:
     effect: allow
     claims: {level: ["3"]}
     tools: [level3]
+  - name: corp-alice
+    effect: allow
+    subjects: [alice]
+    issuers: ["https://corp.example"]
+    tools: [corp_only]
+  - name: no-partner-deletes
+    effect: deny
+    issuers: ["https://partner.*"]
+    tools: ["delete_*"]
 "#;
 
 struct Row {
     subject: &'static str,
+    issuer: Option<&'static str>,
     groups: &'static [&'static str],
     scopes: &'static [&'static str],
     method: AuthMethod,
@@ -99,6 +109,7 @@ struct Row {
 fn row(subject: &'static str, groups: &'static [&'static str], op: &'static str) -> Row {
     Row {
         subject,
+        issuer: None,
         groups,
         scopes: &[],
         method: AuthMethod::Jwt,
@@ -138,6 +149,10 @@ impl Row {
     }
     fn via(mut self, m: AuthMethod) -> Self {
         self.method = m;
+        self
+    }
+    fn from(mut self, issuer: &'static str) -> Self {
+        self.issuer = Some(issuer);
         self
     }
     fn claims(mut self, c: Value) -> Self {
@@ -348,11 +363,44 @@ fn table() -> Vec<Row> {
         row("bot-1", &[], "sampling/createMessage").deny("no-sampling-for-bots"),
         row("human", &[], "sampling/createMessage").allow("builtin"),
         row("bot-1", &[], "elicitation/create").allow("builtin"),
+        // Issuers: a subject is only someone within its issuer.
+        row("alice", &[], "tools/call")
+            .tool("corp_only")
+            .from("https://corp.example")
+            .allow("corp-alice"),
+        row("alice", &[], "tools/call")
+            .tool("corp_only")
+            .from("https://evil.example")
+            .deny("default"),
+        row("alice", &[], "tools/call")
+            .tool("corp_only")
+            .from("https://corp.example/")
+            .deny("default"),
+        row("alice", &[], "tools/call")
+            .tool("corp_only")
+            .deny("default"),
+        row("alice", &[], "tools/call")
+            .tool("corp_only")
+            .via(ApiKey)
+            .deny("default"),
+        row("root", &["admins"], "tools/call")
+            .tool("delete_user")
+            .from("https://partner.io")
+            .deny("no-partner-deletes"),
+        row("root", &["admins"], "tools/call")
+            .tool("delete_user")
+            .from("https://corp.example")
+            .allow("admins"),
+        row("root", &["admins"], "tools/call")
+            .tool("delete_user")
+            .via(Kubernetes)
+            .allow("admins"),
     ]
 }
 
 fn principal(r: &Row) -> Principal {
     let mut p = Principal::new(r.subject, r.method);
+    p.issuer = r.issuer.map(str::to_string);
     p.groups = r.groups.iter().map(|g| g.to_string()).collect();
     p.scopes = r.scopes.iter().map(|s| s.to_string()).collect();
     if let Value::Object(m) = &r.claims {
@@ -545,10 +593,17 @@ rules:
     arguments: [{path: /x, equals: 1}]
   - {name: odd-scope, effect: allow, scopes: [tools:nuke], tools: [nuke]}
   - {name: typo, effect: allow, methods: ["tool/call"]}
+  - {name: no-partner, effect: deny, issuers: ["https://partner.*"], tools: [x]}
+  - {name: partner-x, effect: allow, issuers: ["https://partner.io"], tools: [x]}
+  - {name: corp-x, effect: allow, issuers: ["https://corp.example"], tools: [x]}
+  - {name: keys-by-issuer, effect: allow, auth_methods: [api_key], issuers: ["*"], tools: [y]}
 "#;
     let policy = Policy::from_yaml(text, "t").unwrap();
-    let w = policy.warnings(&["tools:read".to_string()]);
-    assert_eq!(w.len(), 4, "{w:#?}");
+    let w = policy.warnings(
+        &["tools:read".to_string()],
+        &["https://partner.io".to_string()],
+    );
+    assert_eq!(w.len(), 7, "{w:#?}");
     assert!(
         w[0].starts_with("rules[1] (shadowed): can never match") && w[0].contains("no-admin-tools")
     );
@@ -556,9 +611,21 @@ rules:
     assert!(w[2].contains("\"tools:nuke\" is not in auth.scopes_supported"));
     assert!(w[3].contains("method tool/call matches no MCP method"));
     assert!(
+        w[4].starts_with("rules[7] (partner-x): can never match") && w[4].contains("no-partner")
+    );
+    assert!(w[5].starts_with(
+        "rules[8] (corp-x): issuer \"https://corp.example\" matches no issuer in auth.jwt"
+    ));
+    assert!(w[6].starts_with("rules[9] (keys-by-issuer): names issuers"));
+    assert!(w[6].contains("only JWT callers have an issuer"));
+    let issuers = [
+        "https://corp.example".to_string(),
+        "https://partner.io".to_string(),
+    ];
+    assert!(
         Policy::from_yaml(POLICY, "t")
             .unwrap()
-            .warnings(&[])
+            .warnings(&[], &issuers)
             .is_empty()
     );
 }

@@ -81,38 +81,63 @@ pub fn to_upstream(
 /// What the upstream learns of the caller: the verified identity in headers the sentinel
 /// controls, never the caller's credential.
 pub struct IdentityRules {
-    /// Removed from every request: client-sent copies of the identity headers and, unless
-    /// credentials are forwarded, `Authorization` and the API-key header.
-    strip: Vec<HeaderName>,
+    /// Removed from every request, under any spelling: client-sent copies of the identity
+    /// headers and, unless credentials are forwarded, `Authorization` and the API-key header.
+    /// Held folded ([`fold`]).
+    strip: Vec<Box<[u8]>>,
     subject: HeaderName,
     groups: HeaderName,
     method: HeaderName,
+    issuer: HeaderName,
 }
 
 impl IdentityRules {
     pub fn new(auth: &crate::config::AuthConfig) -> Self {
         let ih = &auth.identity_headers;
-        let mut strip = vec![ih.subject.clone(), ih.groups.clone(), ih.method.clone()];
+        let mut names = vec![&ih.subject, &ih.groups, &ih.method, &ih.issuer];
         if !auth.forward_credentials {
-            strip.push(header::AUTHORIZATION);
+            names.push(&header::AUTHORIZATION);
             if let Some(k) = &auth.api_keys {
-                strip.push(k.header.clone());
+                names.push(&k.header);
             }
         }
+        let mut strip: Vec<Box<[u8]>> = names
+            .into_iter()
+            .map(|n| folded(n.as_str()).into_bytes().into_boxed_slice())
+            .collect();
+        strip.sort();
+        strip.dedup();
         Self {
             strip,
             subject: ih.subject.clone(),
             groups: ih.groups.clone(),
             method: ih.method.clone(),
+            issuer: ih.issuer.clone(),
         }
     }
 
+    /// Whether a client-sent header of this name is removed: it names one of the stripped
+    /// headers under some spelling a framework folds to the same name.
+    pub fn strips(&self, name: &HeaderName) -> bool {
+        let name = name.as_str().as_bytes();
+        self.strip
+            .iter()
+            .any(|s| s.len() == name.len() && s.iter().zip(name).all(|(s, n)| *s == fold(*n)))
+    }
+
     pub fn apply(&self, headers: &mut HeaderMap, principal: Option<&crate::auth::Principal>) {
-        for name in &self.strip {
+        // Names are collected first (a map cannot be edited while its keys are borrowed);
+        // the Vec only allocates when a request does carry such a header. `remove` drops
+        // every value of a name, so duplicates go too.
+        let spoofed: Vec<HeaderName> = headers.keys().filter(|n| self.strips(n)).cloned().collect();
+        for name in spoofed {
             headers.remove(name);
         }
         let Some(p) = principal else { return };
         headers.insert(self.subject.clone(), header_safe(&p.subject));
+        if let Some(iss) = &p.issuer {
+            headers.insert(self.issuer.clone(), header_safe(iss));
+        }
         if !p.groups.is_empty() {
             headers.insert(self.groups.clone(), header_safe(&p.groups.join(",")));
         }
@@ -120,6 +145,24 @@ impl IdentityRules {
             self.method.clone(),
             HeaderValue::from_static(p.method.as_str()),
         );
+    }
+}
+
+/// One byte of a header name as the frameworks behind the upstream may read it: CGI, WSGI,
+/// PHP and Rack turn `-` into `_` (so `X_Foo` and `X-Foo` both become `HTTP_X_FOO`), Apache's
+/// CGI turns any other non-alphanumeric byte into `_` too, and names are case-insensitive.
+/// So every byte that is not an ASCII letter or digit folds to `-`, letters to lower case.
+/// `name` folded byte by byte ([`fold`]): two names with the same folding are one header to
+/// some framework.
+pub fn folded(name: &str) -> String {
+    name.bytes().map(|b| char::from(fold(b))).collect()
+}
+
+fn fold(b: u8) -> u8 {
+    if b.is_ascii_alphanumeric() {
+        b.to_ascii_lowercase()
+    } else {
+        b'-'
     }
 }
 
@@ -206,6 +249,10 @@ mod tests {
         assert_eq!(h["x-mcp-sentinel-subject"], "Zo%C3%AB 100%25");
         assert_eq!(h["x-mcp-sentinel-groups"], "dev,ops");
         assert_eq!(h["x-mcp-sentinel-auth-method"], "jwt");
+        assert!(
+            h.get("x-mcp-sentinel-issuer").is_none(),
+            "no issuer, no header"
+        );
         assert_eq!(h["mcp-session-id"], "s");
 
         let mut h = map(&[("x-mcp-sentinel-subject", "admin"), ("authorization", "x")]);
@@ -216,6 +263,90 @@ mod tests {
         let mut h = map(&[("authorization", "Bearer t")]);
         IdentityRules::new(&auth).apply(&mut h, None);
         assert_eq!(h["authorization"], "Bearer t");
+    }
+
+    #[test]
+    fn identity_headers_are_stripped_under_every_spelling() {
+        use crate::auth::{AuthMethod, Principal};
+        let mut auth = crate::config::AuthConfig::default();
+        auth.api_keys = Some(crate::config::auth::ApiKeysConfig {
+            file: "k".into(),
+            header: HeaderName::from_static("x-api-key"),
+            reload_interval: std::time::Duration::from_secs(1),
+        });
+        let rules = IdentityRules::new(&auth);
+        // (name as a client may send it, stripped?)
+        let table = [
+            ("x-mcp-sentinel-subject", true),
+            ("X-MCP-Sentinel-Subject", true),
+            ("x_mcp_sentinel_subject", true),
+            ("X_Mcp_Sentinel_Subject", true),
+            ("x-mcp_sentinel-subject", true),
+            ("x.mcp.sentinel.subject", true),
+            ("x-mcp-sentinel~subject", true),
+            ("x-mcp-sentinel-groups", true),
+            ("X_MCP_SENTINEL_GROUPS", true),
+            ("x-mcp-sentinel-auth-method", true),
+            ("x_mcp_sentinel_auth_method", true),
+            ("x-mcp-sentinel-issuer", true),
+            ("X_MCP_SENTINEL_ISSUER", true),
+            ("authorization", true),
+            ("Authorization", true),
+            ("x-api-key", true),
+            ("X_API_KEY", true),
+            ("x.api.key", true),
+            // Different names stay.
+            ("x-mcp-sentinel-subjects", false),
+            ("x-mcp-sentinel-subjec", false),
+            ("xmcpsentinelsubject", false),
+            ("x-mcp-sentinel", false),
+            ("authorization2", false),
+            ("proxy-authorization-x", false),
+            ("x-apikey", false),
+            ("mcp-session-id", false),
+            ("content-type", false),
+        ];
+        for (name, stripped) in table {
+            let n = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(rules.strips(&n), stripped, "{name}");
+        }
+        // All of them at once, some twice: only the sentinel's own values remain.
+        let mut h = HeaderMap::new();
+        for (name, _) in table {
+            let n = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            h.append(n.clone(), HeaderValue::from_static("spoofed"));
+            h.append(n, HeaderValue::from_static("spoofed-again"));
+        }
+        let mut p = Principal::new("alice", AuthMethod::Jwt);
+        p.issuer = Some("https://idp.example".into());
+        rules.apply(&mut h, Some(&p));
+        for (name, stripped) in table {
+            let values: Vec<_> = h.get_all(name.to_ascii_lowercase()).iter().collect();
+            if !stripped {
+                assert_eq!(values, ["spoofed", "spoofed-again"], "{name}");
+            }
+        }
+        let left: Vec<(String, String)> = h
+            .iter()
+            .filter(|(n, _)| rules.strips(n))
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        let own = |n: &str, v: &str| (n.to_string(), v.to_string());
+        let mut want = vec![
+            own("x-mcp-sentinel-subject", "alice"),
+            own("x-mcp-sentinel-issuer", "https://idp.example"),
+            own("x-mcp-sentinel-auth-method", "jwt"),
+        ];
+        let mut left = left;
+        left.sort();
+        want.sort();
+        assert_eq!(left, want);
+        // Configured names fold the same way.
+        auth.identity_headers.subject = HeaderName::from_static("x_user");
+        let rules = IdentityRules::new(&auth);
+        assert!(rules.strips(&HeaderName::from_static("x-user")));
+        assert!(rules.strips(&HeaderName::from_static("x_user")));
+        assert!(!rules.strips(&HeaderName::from_static("x-mcp-sentinel-subject")));
     }
 
     #[test]

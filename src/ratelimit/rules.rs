@@ -1,9 +1,7 @@
 //! Rules as the limiter uses them: which calls of which principals a rule applies to, and the
 //! key that names the budget a call draws from.
 
-use std::fmt::Write;
-
-use crate::auth::Principal;
+use crate::auth::{Principal, push_escaped as escape};
 use crate::config::ratelimit::{KeyPart, MatchConfig, RuleConfig, glob};
 use crate::mcp::{Message, Method, Target};
 
@@ -99,6 +97,10 @@ impl Rule {
     pub fn matches_principal(&self, p: &Principal) -> bool {
         let m = &self.matcher;
         (m.subjects.is_empty() || m.subjects.iter().any(|g| glob(g, &p.subject)))
+            && (m.issuers.is_empty()
+                || p.issuer
+                    .as_deref()
+                    .is_some_and(|i| m.issuers.iter().any(|g| glob(g, i))))
             && (m.groups.is_empty() || m.groups.iter().any(|g| p.groups.contains(g)))
             && (m.auth_methods.is_empty() || m.auth_methods.contains(&p.method))
             && m.claims.iter().all(|(name, want)| claim_is(p, name, want))
@@ -114,14 +116,16 @@ impl Rule {
     }
 
     /// The budget's name for this call: `rule:part:part`, each part escaped so that no two
-    /// different keys can be written the same way.
+    /// different keys can be written the same way. The `subject` part is the caller's whole
+    /// namespaced identity (method, issuer, subject), so callers of two issuers or two
+    /// authenticators never share a budget.
     pub fn key(&self, p: &Principal, call: &Call<'_>) -> String {
         let mut key = String::with_capacity(self.name.len() + 32);
         key.push_str(&self.name);
         for part in &self.key {
             key.push(':');
             match part {
-                KeyPart::Subject => escape(&mut key, &p.subject),
+                KeyPart::Subject => p.write_identity(&mut key),
                 KeyPart::Group => self.groups(&mut key, p),
                 KeyPart::Tool => escape(&mut key, call.tool.unwrap_or("")),
                 KeyPart::Method => escape(&mut key, call.method),
@@ -159,18 +163,6 @@ fn claim_is(p: &Principal, name: &str, want: &str) -> bool {
         Some(serde_json::Value::String(s)) => s == want,
         Some(serde_json::Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(want)),
         _ => false,
-    }
-}
-
-/// `%`, `:` and `,` separate parts; written as `%25`, `%3A`, `%2C` inside one.
-fn escape(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '%' | ':' | ',' => {
-                let _ = write!(out, "%{:02X}", c as u32);
-            }
-            c => out.push(c),
-        }
     }
 }
 
@@ -221,6 +213,21 @@ mod tests {
         assert!(m(|_| {}));
         assert!(m(|c| c.subjects = vec!["system:serviceaccount:ns:*".into()]));
         assert!(!m(|c| c.subjects = vec!["bob".into()]));
+        // Issuers: only a JWT principal has one.
+        assert!(!m(|c| c.issuers = vec!["*".into()]));
+        let mut jwt = Principal::new("alice", AuthMethod::Jwt);
+        jwt.issuer = Some("https://a.example".into());
+        let issuer_rule = |globs: &[&str]| {
+            let c = MatchConfig {
+                issuers: globs.iter().map(|g| g.to_string()).collect(),
+                ..MatchConfig::default()
+            };
+            rule(c, vec![]).matches_principal(&jwt)
+        };
+        assert!(issuer_rule(&["https://a.example"]));
+        assert!(issuer_rule(&["https://b.example", "https://a.*"]));
+        assert!(!issuer_rule(&["https://b.example"]));
+        assert!(!issuer_rule(&["https://a.example/"]));
         assert!(m(|c| c.groups = vec!["x".into(), "dev".into()]));
         assert!(!m(|c| c.groups = vec!["x".into()]));
         assert!(m(|c| c.auth_methods = vec![AuthMethod::Kubernetes]));
@@ -277,7 +284,7 @@ mod tests {
         );
         assert_eq!(
             r.key(&p, &CALL),
-            "r:system%3Aserviceaccount%3Ans%3Aalice:search:tools/call:kubernetes:acme%3Aeu:[\"reader\"%2C\"writer\"]::dev,ops"
+            "r:kubernetes::system%3Aserviceaccount%3Ans%3Aalice:search:tools/call:kubernetes:acme%3Aeu:[\"reader\"%2C\"writer\"]::dev,ops"
         );
         // With match.groups, the matched group alone.
         let c = MatchConfig {
@@ -286,6 +293,33 @@ mod tests {
         };
         assert_eq!(rule(c, vec![KeyPart::Group]).key(&p, &CALL), "r:ops");
         assert_eq!(rule(MatchConfig::default(), vec![]).key(&p, &CALL), "r");
+    }
+
+    #[test]
+    fn subject_budgets_are_per_namespaced_identity() {
+        let r = rule(MatchConfig::default(), vec![KeyPart::Subject]);
+        let who = |sub: &str, method: AuthMethod, iss: Option<&str>| {
+            let mut p = Principal::new(sub, method);
+            p.issuer = iss.map(str::to_string);
+            r.key(&p, &CALL)
+        };
+        let sa = "system:serviceaccount:ns:sa";
+        let keys = [
+            who("alice", AuthMethod::Jwt, Some("https://a.example")),
+            who("alice", AuthMethod::Jwt, Some("https://b.example")),
+            who("alice", AuthMethod::ApiKey, None),
+            who(sa, AuthMethod::Kubernetes, None),
+            who(sa, AuthMethod::ApiKey, None),
+            who(sa, AuthMethod::Mtls, None),
+            who(sa, AuthMethod::Jwt, Some("https://a.example")),
+            // Parts that would run together unescaped.
+            who("b:c", AuthMethod::Jwt, Some("a")),
+            who("c", AuthMethod::Jwt, Some("a:b")),
+        ];
+        assert_eq!(keys[0], "r:jwt:https%3A//a.example:alice");
+        assert_eq!(keys[3], "r:kubernetes::system%3Aserviceaccount%3Ans%3Asa");
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
     }
 
     #[test]

@@ -215,6 +215,50 @@ async fn leeway_is_honoured() {
 }
 
 #[tokio::test]
+async fn iat_in_the_future_beyond_the_leeway_is_refused() {
+    let idp = Idp::start().await;
+    let kid = idp.add_key("ES256");
+    let v = verifier(JwtConfig {
+        leeway: Duration::from_secs(60),
+        ..config(issuer_cfg(&idp))
+    });
+    refresh(&v).await;
+    let t = now();
+    let table: [(&str, Value, Result<(), AuthFailure>); 7] = [
+        ("iat now", json!(t), Ok(())),
+        ("iat in the past", json!(t - 3600), Ok(())),
+        ("iat now + leeway - 1", json!(t + 59), Ok(())),
+        (
+            "iat now + leeway + 60",
+            json!(t + 120),
+            Err(AuthFailure::NotYetValid),
+        ),
+        (
+            "iat a day ahead",
+            json!(t + 86_400),
+            Err(AuthFailure::NotYetValid),
+        ),
+        ("iat missing", Value::Null, Ok(())),
+        (
+            "iat not a number",
+            json!("yesterday"),
+            Err(AuthFailure::Malformed),
+        ),
+    ];
+    for (name, iat, want) in table {
+        let mut claims = idp.claims("a", AUD);
+        match iat {
+            Value::Null => {
+                claims.as_object_mut().unwrap().remove("iat");
+            }
+            iat => claims["iat"] = iat,
+        }
+        let got = v.verify(&idp.mint(&kid, &claims)).await.map(|_| ());
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[tokio::test]
 async fn wrong_issuer_is_refused() {
     let (idp, kid, v) = setup("ES256").await;
     for iss in [json!("https://evil.example"), json!(null), json!(7)] {
@@ -550,6 +594,7 @@ async fn principal_from_claims() {
     );
     let p = v.verify(&idp.mint(&kid, &claims)).await.unwrap();
     assert_eq!(p.subject, "alice");
+    assert_eq!(p.issuer.as_deref(), Some(idp.issuer().as_str()));
     assert_eq!(p.method, AuthMethod::Jwt);
     assert_eq!(p.scopes, ["tools:read", "tools:call"]);
     assert_eq!(p.groups, ["dev", "ops"]);

@@ -42,6 +42,7 @@ fn a_full_section() {
     - name: per-caller
       match:
         subjects: ['system:serviceaccount:*']
+        issuers: ['https://idp.example', 'https://*.corp.example']
         groups: [ci, bots]
         auth_methods: [kubernetes, api_key]
         claims: {tenant: acme}
@@ -70,6 +71,10 @@ fn a_full_section() {
     assert_eq!(rl.max_keys, 5000);
     let r = &rl.rules[0];
     assert_eq!(r.matcher.groups, ["ci", "bots"]);
+    assert_eq!(
+        r.matcher.issuers,
+        ["https://idp.example", "https://*.corp.example"]
+    );
     assert_eq!(
         r.matcher.auth_methods,
         [AuthMethod::Kubernetes, AuthMethod::ApiKey]
@@ -352,6 +357,11 @@ fn every_bad_value_is_reported_with_its_key() {
         (
             rule("      match: {subjects: []}\n"),
             "rate_limits.rules[0].match.subjects",
+            "at least one",
+        ),
+        (
+            rule("      match: {issuers: []}\n"),
+            "rate_limits.rules[0].match.issuers",
             "at least one",
         ),
         (
