@@ -171,8 +171,8 @@ pub fn operations<'a>(msg: &'a Message, args: Args<'a>) -> Vec<Operation<'a>> {
 
 /// The `params.arguments` of each message, when it has any (index-aligned with the batch);
 /// `None` when the body cannot be read that way (a duplicated key, nesting too deep, params
-/// that are not an object).
-fn call_arguments(body: &[u8], batch: bool) -> Option<Vec<Option<Value>>> {
+/// that are not an object). The audit records what this reads, so both see the same arguments.
+pub fn call_arguments(body: &[u8], batch: bool) -> Option<Vec<Option<Value>>> {
     #[derive(serde::Deserialize)]
     struct Msg {
         #[serde(default)]
