@@ -118,7 +118,9 @@ impl Traffic {
                 if let Some(d) = guard.draft() {
                     note_denial(d, &denial, answers);
                 }
-                let resp = ctx.deny(denial);
+                let mut resp = ctx.deny(denial);
+                // A refusal before the body was read whole must still reach the client.
+                crate::pipeline::transport::linger(&mut ctx, &mut resp);
                 guard.respond(resp.status().as_u16(), Outcome::Rejected, false);
                 resp
             }
