@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::Auditor;
 use crate::audit::record::{AuditOutcome, Draft};
 use crate::auth::metadata::ResourceMetadata;
+use crate::auth::sessions::Owner;
 use crate::auth::{AuthFailure, Principal};
 use crate::config::auth::MtlsConfig;
 use crate::mcp::Method;
@@ -28,7 +29,7 @@ use crate::pipeline::session::Session;
 use crate::pipeline::{Ctx, Pipeline};
 use crate::pipeline::{Denial, Reason};
 use crate::policy::PolicyStore;
-use crate::policy::filter::{AnswerEdit, OnBlocked, PolicyRef, blocked_answer};
+use crate::policy::filter::{AnswerEdit, OnBlocked, OwnTasks, PolicyRef, blocked_answer};
 use crate::proxy::Proxy;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::guard::RequestGuard;
@@ -117,7 +118,9 @@ impl Traffic {
                 if let Some(d) = guard.draft() {
                     note_denial(d, &denial, answers);
                 }
-                let resp = ctx.deny(denial);
+                let mut resp = ctx.deny(denial);
+                // A refusal before the body was read whole must still reach the client.
+                crate::pipeline::transport::linger(&mut ctx, &mut resp);
                 guard.respond(resp.status().as_u16(), Outcome::Rejected, false);
                 resp
             }
@@ -176,7 +179,8 @@ impl Traffic {
     }
 
     /// What the policy changes in an answer: a list result is cut down to what the caller may
-    /// use; a legacy SSE stream loses the server→client requests the caller may not receive.
+    /// use, a `tasks/list` result to the caller's own tasks; a legacy SSE stream loses the
+    /// server→client requests the caller may not receive.
     fn apply_policy(&self, ctx: &Ctx, resp: Response<ProxyBody>) -> Response<ProxyBody> {
         let (Some(policy), Some(principal)) = (&ctx.policy, &ctx.principal) else {
             return resp;
@@ -185,14 +189,16 @@ impl Traffic {
             return resp;
         }
         let stream = ctx.parts.method == HttpMethod::GET;
+        let messages = ctx.envelope.as_ref().map_or(&[][..], |e| &e.messages[..]);
+        // Task lists are cut to the caller's own whatever the policy: ownership is not a rule.
+        let tasks = stream || messages.iter().any(|m| m.method == Method::TasksList);
         // Nothing to hide from anyone under the policy this answer is decided with. A GET
         // stream is edited with the live policy, which a reload may change while it runs.
-        if !stream && policy.denies_nothing() {
+        if !stream && !tasks && policy.denies_nothing() {
             return resp;
         }
         let sse = is_sse(&resp);
         let modern = ctx.era == Era::Modern;
-        let messages = ctx.envelope.as_ref().map_or(&[][..], |e| &e.messages[..]);
         // A GET stream may replay any earlier answer (resumption), so it is always edited.
         let lists = stream || messages.iter().any(|m| m.method.is_list());
         let asks_input = modern
@@ -205,7 +211,7 @@ impl Traffic {
         let legacy_stream = sse && !modern;
         let blocks =
             stream || ((legacy_stream || asks_input) && policy.blocks_server_requests(principal));
-        if !lists && !blocks {
+        if !lists && !blocks && !tasks {
             return resp;
         }
         if let Some(enc) = resp.headers().get(http::header::CONTENT_ENCODING)
@@ -220,7 +226,7 @@ impl Traffic {
         }
         let on_blocked: Option<OnBlocked> = legacy_stream.then(|| {
             let send = self.proxy.answer_upstream(ctx);
-            let subject = principal.subject.clone();
+            let subject = principal.identity();
             Box::new(move |method: &str, id: serde_json::Value| {
                 tracing::info!(subject = %subject, method, "server-to-client request blocked by policy");
                 send(bytes::Bytes::from(blocked_answer(&id)));
@@ -235,6 +241,10 @@ impl Traffic {
             principal: principal.clone(),
             modern,
             lists,
+            tasks: tasks.then(|| OwnTasks {
+                bindings: self.session.bindings().clone(),
+                owner: Owner::of(principal),
+            }),
             request_id: ctx.reply_id().and_then(|id| serde_json::from_str(&id).ok()),
             on_blocked,
             hidden: self.metrics.list_items_hidden.clone(),

@@ -439,3 +439,70 @@ async fn default_stdout_sink_is_flushed_on_sigterm() {
     let (code, report) = verify(&["--file", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{report}");
 }
+
+/// A 2025-03-26 batch is one request and one record, whose `elements` say what each message
+/// was: its method, id, target and redacted arguments — in every sink, and the chains verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_batch_element_is_recorded_with_its_own_call() {
+    let pg = shared_pg_url();
+    let redis = shared_redis_url();
+    let table = unique_name("batch");
+    let stream = format!("mcp-sentinel-test:{table}");
+    let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
+    let dir = TempDir::new("audit-batch");
+    let file = dir.path("audit.jsonl");
+    let audit = format!(
+        "  instance: batch\n  redact:\n    tools:\n      echo: [{{pointer: /text, action: hash}}]\n  sinks:\n    - {{type: file, path: {}}}\n    - {{type: redis, url: '{redis}', stream: '{stream}'}}\n    - {{type: postgres, url: '{pg}', table: {table}}}\n",
+        file.display()
+    );
+    let s = audited(&upstream.url(), "policy: {default: allow}", &audit, &dir).await;
+    let secret = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    let batch = json!([
+        call_body(1, "echo", json!({"text": "hello"})),
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        call_body(2, "add", json!({"a": 1, "b": 2, "note": secret})),
+    ]);
+    let mut h = headers(Some(ALICE));
+    h.retain(|(k, _)| k != "MCP-Protocol-Version");
+    h.push(("MCP-Protocol-Version".into(), "2025-03-26".into()));
+    let r = raw_post(&s.url, &h, &batch).await;
+    assert!(r.status < 500, "{}: {}", r.status, r.body);
+
+    let hashed = format!(
+        "sha256:{}",
+        mcp_sentinel::audit::record::sha256_hex(b"\"hello\"")
+    );
+    let want = json!([
+        {"method": "tools/call", "jsonrpc_id": 1, "target": {"kind": "tool", "name": "echo"},
+         "arguments": {"text": hashed}},
+        {"method": "notifications/initialized", "target": null},
+        {"method": "tools/call", "jsonrpc_id": 2, "target": {"kind": "tool", "name": "add"},
+         "arguments": {"a": 1, "b": 2, "note": "[redacted:github_token]"}}
+    ]);
+    let from_file =
+        wait_records(1, Duration::from_secs(15), || async { file_records(&file) }).await;
+    let from_redis = wait_records(1, Duration::from_secs(15), || {
+        redis_records(&redis, &stream)
+    })
+    .await;
+    let from_pg = wait_records(1, Duration::from_secs(15), || pg_records(&pg, &table)).await;
+    for (sink, records) in [
+        ("file", &from_file),
+        ("redis", &from_redis),
+        ("postgres", &from_pg),
+    ] {
+        assert_eq!(records.len(), 1, "{sink}: exactly one record: {records:#?}");
+        let rec = &records[0];
+        assert_eq!(rec["method"], "batch", "{sink}");
+        assert_eq!(rec["principal"]["subject"], "alice", "{sink}");
+        assert_eq!(rec["elements"], want, "{sink}: {rec:#}");
+        assert!(rec.get("arguments").is_none(), "{sink}");
+        assert!(!rec.to_string().contains(secret), "{sink}");
+    }
+    let (code, out) = verify(&["--file", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = verify(&["--redis", &redis, "--stream", &stream]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = verify(&["--postgres", &pg, "--table", &table]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -1,9 +1,10 @@
 //! Task ids belong to the principal whose `tools/call` created them (session-hijack protection
 //! for SEP-2663 / 2025-11-25 tasks), end to end: rmcp's upstream makes real tasks with its
 //! `TaskManager`, the sentinel binds each id as the task handle streams past, and another
-//! principal's `tasks/get`, `tasks/result`, `tasks/cancel` or `tasks/update` for it is answered
-//! 404 / -32602 "Task not found" without reaching the upstream. Raw HTTP, so statuses, ids and
-//! bodies are seen as sent; both eras, and both answer shapes (SSE and JSON).
+//! principal's message naming it — any `tasks/*` request or notification, `notifications/tasks/*`
+//! — is answered 404 (-32602 "Task not found" for a request) without reaching the upstream;
+//! `tasks/list` answers show each caller its own tasks. Raw HTTP, so statuses, ids and bodies
+//! are seen as sent; both eras, and both answer shapes (SSE and JSON).
 
 mod common;
 
@@ -135,6 +136,27 @@ impl Caller {
             }
         };
         raw_post(&self.url, &headers, &body).await
+    }
+
+    /// A notification (no id), legacy only: the session headers and the body as given.
+    async fn notify(&self, method: &str, params: Value) -> RawResponse {
+        assert_eq!(self.mode, Mode::Legacy);
+        let body = json!({ "jsonrpc": "2.0", "method": method, "params": params });
+        raw_post(&self.url, &self.headers, &body).await
+    }
+
+    /// `tasks/list`: the ids it shows, in order.
+    async fn list(&self, id: i64) -> Vec<String> {
+        let r = self.send(id, "tasks/list", json!({})).await;
+        assert_eq!(r.status, 200, "tasks/list: {}", r.body);
+        let answer = r.final_message().expect("an answer");
+        assert_eq!(answer["id"], id, "{answer}");
+        answer["result"]["tasks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no tasks: {answer}"))
+            .iter()
+            .map(|t| t["taskId"].as_str().expect("a task id").to_owned())
+            .collect()
     }
 
     /// `tools/call background`: the task handle's `result`.
@@ -385,4 +407,186 @@ async fn clients_without_the_tasks_extension_get_inline_results() {
     assert_eq!(bed.upstream.calls("background"), Era::all().len());
     assert_eq!(bed.upstream.tasks_created(), 0);
     assert_eq!(bed.sentinel.metric(HIJACKS).await, 0.0);
+}
+
+/// Whose task a message names, in the table below.
+#[derive(Clone, Copy, Debug)]
+enum Whose {
+    /// alice's own task, sent by alice.
+    Own,
+    /// alice's task, sent by bob.
+    Foreign,
+    /// An id nobody created.
+    Unknown,
+}
+
+/// Every message that names a task — requests and notifications, the methods the sentinel
+/// knows, `tasks/delete`, a method nobody knows and `notifications/tasks/*` — reaches the
+/// upstream only from the task's owner. Anyone else gets 404: with -32602 "Task not found" for
+/// a request, the status alone for a notification (it has no id to answer). A `taskId` that is
+/// not a string is 400 / -32602.
+#[tokio::test]
+async fn every_message_naming_a_task_is_checked_against_its_owner() {
+    let bed = keyed(UpstreamConfig::default()).await;
+    let url = &bed.sentinel.url;
+    let up = &bed.upstream;
+    let alice = Caller::open(url, ALICE_KEY, Mode::Legacy).await;
+    let bob = Caller::open(url, BOB_KEY, Mode::Legacy).await;
+    // A long task, so it is still there for every row; alice's own cancel comes last.
+    let task = alice.background(1, "long", 60_000).await;
+    let task = task["taskId"].as_str().unwrap().to_owned();
+
+    let methods = [
+        "tasks/get",
+        "tasks/result",
+        "tasks/update",
+        "tasks/delete",
+        "tasks/frobnicate",
+        "notifications/tasks/status",
+        "tasks/cancel",
+    ];
+    let mut id = 100;
+    let mut hijacks = 0.0;
+    for method in methods {
+        for notification in [false, true] {
+            if method.starts_with("notifications/") && !notification {
+                continue;
+            }
+            for whose in [Whose::Foreign, Whose::Unknown, Whose::Own] {
+                id += 1;
+                let (caller, task_id) = match whose {
+                    Whose::Own => (&alice, task.as_str()),
+                    Whose::Foreign => (&bob, task.as_str()),
+                    Whose::Unknown => (&alice, "no-such-task"),
+                };
+                let params = json!({ "taskId": task_id, "inputResponses": {} });
+                let what = format!("{method} {whose:?} notification={notification}");
+                let before = up.mcp_requests().len();
+                let r = if notification {
+                    caller.notify(method, params).await
+                } else {
+                    caller.send(id, method, params).await
+                };
+                match (whose, notification) {
+                    (Whose::Own, _) => {
+                        // Forwarded: the upstream saw it and answered (what it answers is its
+                        // business: 200 with a result or an error, 202 for a notification).
+                        assert_eq!(up.mcp_requests().len(), before + 1, "{what}");
+                        let seen = up.mcp_requests().pop().unwrap().json().unwrap();
+                        assert_eq!(seen["method"], method, "{what}");
+                        assert_eq!(seen["params"]["taskId"], task, "{what}");
+                        let want = if notification { 202 } else { 200 };
+                        assert_eq!(r.status, want, "{what}: {}", r.body);
+                    }
+                    (_, false) => {
+                        assert_task_not_found(&r, id, &what);
+                        assert_eq!(up.mcp_requests().len(), before, "{what}");
+                    }
+                    (_, true) => {
+                        assert_eq!(r.status, 404, "{what}: {}", r.body);
+                        assert_eq!(r.body, "", "{what}: a notification gets no JSON-RPC body");
+                        assert_eq!(up.mcp_requests().len(), before, "{what}");
+                    }
+                }
+                if matches!(whose, Whose::Foreign) {
+                    hijacks += 1.0;
+                }
+            }
+        }
+    }
+    assert_eq!(bed.sentinel.metric(HIJACKS).await, hijacks);
+    // Only alice's own cancels reached the upstream; the task is cancelled by her alone.
+    assert_eq!(up.task_requests("tasks/cancel"), 1);
+    // rmcp reads a notification of a method it has a handler for as an unknown one.
+    for (method, n) in [
+        ("tasks/cancel", 1),
+        ("tasks/get", 1),
+        ("tasks/delete", 2),
+        ("tasks/frobnicate", 2),
+        ("notifications/tasks/status", 1),
+    ] {
+        assert_eq!(up.custom(method), n, "{method}");
+    }
+    assert_eq!(alice.settled(900, &task).await["status"], "cancelled");
+
+    // A task id that is not a string is refused before anything else looks at it.
+    let before = up.mcp_requests().len();
+    for (method, bad) in [
+        ("tasks/get", json!(7)),
+        ("tasks/delete", json!(null)),
+        ("tasks/frobnicate", json!([task])),
+        ("tasks/list", json!({ "id": task })),
+    ] {
+        let r = alice
+            .send(950, method, json!({ "taskId": bad.clone() }))
+            .await;
+        assert_eq!(r.status, 400, "{method} {bad}: {}", r.body);
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["id"], 950, "{method}");
+        assert_eq!(body["error"]["code"], -32602, "{method}");
+        // A malformed message is not trusted to be a notification: JSON-RPC's answer to
+        // what cannot be read, with a null id.
+        let r = alice.notify(method, json!({ "taskId": bad.clone() })).await;
+        assert_eq!(r.status, 400, "{method} {bad}: {}", r.body);
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"jsonrpc": "2.0", "id": null,
+                "error": {"code": -32602, "message": "Invalid params"}})
+        );
+    }
+    assert_eq!(up.mcp_requests().len(), before);
+}
+
+/// The upstream lists every task it holds; each caller sees only the tasks it created, in
+/// both eras and both answer shapes.
+async fn task_lists_show_only_own_tasks(config: UpstreamConfig, mode: Mode, sse: bool) {
+    let bed = keyed(config).await;
+    let url = &bed.sentinel.url;
+    let alice = Caller::open(url, ALICE_KEY, mode).await;
+    let bob = Caller::open(url, BOB_KEY, mode).await;
+    let a1 = alice.background(1, "a1", 60_000).await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b1 = bob.background(2, "b1", 60_000).await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a2 = alice.background(3, "a2", 0).await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The upstream lists all three to anyone; the sentinel shows each caller its own.
+    let r = alice.send(4, "tasks/list", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.is_sse(), sse, "{}", r.content_type());
+    let answer = r.final_message().unwrap();
+    let shown: Vec<&str> = answer["result"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["taskId"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, [a1.as_str(), a2.as_str()]);
+    assert_eq!(alice.list(5).await, [a1.clone(), a2.clone()]);
+    assert_eq!(bob.list(6).await, [b1]);
+    assert_eq!(
+        bed.upstream.custom("tasks/list"),
+        3,
+        "each list was the upstream's"
+    );
+    // bob's task hidden from alice twice, alice's two from bob.
+    let hidden = r#"mcp_sentinel_list_items_hidden_total{list="tasks"}"#;
+    assert_eq!(bed.sentinel.metric(hidden).await, 4.0);
+}
+
+#[tokio::test]
+async fn legacy_sse_task_lists_show_only_own_tasks() {
+    task_lists_show_only_own_tasks(UpstreamConfig::default(), Mode::Legacy, true).await;
+}
+
+#[tokio::test]
+async fn modern_json_task_lists_show_only_own_tasks() {
+    task_lists_show_only_own_tasks(UpstreamConfig::json(), Mode::Modern, false).await;
 }

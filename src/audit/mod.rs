@@ -20,9 +20,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::audit::AuditConfig;
+use crate::mcp::envelope::call_arguments;
 use crate::mcp::{Method, Target};
 use crate::pipeline::Ctx;
-use record::{ChainHead, Draft, Line, TargetNote};
+use record::{ChainHead, Draft, ElementNote, Line, TargetNote};
 use redact::Redactor;
 use sink::Sink;
 use spool::Spool;
@@ -189,20 +190,28 @@ impl Auditor {
             return;
         };
         d.era = Some(ctx.era.as_str());
-        let Some(msg) = env.single() else {
-            d.method = Some("batch".into());
-            return;
-        };
-        d.method = msg.method_name.clone();
-        d.jsonrpc_id = msg
-            .id
-            .as_ref()
-            .and_then(|i| serde_json::from_str(i.get()).ok());
-        d.target = target(&msg.target);
-        if matches!(msg.method, Method::ToolsCall | Method::PromptsGet) {
+        if env.messages.iter().any(|m| has_arguments(m.method)) {
             // Read (and redacted) by the sealer, off the traffic thread.
             d.call_body = Some(ctx.body.clone());
         }
+        let Some(msg) = env.single() else {
+            d.method = Some("batch".into());
+            d.elements = Some(
+                env.messages
+                    .iter()
+                    .map(|m| ElementNote {
+                        method: m.method_name.clone(),
+                        jsonrpc_id: jsonrpc_id(m),
+                        target: target(&m.target),
+                        arguments: None,
+                    })
+                    .collect(),
+            );
+            return;
+        };
+        d.method = msg.method_name.clone();
+        d.jsonrpc_id = jsonrpc_id(msg);
+        d.target = target(&msg.target);
     }
 
     /// Stops taking records and delivers (or spools) every queued one, within `within`.
@@ -399,12 +408,29 @@ impl Sealer {
 
     fn seal(&mut self, mut d: Draft) {
         if let Some(body) = d.call_body.take() {
-            let tool = d
-                .target
-                .as_ref()
-                .filter(|t| t.kind == "tool")
-                .map(|t| t.name.as_str());
-            d.arguments = arguments(&body).map(|a| self.redactor.apply(tool, a));
+            let batch = d.elements.is_some();
+            let args = call_arguments(&body, batch).unwrap_or_default();
+            let redact = |target: Option<&TargetNote>, a: Value| {
+                let tool = target.filter(|t| t.kind == "tool").map(|t| t.name.as_str());
+                self.redactor.apply(tool, a)
+            };
+            match &mut d.elements {
+                Some(elements) => {
+                    for (e, a) in elements.iter_mut().zip(args) {
+                        let method = e
+                            .method
+                            .as_deref()
+                            .map_or(Method::Response, Method::from_name);
+                        if has_arguments(method) {
+                            e.arguments = a.map(|a| redact(e.target.as_ref(), a));
+                        }
+                    }
+                }
+                None => {
+                    let a = args.into_iter().next().flatten();
+                    d.arguments = a.map(|a| redact(d.target.as_ref(), a));
+                }
+            }
         }
         // Records lost before sealing leave their sequence numbers unused: a visible gap.
         self.head.seq += self.lost.swap(0, Ordering::Relaxed);
@@ -445,17 +471,14 @@ fn target(t: &Target) -> Option<TargetNote> {
     Some(TargetNote { kind, name })
 }
 
-/// `params.arguments` of a single request body.
-fn arguments(body: &[u8]) -> Option<Value> {
-    #[derive(serde::Deserialize)]
-    struct Msg {
-        params: Option<Params>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Params {
-        arguments: Option<Value>,
-    }
-    serde_json::from_slice::<Msg>(body).ok()?.params?.arguments
+/// The messages whose `params.arguments` are recorded (redacted).
+fn has_arguments(method: Method) -> bool {
+    matches!(method, Method::ToolsCall | Method::PromptsGet)
+}
+
+fn jsonrpc_id(m: &crate::mcp::Message) -> Option<Value> {
+    m.id.as_ref()
+        .and_then(|i| serde_json::from_str(i.get()).ok())
 }
 
 #[cfg(test)]
@@ -549,10 +572,45 @@ mod tests {
     }
 
     #[test]
-    fn arguments_of_a_call() {
-        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
-        assert_eq!(arguments(body), Some(serde_json::json!({"text":"hi"})));
-        assert_eq!(arguments(b"[1,2]"), None);
-        assert_eq!(arguments(b"{\"params\":{}}"), None);
+    fn the_sealer_redacts_each_batch_element() {
+        let (mut sealer, mut out) = sealer(Arc::new(AtomicU64::new(0)));
+        let body = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}},{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"add","arguments":{"a":1,"password":"hunter2"}}}]"#;
+        let note = |method: &str, id: Option<Value>, tool: Option<&str>| ElementNote {
+            method: Some(method.into()),
+            jsonrpc_id: id,
+            target: tool.map(|t| TargetNote {
+                kind: "tool",
+                name: t.into(),
+            }),
+            arguments: None,
+        };
+        sealer.seal(Draft {
+            method: Some("batch".into()),
+            call_body: Some(bytes::Bytes::from_static(body)),
+            elements: Some(vec![
+                note("tools/call", Some(1.into()), Some("echo")),
+                note("notifications/initialized", None, None),
+                note("tools/call", Some("b".into()), Some("add")),
+            ]),
+            ..Draft::default()
+        });
+        let line = out.try_recv().unwrap();
+        let v: Value = serde_json::from_str(&line.text).unwrap();
+        assert_eq!(v["method"], "batch");
+        let hashed = format!("sha256:{}", record::sha256_hex(b"\"hi\""));
+        assert_eq!(
+            v["elements"],
+            serde_json::json!([
+                {"method": "tools/call", "jsonrpc_id": 1,
+                 "target": {"kind": "tool", "name": "echo"}, "arguments": {"text": hashed}},
+                {"method": "notifications/initialized", "target": null},
+                {"method": "tools/call", "jsonrpc_id": "b",
+                 "target": {"kind": "tool", "name": "add"},
+                 "arguments": {"a": 1, "password": "[redacted:field]"}}
+            ])
+        );
+        assert!(!line.text.contains("hunter2"));
+        let report = verify::verify_lines([line.text.to_string()], false);
+        assert!(report.broken.is_none(), "{:?}", report.broken);
     }
 }

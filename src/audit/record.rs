@@ -62,6 +62,20 @@ pub struct TargetNote {
     pub name: String,
 }
 
+/// One message of a 2025-03-26 batch: the record's `elements`, in the batch's order, each with
+/// what a single request's record says of it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ElementNote {
+    /// `null` for a client's response to a server→client request.
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jsonrpc_id: Option<Value>,
+    pub target: Option<TargetNote>,
+    /// The redacted `params.arguments` of a `tools/call` or `prompts/get`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
+}
+
 /// Everything known about a request, gathered while it runs; made into a record when it ends.
 #[derive(Debug, Default)]
 pub struct Draft {
@@ -88,8 +102,11 @@ pub struct Draft {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub arguments: Option<Value>,
-    /// The body of a `tools/call` or `prompts/get`, whose `params.arguments` the sealer reads
-    /// and redacts into `arguments`, off the traffic thread.
+    /// A batch's messages (`method` is then `batch`).
+    pub elements: Option<Vec<ElementNote>>,
+    /// The body of a `tools/call` or `prompts/get` (or of a batch holding one), whose
+    /// `params.arguments` the sealer reads and redacts into `arguments` (or each element's),
+    /// off the traffic thread.
     pub call_body: Option<bytes::Bytes>,
 }
 
@@ -153,6 +170,8 @@ struct Out<'a> {
     bytes_out: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     arguments: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    elements: Option<&'a [ElementNote]>,
 }
 
 /// One chained, serialized record.
@@ -257,6 +276,7 @@ impl ChainHead {
             bytes_in: d.bytes_in,
             bytes_out: d.bytes_out,
             arguments: d.arguments.as_ref(),
+            elements: d.elements.as_deref(),
         };
         let mut text = serde_json::to_string(&out).expect("a record serializes");
         let cols = Cols {

@@ -131,7 +131,8 @@ struct WireParams<'a> {
     uri: Option<&'a RawValue>,
     #[serde(rename = "ref", borrow, default)]
     reference: Option<&'a RawValue>,
-    #[serde(rename = "taskId", borrow, default)]
+    /// A null id is kept visible (and refused): it is not the absence of one.
+    #[serde(rename = "taskId", borrow, default, deserialize_with = "raw_keep_null")]
     task_id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     notifications: Option<&'a RawValue>,
@@ -294,12 +295,15 @@ fn parse_message(raw: &RawValue) -> Result<Message, ParseError> {
     let params: WireParams<'_> = match wire.params {
         Some(p) if p.get().starts_with('{') => serde_json::from_str(p.get())
             .map_err(|_| invalid_params(id, "params must be an object"))?,
-        Some(p) if p.get() != "null" && kind == Kind::Request && needs_target(method) => {
+        Some(p)
+            if p.get() != "null"
+                && ((kind == Kind::Request && needs_target(method)) || names_task(&name)) =>
+        {
             return Err(invalid_params(id, "params must be an object"));
         }
         _ => WireParams::default(),
     };
-    let target = target_of(method, &params).map_err(|why| invalid_params(id, why))?;
+    let target = target_of(method, &name, &params).map_err(|why| invalid_params(id, why))?;
     let meta_version = params.meta.and_then(meta_version);
     Ok(Message {
         kind,
@@ -350,13 +354,29 @@ fn needs_target(method: Method) -> bool {
             | Method::TasksResult
             | Method::TasksCancel
             | Method::TasksUpdate
+            | Method::TasksDelete
     )
 }
 
-fn target_of(method: Method, p: &WireParams<'_>) -> Result<Target, &'static str> {
+/// A message about tasks: a `tasks/*` request or notification, or a `notifications/tasks/*`.
+/// Whatever its method, a task it names is the target, so the owner check cannot be walked
+/// around with a method the sentinel does not know or by leaving the id out.
+fn names_task(name: &str) -> bool {
+    name.starts_with("tasks/") || name.starts_with("notifications/tasks/")
+}
+
+fn target_of(method: Method, name: &str, p: &WireParams<'_>) -> Result<Target, &'static str> {
     let string = |raw: Option<&RawValue>, why: &'static str| {
         raw.and_then(as_str).map(Cow::into_owned).ok_or(why)
     };
+    if names_task(name) && !needs_target(method) {
+        // `taskId` is optional here (`tasks/list`, a notification about no task), but when
+        // present it must be a string: anything else another parser might read as an id.
+        return match p.task_id {
+            None => Ok(Target::None),
+            Some(raw) => string(Some(raw), "params.taskId must be a string").map(Target::Task),
+        };
+    }
     Ok(match method {
         Method::ToolsCall => Target::Tool(string(p.name, "params.name must be a string")?),
         Method::PromptsGet => Target::Prompt(string(p.name, "params.name must be a string")?),
@@ -374,9 +394,11 @@ fn target_of(method: Method, p: &WireParams<'_>) -> Result<Target, &'static str>
                 _ => return Err("params.ref must be a prompt or resource reference"),
             }
         }
-        Method::TasksGet | Method::TasksResult | Method::TasksCancel | Method::TasksUpdate => {
-            Target::Task(string(p.task_id, "params.taskId must be a string")?)
-        }
+        Method::TasksGet
+        | Method::TasksResult
+        | Method::TasksCancel
+        | Method::TasksUpdate
+        | Method::TasksDelete => Target::Task(string(p.task_id, "params.taskId must be a string")?),
         Method::SubscriptionsListen => {
             let uris = match p.notifications {
                 Some(n) => serde_json::from_str::<WireListen<'_>>(n.get())
@@ -467,6 +489,85 @@ mod tests {
         );
         assert_eq!(m.meta_version.as_deref(), Some("2026-07-28"));
         assert_eq!(m.target, Target::None);
+    }
+
+    /// Every message about tasks names its task, requests and notifications, known methods or
+    /// not; a `taskId` that is not a string is refused.
+    #[test]
+    fn task_targets_whatever_the_method() {
+        let task = |body: &str| {
+            let m = one(body);
+            (m.kind, m.target)
+        };
+        let t = || Target::Task("t-1".into());
+        for (body, kind, target) in [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tasks/delete","params":{"taskId":"t-1"}}"#,
+                Kind::Request,
+                t(),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tasks/frobnicate","params":{"taskId":"t-1"}}"#,
+                Kind::Request,
+                t(),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"tasks/cancel","params":{"taskId":"t-1"}}"#,
+                Kind::Notification,
+                t(),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"t-1","status":"cancelled"}}"#,
+                Kind::Notification,
+                t(),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tasks/list","params":{"cursor":"c"}}"#,
+                Kind::Request,
+                Target::None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"notifications/tasks/list_changed"}"#,
+                Kind::Notification,
+                Target::None,
+            ),
+        ] {
+            assert_eq!(task(body), (kind, target), "{body}");
+        }
+        assert_eq!(
+            one(r#"{"jsonrpc":"2.0","id":1,"method":"tasks/delete","params":{"taskId":"t"}}"#)
+                .method,
+            Method::TasksDelete
+        );
+        for (body, id) in [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tasks/delete","params":{}}"#,
+                Some("1"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tasks/frobnicate","params":{"taskId":7}}"#,
+                Some("1"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tasks/list","params":{"taskId":null}}"#,
+                Some("1"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"tasks/cancel","params":{"taskId":["t-1"]}}"#,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":["t-1"]}"#,
+                None,
+            ),
+        ] {
+            match Envelope::parse(body.as_bytes()) {
+                Err(ParseError::InvalidParams { id: got, .. }) => {
+                    assert_eq!(got.as_deref(), id, "{body}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
     }
 
     #[test]

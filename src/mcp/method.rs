@@ -24,6 +24,8 @@ pub enum Method {
     TasksCancel,
     /// `tasks/update` of the 2026 tasks extension (SEP-2663).
     TasksUpdate,
+    /// `tasks/delete`: not in a released revision, but servers ship it; it names a task.
+    TasksDelete,
     /// Any `notifications/*` message.
     Notification,
     /// A client's response to a server→client request.
@@ -33,7 +35,7 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 23] = [
+    pub const ALL: [Method; 24] = [
         Method::Initialize,
         Method::Ping,
         Method::ServerDiscover,
@@ -54,6 +56,7 @@ impl Method {
         Method::TasksList,
         Method::TasksCancel,
         Method::TasksUpdate,
+        Method::TasksDelete,
         Method::Notification,
         Method::Response,
         Method::Other,
@@ -81,6 +84,7 @@ impl Method {
             "tasks/list" => Method::TasksList,
             "tasks/cancel" => Method::TasksCancel,
             "tasks/update" => Method::TasksUpdate,
+            "tasks/delete" => Method::TasksDelete,
             n if n.starts_with("notifications/") => Method::Notification,
             _ => Method::Other,
         }
@@ -121,6 +125,7 @@ impl Method {
             Method::TasksList => "tasks/list",
             Method::TasksCancel => "tasks/cancel",
             Method::TasksUpdate => "tasks/update",
+            Method::TasksDelete => "tasks/delete",
             Method::Notification => "notification",
             Method::Response => "response",
             Method::Other => "other",

@@ -118,7 +118,7 @@ impl Authorize {
                     };
                     let denial = denial.with_detail(format!(
                         "{} {}: {} by {}",
-                        principal.subject,
+                        principal.identity(),
                         op.method,
                         d.reason.as_str(),
                         d.rule_name()

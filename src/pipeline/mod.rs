@@ -36,7 +36,8 @@ pub struct Ctx {
     /// The client reached us over TLS.
     pub tls: bool,
     pub parts: http::request::Parts,
-    /// The request body until the transport check reads it into `body`.
+    /// The request body until the transport check reads it into `body`; after a refusal, the
+    /// part the client may still be sending (`transport::linger` discards it).
     pub incoming: Option<Incoming>,
     /// The original request bytes, forwarded unchanged.
     pub body: Bytes,

@@ -65,7 +65,7 @@ impl Session {
                     self.hijack_session.inc();
                     tracing::warn!(
                         request = ctx.id,
-                        subject = %principal.subject,
+                        caller = %principal.identity(),
                         method = %principal.method,
                         "session id of another principal presented: hijack attempt"
                     );
@@ -87,7 +87,7 @@ impl Session {
                         self.hijack_task.inc();
                         tracing::warn!(
                             request = ctx.id,
-                            subject = %principal.subject,
+                            caller = %principal.identity(),
                             method = %principal.method,
                             "task id of another principal presented: hijack attempt"
                         );

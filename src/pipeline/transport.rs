@@ -1,9 +1,14 @@
 //! Transport check: the HTTP shape of a request to the MCP endpoint (method, path, media
-//! types, session id syntax) and its body, read once up to the configured limit.
+//! types, session id syntax) and its body, read once up to the configured limit. A refusal
+//! sent before the body is read whole leaves the rest unread: `linger` discards it, within
+//! bounds, so the client reads the answer instead of a connection reset.
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, header};
-use http_body_util::{BodyExt, Limited};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Response, header};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
 
 use super::{Ctx, Denial, Reason};
 use crate::config::Config;
@@ -28,22 +33,89 @@ impl Transport {
     }
 
     pub async fn run(&self, ctx: &mut Ctx) -> Result<(), Denial> {
-        check_head(
+        let head = check_head(
             &self.mcp_path,
             &ctx.parts.method,
             ctx.parts.uri.path(),
             &ctx.parts.headers,
-        )?;
-        check_origin(&self.allowed_origins, &ctx.parts.headers)?;
+        )
+        .and_then(|()| check_origin(&self.allowed_origins, &ctx.parts.headers));
+        if let Err(denial) = head {
+            if expects_continue(&ctx.parts.headers) {
+                // Nothing for `linger` to do: the client waits for `100 Continue` and, refused,
+                // sends no body; reading it would make hyper invite it.
+                ctx.incoming = None;
+            }
+            return Err(denial);
+        }
         if ctx.parts.method == Method::POST {
             let incoming = ctx.incoming.take().expect("body is read once");
             let read = read_body(incoming, &ctx.parts.headers, self.max_body);
-            ctx.body = tokio::time::timeout(self.body_timeout, read)
-                .await
-                .map_err(|_| Denial::new(Reason::BodyTimeout))??;
+            match tokio::time::timeout(self.body_timeout, read).await {
+                // A stalled client is not waited for a second time.
+                Err(_) => return Err(Denial::new(Reason::BodyTimeout)),
+                Ok(Ok(body)) => ctx.body = body,
+                Ok(Err((denial, rest))) => {
+                    // Left for `linger`: the client may still be sending it.
+                    ctx.incoming = rest;
+                    return Err(denial);
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Discarding an unread body ends after this long in all (nginx's `lingering_time`)...
+const LINGER_TIME: Duration = Duration::from_secs(30);
+/// ...after this long without a byte from the client (nginx's `lingering_timeout`)...
+const LINGER_IDLE: Duration = Duration::from_secs(5);
+/// ...or after this much: a client sending more is not owed its answer.
+const LINGER_BYTES: u64 = 256 << 20;
+
+/// After a refusal, the request's body may be partly or wholly unread while the client is
+/// still sending it. Closing then makes the kernel reset the connection, and a reset can
+/// destroy the answer before the client reads it. So (HTTP/1) the answer says
+/// `Connection: close` and the rest of the body is read and thrown away in the background,
+/// within bounds, before hyper closes the connection. HTTP/2 ends the stream on its own
+/// without touching the connection.
+pub fn linger(ctx: &mut Ctx, resp: &mut Response<crate::proxy::body::ProxyBody>) {
+    let Some(body) = ctx.incoming.take() else {
+        return;
+    };
+    if body.is_end_stream() || ctx.parts.version >= http::Version::HTTP_2 {
+        return;
+    }
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let request = ctx.id;
+    tokio::spawn(async move {
+        let discarded = discard(body).await;
+        tracing::debug!(request, discarded, "unread request body discarded");
+    });
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// Reads `body` to its end within the linger bounds, keeping nothing; the bytes read.
+async fn discard(mut body: Incoming) -> u64 {
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut seen = 0u64;
+    while seen <= LINGER_BYTES {
+        let until = deadline.min(tokio::time::Instant::now() + LINGER_IDLE);
+        match tokio::time::timeout_at(until, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            // The end, a broken body, or out of time: dropping the body lets hyper close.
+            _ => break,
+        }
+    }
+    seen
 }
 
 /// Everything that can be decided from the request line and headers alone.
@@ -128,25 +200,50 @@ fn accepts(headers: &HeaderMap, kind: &str, sub: &str) -> bool {
         })
 }
 
+/// The whole body, up to `max` bytes. Refused as too large, the body comes back with the
+/// denial, its rest unread, for `linger`.
 async fn read_body(
-    incoming: hyper::body::Incoming,
+    mut incoming: Incoming,
     headers: &HeaderMap,
     max: usize,
-) -> Result<Bytes, Denial> {
+) -> Result<Bytes, (Denial, Option<Incoming>)> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return Err(Denial::new(Reason::BodyTooLarge));
+        // Refused before a byte is read: a client waiting for `100 Continue` sends none.
+        let rest = (!expects_continue(headers)).then_some(incoming);
+        return Err((Denial::new(Reason::BodyTooLarge), rest));
     }
-    match Limited::new(incoming, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Denial::new(Reason::BodyTooLarge))
+    // One frame is the usual whole body, kept without a copy; more are joined.
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut len = 0usize;
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(|e| {
+            let denial = Denial::new(Reason::BodyUnreadable).with_detail(e.to_string());
+            (denial, None)
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len += data.len();
+        if len > max {
+            return Err((Denial::new(Reason::BodyTooLarge), Some(incoming)));
         }
-        Err(e) => Err(Denial::new(Reason::BodyUnreadable).with_detail(e.to_string())),
+        if first.is_none() && joined.is_empty() {
+            first = Some(data);
+            continue;
+        }
+        if let Some(f) = first.take() {
+            let expected = declared.map_or(0, |n| n as usize).max(len);
+            joined.reserve(expected.min(max));
+            joined.extend_from_slice(&f);
+        }
+        joined.extend_from_slice(&data);
     }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! - list results (`tools`, `prompts`, `resources`, `resourceTemplates` arrays) cut down to
 //!   what the caller may use — recognised by their shape, not by matching ids, so a batch, a
 //!   resumed stream or an id the upstream re-encoded cannot carry a list past the filter;
+//! - `tasks/list` results (`tasks` arrays) cut down to the caller's own tasks, by the same
+//!   shape rule;
 //! - legacy server→client requests the caller may not receive taken out of the stream (and
 //!   answered to the upstream by the caller of `AnswerEdit`);
 //! - modern `input_required` results asking for such a request turned into the error a client
@@ -15,6 +17,7 @@ use serde_json::{Map, Value};
 
 use super::{OpTarget, Policy, PolicyStore};
 use crate::auth::Principal;
+use crate::auth::sessions::{Binding, Bindings, Kind, Owner};
 
 /// What to do with one message of an answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -106,6 +109,19 @@ impl PolicyRef {
     }
 }
 
+/// Whose tasks a `tasks/list` answer may show: the ids bound to the caller (bound as their
+/// handles pass, `proxy::tap`). Upstreams list every task they hold, whoever created it.
+pub struct OwnTasks {
+    pub bindings: Arc<Bindings>,
+    pub owner: Owner,
+}
+
+impl OwnTasks {
+    fn owns(&self, task: &str) -> bool {
+        self.bindings.check(Kind::Task, task, &self.owner) == Binding::Own
+    }
+}
+
 /// Called with the method and id of each blocked legacy server→client request.
 pub type OnBlocked = Box<dyn FnMut(&str, Value) + Send>;
 
@@ -118,6 +134,8 @@ pub struct AnswerEdit {
     pub modern: bool,
     /// The answer may carry list results (a list request, a batch, a GET stream).
     pub lists: bool,
+    /// The answer may carry a `tasks/list` result, shown only with the caller's own tasks.
+    pub tasks: Option<OwnTasks>,
     /// The request's id, for the error that replaces a list too large to filter.
     pub request_id: Option<Value>,
     /// Legacy streams: blocked server→client requests are dropped and handed to this.
@@ -158,11 +176,22 @@ impl AnswerEdit {
             });
             return Some(true);
         }
-        if !self.lists {
-            return Some(false);
-        }
         let mut changed = false;
-        for kind in ListKind::ALL {
+        if let Some(own) = &self.tasks
+            && let Some(Value::Array(items)) = result.get_mut("tasks")
+        {
+            let before = items.len();
+            items.retain(|item| {
+                item.get("taskId")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| own.owns(t))
+            });
+            let hidden = (before - items.len()) as u64;
+            self.hidden.with_label_values(&["tasks"]).inc_by(hidden);
+            changed = true;
+        }
+        let kinds: &[ListKind] = if self.lists { &ListKind::ALL } else { &[] };
+        for &kind in kinds {
             let (array, field) = kind.fields();
             if let Some(Value::Array(items)) = result.get_mut(array) {
                 let before = items.len();
@@ -206,6 +235,11 @@ impl AnswerEdit {
         blocked
     }
 
+    /// Some list in the answer is cut down to what the caller may see.
+    fn filters(&self) -> bool {
+        self.lists || self.tasks.is_some()
+    }
+
     fn list_error(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "jsonrpc": "2.0",
@@ -221,6 +255,7 @@ fn may_hold_list(bytes: &[u8]) -> bool {
     let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
     has(b"\"result\"")
         && (has(b"\"tools\"")
+            || has(b"\"tasks\"")
             || has(b"\"prompts\"")
             || has(b"\"resources\"")
             || has(b"\"resourceTemplates\""))
@@ -230,7 +265,7 @@ impl MessageEdit for AnswerEdit {
     fn edit(&mut self, message: &[u8]) -> Edit {
         let Ok(mut v) = serde_json::from_slice::<Value>(message) else {
             // What cannot be read cannot be shown to be safe when it may be a list.
-            return if self.lists && may_hold_list(message) {
+            return if self.filters() && may_hold_list(message) {
                 Edit::Replace(self.list_error())
             } else {
                 Edit::Keep
@@ -274,7 +309,7 @@ impl MessageEdit for AnswerEdit {
     fn oversized(&mut self, head: &[u8]) -> Oversized {
         let needle = b"\"method\"";
         let looks_like_request = head.windows(needle.len()).any(|w| w == needle);
-        if self.lists && !looks_like_request {
+        if self.filters() && !looks_like_request {
             return Oversized::Replace(self.list_error());
         }
         if looks_like_request && self.on_blocked.is_some() {
@@ -284,7 +319,7 @@ impl MessageEdit for AnswerEdit {
     }
 
     fn keeps_partial(&self) -> bool {
-        !self.lists
+        !self.filters()
     }
 }
 
@@ -328,6 +363,7 @@ mod tests {
             principal: Arc::new(Principal::new("p", AuthMethod::Jwt)),
             modern: false,
             lists,
+            tasks: None,
             request_id: Some(json!(7)),
             on_blocked,
             hidden: counter("hidden", "list"),
@@ -356,6 +392,46 @@ mod tests {
         assert_eq!(v[0]["result"]["tools"], json!([{"name": "echo"}]));
         assert_eq!(v[1], batch[1]);
         assert_eq!(e.hidden.with_label_values(&["tools"]).get(), 1);
+    }
+
+    #[test]
+    fn task_lists_show_only_the_callers_own_tasks() {
+        let (mut e, _) = edit(false, false);
+        let bindings = Arc::new(Bindings::new(std::time::Duration::from_secs(60), 10));
+        let me = Owner::of(&e.principal);
+        let other = Owner::of(&Principal::new("q", AuthMethod::Jwt));
+        bindings.bind(Kind::Task, "mine", me.clone());
+        bindings.bind(Kind::Task, "theirs", other);
+        e.tasks = Some(OwnTasks {
+            bindings,
+            owner: me,
+        });
+        let list = json!({"jsonrpc": "2.0", "id": 3, "result": {"tasks": [
+            {"taskId": "mine", "status": "working"},
+            {"taskId": "theirs", "status": "working"},
+            {"taskId": "nobody's", "status": "completed"},
+            {"status": "completed"}
+        ], "nextCursor": "c"}});
+        let v = replaced(e.edit(list.to_string().as_bytes()));
+        assert_eq!(
+            v["result"],
+            json!({"tasks": [{"taskId": "mine", "status": "working"}], "nextCursor": "c"})
+        );
+        assert_eq!(e.hidden.with_label_values(&["tasks"]).get(), 3);
+        // Tool lists are left alone when only tasks are filtered.
+        let tools = json!({"jsonrpc": "2.0", "id": 4, "result": {"tools": [{"name": "rm"}]}});
+        assert_eq!(e.edit(tools.to_string().as_bytes()), Edit::Keep);
+        // What cannot be read or held is not shown.
+        assert!(!e.keeps_partial());
+        assert!(matches!(
+            e.oversized(b"{\"result\":{\"tasks\":["),
+            Oversized::Replace(_)
+        ));
+        let broken = br#"{"jsonrpc":"2.0","id":7,"result":{"tasks":[{"taskId":"theirs"}"#;
+        assert_eq!(
+            replaced(e.edit(broken))["error"]["message"],
+            "Answer could not be filtered"
+        );
     }
 
     #[test]

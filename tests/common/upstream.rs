@@ -17,7 +17,9 @@
 //! `tasks/get`, `tasks/update`, `tasks/cancel` answer for those ids. The
 //! manager is shared by every handler, so a task outlives the stateless
 //! request (or the session) that created it. Clients that do not declare tasks
-//! get `background`'s result inline.
+//! get `background`'s result inline. `tasks/list` lists every task, whoever
+//! created it (as an upstream that knows no principals does); any other method
+//! or notification rmcp does not know is counted ([`Upstream::custom`]).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -35,15 +37,15 @@ use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
-        CreateTaskResult, ErrorCode, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
-        GetTaskParams, GetTaskResult, Implementation, JsonObject, ListPromptsResult,
-        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-        ProgressNotificationParam, Prompt, PromptArgument, PromptMessage,
-        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-        ResourceContents, ResourceTemplate, Role, ServerCapabilities, ServerConfig, Tool,
-        ToolAnnotations, UpdateTaskParams,
+        CreateTaskResult, CustomNotification, CustomRequest, CustomResult, ErrorCode,
+        GetPromptRequestParams, GetPromptResponse, GetPromptResult, GetTaskParams, GetTaskResult,
+        Implementation, JsonObject, ListPromptsResult, ListResourceTemplatesResult,
+        ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+        Prompt, PromptArgument, PromptMessage, ReadResourceRequestParams, ReadResourceResponse,
+        ReadResourceResult, Resource, ResourceContents, ResourceTemplate, Role, ServerCapabilities,
+        ServerConfig, Tool, ToolAnnotations, UpdateTaskParams,
     },
-    service::RequestContext,
+    service::{NotificationContext, RequestContext},
     task_manager::{TaskExit, TaskManager, TaskOptions},
     transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
@@ -164,6 +166,8 @@ struct Shared {
     seen: Mutex<VecDeque<SeenRequest>>,
     /// Every task any handler created (handlers are per session or per request).
     tasks: TaskManager,
+    /// The ids of those tasks, in creation order, for `tasks/list`.
+    task_ids: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -242,6 +246,12 @@ impl Upstream {
     /// reached the handler, whatever the task id.
     pub fn task_requests(&self, method: &str) -> usize {
         self.shared.count(method)
+    }
+
+    /// Requests and notifications of a method rmcp does not know (`tasks/list`,
+    /// `tasks/delete`, `notifications/tasks/…`) that reached the handler.
+    pub fn custom(&self, method: &str) -> usize {
+        self.shared.count(&format!("custom {method}"))
     }
 
     /// The most recent HTTP requests, oldest first.
@@ -675,6 +685,7 @@ impl DemoServer {
             })
         });
         self.shared.bump("tasks/create background".to_owned());
+        lock(&self.shared.task_ids).push(task.task_id.clone());
         Ok(CreateTaskResult::new(task).into())
     }
 }
@@ -691,6 +702,36 @@ impl ServerHandler for DemoServer {
         )
         .with_server_info(Implementation::new("demo-upstream", "1.0.0"))
         .with_instructions("Test upstream for mcp-sentinel")
+    }
+
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        self.shared.bump(format!("custom {}", request.method));
+        if request.method != "tasks/list" {
+            return Err(ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                request.method,
+                None,
+            ));
+        }
+        let ids = lock(&self.shared.task_ids).clone();
+        let tasks: Vec<Value> = ids
+            .iter()
+            .filter_map(|id| self.shared.tasks.get_task(id).ok())
+            .filter_map(|t| serde_json::to_value(t).ok())
+            .collect();
+        Ok(CustomResult::new(json!({ "tasks": tasks })))
+    }
+
+    async fn on_custom_notification(
+        &self,
+        notification: CustomNotification,
+        _context: NotificationContext<RoleServer>,
+    ) {
+        self.shared.bump(format!("custom {}", notification.method));
     }
 
     // Lets rmcp check `Mcp-Param-*` headers against the `route` schema.
