@@ -472,6 +472,8 @@ async fn every_forwarded_message_is_read_as_decided() {
                 .header("content-type", "application/json")
                 .header("accept", "application/json, text/event-stream")
                 .header("x-mcp-sentinel-subject", "spoofed-admin")
+                // WSGI folds this onto HTTP_X_MCP_SENTINEL_GROUPS (red-team finding).
+                .header("X_Mcp_Sentinel_Groups", "admins")
                 .body(c.body.clone());
             for (k, v) in &c.headers {
                 req = req.header(*k, v.as_str());
@@ -516,6 +518,13 @@ async fn every_forwarded_message_is_read_as_decided() {
                 _ => headers["X-Mcp-Sentinel-Subject"][0].clone(),
             };
             assert_eq!(subject, json!("anonymous"), "{}: {what}", f.name);
+            if f.name == "python" {
+                assert_eq!(
+                    headers.get("HTTP_X_MCP_SENTINEL_GROUPS"),
+                    None,
+                    "a folded spelling of an identity header reached the upstream: {what}"
+                );
+            }
             if f.name == "python"
                 && let Some(m) = headers.get("HTTP_MCP_METHOD")
             {
