@@ -644,39 +644,35 @@ async fn other_shapes_of_a_request_do_not_bypass_the_policy() {
     assert_eq!(r.status, 200);
     assert_eq!(bed.upstream.reads("file:///docs/../docs/./readme.md"), 1);
 
-    // Arguments the policy cannot read as the upstream would (a duplicated key): refused.
-    let mut req = common::client::http_client()
-        .post(url.as_str())
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json, text/event-stream");
-    for (k, v) in &h {
-        req = req.header(k.as_str(), v.as_str());
+    // Bodies that upstream parsers read differently are refused before any decision: a
+    // duplicated key, and an argument spelled like one the policy's condition names (`/a`) in
+    // another case, which a Go handler decoding into a struct reads as `a`.
+    let ambiguous = "Invalid request: it can be read more than one way";
+    for (id, body) in [
+        (
+            Value::Null,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2},"arguments":{"a":50,"b":2}}}"#,
+        ),
+        (
+            json!(5),
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"add","arguments":{"A":50,"b":2}}}"#,
+        ),
+    ] {
+        let mut req = common::client::http_client()
+            .post(url.as_str())
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream");
+        for (k, v) in &h {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = req.body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        assert_eq!(
+            resp.json::<Value>().await.unwrap(),
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32600, "message": ambiguous}}),
+            "{body}"
+        );
     }
-    let dup = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2},"arguments":{"a":50,"b":2}}}"#;
-    let resp = req.body(dup).send().await.unwrap();
-    assert_eq!(resp.status(), 400);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "Invalid request: it can be read more than one way"}})
-    );
-    assert_eq!(bed.upstream.calls("add"), 0);
-
-    // An argument spelled like one the policy's condition names (`/a`), in another case: a
-    // Go handler decoding into a struct reads it as `a`.
-    let mut req = common::client::http_client()
-        .post(url.as_str())
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json, text/event-stream");
-    for (k, v) in &h {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let folded = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"add","arguments":{"A":50,"b":2}}}"#;
-    let resp = req.body(folded).send().await.unwrap();
-    assert_eq!(resp.status(), 400);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"jsonrpc": "2.0", "id": 5, "error": {"code": -32600, "message": "Invalid request: it can be read more than one way"}})
-    );
     assert_eq!(bed.upstream.calls("add"), 0);
 
     // A client response outside any session of the caller's.

@@ -223,15 +223,21 @@ mod tests {
         h
     }
 
-    #[test]
-    fn identity_replaces_credentials_and_spoofed_copies() {
-        use crate::auth::{AuthMethod, Principal};
+    /// Auth with an API-key header, whose copies are credentials to strip.
+    fn api_key_auth() -> crate::config::AuthConfig {
         let mut auth = crate::config::AuthConfig::default();
         auth.api_keys = Some(crate::config::auth::ApiKeysConfig {
             file: "k".into(),
             header: HeaderName::from_static("x-api-key"),
             reload_interval: std::time::Duration::from_secs(1),
         });
+        auth
+    }
+
+    #[test]
+    fn identity_replaces_credentials_and_spoofed_copies() {
+        use crate::auth::{AuthMethod, Principal};
+        let mut auth = api_key_auth();
         let rules = IdentityRules::new(&auth);
         let mut h = map(&[
             ("authorization", "Bearer secret"),
@@ -268,12 +274,7 @@ mod tests {
     #[test]
     fn identity_headers_are_stripped_under_every_spelling() {
         use crate::auth::{AuthMethod, Principal};
-        let mut auth = crate::config::AuthConfig::default();
-        auth.api_keys = Some(crate::config::auth::ApiKeysConfig {
-            file: "k".into(),
-            header: HeaderName::from_static("x-api-key"),
-            reload_interval: std::time::Duration::from_secs(1),
-        });
+        let mut auth = api_key_auth();
         let rules = IdentityRules::new(&auth);
         // (name as a client may send it, stripped?)
         let table = [
