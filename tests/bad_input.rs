@@ -336,6 +336,25 @@ async fn every_bad_input_gets_its_exact_answer() {
             reason: "header_mismatch",
         },
         Case {
+            name: "Mcp-Session-Id sent twice",
+            method: Method::POST,
+            url: url.clone(),
+            headers: vec![
+                JSON_CT,
+                ACCEPT,
+                ("mcp-session-id", "s-1"),
+                ("mcp-session-id", "s-2"),
+            ],
+            body: Some(call(30)),
+            status: 400,
+            body_json: Some(error_body(
+                Value::Null,
+                -32020,
+                "Header mismatch: mcp-session-id sent more than once",
+            )),
+            reason: "header_mismatch",
+        },
+        Case {
             name: "Mcp-Name sent twice",
             method: Method::POST,
             url: url.clone(),

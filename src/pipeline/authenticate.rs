@@ -74,6 +74,9 @@ const CREDENTIAL_NAMES: &[&str] = &[
     "bearer",
 ];
 
+/// Endings of parameter names that carry a credential whatever comes before them.
+const CREDENTIAL_SUFFIXES: &[&str] = &["token", "secret", "password", "apikey"];
+
 /// Rounds of percent-decoding: a parameter decoded twice (a proxy, then the framework) must
 /// not smuggle a name past the check.
 const DECODE_ROUNDS: usize = 3;
@@ -85,21 +88,35 @@ const DECODE_ROUNDS: usize = 3;
 /// it to move the credential to a header; a miss leaks a token into every access log.
 fn token_in_query(query: &str, api_key_param: Option<&str>) -> bool {
     let api_key = api_key_param.map(|h| squash(h.as_bytes()));
-    query
-        .split(['&', ';'])
-        .filter(|pair| !pair.is_empty())
-        .any(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = decode(name);
-            // `a[b][c]` (PHP, Rack, qs) names `a`, and `b` and `c` within it: each counts.
-            let credential_name =
-                name.split(|b| *b == b'[' || *b == b']')
-                    .map(squash)
-                    .any(|part| {
-                        CREDENTIAL_NAMES.contains(&part.as_str()) || api_key.as_ref() == Some(&part)
-                    });
-            credential_name || has_jwt(&decode(value)) || has_jwt(&name)
-        })
+    // The query as sent, and decoded whole: `access_token%3Dx` or `a=1%26access_token%3Dx` is a
+    // credential to a framework that decodes before it splits.
+    let decoded = String::from_utf8_lossy(&decode(query)).into_owned();
+    [query, decoded.as_str()].into_iter().any(|q| {
+        q.split(['&', ';'])
+            .filter(|pair| !pair.is_empty())
+            .any(|pair| credential_pair(pair, api_key.as_deref()))
+    })
+}
+
+fn credential_pair(pair: &str, api_key: Option<&str>) -> bool {
+    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    let name = decode(name);
+    let value = decode(value);
+    // `a[b][c]` (PHP, Rack, qs) names `a`, and `b` and `c` within it: each counts.
+    let credential_name = name
+        .split(|b| *b == b'[' || *b == b']')
+        .map(squash)
+        .any(|part| credential_word(&part) || api_key == Some(part.as_str()));
+    let bearer = value
+        .get(..7)
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"bearer "));
+    credential_name || bearer || has_jwt(&value) || has_jwt(&name)
+}
+
+/// A squashed parameter name that carries a credential: one of [`CREDENTIAL_NAMES`], or any
+/// name ending in one of [`CREDENTIAL_SUFFIXES`] (`auth_token`, `client_secret`, …).
+fn credential_word(part: &str) -> bool {
+    CREDENTIAL_NAMES.contains(&part) || CREDENTIAL_SUFFIXES.iter().any(|s| part.ends_with(s))
 }
 
 /// Percent-decodes (and `+` → space) until nothing changes, at most [`DECODE_ROUNDS`] times.
@@ -224,8 +241,23 @@ mod tests {
             // Not credentials.
             ("x=access_token", None, false),
             ("session=1", Some("x-api-key"), false),
-            ("x-my-secret=abc", Some("x-api-key"), false),
+            // Any name ending in token/secret/password/apikey is a credential.
+            ("x-my-secret=abc", Some("x-api-key"), true),
+            ("auth_token=abc", None, true),
+            ("api_token=abc", None, true),
+            ("refresh_token=abc", None, true),
+            ("client_secret=abc", None, true),
+            ("private-token=abc", None, true),
+            ("db_password=abc", None, true),
+            // Decoded before it is split (red-team finding), and a bearer value under any name.
+            ("access_token%3Dsk-live-123", None, true),
+            ("a=1%26access_token%3Dsk-live-123", None, true),
+            ("a=1%3Baccess_token%3Dx", None, true),
+            ("q=Bearer%20sk-live-123", None, true),
+            ("q=bearer+sk-live-123", None, true),
             ("tokens=5", None, false),
+            ("secrets_count=5", None, false),
+            ("q=bear", None, false),
             ("keyword=rust", None, false),
             ("author=me", None, false),
             ("page=2&sort=asc", None, false),

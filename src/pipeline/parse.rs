@@ -19,6 +19,8 @@ pub struct Parse;
 impl Parse {
     pub fn run(&self, ctx: &mut Ctx) -> Result<(), Denial> {
         check_header_spellings(&ctx.parts.headers)?;
+        // Two session ids: the session check would bind one, the upstream might read the other.
+        single(&ctx.parts.headers, &MCP_SESSION_ID)?;
         let version = match single(&ctx.parts.headers, &MCP_PROTOCOL_VERSION)? {
             Some(v) => Some(
                 v.to_str()

@@ -522,6 +522,17 @@ impl Policy {
                 }
                 Err(_) => return refused,
             }
+            // Servers that read only the path (`urlparse(u).path`) ignore the query, so a deny
+            // rule on the URI without it denies the URI with it too.
+            if let Some((path, _)) = uri.split_once('?') {
+                let bare = Operation {
+                    target: OpTarget::Resource(path),
+                    ..*op
+                };
+                if let Some(rule) = self.denying_rule(p, &bare) {
+                    return Decision::by(rule);
+                }
+            }
         }
         let indexed: &[u32] = op
             .target
@@ -560,6 +571,18 @@ impl Policy {
                 scopes: None,
             },
         }
+    }
+
+    /// The first deny rule that matches `op`, if any.
+    fn denying_rule(&self, p: &Principal, op: &Operation<'_>) -> Option<&Rule> {
+        let indexed: &[u32] = op
+            .target
+            .keyed()
+            .and_then(|(kind, name)| self.by_target[kind as usize].get(name))
+            .map_or(&[], Vec::as_slice);
+        merged(indexed, &self.scan)
+            .map(|i| &self.rules[i as usize])
+            .find(|r| r.effect == Effect::Deny && matches!(r.check(p, op), Match::Yes))
     }
 
     /// Whether `p` may see a list item: the operation it names, decided with argument

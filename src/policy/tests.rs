@@ -509,6 +509,30 @@ fn default_allow_and_no_builtins() {
 }
 
 #[test]
+fn a_query_does_not_escape_a_deny_rule() {
+    let p = Principal::new("x", AuthMethod::Anonymous);
+    let policy = Policy::from_yaml(
+        "default: deny\nrules:\n  - {name: kb, effect: allow, resources: [\"kb://h/*\"]}\n  - {name: no-secret, effect: deny, resources: [\"kb://h/secret\"]}\n",
+        "t",
+    )
+    .unwrap();
+    let read = |u| Operation {
+        method: "resources/read",
+        target: OpTarget::Resource(u),
+        args: Args::None,
+    };
+    for (uri, allowed) in [
+        ("kb://h/secret", false),
+        ("kb://h/secret?x=1", false),
+        ("kb://h/secret?", false),
+        ("kb://h/public?x=1", true),
+        ("kb://h/public", true),
+    ] {
+        assert_eq!(policy.decide(&p, &read(uri)).allowed(), allowed, "{uri}");
+    }
+}
+
+#[test]
 fn large_policies_decide_through_the_index() {
     let mut text = String::from("default: deny\nrules:\n");
     for i in 0..1000 {

@@ -139,7 +139,19 @@ impl IdentityRules {
             headers.insert(self.issuer.clone(), header_safe(iss));
         }
         if !p.groups.is_empty() {
-            headers.insert(self.groups.clone(), header_safe(&p.groups.join(",")));
+            // Each group is escaped on its own (`,` included), so a group named `dev,admin`
+            // cannot read as two groups once joined.
+            let mut joined = String::new();
+            for (i, g) in p.groups.iter().enumerate() {
+                if i > 0 {
+                    joined.push(',');
+                }
+                escape_into(&mut joined, g, b",");
+            }
+            headers.insert(
+                self.groups.clone(),
+                HeaderValue::from_str(&joined).expect("escaped text is a valid header value"),
+            );
         }
         headers.insert(
             self.method.clone(),
@@ -174,14 +186,20 @@ fn header_safe(s: &str) -> HeaderValue {
         return v;
     }
     let mut out = String::with_capacity(s.len() * 3);
+    escape_into(&mut out, s, b"");
+    HeaderValue::from_str(&out).expect("visible ASCII is a valid header value")
+}
+
+/// Appends `s` with every byte outside visible ASCII and space, `%`, and each of `also`
+/// percent-encoded.
+fn escape_into(out: &mut String, s: &str, also: &[u8]) {
     for b in s.bytes() {
-        if (0x20..0x7f).contains(&b) && b != b'%' {
+        if (0x20..0x7f).contains(&b) && b != b'%' && !also.contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    HeaderValue::from_str(&out).expect("visible ASCII is a valid header value")
 }
 
 /// Prepares upstream headers for the client hop; returns true for an SSE response.
@@ -254,6 +272,14 @@ mod tests {
         assert!(h.get("x-api-key").is_none());
         assert_eq!(h["x-mcp-sentinel-subject"], "Zo%C3%AB 100%25");
         assert_eq!(h["x-mcp-sentinel-groups"], "dev,ops");
+        let mut q = Principal::new("eve", AuthMethod::ApiKey);
+        q.groups = vec!["dev,admin".into(), "ops".into()];
+        let mut h2 = HeaderMap::new();
+        rules.apply(&mut h2, Some(&q));
+        assert_eq!(
+            h2["x-mcp-sentinel-groups"], "dev%2Cadmin,ops",
+            "a comma inside a group name cannot forge a second group"
+        );
         assert_eq!(h["x-mcp-sentinel-auth-method"], "jwt");
         assert!(
             h.get("x-mcp-sentinel-issuer").is_none(),
