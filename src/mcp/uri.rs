@@ -4,11 +4,14 @@
 //!
 //! The canonical form: scheme lower-cased; percent-escapes with upper-case hex, unreserved
 //! characters decoded, characters a URI cannot hold (non-ASCII, space, `"`, `{`, …) encoded as
-//! UTF-8; `.`/`..` segments removed after decoding; hosts lower-cased, without a trailing dot
-//! or a default port, numeric IPv4 spellings in dotted decimal, IPv6 compressed, and every
-//! spelling of this machine as `localhost`; `file` URIs (RFC 8089) as `file:///path`, with
-//! every `%XX` of the path decoded unless the character must stay encoded, repeated slashes
-//! collapsed (but a leading `//`, a UNC path on Windows, refused) and a DOS drive as `/C:`.
+//! UTF-8; `.`/`..` segments removed after decoding (a `..` above the root, and any `.`/`..` in
+//! an opaque path like `note:a/../b`, refused); `scheme:/path` as `scheme:///path`; an empty
+//! query dropped; hosts lower-cased, without a trailing dot or a default port, numeric IPv4
+//! spellings in dotted decimal, IPv6 compressed, and every spelling of this machine as
+//! `localhost`; `file` URIs (RFC 8089) as `file:///path`, with every `%XX` of the path decoded
+//! unless the character must stay encoded, no trailing slash (but at the root), and a DOS drive
+//! as `/C:`. Empty segments (`a//b`) are refused everywhere: a template variable that starts
+//! with `/` is an absolute path to the handler that joins it.
 
 mod host;
 #[cfg(test)]
@@ -41,6 +44,10 @@ pub enum UriError {
     DoubleEncoding,
     #[error("a path segment is read as a dot segment by some servers")]
     DotSegment,
+    #[error("a `..` segment climbs above the root")]
+    DotAboveRoot,
+    #[error("a `;` in the path starts parameters parsers split off")]
+    PathParams,
     #[error("the path has an empty segment")]
     RepeatedSlash,
     #[error("servers drop the fragment")]
@@ -83,6 +90,8 @@ impl UriError {
             UriError::EncodedBackslash => "encoded_backslash",
             UriError::DoubleEncoding => "double_encoding",
             UriError::DotSegment => "dot_segment",
+            UriError::DotAboveRoot => "dot_above_root",
+            UriError::PathParams => "path_params",
             UriError::RepeatedSlash => "repeated_slash",
             UriError::Fragment => "fragment",
             UriError::Userinfo => "userinfo",
@@ -138,6 +147,13 @@ const SPECIAL: [(&str, Option<u16>); 5] = [
     ("ftp", Some(21)),
 ];
 
+/// Schemes whose path Python's `urlparse` splits at a `;` (`urllib.parse.uses_params`: the
+/// parameters are dropped from the path), and WebSocket, whose servers are HTTP servers.
+const PARAMS: [&str; 17] = [
+    "ftp", "hdl", "prospero", "http", "imap", "https", "shttp", "rtsp", "rtsps", "rtspu", "sip",
+    "sips", "mms", "sftp", "tel", "ws", "wss",
+];
+
 /// What a run of text is, for which characters may stay raw and which escapes are refused.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -157,6 +173,8 @@ struct Canon<'a> {
     pattern: bool,
     /// Pending bytes of a percent-encoded UTF-8 sequence: (bytes, how many, how many needed).
     utf8: ([u8; 4], usize, usize),
+    /// The scheme is one of [`PARAMS`]: a raw `;` in the path is refused.
+    params: bool,
 }
 
 impl<'a> Canon<'a> {
@@ -166,6 +184,7 @@ impl<'a> Canon<'a> {
             out: Out::new(src),
             pattern,
             utf8: ([0; 4], 0, 0),
+            params: false,
         }
     }
 
@@ -203,6 +222,7 @@ impl<'a> Canon<'a> {
             return self.finish();
         }
         let special = SPECIAL.iter().find(|(s, _)| *s == scheme_lower);
+        self.params = PARAMS.contains(&scheme_lower.as_str());
         let (path, query) = match self.find(rest, b"?") {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
             None => (rest, None),
@@ -224,13 +244,14 @@ impl<'a> Canon<'a> {
         } else if special.is_some() {
             return Err(UriError::MissingHost);
         } else if path.starts_with('/') {
+            // `kb:/x` is `kb:///x`: Python, Node and Go read an empty host in both.
+            self.out.push_str("//");
             self.path(path, false)?;
         } else {
-            let start = self.out.len();
-            self.text(path, Part::Opaque)?;
-            self.no_double_encoding(start)?;
+            self.opaque(path)?;
         }
-        if let Some(query) = query {
+        // `x?` is `x`: parsers read an empty query as none.
+        if let Some(query) = query.filter(|q| !q.is_empty()) {
             self.out.push_str("?");
             self.text(query, Part::Query)?;
         }
@@ -297,17 +318,19 @@ impl<'a> Canon<'a> {
         self.path(path, true)
     }
 
-    /// A path that is empty or starts with `/`: segments decoded, dot segments removed.
-    /// Empty segments collapse in file paths and are refused elsewhere (their meaning is the
-    /// server's), but a trailing slash is kept.
+    /// A path that is empty or starts with `/`: segments decoded, dot segments removed. Empty
+    /// segments are refused (their meaning is the server's, and a template variable starting
+    /// with `/` is an absolute path to a handler that joins it), and so is a `..` above the
+    /// root (`/../x` is `/x` to WHATWG parsers, `/../x` to Python, and `/srv/root/../x` to a
+    /// handler that joins the path under its own root). A trailing slash is kept, but not in a
+    /// file path (but the root): `/a/` and `/a/.` are `/a` to `normpath` and `filepath.Clean`.
     fn path(&mut self, path: &str, file: bool) -> Result<(), UriError> {
         let Some(mut rest) = path.strip_prefix('/') else {
             return Ok(());
         };
         let start = self.out.len();
-        // Where each kept segment's `/` starts, so `..` can drop the last one; `None` for an
-        // empty segment a file path collapsed.
-        let mut kept: Vec<Option<usize>> = Vec::new();
+        // Where each kept segment's `/` starts, so `..` can drop the last one.
+        let mut kept: Vec<usize> = Vec::new();
         let part = if file {
             Part::FileSegment
         } else {
@@ -329,26 +352,20 @@ impl<'a> Canon<'a> {
             self.text(seg, part)?;
             self.utf8_end()?;
             match dot_segment(&self.out.as_str()[mark + 1..]) {
-                Dot::No if seg.is_empty() && !last => {
-                    if !file {
-                        return Err(UriError::RepeatedSlash);
-                    }
-                    self.out.truncate(mark);
-                    kept.push(None);
-                }
-                Dot::No => kept.push(Some(mark)),
+                Dot::No if seg.is_empty() && !last => return Err(UriError::RepeatedSlash),
+                Dot::No => kept.push(mark),
                 Dot::One => {
                     dots = true;
                     self.out.truncate(if last { mark + 1 } else { mark });
                 }
                 Dot::Two => {
                     dots = true;
-                    // `/a//../b`: WHATWG parsers drop the empty segment (`/a/b`), the kernel
-                    // drops `a` (`/b`).
+                    // A rule pattern is matched against canonical URIs, which never climb: in
+                    // one, `..` at the root stays there, as the kernel reads it.
                     let to = match kept.pop() {
-                        Some(None) => return Err(UriError::RepeatedSlash),
-                        Some(Some(to)) => to,
-                        None => mark,
+                        Some(to) => to,
+                        None if self.pattern => mark,
+                        None => return Err(UriError::DotAboveRoot),
                     };
                     self.out.truncate(to);
                     if last {
@@ -359,6 +376,39 @@ impl<'a> Canon<'a> {
             }
             match end {
                 Some(e) => rest = &rest[e + 1..],
+                None => break,
+            }
+        }
+        let len = self.out.len();
+        if file && len > start + 1 && self.out.as_str().ends_with('/') {
+            self.out.truncate(len - 1);
+        }
+        self.no_double_encoding(start)
+    }
+
+    /// The path of a URI without `//` or a leading `/` (`note:a/b`): as written, but a `.`/`..`
+    /// segment (decoded) is refused, since servers that join the path to a directory resolve
+    /// it, and so is an empty segment (`note:a//b`).
+    fn opaque(&mut self, path: &str) -> Result<(), UriError> {
+        let start = self.out.len();
+        let mut rest = path;
+        loop {
+            let end = self.find(rest, b"/");
+            let seg = &rest[..end.unwrap_or(rest.len())];
+            if seg.is_empty() && end.is_some() {
+                return Err(UriError::RepeatedSlash);
+            }
+            let mark = self.out.len();
+            self.text(seg, Part::Opaque)?;
+            self.utf8_end()?;
+            if !matches!(dot_segment(&self.out.as_str()[mark..]), Dot::No) {
+                return Err(UriError::DotSegment);
+            }
+            match end {
+                Some(e) => {
+                    self.out.push_str("/");
+                    rest = &rest[e + 1..];
+                }
                 None => break,
             }
         }
@@ -408,6 +458,10 @@ impl<'a> Canon<'a> {
             }
             if c == b'#' {
                 return Err(UriError::Fragment);
+            }
+            if c == b';' && self.params && matches!(part, Part::Segment | Part::Opaque) {
+                // `https://h/admin;x` is `/admin` to Python's `urlparse`.
+                return Err(UriError::PathParams);
             }
             if c.is_ascii() {
                 if raw_ok(c, part, self.pattern) {

@@ -22,6 +22,20 @@ rules:
   - name: db
     effect: allow
     resources: ["db://127.0.0.1/*", "https://api.example.com/v1/{id}"]
+  - name: no-secrets
+    effect: deny
+    resources: ["file:///srv/data/secret.txt", "https://h.example/admin", "kb:///secret"]
+  - name: web
+    effect: allow
+    groups: [root]
+    resources: ["https://h.example/*", "kb:*"]
+  - name: public
+    effect: allow
+    resources:
+      - "note:public/*"
+      - "note://public/{+path}"
+      - "file:///srv/public/{+path}"
+      - "file:///C:/srv/public/{+path}"
 "#;
 
 #[test]
@@ -36,7 +50,6 @@ fn spellings_against_rules() {
         (&root, "file:///etc/passwd", "no-passwd"),
         (&root, "FILE://LOCALHOST/etc/passwd", "no-passwd"),
         (&root, "file:/etc/passwd", "no-passwd"),
-        (&root, "file:///etc//passwd", "no-passwd"),
         (&root, "file:///etc/./passwd", "no-passwd"),
         (&root, "file:///etc/%2e/passwd", "no-passwd"),
         (&root, "file:///tmp/../etc/passwd", "no-passwd"),
@@ -50,6 +63,7 @@ fn spellings_against_rules() {
         (&root, "file:///etc/passwd#x", "default"),
         (&root, "file://evil/etc/passwd", "default"),
         (&root, "file:////etc/passwd", "default"),
+        (&root, "file:///etc//passwd", "default"),
         (&root, "file:///etc/passwd%00", "default"),
         (&root, "file:///etc/passwd ", "default"),
         (&root, "file:///etc/pass\twd", "default"),
@@ -79,6 +93,44 @@ fn spellings_against_rules() {
         (&user, "db://localhost/secret#x", "default"),
         (&user, "db://u@localhost/secret", "default"),
         (&user, "db://localhost//secret", "default"),
+        // Opaque paths: `.`/`..` are refused, not kept (a server joining the path to a
+        // directory resolves them).
+        (&user, "note:public/a.txt", "public"),
+        (&user, "note:public/../secret", "default"),
+        (&user, "note:public/%2e%2e/secret", "default"),
+        (&user, "note:public/./../secret", "default"),
+        (&user, "note:public//etc/passwd", "default"),
+        // A `{+path}` template is not escaped by an empty segment (the handler would join an
+        // absolute path) nor by a `..` above the root.
+        (&user, "file:///srv/public/a/b.txt", "public"),
+        (&user, "file:///srv/public//etc/passwd", "default"),
+        (&user, "file:///srv/public/a//etc/passwd", "default"),
+        (&user, "file:///C:/srv/public/x.txt", "public"),
+        (
+            &user,
+            "file:///C:/srv/public///attacker.example/share/x",
+            "default",
+        ),
+        (&user, "note://public/a.txt", "public"),
+        (&user, "note://public/../private/a.txt", "default"),
+        (&user, "note://public/%2E%2E/private/a.txt", "default"),
+        (&user, "note://public/a/../../private/a.txt", "default"),
+        // Spellings the upstream reads as a denied resource are decided as it.
+        (&root, "file:///srv/data/secret.txt", "no-secrets"),
+        (&root, "file:///srv/data/secret.txt/", "no-secrets"),
+        (&root, "file:///srv/data/secret.txt/.", "no-secrets"),
+        (&root, "file:///srv/data/x/../secret.txt/", "no-secrets"),
+        (&root, "file:///srv/data/other.txt", "root-files"),
+        (&root, "https://h.example/admin", "no-secrets"),
+        (&root, "https://h.example/admin?", "no-secrets"),
+        (&root, "https://h.example/admin;x", "default"),
+        (&root, "https://h.example/admin/..;x", "default"),
+        (&root, "https://h.example/../admin", "default"),
+        (&root, "https://h.example/other", "web"),
+        (&root, "kb:///secret", "no-secrets"),
+        (&root, "kb:/secret", "no-secrets"),
+        (&root, "KB:/./secret", "no-secrets"),
+        (&root, "kb:/other", "web"),
         // Default ports and case.
         (&user, "HTTPS://API.example.com:443/v1/7", "db"),
         (&user, "https://api.example.com/v1/7/../8", "db"),
@@ -96,7 +148,7 @@ fn spellings_against_rules() {
             DecisionReason::Default => "default",
             _ => d.rule_name(),
         };
-        let allowing = ["root-files", "docs", "db"].contains(&by);
+        let allowing = ["root-files", "docs", "db", "web", "public"].contains(&by);
         assert_eq!(
             (got, d.effect == Effect::Allow),
             (by, allowing),
@@ -112,6 +164,9 @@ fn a_pattern_no_uri_can_match_is_a_load_error() {
         ("file://fileserver/share/{+path}", "file_host"),
         ("file:///docs/..%2f{x}", "encoded_slash"),
         ("db://h/x#top", "fragment"),
+        ("file:///srv/public//{+path}", "repeated_slash"),
+        ("note:public/../{+path}", "dot_segment"),
+        ("https://h.example/admin;{x}", "path_params"),
     ] {
         let text = format!(
             "default: deny\nrules:\n  - {{name: r, effect: allow, resources: [\"{pattern}\"]}}\n"
