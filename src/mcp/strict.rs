@@ -98,14 +98,17 @@ impl Level {
 pub fn check(body: &[u8]) -> Result<(), Ambiguity> {
     let text = std::str::from_utf8(body).map_err(|_| Ambiguity::NotUtf8)?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let mut found = None;
+    let mut state = State {
+        found: None,
+        keys: Vec::new(),
+    };
     let walked = Walk {
         level: Level::Body,
-        found: &mut found,
+        state: &mut state,
     }
     .deserialize(&mut de)
     .and_then(|()| de.end());
-    match (found, walked) {
+    match (state.found, walked) {
         (Some(a), _) => Err(a),
         (None, Ok(())) => Ok(()),
         (None, Err(_)) => Err(Ambiguity::Json),
@@ -168,12 +171,20 @@ fn fold_char(c: char) -> char {
 /// pairwise.
 const PAIRWISE: usize = 16;
 
-struct Walk<'f> {
-    level: Level,
-    found: &'f mut Option<Ambiguity>,
+/// What the walk shares: the first ambiguity found, and one stack of keys for every object
+/// being read (each object's keys above where the stack stood when it began), so no object
+/// allocates a list of its own.
+struct State<'de> {
+    found: Option<Ambiguity>,
+    keys: Vec<Cow<'de, str>>,
 }
 
-impl<'de> DeserializeSeed<'de> for Walk<'_> {
+struct Walk<'s, 'de> {
+    level: Level,
+    state: &'s mut State<'de>,
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -181,7 +192,7 @@ impl<'de> DeserializeSeed<'de> for Walk<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Walk<'_> {
+impl<'de> Visitor<'de> for Walk<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -217,11 +228,11 @@ impl<'de> Visitor<'de> for Walk<'_> {
         while seq
             .next_element_seed(Walk {
                 level,
-                found: &mut *self.found,
+                state: &mut *self.state,
             })?
             .is_some()
         {
-            if self.found.is_some() {
+            if self.state.found.is_some() {
                 return Err(de::Error::custom("ambiguous"));
             }
         }
@@ -235,22 +246,25 @@ impl<'de> Visitor<'de> for Walk<'_> {
             self.level
         };
         let fields = level.fields();
-        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        let base = self.state.keys.len();
         let mut folded: Option<HashSet<String>> = None;
         while let Some(key) = map.next_key_seed(Key)? {
-            if let Some(a) = key_problem(&key, fields, &keys, &mut folded) {
-                *self.found = Some(a);
+            let problem = key_problem(&key, fields, &self.state.keys[base..], &mut folded);
+            if let Some(a) = problem {
+                self.state.found = Some(a);
                 return Err(de::Error::custom("ambiguous"));
             }
             map.next_value_seed(Walk {
                 level: level.child(&key),
-                found: &mut *self.found,
+                state: &mut *self.state,
             })?;
-            if self.found.is_some() {
+            if self.state.found.is_some() {
                 return Err(de::Error::custom("ambiguous"));
             }
-            keys.push(key);
+            // Nested objects pushed and popped above `base + seen` while the value was read.
+            self.state.keys.push(key);
         }
+        self.state.keys.truncate(base);
         Ok(())
     }
 }
