@@ -12,7 +12,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/mcp-sentinel/target
 export CARGO_TARGET_DIR
 
 BIN := $(CARGO_TARGET_DIR)/release/mcp-sentinel
-# `make run` builds with the `local` profile (Cargo.toml: release without LTO, parallel codegen):
+# `make run` builds with the `local` profile (Cargo.toml: opt-level 1, no LTO, parallel codegen):
 # minutes faster from cold than the shipped `release` profile, which `build`, `bench` and the
 # image keep.
 RUN_BIN := $(CARGO_TARGET_DIR)/local/mcp-sentinel
@@ -42,7 +42,7 @@ build: ## release binary at $(CARGO_TARGET_DIR)/release/mcp-sentinel
 # process dies; the demo upstream in the background, the sentinel's logs on this terminal.
 run: ## demo upstream on $(UPSTREAM_LISTEN) behind the sentinel on $(LISTEN) (admin $(ADMIN_LISTEN))
 	$(CARGO) build --profile local --bin mcp-sentinel --example demo_upstream
-	SENTINEL_BIN="$(RUN_BIN)" DEMO_UPSTREAM_BIN="$(DEMO_UPSTREAM)" CONFIG="$(CONFIG)" \
+	@SENTINEL_BIN="$(RUN_BIN)" DEMO_UPSTREAM_BIN="$(DEMO_UPSTREAM)" CONFIG="$(CONFIG)" \
 		UPSTREAM_LISTEN="$(UPSTREAM_LISTEN)" LISTEN="$(LISTEN)" ADMIN_LISTEN="$(ADMIN_LISTEN)" \
 		RUN_DIR="$(RUN_DIR)" scripts/run-demo.sh
 

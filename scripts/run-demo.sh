@@ -65,7 +65,9 @@ ready() {
 }
 
 # --- the demo upstream -------------------------------------------------------------------------
-"$DEMO_UPSTREAM_BIN" --listen "$UPSTREAM_LISTEN" >"$upstream_out" 2>"$upstream_log" &
+# In its own session: Ctrl-C goes to the sentinel (which drains) and this script, which stops the
+# upstream afterwards; an upstream that exits first is a failure, never mistaken for Ctrl-C.
+setsid "$DEMO_UPSTREAM_BIN" --listen "$UPSTREAM_LISTEN" >"$upstream_out" 2>"$upstream_log" &
 up=$!
 url=""
 for _ in $(seq $((STARTUP_SECONDS * 10))); do
@@ -75,9 +77,9 @@ for _ in $(seq $((STARTUP_SECONDS * 10))); do
         status=0
         wait "$up" || status=$?
         up=""
-        sed 's/^/  demo upstream: /' "$upstream_log" >&2
+        cat "$upstream_log" >&2
         say "the demo upstream could not start on $UPSTREAM_LISTEN (exit status $status)."
-        say "Is another program using that port? Pick another: make run UPSTREAM_LISTEN=127.0.0.1:18080"
+        say "Is another program using that port? Pick a free one: make run UPSTREAM_LISTEN=127.0.0.1:<port>"
         exit 1
     fi
     sleep 0.1
@@ -108,7 +110,7 @@ if ! kill -0 "$sentinel" 2>/dev/null; then
     wait "$sentinel" || status=$?
     sentinel=""
     say "the sentinel exited (status $status) before it was ready; its error is above."
-    say "If $LISTEN or $ADMIN_LISTEN is taken, pick others: make run LISTEN=127.0.0.1:25080 ADMIN_LISTEN=127.0.0.1:25090"
+    say "If $LISTEN or $ADMIN_LISTEN is taken, pick free ones: make run LISTEN=127.0.0.1:<port> ADMIN_LISTEN=127.0.0.1:<port>"
     exit 1
 fi
 if [ -z "$is_ready" ]; then
