@@ -46,6 +46,9 @@ run: ## demo upstream on $(UPSTREAM_LISTEN) behind the sentinel on $(LISTEN) (ad
 		UPSTREAM_LISTEN="$(UPSTREAM_LISTEN)" LISTEN="$(LISTEN)" ADMIN_LISTEN="$(ADMIN_LISTEN)" \
 		RUN_DIR="$(RUN_DIR)" scripts/run-demo.sh
 
+# Incremental compilation off for these builds: from cold it only adds gigabytes of cache
+# (interactive `cargo test` keeps it).
+test: export CARGO_INCREMENTAL = 0
 test: lint services ## lint, Kubernetes checks, then every test target with nextest (no fail-fast)
 	scripts/k8s-check.sh
 	$(CARGO) nextest run --all-targets --no-fail-fast
