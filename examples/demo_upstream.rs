@@ -42,9 +42,17 @@ async fn main() -> anyhow::Result<()> {
     if args.any_host {
         config.allowed_hosts.clear();
     }
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    // A plain line and exit status 1 when the port is taken: scripts/run-demo.sh (`make run`)
+    // shows it and must not mistake another program on the port for this one.
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("demo upstream: cannot listen on {}: {e}", args.listen);
+            std::process::exit(1);
+        }
+    };
     let server = upstream::serve_upstream(listener, config);
-    // One line on stdout, so scripts can wait for it and read the URL.
+    // One line on stdout, printed only once bound, so scripts can wait for it and read the URL.
     println!("demo upstream listening on {}", server.url());
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;
