@@ -12,7 +12,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/mcp-sentinel/target
 export CARGO_TARGET_DIR
 
 BIN := $(CARGO_TARGET_DIR)/release/mcp-sentinel
-# `make run` builds with the `local` profile (Cargo.toml: opt-level 1, no LTO, parallel codegen):
+# `make run` builds with the `local` profile (Cargo.toml: release semantics, not optimised):
 # minutes faster from cold than the shipped `release` profile, which `build`, `bench` and the
 # image keep.
 RUN_BIN := $(CARGO_TARGET_DIR)/local/mcp-sentinel
