@@ -12,7 +12,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/mcp-sentinel/target
 export CARGO_TARGET_DIR
 
 BIN := $(CARGO_TARGET_DIR)/release/mcp-sentinel
-# `make run` builds with the `local` profile (Cargo.toml: opt-level 1, no LTO, parallel codegen):
+# `make run` builds with the `local` profile (Cargo.toml: release semantics, not optimised):
 # minutes faster from cold than the shipped `release` profile, which `build`, `bench` and the
 # image keep.
 RUN_BIN := $(CARGO_TARGET_DIR)/local/mcp-sentinel
@@ -51,6 +51,7 @@ run: ## demo upstream on $(UPSTREAM_LISTEN) behind the sentinel on $(LISTEN) (ad
 test: export CARGO_INCREMENTAL = 0
 test: lint services ## lint, Kubernetes checks, then every test target with nextest (no fail-fast)
 	scripts/k8s-check.sh
+	$(CARGO) build --example demo_upstream  # run by tests/make_run.rs
 	$(CARGO) nextest run --all-targets --no-fail-fast
 
 deploy: ## regenerate deploy/ from the Helm chart

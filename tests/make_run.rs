@@ -13,25 +13,20 @@ const SENTINEL: &str = env!("CARGO_BIN_EXE_mcp-sentinel");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/run-demo.sh");
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/passthrough.yaml");
 
-/// The demo upstream built beside the sentinel (`--all-targets` builds it; otherwise build it now,
-/// with the same profile and target directory).
+/// The demo upstream built beside the sentinel: `make test` builds it first (`cargo build
+/// --example demo_upstream`; `--all-targets` builds examples only as test harnesses). Not built
+/// from here: a cargo run inside the test process sees the test's environment, makes build
+/// scripts rerun and the next build recompile their dependents.
 fn demo_upstream() -> PathBuf {
-    let profile_dir = Path::new(SENTINEL).parent().unwrap();
-    let exe = profile_dir.join("examples/demo_upstream");
-    if !exe.exists() {
-        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
-            "debug" => "dev",
-            other => other,
-        };
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "demo_upstream", "--profile", profile])
-            .arg("--target-dir")
-            .arg(profile_dir.parent().unwrap())
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the demo upstream failed");
-    }
+    let exe = Path::new(SENTINEL)
+        .parent()
+        .unwrap()
+        .join("examples/demo_upstream");
+    assert!(
+        exe.exists(),
+        "{} is missing: run `cargo build --example demo_upstream` first (make test does)",
+        exe.display()
+    );
     exe
 }
 
