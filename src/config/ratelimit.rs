@@ -369,7 +369,7 @@ fn read_rule(r: &mut Reader, path: &str, item: &Value) -> Option<RuleConfig> {
                     period,
                     burst: burst.unwrap_or(count),
                 };
-                if rc.gcra().is_none() {
+                if rc.gcra_terms().is_none() {
                     r.error(
                         format!("{lpath}.rate"),
                         "is finer than one request per microsecond, or too large",
@@ -530,10 +530,28 @@ fn key_part(p: &str) -> Result<KeyPart, String> {
 }
 
 impl RateConfig {
-    pub fn gcra(&self) -> Option<crate::ratelimit::gcra::Gcra> {
+    /// This rate in the terms of the generic cell rate algorithm (`ratelimit::gcra`); `None`
+    /// when it cannot be enforced (see [`gcra_terms`]).
+    pub fn gcra_terms(&self) -> Option<(u64, u64)> {
         let period = u64::try_from(self.period.as_micros()).ok()?;
-        crate::ratelimit::gcra::Gcra::new(self.count, period, self.burst)
+        gcra_terms(self.count, period, self.burst)
     }
+}
+
+/// `count` requests per `period_us`, up to `burst` back to back, as the GCRA's emission interval
+/// T (one request per T µs at the sustained rate) and delay tolerance τ = (burst − 1) · T.
+/// `None` when the interval is below a microsecond or a number overflows.
+pub fn gcra_terms(count: u64, period_us: u64, burst: u64) -> Option<(u64, u64)> {
+    if count == 0 || burst == 0 {
+        return None;
+    }
+    let interval = period_us / count;
+    if interval == 0 {
+        return None;
+    }
+    let tolerance = (burst - 1).checked_mul(interval)?;
+    // Keeps every sum the GCRA makes in range (and within a Lua double's exact integers).
+    (tolerance < 1 << 52).then_some((interval, tolerance))
 }
 
 /// `*` matches any run of characters (including none); everything else matches itself.

@@ -3,6 +3,8 @@
 //! TAT within `burst` emission intervals of now. Exact, with no window edges. All times are
 //! whole microseconds; the Redis script (`redis.rs`) does the same arithmetic.
 
+use crate::config::ratelimit::{RateConfig, gcra_terms};
+
 /// A limit in GCRA terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gcra {
@@ -30,19 +32,19 @@ impl Gcra {
     /// `count` requests per `period_us`, up to `burst` back to back. `None` when the interval
     /// is below a microsecond or a number overflows.
     pub fn new(count: u64, period_us: u64, burst: u64) -> Option<Self> {
-        if count == 0 || burst == 0 {
-            return None;
-        }
-        let interval = period_us / count;
-        if interval == 0 {
-            return None;
-        }
-        let tolerance = (burst - 1).checked_mul(interval)?;
-        // Keeps every sum below in range (and within a Lua double's exact integers).
-        (tolerance < 1 << 52).then_some(Self {
+        gcra_terms(count, period_us, burst).map(Self::from_terms)
+    }
+
+    /// A configured rate; `None` when it cannot be enforced (the config reader refuses those).
+    pub fn from_rate(rate: &RateConfig) -> Option<Self> {
+        rate.gcra_terms().map(Self::from_terms)
+    }
+
+    fn from_terms((interval, tolerance): (u64, u64)) -> Self {
+        Self {
             interval,
             tolerance,
-        })
+        }
     }
 
     /// Decides a request of `cost` units at `now` against the stored `tat` (0 for a key never

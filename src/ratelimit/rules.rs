@@ -61,7 +61,7 @@ impl Rule {
             .iter()
             .enumerate()
             .filter_map(|(i, rc)| {
-                let gcra = rc.gcra()?;
+                let gcra = Gcra::from_rate(rc)?;
                 let policy = if several {
                     format!("{}.{}", cfg.name, i + 1)
                 } else {
