@@ -16,8 +16,9 @@ use common::sentinel::TempDir;
 use common::tls::TestCa;
 use hyper::StatusCode;
 use k8s_openapi::api::authentication::v1::TokenReviewStatus;
-use mcp_sentinel::auth::kubernetes::{KubernetesConfig, TokenReviewer};
+use mcp_sentinel::auth::kubernetes::TokenReviewer;
 use mcp_sentinel::auth::{AuthFailure, AuthMethod, Principal};
+use mcp_sentinel::config::auth::KubernetesConfig;
 use prometheus::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -489,13 +490,21 @@ async fn construction_errors_are_reported() {
         kubeconfig: Some(PathBuf::from("/nonexistent/kubeconfig")),
         ..KubernetesConfig::default()
     };
-    let err = TokenReviewer::new(missing, &registry).await.err().unwrap();
+    let err = TokenReviewer::new(missing, &registry)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
 
     let server = ApiServer::start(|_| Reply::Hang).await;
     let (_reviewer, registry, dir) = start_reviewer("twice", &server, |_| {}).await;
     let again = config(dir.0.join("kubeconfig"));
-    let err = TokenReviewer::new(again, &registry).await.err().unwrap();
+    let err = TokenReviewer::new(again, &registry)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("metrics"), "{err}");
 
     let zero = KubernetesConfig {
@@ -508,7 +517,8 @@ async fn construction_errors_are_reported() {
         let err = TokenReviewer::new(KubernetesConfig::default(), &Registry::new())
             .await
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.contains("in-cluster"), "{err}");
     }
 }
@@ -592,7 +602,8 @@ async fn broken_kubeconfig_is_an_error() {
     let err = TokenReviewer::new(config(path), &Registry::new())
         .await
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("kubeconfig") && err.contains("line 5"),
         "{err}"

@@ -15,7 +15,6 @@
 //! could not be asked or its answer made no sense.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,52 +29,58 @@ use prometheus::{
 use serde_json::{Map, Value};
 
 use super::{AuthFailure, AuthMethod, Principal};
-
-pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
-pub const DEFAULT_NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(5);
-pub const DEFAULT_CACHE_SIZE: usize = 10_000;
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+use crate::config::auth::kubernetes::{KubernetesConfig, KubernetesConfigError};
 
 /// Largest API server answer read; a TokenReview is a few KiB.
 const MAX_ANSWER: usize = 1 << 20;
 
-/// Where the API server is and how verdicts are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubernetesConfig {
-    /// Sent as TokenReview `spec.audiences`; the returned `status.audiences` must name at least
-    /// one of them, else the token is rejected. Empty: the API server's own audience (nothing
-    /// is sent and nothing checked).
-    pub audiences: Vec<String>,
-    /// `None`: in-cluster config (service-account token file, its CA, and
-    /// `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`). `Some`: that kubeconfig file, its
-    /// current context.
-    pub kubeconfig: Option<PathBuf>,
-    /// The sentinel's own credential for the TokenReview calls, re-read as the kubelet rotates
-    /// it (e.g. the chart's projected token `/var/run/secrets/mcp-sentinel/token`). `None`: the
-    /// kubeconfig's or the in-cluster service-account token.
-    pub token_file: Option<PathBuf>,
-    /// How long an authenticated verdict is reused.
-    pub cache_ttl: Duration,
-    /// How long an unauthenticated verdict is reused. Unavailable is never cached.
-    pub negative_cache_ttl: Duration,
-    /// Most verdicts kept (positive and negative together). 0 disables the cache.
-    pub cache_size: usize,
-    /// Upper bound on one TokenReview round trip, connecting included.
-    pub timeout: Duration,
+/// Why a `TokenReviewer` could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewerError {
+    #[error(transparent)]
+    Config(#[from] KubernetesConfigError),
+    /// `why` is `config_error`'s masked first line.
+    #[error("kubeconfig {path}: {why}")]
+    Kubeconfig { path: String, why: String },
+    #[error("in-cluster Kubernetes config: {0}")]
+    InCluster(String),
+    #[error("Kubernetes client for TokenReview: {0}")]
+    Client(kube::Error),
+    #[error("TokenReview metrics: {0}")]
+    Metrics(prometheus::Error),
 }
 
-impl Default for KubernetesConfig {
-    fn default() -> Self {
-        Self {
-            audiences: Vec::new(),
-            kubeconfig: None,
-            token_file: None,
-            cache_ttl: DEFAULT_CACHE_TTL,
-            negative_cache_ttl: DEFAULT_NEGATIVE_CACHE_TTL,
-            cache_size: DEFAULT_CACHE_SIZE,
-            timeout: DEFAULT_TIMEOUT,
-        }
-    }
+/// Why a TokenReview round trip gave no answer. Safe to log: it holds no body, only a Status
+/// reason and message, with the token masked should the message quote it.
+#[derive(Debug, thiserror::Error)]
+enum ReviewError {
+    #[error("encoding the request: {0}")]
+    Encode(serde_json::Error),
+    #[error("building the request: {0}")]
+    Build(kube::core::request::Error),
+    #[error("{0}")]
+    Send(kube::Error),
+    #[error("reading the answer (HTTP {status}): {source}")]
+    Read {
+        status: http::StatusCode,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("HTTP {status}: {reason} {message}")]
+    Status {
+        status: http::StatusCode,
+        reason: String,
+        message: String,
+    },
+    #[error("HTTP {status}, {len} bytes that are not a Status")]
+    NotStatus {
+        status: http::StatusCode,
+        len: usize,
+    },
+    #[error("HTTP {status} answer is not a TokenReview: {source}")]
+    NotReview {
+        status: http::StatusCode,
+        source: serde_json::Error,
+    },
 }
 
 /// Reviews bearer tokens against the API server. Cheap to clone; clones share client, cache and
@@ -140,22 +145,20 @@ impl TokenReviewer {
     /// Loads the client config (kubeconfig or in-cluster) and registers the metrics. Does not
     /// contact the API server. Must run inside a tokio runtime. Registering twice in one
     /// registry fails (the metric names are taken).
-    pub async fn new(cfg: KubernetesConfig, registry: &Registry) -> Result<Self, String> {
-        if cfg.timeout.is_zero() {
-            return Err("TokenReview timeout must be positive".into());
-        }
+    pub async fn new(cfg: KubernetesConfig, registry: &Registry) -> Result<Self, ReviewerError> {
+        cfg.validate()?;
         let mut config = match &cfg.kubeconfig {
             Some(path) => {
-                let failed = |e: &dyn std::fmt::Display| {
-                    format!("kubeconfig {}: {}", path.display(), config_error(e))
+                let failed = |e: &dyn std::fmt::Display| ReviewerError::Kubeconfig {
+                    path: path.display().to_string(),
+                    why: config_error(e),
                 };
                 let kubeconfig = Kubeconfig::read_from(path).map_err(|e| failed(&e))?;
                 Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                     .await
                     .map_err(|e| failed(&e))?
             }
-            None => Config::incluster()
-                .map_err(|e| format!("in-cluster Kubernetes config: {}", config_error(&e)))?,
+            None => Config::incluster().map_err(|e| ReviewerError::InCluster(config_error(&e)))?,
         };
         if let Some(file) = &cfg.token_file {
             config.auth_info.token = None;
@@ -169,10 +172,8 @@ impl TokenReviewer {
         // No retries inside the client: a request on the authentication path either answers
         // within `timeout` or the caller gets a 401 and retries itself.
         config.default_retry = false;
-        let client = kube::Client::try_from(config)
-            .map_err(|e| format!("Kubernetes client for TokenReview: {e}"))?;
-        let metrics =
-            Metrics::register(registry).map_err(|e| format!("TokenReview metrics: {e}"))?;
+        let client = kube::Client::try_from(config).map_err(ReviewerError::Client)?;
+        let metrics = Metrics::register(registry).map_err(ReviewerError::Metrics)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
@@ -254,24 +255,23 @@ impl TokenReviewer {
 
     /// POSTs the review and parses the answer. Done here rather than with `Api::create` because
     /// kube logs the whole response body when it does not parse, and the API server's answer
-    /// echoes `spec.token`. The error text is safe to log: it holds no body, only a Status
-    /// reason and message, with the token masked should the message quote it.
-    async fn post(&self, review: &TokenReview, token: &str) -> Result<TokenReview, String> {
+    /// echoes `spec.token`.
+    async fn post(&self, review: &TokenReview, token: &str) -> Result<TokenReview, ReviewError> {
         let inner = &*self.inner;
-        let body = serde_json::to_vec(review).map_err(|e| format!("encoding the request: {e}"))?;
+        let body = serde_json::to_vec(review).map_err(ReviewError::Encode)?;
         let request = kube::core::Request::new(&inner.path)
             .create(&PostParams::default(), body)
-            .map_err(|e| format!("building the request: {e}"))?;
+            .map_err(ReviewError::Build)?;
         let response = inner
             .client
             .send(request.map(kube::client::Body::from))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ReviewError::Send)?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| format!("reading the answer (HTTP {status}): {e}"))?
+            .map_err(|source| ReviewError::Read { status, source })?
             .to_bytes();
         if !status.is_success() {
             // A Kubernetes Status says why (e.g. our own credentials are not allowed to create
@@ -279,17 +279,20 @@ impl TokenReviewer {
             return Err(match serde_json::from_slice::<kube::core::Status>(&body) {
                 Ok(st) => {
                     let message: String = st.message.chars().take(300).collect();
-                    format!(
-                        "HTTP {status}: {} {}",
-                        st.reason,
-                        message.replace(token, "<token>")
-                    )
+                    ReviewError::Status {
+                        status,
+                        reason: st.reason,
+                        message: message.replace(token, "<token>"),
+                    }
                 }
-                Err(_) => format!("HTTP {status}, {} bytes that are not a Status", body.len()),
+                Err(_) => ReviewError::NotStatus {
+                    status,
+                    len: body.len(),
+                },
             });
         }
         serde_json::from_slice::<TokenReview>(&body)
-            .map_err(|e| format!("HTTP {status} answer is not a TokenReview: {e}"))
+            .map_err(|source| ReviewError::NotReview { status, source })
     }
 }
 

@@ -3,8 +3,6 @@
 
 pub mod apikeys;
 pub mod chain;
-mod https;
-mod jwks;
 pub mod jwt;
 pub mod kubernetes;
 pub mod metadata;

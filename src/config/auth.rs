@@ -8,8 +8,12 @@ use http::HeaderName;
 use serde_yaml_ng::Value;
 
 use super::reader::{Reader, Section, parse};
-pub use crate::auth::jwt::{Algorithm, IssuerConfig, JwtConfig, KeySource};
-pub use crate::auth::kubernetes::KubernetesConfig;
+
+pub mod jwt;
+pub mod kubernetes;
+
+pub use jwt::{Algorithm, IssuerConfig, JwtConfig, KeySource};
+pub use kubernetes::KubernetesConfig;
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -216,7 +220,7 @@ impl AuthConfig {
 
         let mut jwt = r.child(s, "jwt");
         if jwt.is_present() {
-            cfg.jwt = Some(read_jwt(r, &mut jwt, cfg.resource.as_deref()));
+            cfg.jwt = Some(JwtConfig::read(r, &mut jwt, cfg.resource.as_deref()));
         }
         r.close(jwt);
         if cfg.authorization_servers.is_empty()
@@ -227,34 +231,7 @@ impl AuthConfig {
 
         let mut k8s = r.child(s, "kubernetes");
         if k8s.is_present() {
-            let mut k = KubernetesConfig::default();
-            if let Some(v) = r.field(&mut k8s, "audiences", parse::strings) {
-                k.audiences = v;
-            }
-            k.kubeconfig = r.field(&mut k8s, "kubeconfig", |v| {
-                parse::string(v).map(PathBuf::from)
-            });
-            if let Some(v) = r.field(&mut k8s, "cache_ttl", parse::duration) {
-                k.cache_ttl = v;
-            }
-            if let Some(v) = r.field(&mut k8s, "negative_cache_ttl", parse::duration) {
-                k.negative_cache_ttl = v;
-            }
-            if let Some(v) = r.field(&mut k8s, "cache_size", |v| {
-                v.as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| "must be a whole number".to_string())
-            }) {
-                k.cache_size = v;
-            }
-            if let Some(v) = r.field(&mut k8s, "timeout", parse::duration) {
-                if v.is_zero() {
-                    r.error("auth.kubernetes.timeout", "must be greater than zero");
-                } else {
-                    k.timeout = v;
-                }
-            }
-            cfg.kubernetes = Some(k);
+            cfg.kubernetes = Some(KubernetesConfig::read(r, &mut k8s));
         }
         r.close(k8s);
 
@@ -279,92 +256,6 @@ impl AuthConfig {
         r.close(mt);
         cfg
     }
-}
-
-/// The `auth.jwt` section: common settings and a list of issuers.
-fn read_jwt(r: &mut Reader, s: &mut Section<'_>, resource: Option<&str>) -> JwtConfig {
-    let mut cfg = JwtConfig::default();
-    if let Some(v) = r.field(s, "leeway", parse::duration) {
-        cfg.leeway = v;
-    }
-    if let Some(v) = r.field(s, "cache_size", |v| {
-        v.as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| "must be a whole number".to_string())
-    }) {
-        cfg.cache_size = v;
-    }
-    let list = r.field(s, "issuers", |v| match v {
-        Value::Sequence(items) if !items.is_empty() => Ok(items.clone()),
-        _ => Err("must be a non-empty list of issuers".to_string()),
-    });
-    for (i, item) in list.unwrap_or_default().iter().enumerate() {
-        let path = format!("auth.jwt.issuers[{i}]");
-        let mut is = r.section(&path, Some(item));
-        let issuer = r.field(&mut is, "issuer", |v| {
-            let u = parse::string(v)?;
-            absolute_url(&u, true)?;
-            Ok(u)
-        });
-        let jwks_url = r.field(&mut is, "jwks_url", |v| {
-            let u = parse::string(v)?;
-            absolute_url(&u, true)?;
-            Ok(u)
-        });
-        let audiences = r
-            .field(&mut is, "audiences", parse::strings)
-            .or_else(|| resource.map(|r| vec![r.to_string()]));
-        let algorithms = r.field(&mut is, "algorithms", |v| {
-            parse::strings(v)?
-                .iter()
-                .map(|a| a.parse::<Algorithm>())
-                .collect::<Result<Vec<_>, _>>()
-        });
-        let groups_claim = r.field(&mut is, "groups_claim", parse::string);
-        let claims = r.field(&mut is, "claims", parse::strings);
-        let ca_file = r.field(&mut is, "ca_file", |v| parse::string(v).map(PathBuf::from));
-        let durations = [
-            r.field(&mut is, "refresh_interval", parse::duration),
-            r.field(&mut is, "min_refresh_interval", parse::duration),
-            r.field(&mut is, "timeout", parse::duration),
-        ];
-        r.close(is);
-        let Some(issuer) = issuer else {
-            r.error(format!("{path}.issuer"), "is required");
-            continue;
-        };
-        let Some(audiences) = audiences else {
-            r.error(
-                format!("{path}.audiences"),
-                "is required when auth.resource (the canonical URI tokens must name) is not set",
-            );
-            continue;
-        };
-        let keys = jwks_url.map_or(KeySource::Discovery, KeySource::Jwks);
-        let mut ic = IssuerConfig::new(issuer, keys, audiences);
-        if let Some(v) = algorithms {
-            ic.algorithms = v;
-        }
-        if let Some(v) = groups_claim {
-            ic.groups_claim = v;
-        }
-        if let Some(v) = claims {
-            ic.claims = v;
-        }
-        ic.ca_file = ca_file;
-        let [refresh, min_refresh, timeout] = durations;
-        if let Some(v) = refresh {
-            ic.refresh_interval = v;
-        }
-        if let Some(v) = min_refresh {
-            ic.min_refresh_interval = v;
-        }
-        if let Some(v) = timeout {
-            ic.timeout = v;
-        }
-        cfg.issuers.push(ic);
-    }
-    cfg
 }
 
 impl TrafficTls {
@@ -437,9 +328,8 @@ const PROTECTED_HEADERS: &[&str] = &[
 ];
 
 /// The identity headers are distinct from each other, from the credential headers and from the
-/// MCP headers under the folding frameworks apply (`proxy::headers::folded`).
+/// MCP headers under the folding frameworks apply ([`folded`]).
 fn check_identity_headers(r: &mut Reader, cfg: &AuthConfig) {
-    use crate::proxy::headers::folded;
     let ih = &cfg.identity_headers;
     let mut taken: Vec<(String, String)> = PROTECTED_HEADERS
         .iter()
@@ -472,6 +362,25 @@ fn check_identity_headers(r: &mut Reader, cfg: &AuthConfig) {
             None => taken.push((f, format!("auth.identity_headers.{key}"))),
         }
     }
+}
+
+/// One byte of a header name as the frameworks behind the upstream may read it: CGI, WSGI,
+/// PHP and Rack turn `-` into `_` (so `X_Foo` and `X-Foo` both become `HTTP_X_FOO`), Apache's
+/// CGI turns any other non-alphanumeric byte into `_` too, and names are case-insensitive.
+/// So every byte that is not an ASCII letter or digit folds to `-`, letters to lower case.
+/// Config checks identity headers with it; the proxy strips client copies with it.
+pub fn fold(b: u8) -> u8 {
+    if b.is_ascii_alphanumeric() {
+        b.to_ascii_lowercase()
+    } else {
+        b'-'
+    }
+}
+
+/// `name` folded byte by byte ([`fold`]): two names with the same folding are one header to
+/// some framework.
+pub fn folded(name: &str) -> String {
+    name.bytes().map(|b| char::from(fold(b))).collect()
 }
 
 pub fn header_name(v: &Value) -> Result<HeaderName, String> {

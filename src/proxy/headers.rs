@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
+use crate::config::auth::{fold, folded};
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -157,24 +159,6 @@ impl IdentityRules {
             self.method.clone(),
             HeaderValue::from_static(p.method.as_str()),
         );
-    }
-}
-
-/// One byte of a header name as the frameworks behind the upstream may read it: CGI, WSGI,
-/// PHP and Rack turn `-` into `_` (so `X_Foo` and `X-Foo` both become `HTTP_X_FOO`), Apache's
-/// CGI turns any other non-alphanumeric byte into `_` too, and names are case-insensitive.
-/// So every byte that is not an ASCII letter or digit folds to `-`, letters to lower case.
-/// `name` folded byte by byte ([`fold`]): two names with the same folding are one header to
-/// some framework.
-pub fn folded(name: &str) -> String {
-    name.bytes().map(|b| char::from(fold(b))).collect()
-}
-
-fn fold(b: u8) -> u8 {
-    if b.is_ascii_alphanumeric() {
-        b.to_ascii_lowercase()
-    } else {
-        b'-'
     }
 }
 

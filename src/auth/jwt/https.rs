@@ -3,85 +3,130 @@
 //! exchange and a cap on the body. Deliberately small: the verifier fetches a few documents every
 //! few minutes and must never be talked into fetching anything else.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri, header};
+use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::config::auth::jwt::{UrlError, https_uri};
+
 /// Largest JWKS/discovery document accepted.
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
 
-/// Validates an `https://host[:port]/path` URL and returns it parsed.
-pub(crate) fn https_uri(url: &str) -> Result<Uri, String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?}: not a URL: {e}"))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(format!(
-            "{url:?}: only https:// URLs are fetched (keys must come over an authenticated channel)"
-        ));
-    }
-    let Some(authority) = uri.authority() else {
-        return Err(format!("{url:?}: no host"));
-    };
-    if authority.as_str().contains('@') {
-        return Err(format!("{url:?}: credentials in the URL are not supported"));
-    }
-    if authority.host().is_empty() {
-        return Err(format!("{url:?}: no host"));
-    }
-    Ok(uri)
+/// Why no TLS client could be set up for an issuer.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("ca_file {}: {source}", .path.display())]
+    CaRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("ca_file {}: {source}", .path.display())]
+    CaPem { path: PathBuf, source: pem::Error },
+    #[error("ca_file {}: {source}", .path.display())]
+    CaAdd {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("ca_file {}: no PEM certificate", .0.display())]
+    CaEmpty(PathBuf),
+    #[error(
+        "no system CA certificates found{}; set ca_file for the issuer",
+        .0.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+    )]
+    NoSystemRoots(Option<rustls_native_certs::Error>),
+    #[error("{0}")]
+    Protocols(rustls::Error),
+}
+
+/// Why a GET gave no document.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("GET {url}: {source}")]
+    Failed { url: String, source: GetFailure },
+    #[error("GET {url}: timed out after {timeout:?}")]
+    TimedOut { url: String, timeout: Duration },
+}
+
+/// What went wrong on the way, below `GetError`.
+#[derive(Debug, thiserror::Error)]
+pub enum GetFailure {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("no host")]
+    NoHost,
+    #[error("host {host}: {source}")]
+    Host {
+        host: String,
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("HTTP: {0}")]
+    Http(hyper::Error),
+    #[error("{0}")]
+    Request(http::Error),
+    #[error("status {0}")]
+    Status(StatusCode),
+    #[error("body of {0} bytes exceeds {max}", max = MAX_BODY)]
+    TooBig(u64),
+    #[error("body: {0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Root store from the PEM certificates of an issuer's `ca_file`. They replace the system roots:
 /// naming a CA for an IdP pins trust to it.
-pub(crate) fn ca_roots(path: &Path) -> Result<Arc<RootCertStore>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+pub(crate) fn ca_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsSetupError> {
+    let pem = std::fs::read(path).map_err(|source| TlsSetupError::CaRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut store = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        store
-            .add(cert)
-            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        let cert = cert.map_err(|source| TlsSetupError::CaPem {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        store.add(cert).map_err(|source| TlsSetupError::CaAdd {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
     if store.is_empty() {
-        return Err(format!("ca_file {}: no PEM certificate", path.display()));
+        return Err(TlsSetupError::CaEmpty(path.to_path_buf()));
     }
     Ok(Arc::new(store))
 }
 
 /// The operating system's trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured).
-pub(crate) fn system_roots() -> Result<Arc<RootCertStore>, String> {
+pub(crate) fn system_roots() -> Result<Arc<RootCertStore>, TlsSetupError> {
     let found = rustls_native_certs::load_native_certs();
     let mut store = RootCertStore::empty();
     let (added, _ignored) = store.add_parsable_certificates(found.certs);
     if added == 0 {
-        let why = found
-            .errors
-            .first()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
-        return Err(format!(
-            "no system CA certificates found{why}; set ca_file for the issuer"
+        return Err(TlsSetupError::NoSystemRoots(
+            found.errors.into_iter().next(),
         ));
     }
     Ok(Arc::new(store))
 }
 
-pub(crate) fn client_config(roots: Arc<RootCertStore>) -> Result<Arc<ClientConfig>, String> {
+pub(crate) fn client_config(roots: Arc<RootCertStore>) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsSetupError::Protocols)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -93,34 +138,43 @@ pub(crate) async fn get(
     tls: &Arc<ClientConfig>,
     url: &str,
     timeout: Duration,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, GetError> {
     match tokio::time::timeout(timeout, get_inner(tls, url)).await {
-        Ok(r) => r.map_err(|e| format!("GET {url}: {e}")),
-        Err(_) => Err(format!("GET {url}: timed out after {timeout:?}")),
+        Ok(r) => r.map_err(|source| GetError::Failed {
+            url: url.to_string(),
+            source,
+        }),
+        Err(_) => Err(GetError::TimedOut {
+            url: url.to_string(),
+            timeout,
+        }),
     }
 }
 
-async fn get_inner(tls: &Arc<ClientConfig>, url: &str) -> Result<Bytes, String> {
+async fn get_inner(tls: &Arc<ClientConfig>, url: &str) -> Result<Bytes, GetFailure> {
     let uri = https_uri(url)?;
-    let authority = uri.authority().ok_or("no host")?.clone();
+    let authority = uri.authority().ok_or(GetFailure::NoHost)?.clone();
     let host = authority.host();
     // `[::1]` in a URL is `::1` for DNS/SNI purposes.
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
     let port = authority.port_u16().unwrap_or(443);
     let server_name =
-        ServerName::try_from(bare_host.to_string()).map_err(|e| format!("host {host}: {e}"))?;
+        ServerName::try_from(bare_host.to_string()).map_err(|source| GetFailure::Host {
+            host: host.to_string(),
+            source,
+        })?;
 
     let tcp = TcpStream::connect((bare_host, port))
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(GetFailure::Connect)?;
     let _ = tcp.set_nodelay(true);
     let stream = TlsConnector::from(tls.clone())
         .connect(server_name, tcp)
         .await
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(GetFailure::Tls)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("HTTP: {e}"))?;
+        .map_err(GetFailure::Http)?;
     let conn = tokio::spawn(conn);
 
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
@@ -132,15 +186,12 @@ async fn get_inner(tls: &Arc<ClientConfig>, url: &str) -> Result<Bytes, String> 
             concat!("mcp-sentinel/", env!("CARGO_PKG_VERSION")),
         )
         .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        .map_err(GetFailure::Request)?;
     let result = async {
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
+        let resp = sender.send_request(req).await.map_err(GetFailure::Http)?;
         if resp.status() != StatusCode::OK {
             // Redirects included: a key URL that moves is a config change, not something to follow.
-            return Err(format!("status {}", resp.status()));
+            return Err(GetFailure::Status(resp.status()));
         }
         if let Some(len) = resp
             .headers()
@@ -149,36 +200,15 @@ async fn get_inner(tls: &Arc<ClientConfig>, url: &str) -> Result<Bytes, String> 
             .and_then(|v| v.parse::<u64>().ok())
             && len > MAX_BODY as u64
         {
-            return Err(format!("body of {len} bytes exceeds {MAX_BODY}"));
+            return Err(GetFailure::TooBig(len));
         }
         Limited::new(resp.into_body(), MAX_BODY)
             .collect()
             .await
             .map(|c| c.to_bytes())
-            .map_err(|e| format!("body: {e}"))
+            .map_err(GetFailure::Body)
     }
     .await;
     conn.abort();
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_https_urls() {
-        assert!(https_uri("https://idp.example.com/jwks").is_ok());
-        assert!(https_uri("https://[::1]:8443/x").is_ok());
-        for bad in [
-            "http://idp.example.com/jwks",
-            "file:///etc/passwd",
-            "idp.example.com/jwks",
-            "https://user:pw@idp.example.com/",
-            "https:///nohost",
-            "",
-        ] {
-            assert!(https_uri(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::Value;
 
-use super::jwt::Algorithm;
+use crate::config::auth::Algorithm;
 
 /// Keys larger than this in a JWK field are not keys (RSA 16384 bits is 2 KiB).
 const MAX_FIELD_BYTES: usize = 4096;
@@ -160,14 +160,23 @@ impl KeySet {
     }
 }
 
+/// A document that is not a JWKS at all.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("JWKS is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("JWKS has no \"keys\" array")]
+    NoKeys,
+}
+
 /// Parses a JWKS document. An error only when it is not a JWKS at all; unusable keys are skipped
 /// (returned count: how many were skipped, for the log).
-pub(crate) fn parse_jwks(body: &[u8]) -> Result<(Vec<Jwk>, usize), String> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+pub(crate) fn parse_jwks(body: &[u8]) -> Result<(Vec<Jwk>, usize), JwksError> {
+    let doc: Value = serde_json::from_slice(body).map_err(JwksError::NotJson)?;
     let keys = doc
         .get("keys")
         .and_then(Value::as_array)
-        .ok_or("JWKS has no \"keys\" array")?;
+        .ok_or(JwksError::NoKeys)?;
     let mut out = Vec::with_capacity(keys.len());
     let mut skipped = 0;
     for k in keys {
