@@ -400,7 +400,7 @@ fn template_probe(settings: &Settings) -> Params {
     }
 }
 
-fn bad_annotation(key: &str, why: String) -> Verdict {
+fn bad_annotation(key: &str, why: validate::Invalid) -> Verdict {
     Verdict::Error(format!("annotation {key}: {why}"))
 }
 

@@ -45,7 +45,7 @@ impl Resources {
     }
 
     /// Every request must be a quantity no larger than its limit (the API server's rule).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ResourcesError> {
         for (what, request, limit) in [
             ("cpu", &self.cpu_request, &self.cpu_limit),
             ("memory", &self.memory_request, &self.memory_limit),
@@ -55,11 +55,21 @@ impl Resources {
             if let (Some(r), Some(l)) = (r, l)
                 && r > l
             {
-                return Err(format!("{what} request is larger than its limit"));
+                return Err(ResourcesError::RequestOverLimit(what));
             }
         }
         Ok(())
     }
+}
+
+/// Why `Resources::check` refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourcesError {
+    #[error(transparent)]
+    Quantity(#[from] validate::Invalid),
+    /// `cpu` or `memory`.
+    #[error("{0} request is larger than its limit")]
+    RequestOverLimit(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,10 +228,12 @@ fn non_empty(v: &Value) -> Result<String, String> {
     Ok(s)
 }
 
-fn checked(check: fn(&str) -> Result<(), String>) -> impl FnOnce(&Value) -> Result<String, String> {
+fn checked(
+    check: fn(&str) -> Result<(), validate::Invalid>,
+) -> impl FnOnce(&Value) -> Result<String, String> {
     move |v| {
         let s = parse::string(v)?;
-        check(&s)?;
+        check(&s).map_err(|e| e.to_string())?;
         Ok(s)
     }
 }
@@ -232,7 +244,7 @@ fn quantity(v: &Value) -> Result<String, String> {
         Value::Number(n) => n.to_string(),
         _ => parse::string(v)?,
     };
-    validate::quantity(&s)?;
+    validate::quantity(&s).map_err(|e| e.to_string())?;
     Ok(s)
 }
 
@@ -267,7 +279,7 @@ fn read_resources(r: &mut Reader, top: &mut Section<'_>, doc: &Value, out: &mut 
     }
     r.close(res);
     if let Err(why) = out.check() {
-        r.error("resources", why);
+        r.error("resources", why.to_string());
     }
 }
 

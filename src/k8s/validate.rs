@@ -1,9 +1,24 @@
 //! Checks for the values the injector takes from annotations and its settings, with the rules
 //! the API server applies, so a pod is never patched into one the API server would refuse.
 
+/// A value the API server would refuse, quoted in the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error(
+        "{0:?} is not a port name (1-15 of a-z, 0-9, '-', with a letter, no leading, trailing or double '-')"
+    )]
+    PortName(String),
+    #[error("{0:?} is not an object name (a DNS subdomain such as mcp-sentinel-config)")]
+    ObjectName(String),
+    #[error("{0:?} is not an absolute path such as /mcp")]
+    HttpPath(String),
+    #[error("{0:?} is not a quantity such as 100m, 0.5 or 128Mi")]
+    Quantity(String),
+}
+
 /// A container port name (IANA_SVC_NAME): 1–15 characters of `a-z`, `0-9` and `-`, at least
 /// one letter, no leading, trailing or doubled `-`.
-pub fn port_name(s: &str) -> Result<(), String> {
+pub fn port_name(s: &str) -> Result<(), Invalid> {
     let ok = !s.is_empty()
         && s.len() <= 15
         && s.bytes()
@@ -15,15 +30,13 @@ pub fn port_name(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{s:?} is not a port name (1-15 of a-z, 0-9, '-', with a letter, no leading, trailing or double '-')"
-        ))
+        Err(Invalid::PortName(s.to_string()))
     }
 }
 
 /// A ConfigMap or Secret name (DNS subdomain): up to 253 characters of `a-z`, `0-9`, `-` and
 /// `.`, starting and ending with a letter or digit.
-pub fn object_name(s: &str) -> Result<(), String> {
+pub fn object_name(s: &str) -> Result<(), Invalid> {
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let ok = !s.is_empty()
         && s.len() <= 253
@@ -33,14 +46,12 @@ pub fn object_name(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{s:?} is not an object name (a DNS subdomain such as mcp-sentinel-config)"
-        ))
+        Err(Invalid::ObjectName(s.to_string()))
     }
 }
 
 /// An absolute HTTP path without query or fragment.
-pub fn http_path(s: &str) -> Result<(), String> {
+pub fn http_path(s: &str) -> Result<(), Invalid> {
     let ok = s.starts_with('/')
         && s.len() <= 1024
         && s.bytes()
@@ -48,14 +59,14 @@ pub fn http_path(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{s:?} is not an absolute path such as /mcp"))
+        Err(Invalid::HttpPath(s.to_string()))
     }
 }
 
 /// A Kubernetes resource quantity (`100m`, `0.5`, `128Mi`, `1e3`, `2G`) as a number, for
 /// comparing a request with its limit. Negative quantities are refused: no resource takes one.
-pub fn quantity(s: &str) -> Result<f64, String> {
-    let bad = || format!("{s:?} is not a quantity such as 100m, 0.5 or 128Mi");
+pub fn quantity(s: &str) -> Result<f64, Invalid> {
+    let bad = || Invalid::Quantity(s.to_string());
     let body = s.strip_prefix('+').unwrap_or(s);
     let end = body
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
