@@ -109,6 +109,7 @@ pub struct RateLimiter {
 pub type Decision = Result<Option<Permits>, Refusal>;
 
 impl RateLimiter {
+    /// The error is text because `app::StartError::RateLimit` holds text.
     pub fn new(
         cfg: &RateLimitConfig,
         registry: &Registry,
@@ -185,7 +186,7 @@ impl RateLimiter {
                     errors: ["timeout", "error"].map(|k| errors.with_label_values(&[k])),
                 };
                 Store::Redis {
-                    redis: RedisStore::new(rc, metrics, stop)?,
+                    redis: RedisStore::new(rc, metrics, stop).map_err(|e| e.to_string())?,
                     mode: cfg.failure_mode,
                     local: (cfg.failure_mode == FailureMode::Local)
                         .then(|| MemoryStore::new(cfg.max_keys)),

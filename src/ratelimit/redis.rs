@@ -88,16 +88,32 @@ pub struct RedisStore {
     url: String,
 }
 
+/// Why the Redis backend could not be set up (it is not contacted yet).
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSetupError {
+    /// `url` without its password.
+    #[error("redis url {url}: {source}")]
+    Url {
+        url: String,
+        source: redis::RedisError,
+    },
+    #[error("{0}")]
+    Manager(redis::RedisError),
+}
+
 impl RedisStore {
     /// Connects lazily: a Redis that is down at start is found out by the first calls.
     pub fn new(
         cfg: &RedisConfig,
         metrics: RedisMetrics,
         stop: CancellationToken,
-    ) -> Result<Arc<Self>, String> {
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| format!("redis url {}: {e}", redacted_url(&cfg.url)))?;
-        let conn = manager(&client, cfg.timeout)?;
+    ) -> Result<Arc<Self>, RedisSetupError> {
+        let client =
+            redis::Client::open(cfg.url.as_str()).map_err(|source| RedisSetupError::Url {
+                url: redacted_url(&cfg.url),
+                source,
+            })?;
+        let conn = manager(&client, cfg.timeout).map_err(RedisSetupError::Manager)?;
         metrics.up.set(1);
         Ok(Arc::new(Self {
             client,
@@ -223,12 +239,12 @@ impl RedisStore {
 /// A connection manager that tries each connection once (the breaker decides when to try
 /// again). Callers bound each round trip by `timeout`; the connection's own response timeout,
 /// twice that, only clears requests nobody waits for any more.
-fn manager(client: &redis::Client, timeout: Duration) -> Result<ConnectionManager, String> {
+fn manager(client: &redis::Client, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_number_of_retries(0)
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout * 2));
-    ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| e.to_string())
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
 }
 
 fn verdicts(out: &[i64], cells: usize) -> Option<Vec<Verdict>> {
