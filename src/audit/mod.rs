@@ -30,6 +30,29 @@ use sink::Sink;
 use spool::Spool;
 use worker::{SinkMetrics, SinkState, Worker};
 
+/// Why auditing could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit thread: {0}")]
+    Thread(std::io::Error),
+    #[error("audit thread: {0}")]
+    Opening(tokio::task::JoinError),
+    #[error("{0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("sink {name}: {source}")]
+    Sink {
+        name: String,
+        source: sink::SinkError,
+    },
+    #[error("{0}")]
+    SpoolTask(tokio::task::JoinError),
+    #[error("spool of sink {name}: {source}")]
+    Spool {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
 pub struct Auditor {
     /// Finished requests' drafts, on their way to the sealer; `None` once closed for shutdown.
     drafts: Mutex<Option<mpsc::Sender<Box<Draft>>>>,
@@ -79,22 +102,31 @@ struct Opened {
 impl Auditor {
     /// Starts the audit thread, opens every sink's spool and connection there (a sink that is
     /// down at start is only marked down) and starts the sealer and the delivery tasks. `None`
-    /// when auditing is off.
+    /// when auditing is off. The error is text because `app::StartError::Audit` holds text.
     pub async fn start(
         cfg: &AuditConfig,
         registry: &Registry,
     ) -> Result<Option<Arc<Self>>, String> {
+        Self::start_typed(cfg, registry)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn start_typed(
+        cfg: &AuditConfig,
+        registry: &Registry,
+    ) -> Result<Option<Arc<Self>>, AuditError> {
         if !cfg.enabled {
             return Ok(None);
         }
-        let (thread, stop) = audit_thread().map_err(|e| format!("audit thread: {e}"))?;
+        let (thread, stop) = audit_thread().map_err(AuditError::Thread)?;
         let hurry = CancellationToken::new();
         let opened = {
             let (cfg, registry, hurry) = (cfg.clone(), registry.clone(), hurry.clone());
             thread
                 .spawn(async move { open(&cfg, &registry, hurry).await })
                 .await
-                .map_err(|e| format!("audit thread: {e}"))??
+                .map_err(AuditError::Opening)??
         };
         Ok(Some(Arc::new(Self {
             drafts: Mutex::new(Some(opened.drafts)),
@@ -239,21 +271,19 @@ async fn open(
     cfg: &AuditConfig,
     registry: &Registry,
     hurry: CancellationToken,
-) -> Result<Opened, String> {
+) -> Result<Opened, AuditError> {
     let records = IntCounterVec::new(
         Opts::new(
             "mcp_sentinel_audit_records_total",
             "Audit records by sink and result: delivered, spooled (sink down), dropped (lost)",
         ),
         &["sink", "result"],
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let gauge = |name: &str, help: &str| {
         IntGaugeVec::new(
             Opts::new(format!("mcp_sentinel_audit_{name}"), help),
             &["sink"],
         )
-        .map_err(|e| e.to_string())
     };
     let queue = gauge("queue_depth", "Audit records waiting in a sink's queue")?;
     let spool_bytes = gauge("spool_bytes", "Bytes of audit records spooled for a sink")?;
@@ -271,7 +301,7 @@ async fn open(
         Box::new(oldest.clone()),
         Box::new(up.clone()),
     ] {
-        registry.register(c).map_err(|e| e.to_string())?;
+        registry.register(c)?;
     }
     let mut senders = Vec::new();
     let mut states = Vec::new();
@@ -279,7 +309,10 @@ async fn open(
     let mut workers = Vec::new();
     for sc in &cfg.sinks {
         let name = sc.name.as_str();
-        let mut sink = Sink::new(&sc.kind).map_err(|e| format!("sink {name}: {e}"))?;
+        let mut sink = Sink::new(&sc.kind).map_err(|source| AuditError::Sink {
+            name: name.to_string(),
+            source,
+        })?;
         let connected = match sink.connect().await {
             Ok(()) => true,
             Err(e) => {
@@ -293,8 +326,11 @@ async fn open(
                 let max = sp.max_bytes;
                 let s = tokio::task::spawn_blocking(move || Spool::open(&dir, max))
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("spool of sink {name}: {e}"))?;
+                    .map_err(AuditError::SpoolTask)?
+                    .map_err(|source| AuditError::Spool {
+                        name: name.to_string(),
+                        source,
+                    })?;
                 if !s.is_empty() {
                     tracing::info!(
                         sink = name,

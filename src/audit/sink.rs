@@ -10,6 +10,31 @@ use tokio::io::AsyncWriteExt;
 use super::record::Line;
 use crate::config::audit::SinkKind;
 
+/// Why a sink could not take a batch (or be set up); the worker logs it and retries or spools.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{}: {source}", .path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("rotating: {0}")]
+    Rotate(std::io::Error),
+    #[error("file sink busy")]
+    Busy,
+    #[error("{0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// What timed out, e.g. `connect timed out`.
+    #[error("{0}")]
+    TimedOut(&'static str),
+}
+
 pub enum Sink {
     Stdout(tokio::io::Stdout),
     File(Option<FileSink>),
@@ -18,7 +43,7 @@ pub enum Sink {
 }
 
 impl Sink {
-    pub fn new(kind: &SinkKind) -> Result<Self, String> {
+    pub fn new(kind: &SinkKind) -> Result<Self, SinkError> {
         Ok(match kind {
             SinkKind::Stdout => Sink::Stdout(tokio::io::stdout()),
             SinkKind::File {
@@ -38,7 +63,7 @@ impl Sink {
                 max_len,
                 timeout,
             } => Sink::Redis(RedisSink {
-                client: redis::Client::open(url.as_str()).map_err(|e| e.to_string())?,
+                client: redis::Client::open(url.as_str())?,
                 conn: None,
                 stream: stream.clone(),
                 seen: format!("{stream}:delivered"),
@@ -60,7 +85,7 @@ impl Sink {
     }
 
     /// Connects ahead of the first delivery (network sinks), creating the table.
-    pub async fn connect(&mut self) -> Result<(), String> {
+    pub async fn connect(&mut self) -> Result<(), SinkError> {
         match self {
             Sink::Redis(r) => r.connection().await.map(drop),
             Sink::Postgres(p) => p.connection().await.map(drop),
@@ -68,7 +93,7 @@ impl Sink {
         }
     }
 
-    pub async fn deliver(&mut self, batch: &[Line]) -> Result<(), String> {
+    pub async fn deliver(&mut self, batch: &[Line]) -> Result<(), SinkError> {
         match self {
             Sink::Stdout(out) => {
                 let mut buf = Vec::with_capacity(batch.iter().map(|l| l.text.len() + 1).sum());
@@ -76,20 +101,19 @@ impl Sink {
                     buf.extend_from_slice(l.text.as_bytes());
                     buf.push(b'\n');
                 }
-                out.write_all(&buf).await.map_err(|e| e.to_string())?;
-                out.flush().await.map_err(|e| e.to_string())
+                out.write_all(&buf).await?;
+                Ok(out.flush().await?)
             }
             Sink::File(slot) => {
                 let Some(mut f) = slot.take() else {
-                    return Err("file sink busy".into());
+                    return Err(SinkError::Busy);
                 };
                 let batch = batch.to_vec();
                 let (f, r) = tokio::task::spawn_blocking(move || {
                     let r = f.write(&batch);
                     (f, r)
                 })
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
                 *slot = Some(f);
                 r
             }
@@ -109,21 +133,24 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    fn write(&mut self, batch: &[Line]) -> Result<(), String> {
+    fn write(&mut self, batch: &[Line]) -> Result<(), SinkError> {
         let mut buf = Vec::with_capacity(batch.iter().map(|l| l.text.len() + 1).sum());
         for l in batch {
             buf.extend_from_slice(l.text.as_bytes());
             buf.push(b'\n');
         }
         if self.file.is_some() && self.len > 0 && self.len + buf.len() as u64 > self.max_bytes {
-            self.rotate().map_err(|e| format!("rotating: {e}"))?;
+            self.rotate().map_err(SinkError::Rotate)?;
         }
         if self.file.is_none() {
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&self.path)
-                .map_err(|e| format!("{}: {e}", self.path.display()))?;
+                .map_err(|source| SinkError::Open {
+                    path: self.path.clone(),
+                    source,
+                })?;
             self.len = f.metadata().map(|m| m.len()).unwrap_or(0);
             self.file = Some(f);
         }
@@ -133,7 +160,7 @@ impl FileSink {
         let r = f.write_all(&buf).and_then(|()| f.sync_data());
         if let Err(e) = r {
             self.file = None;
-            return Err(e.to_string());
+            return Err(e.into());
         }
         self.len += buf.len() as u64;
         Ok(())
@@ -186,19 +213,18 @@ pub struct RedisSink {
 }
 
 impl RedisSink {
-    async fn connection(&mut self) -> Result<redis::aio::MultiplexedConnection, String> {
+    async fn connection(&mut self) -> Result<redis::aio::MultiplexedConnection, SinkError> {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
         let c = tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection())
             .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| SinkError::TimedOut("connect timed out"))??;
         self.conn = Some(c.clone());
         Ok(c)
     }
 
-    async fn deliver(&mut self, batch: &[Line]) -> Result<(), String> {
+    async fn deliver(&mut self, batch: &[Line]) -> Result<(), SinkError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -213,11 +239,11 @@ impl RedisSink {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
                 self.conn = None;
-                Err(e.to_string())
+                Err(e.into())
             }
             Err(_) => {
                 self.conn = None;
-                Err("timed out".into())
+                Err(SinkError::TimedOut("timed out"))
             }
         }
     }
@@ -234,7 +260,7 @@ pub struct PgSink {
 impl PgSink {
     async fn connection(
         &mut self,
-    ) -> Result<&(tokio_postgres::Client, tokio_postgres::Statement), String> {
+    ) -> Result<&(tokio_postgres::Client, tokio_postgres::Statement), SinkError> {
         if self.client.as_ref().is_some_and(|(c, _)| c.is_closed()) {
             self.client = None;
         }
@@ -244,8 +270,7 @@ impl PgSink {
                 tokio_postgres::connect(&self.url, tokio_postgres::NoTls),
             )
             .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| SinkError::TimedOut("connect timed out"))??;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "audit PostgreSQL connection ended");
@@ -272,8 +297,7 @@ impl PgSink {
             );
             tokio::time::timeout(self.timeout, client.batch_execute(&ddl))
                 .await
-                .map_err(|_| "creating the table timed out".to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| SinkError::TimedOut("creating the table timed out"))??;
             // Columns as arrays, one statement per batch; the server never parses the JSON.
             let insert = format!(
                 "INSERT INTO {t} (id, instance, seq, ts, subject, method, target, outcome, status, line)
@@ -283,14 +307,13 @@ impl PgSink {
             );
             let insert = tokio::time::timeout(self.timeout, client.prepare(&insert))
                 .await
-                .map_err(|_| "preparing the insert timed out".to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| SinkError::TimedOut("preparing the insert timed out"))??;
             self.client = Some((client, insert));
         }
         Ok(self.client.as_ref().expect("connected above"))
     }
 
-    async fn deliver(&mut self, batch: &[Line]) -> Result<(), String> {
+    async fn deliver(&mut self, batch: &[Line]) -> Result<(), SinkError> {
         let timeout = self.timeout;
         let ids: Vec<&str> = batch.iter().map(|l| l.cols.id.as_str()).collect();
         let instances: Vec<&str> = batch.iter().map(|l| &*l.instance).collect();
@@ -321,11 +344,11 @@ impl PgSink {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
                 self.client = None;
-                Err(e.to_string())
+                Err(e.into())
             }
             Err(_) => {
                 self.client = None;
-                Err("timed out".into())
+                Err(SinkError::TimedOut("timed out"))
             }
         }
     }

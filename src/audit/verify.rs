@@ -147,24 +147,40 @@ where
     report
 }
 
+/// Why the records could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{}: {source}", .path.display())]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("{0:?} is not a table name")]
+    TableName(String),
+}
+
 /// The lines of JSON-lines files, in the order given (rotated files: oldest first or not —
 /// chains are sorted by sequence number).
-pub fn read_files(paths: &[std::path::PathBuf]) -> Result<Vec<String>, String> {
+pub fn read_files(paths: &[std::path::PathBuf]) -> Result<Vec<String>, ReadError> {
     let mut out = Vec::new();
     for p in paths {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let text = std::fs::read_to_string(p).map_err(|source| ReadError::File {
+            path: p.clone(),
+            source,
+        })?;
         out.extend(text.lines().map(str::to_string));
     }
     Ok(out)
 }
 
 /// Every record of a Redis stream, oldest first.
-pub async fn read_redis(url: &str, stream: &str) -> Result<Vec<String>, String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn read_redis(url: &str, stream: &str) -> Result<Vec<String>, ReadError> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
     let mut out = Vec::new();
     let mut start = "-".to_string();
     loop {
@@ -175,8 +191,7 @@ pub async fn read_redis(url: &str, stream: &str) -> Result<Vec<String>, String> 
             .arg("COUNT")
             .arg(1000)
             .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let Some((last, _)) = page.last() else {
             return Ok(out);
         };
@@ -194,26 +209,23 @@ pub async fn read_redis(url: &str, stream: &str) -> Result<Vec<String>, String> 
 }
 
 /// Every record of a PostgreSQL table, by chain and sequence.
-pub async fn read_postgres(url: &str, table: &str) -> Result<Vec<String>, String> {
+pub async fn read_postgres(url: &str, table: &str) -> Result<Vec<String>, ReadError> {
     let valid = !table.is_empty()
         && table.len() <= 63
         && table
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if !valid {
-        return Err(format!("{table:?} is not a table name"));
+        return Err(ReadError::TableName(table.to_string()));
     }
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     let rows = client
         .query(
             &format!("SELECT line FROM {table} ORDER BY instance, seq"),
             &[],
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
