@@ -37,10 +37,10 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{AuthFailure, Principal};
-use crate::admin::Readiness;
 use crate::config::auth::jwt::JwtConfigError;
 use crate::config::auth::{Algorithm, JwtConfig};
+use crate::identity::{AuthFailure, Principal};
+use crate::readiness::Readiness;
 use cache::{Cache, Entry};
 pub use https::{GetError, GetFailure, TlsSetupError};
 pub use jwks::JwksError;

@@ -28,8 +28,8 @@ use prometheus::{
 };
 use serde_json::{Map, Value};
 
-use super::{AuthFailure, AuthMethod, Principal};
 use crate::config::auth::kubernetes::{KubernetesConfig, KubernetesConfigError};
+use crate::identity::{AuthFailure, AuthMethod, Principal};
 
 /// Largest API server answer read; a TokenReview is a few KiB.
 const MAX_ANSWER: usize = 1 << 20;

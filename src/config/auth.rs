@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde_yaml_ng::Value;
 
-use super::reader::{Reader, Section, parse};
+use crate::yaml::{Reader, Section, parse};
 
 pub mod jwt;
 pub mod kubernetes;

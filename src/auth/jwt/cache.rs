@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
-use crate::auth::Principal;
+use crate::identity::Principal;
 
 const CACHE_SHARDS: usize = 16;
 

@@ -19,9 +19,9 @@ use super::READINESS_BLOCKER;
 use super::cache::Cache;
 use super::https::{self, GetError};
 use super::jwks::{self, Jwk, JwksError, KeySet, Lookup};
-use crate::admin::Readiness;
-use crate::auth::AuthFailure;
 use crate::config::auth::jwt::{Algorithm, IssuerConfig, KeySource, UrlError, https_uri};
+use crate::identity::AuthFailure;
+use crate::readiness::Readiness;
 
 /// First retry delay after a failed fetch; doubles up to `MAX_BACKOFF` (or `refresh_interval`).
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);

@@ -5,8 +5,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
-use crate::auth::{AuthFailure, AuthMethod, Principal};
 use crate::config::auth::IssuerConfig;
+use crate::identity::{AuthFailure, AuthMethod, Principal};
 
 /// A NumericDate claim: absent/null → None; a JSON number → seconds; anything else malformed.
 fn numeric_date(v: Option<&Value>) -> Result<Option<f64>, AuthFailure> {

@@ -12,7 +12,7 @@ use serde_yaml_ng::Value;
 
 use super::absolute_url;
 use crate::config::count;
-use crate::config::reader::{Reader, Section, parse};
+use crate::yaml::{Reader, Section, parse};
 
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 pub const DEFAULT_CACHE_SIZE: usize = 10_000;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::count;
-use crate::config::reader::{Reader, Section, parse};
+use crate::yaml::{Reader, Section, parse};
 
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(5);

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use super::idp::{Idp, b64, now, replace_payload};
 use super::jwks::KeySet;
 use super::*;
-use crate::auth::AuthMethod;
 use crate::config::auth::{IssuerConfig, KeySource};
+use crate::identity::AuthMethod;
 
 mod cache;
 mod keys;
