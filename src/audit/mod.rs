@@ -21,9 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::audit::AuditConfig;
 use crate::mcp::Method;
-use record::{ChainHead, Draft};
+use record::Draft;
 use redact::Redactor;
-use seal::Sealer;
+use seal::{ChainHead, Sealer};
 use sink::Sink;
 use spool::Spool;
 use worker::{SinkMetrics, SinkState, Worker};

@@ -1,10 +1,11 @@
 //! The audit record, schema v1: what one request was and how it ended, serialized once as a
 //! JSON line whose last field is the hash chaining it to the previous record of the same
 //! sentinel run. `hash = sha256(the line without its hash field)`; that text holds `prev`.
+//! The chain itself (`ChainHead`: ids, sequence numbers, `prev`, `hash`) is `audit::seal`'s.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -199,107 +200,71 @@ pub struct Cols {
     pub status: i32,
 }
 
-/// The link position of the next record of a chain.
-pub struct ChainHead {
-    /// `<instance>/<16 hex>`: one chain per sentinel run.
-    pub instance: Arc<str>,
-    /// The 16 hex of `instance`, prefix of record ids.
-    pub boot: String,
+/// Where a record sits in its chain: what `seal::ChainHead` fills in.
+pub struct Link<'a> {
+    pub id: &'a str,
+    pub instance: &'a str,
     pub seq: u64,
-    pub prev: String,
+    pub prev: &'a str,
+    /// Unix milliseconds of the request's start.
+    pub at_ms: u64,
 }
 
-impl ChainHead {
-    pub fn new(instance: &str) -> Self {
-        let mut raw = [0u8; 8];
-        // A failing system RNG leaves a time-derived run id: still unique in practice.
-        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).is_err() {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            raw = (nanos ^ u64::from(std::process::id())).to_be_bytes();
-        }
-        let boot = hex(&raw);
-        Self {
-            instance: format!("{instance}/{boot}").into(),
-            boot,
-            seq: 0,
-            prev: GENESIS.to_string(),
-        }
-    }
-
-    /// Links `draft` after the previous record and serializes it.
-    pub fn seal(&mut self, d: &Draft) -> Line {
-        self.seq += 1;
-        let seq = self.seq;
-        let at = d.at.unwrap_or_else(SystemTime::now);
-        let at_ms = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |t| t.as_millis() as u64);
-        let id = format!("{}-{seq:012}", self.boot);
+impl Draft {
+    /// The record's JSON text at `link`, without its `hash` field (the chain appends it), and
+    /// its indexed columns.
+    pub fn serialize(&self, link: &Link<'_>) -> (String, Cols) {
         let out = Out {
             v: SCHEMA_VERSION,
-            id: &id,
-            instance: &self.instance,
-            seq,
-            prev: &self.prev,
-            ts: rfc3339_ms(at_ms),
-            request_id: d.request_id,
-            trace_id: d.trace_id.as_deref(),
+            id: link.id,
+            instance: link.instance,
+            seq: link.seq,
+            prev: link.prev,
+            ts: rfc3339_ms(link.at_ms),
+            request_id: self.request_id,
+            trace_id: self.trace_id.as_deref(),
             client: ClientOut {
-                address: d.client.map(|a| a.to_string()),
-                user_agent: d.user_agent.as_deref(),
+                address: self.client.map(|a| a.to_string()),
+                user_agent: self.user_agent.as_deref(),
             },
-            principal: d.principal.as_deref().map(|p| PrincipalOut {
+            principal: self.principal.as_deref().map(|p| PrincipalOut {
                 subject: &p.subject,
                 issuer: p.issuer.as_deref(),
                 groups: &p.groups,
                 auth_method: p.method.as_str(),
             }),
-            session: d.session.as_deref(),
-            era: d.era,
-            method: d.method.as_deref(),
-            jsonrpc_id: d.jsonrpc_id.as_ref(),
-            target: d.target.as_ref(),
-            decision: d.decision.as_ref().map(|x| DecisionOut {
+            session: self.session.as_deref(),
+            era: self.era,
+            method: self.method.as_deref(),
+            jsonrpc_id: self.jsonrpc_id.as_ref(),
+            target: self.target.as_ref(),
+            decision: self.decision.as_ref().map(|x| DecisionOut {
                 effect: x.effect.as_str(),
                 reason: x.reason.as_str(),
                 rule: x.rule_name(),
             }),
-            denial: d.denial,
-            rate_limit: d.rate_limit.as_ref(),
-            outcome: d.outcome.unwrap_or(AuditOutcome::ClientGone),
-            status: d.status,
-            jsonrpc_error: d.jsonrpc_error,
-            is_error: d.is_error,
-            latency_us: d.latency_us,
-            bytes_in: d.bytes_in,
-            bytes_out: d.bytes_out,
-            arguments: d.arguments.as_ref(),
-            elements: d.elements.as_deref(),
+            denial: self.denial,
+            rate_limit: self.rate_limit.as_ref(),
+            outcome: self.outcome.unwrap_or(AuditOutcome::ClientGone),
+            status: self.status,
+            jsonrpc_error: self.jsonrpc_error,
+            is_error: self.is_error,
+            latency_us: self.latency_us,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            arguments: self.arguments.as_ref(),
+            elements: self.elements.as_deref(),
         };
-        let mut text = serde_json::to_string(&out).expect("a record serializes");
+        let text = serde_json::to_string(&out).expect("a record serializes");
         let cols = Cols {
-            subject: d.principal.as_ref().map(|p| p.subject.clone()),
-            method: d.method.clone(),
-            target: d.target.as_ref().map(|t| t.name.clone()),
+            subject: self.principal.as_ref().map(|p| p.subject.clone()),
+            method: self.method.clone(),
+            target: self.target.as_ref().map(|t| t.name.clone()),
             outcome: out.outcome.as_str().to_string(),
-            status: i32::from(d.status),
-            id: id.clone(),
+            status: i32::from(self.status),
+            id: link.id.to_string(),
         };
-        let hash = sha256_hex(text.as_bytes());
-        text.pop();
-        text.push_str(",\"hash\":\"");
-        text.push_str(&hash);
-        text.push_str("\"}");
-        self.prev = hash;
-        Line {
-            instance: self.instance.clone(),
-            seq,
-            at_ms,
-            text: text.into(),
-            cols: Arc::new(cols),
-        }
+        (text, cols)
     }
 }
 
@@ -440,27 +405,8 @@ mod tests {
     }
 
     #[test]
-    fn records_chain() {
-        let mut head = ChainHead::new("pod-a");
-        let a = head.seal(&Draft::default());
-        let b = head.seal(&Draft {
-            status: 200,
-            ..Draft::default()
-        });
-        let va: Value = serde_json::from_str(&a.text).unwrap();
-        let vb: Value = serde_json::from_str(&b.text).unwrap();
-        assert_eq!(va["v"], 1);
-        assert_eq!(va["seq"], 1);
-        assert_eq!(va["prev"], GENESIS);
-        assert_eq!(vb["prev"], va["hash"]);
-        let (hash, body) = split_hash(&b.text).unwrap();
-        assert_eq!(hash, vb["hash"].as_str().unwrap());
-        assert_eq!(sha256_hex(body.as_bytes()), hash);
-        assert!(split_hash("{\"a\":1}").is_none());
-    }
-
-    #[test]
     fn the_principal_carries_its_issuer() {
+        use crate::audit::seal::ChainHead;
         use crate::identity::AuthMethod;
         let mut head = ChainHead::new("pod-a");
         let mut jwt = Principal::new("alice", AuthMethod::Jwt);

@@ -1,17 +1,17 @@
 //! The sealer: on the audit thread, it takes finished requests' drafts in the order they were
 //! submitted, reads and redacts their call arguments, links each into the run's hash chain
-//! (`record::ChainHead`: sequence number, `prev`, `hash`) and queues the record for every sink.
+//! (`ChainHead`: sequence number, `prev`, `hash`) and queues the record for every sink.
 //! Drafts lost before sealing leave their sequence numbers unused, a gap `verify` names.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::has_arguments;
-use super::record::{ChainHead, Draft, Line, TargetNote};
+use super::record::{Draft, GENESIS, Line, Link, TargetNote, hex, sha256_hex};
 use super::redact::Redactor;
 use super::worker::SinkState;
 use crate::mcp::Method;
@@ -20,6 +20,69 @@ use crate::mcp::envelope::call_arguments;
 /// How often a busy sealer takes what has queued up. Between takes the traffic threads hand
 /// over drafts without waking it, so a record costs them no cross-thread wake-up.
 const SEAL_TICK: Duration = Duration::from_millis(2);
+
+/// The link position of the next record of a chain: each record carries its sequence number
+/// and the hash of the one before (`GENESIS` for the first), and ends with its own hash, so a
+/// record changed, removed or reordered afterwards breaks the chain `verify` walks.
+pub struct ChainHead {
+    /// `<instance>/<16 hex>`: one chain per sentinel run.
+    pub instance: Arc<str>,
+    /// The 16 hex of `instance`, prefix of record ids.
+    pub boot: String,
+    pub seq: u64,
+    pub prev: String,
+}
+
+impl ChainHead {
+    pub fn new(instance: &str) -> Self {
+        let mut raw = [0u8; 8];
+        // A failing system RNG leaves a time-derived run id: still unique in practice.
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).is_err() {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            raw = (nanos ^ u64::from(std::process::id())).to_be_bytes();
+        }
+        let boot = hex(&raw);
+        Self {
+            instance: format!("{instance}/{boot}").into(),
+            boot,
+            seq: 0,
+            prev: GENESIS.to_string(),
+        }
+    }
+
+    /// Links `draft` after the previous record and serializes it.
+    pub fn seal(&mut self, d: &Draft) -> Line {
+        self.seq += 1;
+        let seq = self.seq;
+        let at = d.at.unwrap_or_else(SystemTime::now);
+        let at_ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_millis() as u64);
+        let id = format!("{}-{seq:012}", self.boot);
+        let (mut text, cols) = d.serialize(&Link {
+            id: &id,
+            instance: &self.instance,
+            seq,
+            prev: &self.prev,
+            at_ms,
+        });
+        let hash = sha256_hex(text.as_bytes());
+        text.pop();
+        text.push_str(",\"hash\":\"");
+        text.push_str(&hash);
+        text.push_str("\"}");
+        self.prev = hash;
+        Line {
+            instance: self.instance.clone(),
+            seq,
+            at_ms,
+            text: text.into(),
+            cols: Arc::new(cols),
+        }
+    }
+}
 
 /// Chains drafts into records, in the order they were submitted, and queues each record for
 /// every sink. Ends when the drafts' queue closes; its sink queues close with it.
@@ -107,8 +170,28 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicI64};
 
     use super::*;
-    use crate::audit::record::{self, ElementNote};
+    use crate::audit::record::{self, ElementNote, split_hash};
     use crate::audit::verify;
+
+    #[test]
+    fn records_chain() {
+        let mut head = ChainHead::new("pod-a");
+        let a = head.seal(&Draft::default());
+        let b = head.seal(&Draft {
+            status: 200,
+            ..Draft::default()
+        });
+        let va: Value = serde_json::from_str(&a.text).unwrap();
+        let vb: Value = serde_json::from_str(&b.text).unwrap();
+        assert_eq!(va["v"], 1);
+        assert_eq!(va["seq"], 1);
+        assert_eq!(va["prev"], GENESIS);
+        assert_eq!(vb["prev"], va["hash"]);
+        let (hash, body) = split_hash(&b.text).unwrap();
+        assert_eq!(hash, vb["hash"].as_str().unwrap());
+        assert_eq!(sha256_hex(body.as_bytes()), hash);
+        assert!(split_hash("{\"a\":1}").is_none());
+    }
 
     fn sealer(lost: Arc<AtomicU64>) -> (Sealer, mpsc::Receiver<Line>) {
         let (tx, rx) = mpsc::channel(8);

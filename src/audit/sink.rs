@@ -357,7 +357,8 @@ impl PgSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{ChainHead, Draft};
+    use crate::audit::record::Draft;
+    use crate::audit::seal::ChainHead;
 
     #[test]
     fn files_rotate_by_size_and_keep_max_files() {

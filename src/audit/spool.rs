@@ -239,7 +239,8 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{ChainHead, Draft};
+    use crate::audit::record::Draft;
+    use crate::audit::seal::ChainHead;
 
     fn lines(head: &mut ChainHead, n: usize) -> Vec<Line> {
         (0..n).map(|_| head.seal(&Draft::default())).collect()

@@ -232,7 +232,8 @@ pub async fn read_postgres(url: &str, table: &str) -> Result<Vec<String>, ReadEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{ChainHead, Draft};
+    use crate::audit::record::Draft;
+    use crate::audit::seal::ChainHead;
 
     fn chain(n: usize) -> Vec<String> {
         let mut head = ChainHead::new("t");
