@@ -136,6 +136,7 @@ impl Sentinel {
             tls,
             header_read_timeout: None,
             handshake_failures: Some(metrics.tls_handshake_failures.clone()),
+            client_cert: config.auth.mtls.is_some(),
             nodelay: true,
         };
         let serve = tokio::spawn(server::serve(

@@ -62,6 +62,8 @@ pub struct ServeOptions {
     pub header_read_timeout: Option<Duration>,
     /// Counts handshakes that failed or timed out.
     pub handshake_failures: Option<IntCounter>,
+    /// Hand the verified client certificate to the service (mTLS); otherwise it is not copied.
+    pub client_cert: bool,
     /// Disable Nagle on accepted sockets (the traffic port: answers are small and latency
     /// matters).
     pub nodelay: bool,
@@ -129,6 +131,7 @@ where
         };
         let acceptor = tls.acceptor();
         let failures = opts.handshake_failures.clone();
+        let want_cert = opts.client_cert;
         let make = make.clone();
         tokio::spawn(async move {
             let stream =
@@ -136,19 +139,18 @@ where
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        failures.inspect(IntCounter::inc);
+                        failures.iter().for_each(IntCounter::inc);
                         return;
                     }
                     Err(_) => {
                         tracing::debug!(%peer, "TLS handshake timed out");
-                        failures.inspect(IntCounter::inc);
+                        failures.iter().for_each(IntCounter::inc);
                         return;
                     }
                 };
-            let client_cert = stream
-                .get_ref()
-                .1
-                .peer_certificates()
+            let client_cert = want_cert
+                .then(|| stream.get_ref().1.peer_certificates())
+                .flatten()
                 .and_then(|certs| certs.first())
                 .map(|leaf| leaf.clone().into_owned());
             let service = make(Conn {

@@ -131,10 +131,6 @@ impl InjectorMetrics {
     pub fn injections(&self, result: InjectResult) -> IntCounter {
         self.injections.with_label_values(&[result.as_str()])
     }
-
-    pub fn encode(&self) -> Vec<u8> {
-        crate::metrics::encode(&self.registry)
-    }
 }
 
 struct State {
