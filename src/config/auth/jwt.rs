@@ -313,16 +313,13 @@ impl IssuerConfig {
     /// lacks its issuer or its audiences.
     fn read(r: &mut Reader, path: &str, item: &Value, resource: Option<&str>) -> Option<Self> {
         let mut is = r.section(path, Some(item));
-        let issuer = r.field(&mut is, "issuer", |v| {
+        let https_url = |v: &Value| {
             let u = parse::string(v)?;
             absolute_url(&u, true)?;
             Ok(u)
-        });
-        let jwks_url = r.field(&mut is, "jwks_url", |v| {
-            let u = parse::string(v)?;
-            absolute_url(&u, true)?;
-            Ok(u)
-        });
+        };
+        let issuer = r.field(&mut is, "issuer", https_url);
+        let jwks_url = r.field(&mut is, "jwks_url", https_url);
         let audiences = r
             .field(&mut is, "audiences", parse::strings)
             .or_else(|| resource.map(|r| vec![r.to_string()]));
