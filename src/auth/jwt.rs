@@ -68,10 +68,12 @@ pub enum JwtError {
         issuer: String,
         source: TlsSetupError,
     },
+    /// A metric could not be defined.
     #[error("{0}")]
-    Metric(prometheus::Error),
+    MetricDefinition(prometheus::Error),
+    /// The metrics could not be registered (e.g. a second verifier on one registry).
     #[error("jwt metrics: {0}")]
-    Metrics(prometheus::Error),
+    MetricRegistration(prometheus::Error),
 }
 
 /// Verifies JWT bearer tokens; see the module docs. Share it as `Arc<JwtVerifier>`.
@@ -99,7 +101,7 @@ impl JwtVerifier {
     /// The `issuer` label is the configured issuer URL, so it is bounded by the config.
     pub fn new(cfg: JwtConfig, registry: &Registry) -> Result<Arc<Self>, JwtError> {
         cfg.validate()?;
-        let metrics = KeyMetrics::new().map_err(JwtError::Metric)?;
+        let metrics = KeyMetrics::new().map_err(JwtError::MetricDefinition)?;
         let cache = Arc::new(Cache::new(cfg.cache_size, cfg.issuers.len()));
         let mut system: Option<Arc<RootCertStore>> = None;
         let mut issuers = Vec::with_capacity(cfg.issuers.len());
@@ -126,7 +128,9 @@ impl JwtVerifier {
                 &metrics,
             )));
         }
-        metrics.register(registry).map_err(JwtError::Metrics)?;
+        metrics
+            .register(registry)
+            .map_err(JwtError::MetricRegistration)?;
 
         Ok(Arc::new(Self {
             leeway: cfg.leeway.as_secs_f64(),
