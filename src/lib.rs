@@ -6,6 +6,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod glob;
 pub mod k8s;
 pub mod mcp;
 pub mod metrics;

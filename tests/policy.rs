@@ -683,3 +683,87 @@ async fn other_shapes_of_a_request_do_not_bypass_the_policy() {
     assert!(r.body.is_empty());
     assert_eq!(bed.upstream.reads("file:///secret/keys.txt"), 0);
 }
+
+/// One glob matcher: the same patterns match the same names as a policy rule and as a
+/// rate-limit rule (rate-limit rules once read `?` as itself), for tools and subjects alike.
+#[test]
+fn policy_and_rate_limit_globs_match_the_same_names() {
+    use mcp_sentinel::auth::{AuthMethod, Principal};
+    use mcp_sentinel::config::Config;
+    use mcp_sentinel::policy::{Args, Effect, OpTarget, Operation, Policy};
+    use mcp_sentinel::ratelimit::rules::{Call, Rule};
+
+    let names = [
+        "get_a",
+        "get_ü",
+        "get_",
+        "get_ab",
+        "get",
+        "xget_a",
+        "search",
+        "search_docs",
+        "a/b",
+        "a/b/c",
+        "",
+        "a?c",
+        "abc",
+    ];
+    for pattern in [
+        "get_?", "get_*", "?et_?", "search*", "*/?", "a?c", "*", "??*?",
+    ] {
+        let policy = Policy::from_yaml(
+            &format!(
+                "default: deny\nrules:\n  - name: r\n    effect: allow\n    \
+                 subjects: [{pattern:?}]\n    tools: [{pattern:?}]\n"
+            ),
+            "p.yaml",
+        )
+        .unwrap();
+        let config = Config::from_yaml(
+            &format!(
+                "auth: {{anonymous: allow}}\npolicy: {{default: allow}}\nrate_limits:\n  rules:\n    \
+                 - name: r\n      limits: [{{rate: 10/minute}}]\n      \
+                 match: {{subjects: [{pattern:?}], tools: [{pattern:?}]}}\n"
+            ),
+            "rl.yaml",
+        )
+        .unwrap();
+        let rule = Rule::new(&config.rate_limits.unwrap().rules[0]);
+        for name in names {
+            // The same name as the tool (the caller's subject matches) and as the subject.
+            let fixed = Principal::new("get_a", AuthMethod::ApiKey);
+            let named = Principal::new(name, AuthMethod::ApiKey);
+            for (who, tool) in [(&fixed, name), (&named, "get_a")] {
+                let op = Operation {
+                    method: "tools/call",
+                    target: OpTarget::Tool(tool),
+                    args: Args::None,
+                };
+                let by_policy = policy.decide(who, &op).effect == Effect::Allow;
+                let call = Call {
+                    method: "tools/call",
+                    tool: Some(tool),
+                };
+                let by_rate_limit = rule.matches_principal(who) && rule.matches_call(&call);
+                assert_eq!(
+                    by_policy, by_rate_limit,
+                    "{pattern:?} on subject {:?}, tool {tool:?}",
+                    who.subject
+                );
+            }
+        }
+        // And the answer is the glob's (not, say, always false on both sides).
+        let expected = mcp_sentinel::glob::is_match(pattern, "get_a");
+        let op = Operation {
+            method: "tools/call",
+            target: OpTarget::Tool("get_a"),
+            args: Args::None,
+        };
+        let p = Principal::new("get_a", AuthMethod::ApiKey);
+        assert_eq!(
+            policy.decide(&p, &op).effect == Effect::Allow,
+            expected,
+            "{pattern:?}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ use serde_yaml_ng::Value;
 
 use super::reader::{Reader, Section, parse};
 use crate::auth::AuthMethod;
+use crate::glob;
 
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {
@@ -414,8 +415,11 @@ fn read_rule(r: &mut Reader, path: &str, item: &Value) -> Option<RuleConfig> {
         r.error(path, "needs limits, concurrency or both");
         return None;
     }
-    let calls_tools =
-        matcher.methods.is_empty() || matcher.methods.iter().any(|g| glob(g, "tools/call"));
+    let calls_tools = matcher.methods.is_empty()
+        || matcher
+            .methods
+            .iter()
+            .any(|g| glob::is_match(g, "tools/call"));
     if !matcher.tools.is_empty() && !calls_tools {
         r.error(
             format!("{path}.match.tools"),
@@ -534,29 +538,6 @@ impl RateConfig {
         let period = u64::try_from(self.period.as_micros()).ok()?;
         crate::ratelimit::gcra::Gcra::new(self.count, period, self.burst)
     }
-}
-
-/// `*` matches any run of characters (including none); everything else matches itself.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&b| b == b'*')
 }
 
 #[cfg(test)]

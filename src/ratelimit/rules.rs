@@ -2,7 +2,8 @@
 //! key that names the budget a call draws from.
 
 use crate::auth::{Principal, push_escaped as escape};
-use crate::config::ratelimit::{KeyPart, MatchConfig, RuleConfig, glob};
+use crate::config::ratelimit::{KeyPart, MatchConfig, RuleConfig};
+use crate::glob::is_match as glob;
 use crate::mcp::{Message, Method, Target};
 
 use super::gcra::Gcra;
