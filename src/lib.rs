@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
