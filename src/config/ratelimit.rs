@@ -243,7 +243,7 @@ fn read_redis(r: &mut Reader, s: &mut Section<'_>) -> Option<RedisConfig> {
     }
     let url = r.field(s, "url", |v| {
         let u = parse::string(v)?;
-        redis_url(&u)?;
+        redis_url(&u).map_err(|e| e.to_string())?;
         Ok(u)
     });
     let positive = |v: &Value| {
@@ -291,22 +291,28 @@ fn read_redis(r: &mut Reader, s: &mut Section<'_>) -> Option<RedisConfig> {
     })
 }
 
+/// Why a Redis URL is refused. The URL is shown with its password replaced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisUrlError {
+    #[error("TLS to Redis (rediss://) is not supported")]
+    Tls,
+    #[error("{0:?} is not a URL such as redis://127.0.0.1:6379/0 or unix:///run/redis.sock")]
+    NotAUrl(String),
+    #[error("{0:?} is not a valid Redis URL")]
+    Invalid(String),
+}
+
 /// A URL the Redis client can connect with, without TLS (not built in).
-pub(crate) fn redis_url(u: &str) -> Result<(), String> {
+pub(crate) fn redis_url(u: &str) -> Result<(), RedisUrlError> {
     let scheme = u.split_once("://").map(|(s, _)| s);
     match scheme {
         Some("redis" | "unix" | "redis+unix") => {}
-        Some("rediss") => return Err("TLS to Redis (rediss://) is not supported".into()),
-        _ => {
-            return Err(format!(
-                "{:?} is not a URL such as redis://127.0.0.1:6379/0 or unix:///run/redis.sock",
-                redacted_url(u)
-            ));
-        }
+        Some("rediss") => return Err(RedisUrlError::Tls),
+        _ => return Err(RedisUrlError::NotAUrl(redacted_url(u))),
     }
     redis::Client::open(u)
         .map(drop)
-        .map_err(|_| format!("{:?} is not a valid Redis URL", redacted_url(u)))
+        .map_err(|_| RedisUrlError::Invalid(redacted_url(u)))
 }
 
 /// The URL with any password replaced, for logs and errors.

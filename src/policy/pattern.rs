@@ -7,7 +7,21 @@
 use std::fmt;
 
 use crate::glob::{self, Glob};
-use crate::mcp::uri;
+use crate::mcp::uri::{self, UriError};
+
+/// Why a resource pattern is refused when the policy loads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error(
+        "{pattern:?} cannot be canonicalised ({}: {error}), so no resource URI could match it",
+        .error.as_str()
+    )]
+    Uncanonical { pattern: String, error: UriError },
+    #[error("{pattern:?} has an unclosed '{{'")]
+    Unclosed { pattern: String },
+    #[error("{{{expr}}} in {pattern:?} is not a URI template expression")]
+    NotTemplate { expr: String, pattern: String },
+}
 
 /// A compiled pattern: a glob ([`crate::glob`], the matcher rate-limit rules use too), or a
 /// resource template whose literal stretches are globs.
@@ -45,12 +59,10 @@ impl Pattern {
     /// A resource pattern: a glob that may also hold URI-template expressions, in the
     /// canonical form resources are decided in (so `FILE:///docs/./{+path}` is
     /// `file:///docs/{+path}`). A pattern no canonical URI could match is an error.
-    pub fn resource(source: &str) -> Result<Self, String> {
-        let canon = uri::canonical_pattern(source).map_err(|e| {
-            format!(
-                "{source:?} cannot be canonicalised ({}: {e}), so no resource URI could match it",
-                e.as_str()
-            )
+    pub fn resource(source: &str) -> Result<Self, PatternError> {
+        let canon = uri::canonical_pattern(source).map_err(|error| PatternError::Uncanonical {
+            pattern: source.to_string(),
+            error,
         })?;
         let mut parts = Vec::new();
         let mut lit = String::new();
@@ -70,7 +82,9 @@ impl Pattern {
                 expr.push(c);
             }
             if !closed {
-                return Err(format!("{canon:?} has an unclosed '{{'"));
+                return Err(PatternError::Unclosed {
+                    pattern: canon.into_owned(),
+                });
             }
             template_parts(&expr, &canon, &mut lit, &mut parts)?;
         }
@@ -134,7 +148,7 @@ fn template_parts(
     source: &str,
     lit: &mut String,
     parts: &mut Vec<Part>,
-) -> Result<(), String> {
+) -> Result<(), PatternError> {
     let (op, vars) = match expr.chars().next() {
         Some(c @ ('+' | '#' | '/' | '?' | '&' | '.')) => (Some(c), &expr[1..]),
         _ => (None, expr),
@@ -148,9 +162,10 @@ fn template_parts(
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '%'))
         });
     if !valid {
-        return Err(format!(
-            "{{{expr}}} in {source:?} is not a URI template expression"
-        ));
+        return Err(PatternError::NotTemplate {
+            expr: expr.to_string(),
+            pattern: source.to_string(),
+        });
     }
     match op {
         None => {
@@ -293,7 +308,7 @@ mod tests {
             ("db://h/x#f", "fragment"),
             ("file://server/share/{+path}", "file_host"),
         ] {
-            let err = canon(raw).unwrap_err();
+            let err = canon(raw).unwrap_err().to_string();
             assert!(err.contains(reason) && err.contains(raw), "{raw}: {err}");
         }
     }

@@ -15,7 +15,24 @@ use tokio_util::sync::CancellationToken;
 
 use super::Policy;
 use super::load::{PolicyConfig, PolicySource, hash_hex};
+use crate::config::ConfigErrors;
 use crate::reload::{Reloading, Source};
+
+/// Why a changed policy file is not used; the running policy stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{}: cannot read: {error}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("{}: not UTF-8 text", .path.display())]
+    NotUtf8 { path: PathBuf },
+    /// Every error of the file, on one line.
+    #[error("{}", .0.to_string().trim_end().replace('\n', "; "))]
+    Invalid(ConfigErrors),
+}
 
 /// How long a changed policy file must stay the same before it is read as the new policy.
 const SETTLE: Duration = Duration::from_millis(50);
@@ -38,19 +55,21 @@ struct PolicyFile {
 
 impl Source for PolicyFile {
     type Value = Policy;
-    type Error = String;
+    type Error = ReloadError;
     const WHAT: &'static str = "policy";
 
-    fn read_error(&self, path: &Path, e: std::io::Error) -> String {
-        format!("{}: cannot read: {e}", path.display())
+    fn read_error(&self, path: &Path, error: std::io::Error) -> ReloadError {
+        ReloadError::Read {
+            path: path.to_path_buf(),
+            error,
+        }
     }
 
-    fn build(&self, contents: &[Vec<u8>]) -> Result<Policy, String> {
-        let name = self.path.as_deref().unwrap_or(Path::new("")).display();
-        let text =
-            std::str::from_utf8(&contents[0]).map_err(|_| format!("{name}: not UTF-8 text"))?;
-        Policy::from_yaml(text, &name.to_string())
-            .map_err(|e| e.to_string().trim_end().replace('\n', "; "))
+    fn build(&self, contents: &[Vec<u8>]) -> Result<Policy, ReloadError> {
+        let path = self.path.clone().unwrap_or_default();
+        let text = std::str::from_utf8(&contents[0])
+            .map_err(|_| ReloadError::NotUtf8 { path: path.clone() })?;
+        Policy::from_yaml(text, &path.display().to_string()).map_err(ReloadError::Invalid)
     }
 
     fn swapped(&self, old: &Policy, new: &Policy) {
@@ -63,7 +82,7 @@ impl Source for PolicyFile {
         tracing::info!(file = %file, hash = short(&p.hash), rules = p.rules().len(), "policy reloaded");
     }
 
-    fn rejected(&self, e: &String) {
+    fn rejected(&self, e: &ReloadError) {
         self.reloads.with_label_values(&["failure"]).inc();
         tracing::error!(error = %e, "policy file changed but is invalid; keeping the running policy");
     }
@@ -156,7 +175,7 @@ impl PolicyStore {
 
     /// Re-reads the policy file; `Ok(true)` when a new policy is in use. An unreadable or
     /// invalid file leaves the running policy in place. Blocking: call it off the runtime.
-    pub fn reload_if_changed(&self) -> Result<bool, String> {
+    pub fn reload_if_changed(&self) -> Result<bool, ReloadError> {
         self.current.reload_if_changed()
     }
 
