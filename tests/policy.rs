@@ -688,8 +688,8 @@ async fn other_shapes_of_a_request_do_not_bypass_the_policy() {
 /// rate-limit rule (rate-limit rules once read `?` as itself), for tools and subjects alike.
 #[test]
 fn policy_and_rate_limit_globs_match_the_same_names() {
-    use mcp_sentinel::auth::{AuthMethod, Principal};
     use mcp_sentinel::config::Config;
+    use mcp_sentinel::identity::{AuthMethod, Principal};
     use mcp_sentinel::policy::{Args, Effect, OpTarget, Operation, Policy};
     use mcp_sentinel::ratelimit::rules::{Call, Rule};
 
