@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Policy;
 use super::load::{PolicyConfig, PolicySource, hash_hex};
-use crate::config::ConfigErrors;
 use crate::reload::{Reloading, Source};
+use crate::yaml::ConfigErrors;
 
 /// Why a changed policy file is not used; the running policy stays.
 #[derive(Debug, thiserror::Error)]
