@@ -17,8 +17,9 @@ use crate::readiness::Readiness;
 use crate::server::ServeOptions;
 
 /// Serves the admin port until `stop`: `/healthz`, `/readyz` from `readiness`, `/metrics` from
-/// `registry`. The sidecar and the injector both serve theirs with this. Open connections are
-/// dropped at `stop`: a probe or a scrape is worth nothing once the process is leaving.
+/// `registry`. The sidecar and the injector both serve theirs with this. At `stop` open
+/// connections are asked to close (a request in flight finishes) and not waited for: a probe or
+/// a scrape is worth nothing once the process is leaving.
 pub async fn serve(
     listener: TcpListener,
     readiness: Arc<Readiness>,

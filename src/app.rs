@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -49,11 +48,8 @@ pub enum StartError {
     Audit(String),
     #[error("traffic TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] server::BindError),
 }
 
 /// A started sentinel. Dropping it does not stop it; call `shutdown`.
@@ -73,19 +69,8 @@ impl Sentinel {
         if let Some(why) = config.auth_problem() {
             return Err(StartError::Auth(why.to_string()));
         }
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
-        };
-        let traffic_listener = bind(config.listen).await?;
-        let admin_listener = bind(config.admin_listen).await?;
-        let traffic_addr = traffic_listener
-            .local_addr()
-            .expect("bound socket has an address");
-        let admin_addr = admin_listener
-            .local_addr()
-            .expect("bound socket has an address");
+        let (traffic_listener, traffic_addr) = server::bind(config.listen).await?;
+        let (admin_listener, admin_addr) = server::bind(config.admin_listen).await?;
 
         let metrics = Arc::new(Metrics::new());
         let readiness = Arc::new(Readiness::new(metrics.ready.clone(), &[BLOCK_UPSTREAM]));
@@ -151,6 +136,7 @@ impl Sentinel {
             tls,
             header_read_timeout: None,
             handshake_failures: Some(metrics.tls_handshake_failures.clone()),
+            client_cert: config.auth.mtls.is_some(),
             nodelay: true,
         };
         let serve = tokio::spawn(server::serve(

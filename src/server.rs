@@ -24,6 +24,26 @@ use crate::tls::ReloadingTls;
 /// The longest a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A port that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds `addr` (port 0 is fine): the listener, and the address it got.
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| BindError { addr, source })?;
+    Ok((listener, bound))
+}
+
 /// What a service learns about the connection a request came on.
 pub struct Conn {
     pub peer: SocketAddr,
@@ -42,6 +62,8 @@ pub struct ServeOptions {
     pub header_read_timeout: Option<Duration>,
     /// Counts handshakes that failed or timed out.
     pub handshake_failures: Option<IntCounter>,
+    /// Hand the verified client certificate to the service (mTLS); otherwise it is not copied.
+    pub client_cert: bool,
     /// Disable Nagle on accepted sockets (the traffic port: answers are small and latency
     /// matters).
     pub nodelay: bool,
@@ -109,6 +131,7 @@ where
         };
         let acceptor = tls.acceptor();
         let failures = opts.handshake_failures.clone();
+        let want_cert = opts.client_cert;
         let make = make.clone();
         tokio::spawn(async move {
             let stream =
@@ -116,19 +139,18 @@ where
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        failures.inspect(IntCounter::inc);
+                        failures.iter().for_each(IntCounter::inc);
                         return;
                     }
                     Err(_) => {
                         tracing::debug!(%peer, "TLS handshake timed out");
-                        failures.inspect(IntCounter::inc);
+                        failures.iter().for_each(IntCounter::inc);
                         return;
                     }
                 };
-            let client_cert = stream
-                .get_ref()
-                .1
-                .peer_certificates()
+            let client_cert = want_cert
+                .then(|| stream.get_ref().1.peer_certificates())
+                .flatten()
                 .and_then(|certs| certs.first())
                 .map(|leaf| leaf.clone().into_owned());
             let service = make(Conn {

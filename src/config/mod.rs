@@ -199,18 +199,7 @@ impl Config {
             );
         }
 
-        let mut log = r.child(top, "log");
-        if let Some(v) = r.field(&mut log, "level", parse_log_level) {
-            cfg.log.level = v;
-        }
-        if let Some(v) = r.field(&mut log, "format", |v| match v.as_str() {
-            Some("json") => Ok(LogFormat::Json),
-            Some("text") => Ok(LogFormat::Text),
-            _ => Err("must be json or text".to_string()),
-        }) {
-            cfg.log.format = v;
-        }
-        r.close(log);
+        cfg.log.read(r, top);
 
         let mut rt = r.child(top, "runtime");
         if let Some(v) = r.field(&mut rt, "worker_threads", |v| match count(v)? {
@@ -329,11 +318,28 @@ fn parse_mcp_path(v: &Value) -> Result<String, String> {
     Ok(p)
 }
 
-fn parse_log_level(v: &Value) -> Result<String, String> {
-    let s = parse::string(v)?;
-    tracing_subscriber::EnvFilter::try_new(&s)
-        .map_err(|e| format!("{s:?} is not a log filter: {e}"))?;
-    Ok(s)
+impl LogConfig {
+    /// Reads the `log` section of `top` over these values (the sidecar's config and the
+    /// injector's settings both have one).
+    pub fn read(&mut self, r: &mut Reader, top: &mut Section<'_>) {
+        let mut log = r.child(top, "log");
+        if let Some(v) = r.field(&mut log, "level", |v| {
+            let s = parse::string(v)?;
+            tracing_subscriber::EnvFilter::try_new(&s)
+                .map_err(|e| format!("{s:?} is not a log filter: {e}"))?;
+            Ok(s)
+        }) {
+            self.level = v;
+        }
+        if let Some(v) = r.field(&mut log, "format", |v| match v.as_str() {
+            Some("json") => Ok(LogFormat::Json),
+            Some("text") => Ok(LogFormat::Text),
+            _ => Err("must be json or text".to_string()),
+        }) {
+            self.format = v;
+        }
+        r.close(log);
+    }
 }
 
 #[cfg(test)]

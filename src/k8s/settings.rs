@@ -160,23 +160,7 @@ impl Settings {
         }
         read_resources(r, top, doc, &mut s.resources);
         read_token_review(r, top, &mut s.token_review);
-        let mut log = r.child(top, "log");
-        if let Some(v) = r.field(&mut log, "level", |v| {
-            let l = parse::string(v)?;
-            tracing_subscriber::EnvFilter::try_new(&l)
-                .map_err(|e| format!("{l:?} is not a log filter: {e}"))?;
-            Ok(l)
-        }) {
-            s.log.level = v;
-        }
-        if let Some(v) = r.field(&mut log, "format", |v| match v.as_str() {
-            Some("json") => Ok(LogFormat::Json),
-            Some("text") => Ok(LogFormat::Text),
-            _ => Err("must be json or text".to_string()),
-        }) {
-            s.log.format = v;
-        }
-        r.close(log);
+        s.log.read(r, top);
         Some(s)
     }
 

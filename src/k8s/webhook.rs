@@ -16,7 +16,6 @@ use hyper::service::service_fn;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -51,11 +50,8 @@ pub struct InjectorOptions {
 pub enum StartError {
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] crate::server::BindError),
 }
 
 /// The injector's metrics, in its own registry (it is a different process from the sidecar).
@@ -135,10 +131,6 @@ impl InjectorMetrics {
     pub fn injections(&self, result: InjectResult) -> IntCounter {
         self.injections.with_label_values(&[result.as_str()])
     }
-
-    pub fn encode(&self) -> Vec<u8> {
-        crate::metrics::encode(&self.registry)
-    }
 }
 
 struct State {
@@ -169,15 +161,8 @@ impl Injector {
             },
             Some(tls_metrics),
         )?;
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
-        };
-        let listener = bind(opts.listen).await?;
-        let admin = bind(opts.admin_listen).await?;
-        let addr = listener.local_addr().expect("bound socket has an address");
-        let admin_addr = admin.local_addr().expect("bound socket has an address");
+        let (listener, addr) = crate::server::bind(opts.listen).await?;
+        let (admin, admin_addr) = crate::server::bind(opts.admin_listen).await?;
         let readiness = Arc::new(Readiness::new(metrics.ready.clone(), &[]));
         let registry = metrics.registry.clone();
         let state = Arc::new(State {

@@ -4,16 +4,15 @@
 //! requests are refused with 503 rather than run unrecorded.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::{HeaderValue, header};
-
-use crate::denial::{Denial, Reason};
 use serde_json::Value;
-use std::time::SystemTime;
 
 use super::Ctx;
 use crate::audit::record::{Draft, ElementNote, TargetNote, sha256_hex};
 use crate::audit::{Auditor, has_arguments};
+use crate::denial::{Denial, Reason};
 use crate::mcp::Target;
 
 pub struct AuditGate {
@@ -106,6 +105,7 @@ pub fn describe(ctx: &Ctx, d: &mut Draft) {
     d.target = target(&msg.target);
 }
 
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
 fn trace_id(tp: &str) -> Option<String> {
     let mut parts = tp.trim().split('-');
     let (_version, id) = (parts.next()?, parts.next()?);
