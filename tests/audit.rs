@@ -305,7 +305,7 @@ async fn every_outcome_is_recorded_once_in_every_sink() {
         let series =
             format!("mcp_sentinel_audit_records_total{{result=\"delivered\",sink=\"{sink}\"}}");
         assert_eq!(
-            common::sentinel::metric_value(&m, &series),
+            common::metrics::metric_value(&m, &series),
             (total - N) as f64,
             "{series}"
         );

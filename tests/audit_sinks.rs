@@ -56,17 +56,6 @@ fn audit_yaml(spool: Option<&TempDir>, sink: &str) -> String {
     format!("  retry_interval: 200ms\n{spool}  sinks:\n    - {sink}\n")
 }
 
-async fn metric_eventually_above(s: &TestSentinel, series: &str, min: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = s.metric(series).await;
-        if v > min || Instant::now() > deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_mid_run_loses_nothing() {
     let mut pg = OwnPostgres::start("audit-pg-down");
@@ -91,12 +80,12 @@ async fn postgres_stopped_mid_run_loses_nothing() {
 
     pg.stop();
     calls(&s, 11..=25).await;
-    let spooled = metric_eventually_above(
-        &s,
-        "mcp_sentinel_audit_records_total{result=\"spooled\",sink=\"postgres\"}",
-        14.0,
-    )
-    .await;
+    let spooled = s
+        .metric_eventually_above(
+            "mcp_sentinel_audit_records_total{result=\"spooled\",sink=\"postgres\"}",
+            14.0,
+        )
+        .await;
     assert_eq!(spooled, 15.0);
     assert_eq!(
         s.metric("mcp_sentinel_audit_sink_up{sink=\"postgres\"}")
@@ -153,12 +142,12 @@ async fn redis_stopped_mid_run_loses_nothing() {
     // hanging Redis: every delivery times out), then let it go.
     redis.freeze(true);
     calls(&s, 11..=25).await;
-    let spooled = metric_eventually_above(
-        &s,
-        "mcp_sentinel_audit_records_total{result=\"spooled\",sink=\"redis\"}",
-        14.0,
-    )
-    .await;
+    let spooled = s
+        .metric_eventually_above(
+            "mcp_sentinel_audit_records_total{result=\"spooled\",sink=\"redis\"}",
+            14.0,
+        )
+        .await;
     assert_eq!(spooled, 15.0);
     redis.freeze(false);
     calls(&s, 26..=30).await;
@@ -172,8 +161,7 @@ async fn redis_stopped_mid_run_loses_nothing() {
     // Killed (connections refused), then back empty: the records made meanwhile arrive.
     redis.stop();
     calls(&s, 31..=35).await;
-    metric_eventually_above(
-        &s,
+    s.metric_eventually_above(
         "mcp_sentinel_audit_records_total{result=\"spooled\",sink=\"redis\"}",
         19.0,
     )

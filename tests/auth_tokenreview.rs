@@ -12,6 +12,7 @@ use common::apiserver::{
     ApiServer, OWN_TOKEN, Reply, TOKENREVIEW_PATH, k8s_status, kubeconfig, rejected,
     service_account,
 };
+use common::metrics::{metric_value, registry_text};
 use common::sentinel::TempDir;
 use common::tls::TestCa;
 use hyper::StatusCode;
@@ -53,25 +54,18 @@ fn rejected_status(why: &str) -> TokenReviewStatus {
     rejected(why)
 }
 
-/// A counter's value, or a histogram's sample count, for one `result` label.
+/// A counter's value, or a histogram's sample count, for one `result` label; panics when the
+/// registry has no such metric.
 fn metric(registry: &Registry, name: &str, result: &str) -> u64 {
-    for family in registry.gather() {
-        if family.name() != name {
-            continue;
-        }
-        for m in family.get_metric() {
-            if m.get_label()
-                .iter()
-                .any(|l| l.name() == "result" && l.value() == result)
-            {
-                if name.ends_with("_seconds") {
-                    return m.get_histogram().get_sample_count();
-                }
-                return m.get_counter().get_value() as u64;
-            }
-        }
-    }
-    0
+    let sample = if name.ends_with("_seconds") {
+        format!("{name}_count")
+    } else {
+        name.to_string()
+    };
+    metric_value(
+        &registry_text(registry),
+        &format!("{sample}{{result=\"{result}\"}}"),
+    ) as u64
 }
 
 const DURATION: &str = "mcp_sentinel_tokenreview_duration_seconds";

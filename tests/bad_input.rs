@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::client::{modern_request, raw_legacy_session, raw_request};
-use common::sentinel::{self, metric_value};
+use common::metrics::{counter_before, metric_value};
+use common::sentinel;
 use common::upstream::spawn_upstream;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -460,7 +461,7 @@ async fn every_bad_input_gets_its_exact_answer() {
             },
             case.reason
         );
-        let before = metric_value(&s.metrics().await, &series);
+        let before = counter_before(&s.metrics().await, &series);
         let (status, headers, body) = send(
             case.method.clone(),
             &case.url,

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod client;
 pub mod idp;
 pub mod keys;
+pub mod metrics;
 pub mod ratelimit;
 pub mod sentinel;
 pub mod tls;
