@@ -41,7 +41,7 @@ fn check_transcript(t: &Transcript, era: &Era) {
             .map(|item| item[field].as_str().unwrap_or_default().to_owned())
             .collect()
     };
-    let tools: Vec<String> = upstream::tools()
+    let tools: Vec<String> = upstream::catalog::tools()
         .iter()
         .map(|t| t.name.to_string())
         .collect();
