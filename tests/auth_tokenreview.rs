@@ -327,21 +327,31 @@ async fn api_server_errors_are_unavailable_and_not_cached() {
     }
 }
 
+/// A reviewer whose kubeconfig trusts `ca_pem` for `server` and presents `own_token`.
+async fn reviewer_trusting(
+    server: &ApiServer,
+    ca_pem: &str,
+    own_token: &str,
+) -> (TokenReviewer, TempDir) {
+    let dir = TempDir::new("tokenreview-trusting");
+    let path = kubeconfig(
+        &dir.0,
+        &format!("https://{}", server.addr),
+        ca_pem,
+        own_token,
+    );
+    let reviewer = TokenReviewer::new(config(path), &Registry::new())
+        .await
+        .unwrap();
+    (reviewer, dir)
+}
+
 #[tokio::test]
 async fn wrong_own_credentials_are_unavailable() {
     // The API server refuses the sentinel's own token (401): the caller's token is not judged.
     let server =
         ApiServer::start(|_| Reply::Review(service_account_status(&["mcp-sentinel"]))).await;
-    let dir = TempDir::new("tokenreview-own-credentials");
-    let path = kubeconfig(
-        &dir.0,
-        &format!("https://{}", server.addr),
-        &server.ca_pem,
-        "stale-token",
-    );
-    let reviewer = TokenReviewer::new(config(path), &Registry::new())
-        .await
-        .unwrap();
+    let (reviewer, _dir) = reviewer_trusting(&server, &server.ca_pem, "stale-token").await;
     assert_eq!(
         reviewer.review("good-token").await,
         Err(AuthFailure::Unavailable)
@@ -356,17 +366,8 @@ async fn wrong_own_credentials_are_unavailable() {
 async fn untrusted_api_server_certificate_is_unavailable() {
     let server =
         ApiServer::start(|_| Reply::Review(service_account_status(&["mcp-sentinel"]))).await;
-    let dir = TempDir::new("tokenreview-untrusted");
     let other_ca = TestCa::new();
-    let path = kubeconfig(
-        &dir.0,
-        &format!("https://{}", server.addr),
-        &other_ca.ca_pem(),
-        OWN_TOKEN,
-    );
-    let reviewer = TokenReviewer::new(config(path), &Registry::new())
-        .await
-        .unwrap();
+    let (reviewer, _dir) = reviewer_trusting(&server, &other_ca.ca_pem(), OWN_TOKEN).await;
     assert_eq!(
         reviewer.review("good-token").await,
         Err(AuthFailure::Unavailable)

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::client::{ClientOptions, Era, connect, raw_send, tool_call};
+use common::metrics::{denials, ratelimited};
 use common::ratelimit::{
     ALICE, BOB, CAROL, add, assert_limited, call, call_body, echo, keyed, post,
 };
@@ -64,21 +65,9 @@ async fn over_the_budget_answers_429_with_the_wait_in_headers_and_body() {
         "refused calls never reach the upstream"
     );
 
-    assert_eq!(
-        s.metric(r#"mcp_sentinel_ratelimit_total{result="allowed",rule="per-caller"}"#)
-            .await,
-        3.0
-    );
-    assert_eq!(
-        s.metric(r#"mcp_sentinel_ratelimit_total{result="limited",rule="per-caller"}"#)
-            .await,
-        2.0
-    );
-    assert_eq!(
-        s.metric(r#"mcp_sentinel_check_denials_total{check="ratelimit",reason="rate_limited"}"#)
-            .await,
-        2.0
-    );
+    assert_eq!(s.metric(&ratelimited("allowed", "per-caller")).await, 3.0);
+    assert_eq!(s.metric(&ratelimited("limited", "per-caller")).await, 2.0);
+    assert_eq!(s.metric(&denials("ratelimit", "rate_limited")).await, 2.0);
     let rejected = s
         .metric_eventually(
             r#"mcp_sentinel_requests_total{method="tools/call",outcome="rejected"}"#,
@@ -146,11 +135,7 @@ async fn keys_separate_callers_and_tools() {
     );
     assert_eq!(upstream.calls("echo"), 5);
     assert_eq!(upstream.calls("add"), 2);
-    assert_eq!(
-        s.metric(r#"mcp_sentinel_ratelimit_total{result="limited",rule="dev-group"}"#)
-            .await,
-        1.0
-    );
+    assert_eq!(s.metric(&ratelimited("limited", "dev-group")).await, 1.0);
 }
 
 #[tokio::test]
@@ -249,7 +234,7 @@ async fn the_concurrency_limit_holds_under_parallel_slow_calls() {
     assert_eq!(echo(&s.url, ALICE, 11).await.status, 200);
     assert_eq!(upstream.calls("slow"), 4);
     assert_eq!(
-        s.metric(r#"mcp_sentinel_ratelimit_total{result="concurrency_limited",rule="slow-tools"}"#)
+        s.metric(&ratelimited("concurrency_limited", "slow-tools"))
             .await,
         3.0
     );

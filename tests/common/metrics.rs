@@ -162,3 +162,18 @@ pub fn registry_text(registry: &prometheus::Registry) -> String {
         .encode_to_string(&registry.gather())
         .expect("the registry encodes")
 }
+
+/// The `mcp_sentinel_authn_total` series of one authentication outcome.
+pub fn authn(method: &str, reason: &str, result: &str) -> String {
+    format!(r#"mcp_sentinel_authn_total{{method="{method}",reason="{reason}",result="{result}"}}"#)
+}
+
+/// The `mcp_sentinel_check_denials_total` series of one check's denial reason.
+pub fn denials(check: &str, reason: &str) -> String {
+    format!(r#"mcp_sentinel_check_denials_total{{check="{check}",reason="{reason}"}}"#)
+}
+
+/// The `mcp_sentinel_ratelimit_total` series of one rule's result.
+pub fn ratelimited(result: &str, rule: &str) -> String {
+    format!(r#"mcp_sentinel_ratelimit_total{{result="{result}",rule="{rule}"}}"#)
+}
