@@ -6,31 +6,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Readiness};
+use crate::admin;
 use crate::auth::apikeys::ApiKeys;
 use crate::auth::chain::{Authenticator, Authenticators};
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::kubernetes::TokenReviewer;
 use crate::auth::metadata::ResourceMetadata;
-use crate::auth::sessions::Bindings;
+use crate::bindings::Bindings;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
-use crate::pipeline::audit::AuditGate;
 use crate::pipeline::authenticate::Authenticate;
 use crate::pipeline::authorize::Authorize;
 use crate::pipeline::ratelimit::RateLimit;
 use crate::pipeline::session::Session;
+use crate::pipeline::{Pipeline, Stages};
 use crate::policy::PolicyStore;
 use crate::proxy::Proxy;
 use crate::proxy::headers::IdentityRules;
 use crate::ratelimit::RateLimiter;
-use crate::server::TrafficTls;
-use crate::server::{self, Traffic, TrafficParts};
+use crate::readiness::Readiness;
+use crate::server::{self, ServeOptions};
 use crate::tls::{ClientAuth, ReloadingTls, TlsFiles, TlsMetrics, TlsOptions};
 
 const BLOCK_UPSTREAM: &str = "upstream";
@@ -50,11 +48,8 @@ pub enum StartError {
     Audit(String),
     #[error("traffic TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] server::BindError),
 }
 
 /// A started sentinel. Dropping it does not stop it; call `shutdown`.
@@ -74,22 +69,11 @@ impl Sentinel {
         if let Some(why) = config.auth_problem() {
             return Err(StartError::Auth(why.to_string()));
         }
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
-        };
-        let traffic_listener = bind(config.listen).await?;
-        let admin_listener = bind(config.admin_listen).await?;
-        let traffic_addr = traffic_listener
-            .local_addr()
-            .expect("bound socket has an address");
-        let admin_addr = admin_listener
-            .local_addr()
-            .expect("bound socket has an address");
+        let (traffic_listener, traffic_addr) = server::bind(config.listen).await?;
+        let (admin_listener, admin_addr) = server::bind(config.admin_listen).await?;
 
         let metrics = Arc::new(Metrics::new());
-        let readiness = Arc::new(Readiness::new(metrics.clone(), &[BLOCK_UPSTREAM]));
+        let readiness = Arc::new(Readiness::new(metrics.ready.clone(), &[BLOCK_UPSTREAM]));
         let stop = CancellationToken::new();
         let sse_close = CancellationToken::new();
         let auth = AuthParts::build(&config, &metrics, &readiness, &stop).await?;
@@ -119,29 +103,19 @@ impl Sentinel {
         let auditor = crate::audit::Auditor::start(&config.audit, metrics.registry())
             .await
             .map_err(StartError::Audit)?;
-        let gate = auditor
-            .as_ref()
-            .filter(|a| a.fail_closed)
-            .map(|a| AuditGate::new(a.clone()));
-        let pipeline = Pipeline::new(
+        let pipeline = Arc::new(Pipeline::new(
             &config,
-            metrics.clone(),
-            auth.authenticate,
-            auth.session.clone(),
-            authorize,
-            ratelimit,
-            gate,
-        );
-        let traffic = Arc::new(Traffic::new(
-            pipeline,
-            proxy,
-            TrafficParts {
+            Stages {
                 metrics: metrics.clone(),
-                mcp_path: config.mcp_path.clone(),
-                metadata: auth.metadata,
+                authenticate: auth.authenticate,
                 session: auth.session,
-                policy: store,
+                authorize,
+                ratelimit,
                 audit: auditor.clone(),
+                proxy,
+                metadata: auth.metadata,
+                policy: store,
+                mtls: config.auth.mtls.clone().map(Arc::new),
             },
         ));
 
@@ -149,16 +123,32 @@ impl Sentinel {
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
             readiness.clone(),
-            metrics.clone(),
+            metrics.registry().clone(),
             admin_stop.clone(),
         ));
         tokio::spawn(probe_upstream(
-            traffic.clone(),
+            pipeline.clone(),
             readiness.clone(),
             stop.clone(),
         ));
 
-        let serve = tokio::spawn(server::serve(traffic_listener, traffic, tls, stop.clone()));
+        let traffic = ServeOptions {
+            tls,
+            header_read_timeout: None,
+            handshake_failures: Some(metrics.tls_handshake_failures.clone()),
+            client_cert: config.auth.mtls.is_some(),
+            nodelay: true,
+        };
+        let serve = tokio::spawn(server::serve(
+            traffic_listener,
+            traffic,
+            stop.clone(),
+            move |conn| {
+                let pipeline = pipeline.clone();
+                let conn = pipeline.connection(conn);
+                hyper::service::service_fn(move |req| pipeline.clone().handle(conn.clone(), req))
+            },
+        ));
         let shutdown = config.shutdown.clone();
         let done = tokio::spawn({
             let stop = stop.clone();
@@ -327,7 +317,7 @@ fn traffic_tls(
     config: &Config,
     metrics: &Arc<Metrics>,
     stop: &CancellationToken,
-) -> Result<Option<TrafficTls>, StartError> {
+) -> Result<Option<ReloadingTls>, StartError> {
     let Some(t) = &config.tls else {
         return Ok(None);
     };
@@ -347,10 +337,7 @@ fn traffic_tls(
     let tls_metrics = TlsMetrics::register(metrics.registry()).ok();
     let tls = ReloadingTls::load(files, options, tls_metrics)?;
     tls.spawn_reloader(stop.clone());
-    Ok(Some(TrafficTls {
-        tls,
-        mtls: config.auth.mtls.clone().map(Arc::new),
-    }))
+    Ok(Some(tls))
 }
 
 /// Forgets idle session and task bindings, so memory stays bounded without traffic too.
@@ -366,9 +353,13 @@ async fn sweep_bindings(session: Arc<Session>, idle_ttl: Duration, stop: Cancell
 }
 
 /// Keeps the `upstream` readiness blocker in step with whether the upstream answers.
-async fn probe_upstream(traffic: Arc<Traffic>, readiness: Arc<Readiness>, stop: CancellationToken) {
+async fn probe_upstream(
+    pipeline: Arc<Pipeline>,
+    readiness: Arc<Readiness>,
+    stop: CancellationToken,
+) {
     loop {
-        let ok = traffic.proxy.probe().await;
+        let ok = pipeline.proxy().probe().await;
         if ok {
             readiness.clear(BLOCK_UPSTREAM);
         } else {

@@ -203,7 +203,7 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
 }
 
 fn explain(args: &ExplainArgs) -> ExitCode {
-    use mcp_sentinel::auth::{AuthMethod, Principal};
+    use mcp_sentinel::identity::{AuthMethod, Principal};
     use mcp_sentinel::policy::{Args as CallArgs, OpTarget, Operation};
     let cfg = match Config::load(&args.config) {
         Ok(c) => c,
@@ -364,38 +364,14 @@ fn run(args: RunArgs) -> ExitCode {
         Err(errors) => return report(&errors),
     };
     mcp_sentinel::telemetry::init(&cfg.log);
-    let mut builder = if cfg.runtime.worker_threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(cfg.runtime.worker_threads);
-        b
-    };
-    let runtime = match builder.enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        for line in cfg.summary() {
-            tracing::info!(setting = %line, "config");
-        }
-        let sentinel = match Sentinel::start(cfg).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                eprintln!("mcp-sentinel: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        wait_for_signal().await;
-        tracing::info!("signal received: draining");
-        let drained = sentinel.shutdown().await;
-        tracing::info!(drained, "stopped");
-        ExitCode::SUCCESS
-    })
+    let threads = cfg.runtime.worker_threads;
+    let summary = cfg.summary();
+    run_until_signal(
+        Some(threads),
+        ("config", summary),
+        Sentinel::start(cfg),
+        Sentinel::shutdown,
+    )
 }
 
 fn inject(args: InjectArgs) -> ExitCode {
@@ -406,10 +382,46 @@ fn inject(args: InjectArgs) -> ExitCode {
         Err(errors) => return report(&errors),
     };
     mcp_sentinel::telemetry::init(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let summary = settings.summary();
+    let options = InjectorOptions {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        tls: mcp_sentinel::tls::TlsFiles {
+            cert: args.tls_cert,
+            key: args.tls_key,
+            client_ca: None,
+        },
+        tls_reload_interval: mcp_sentinel::tls::DEFAULT_RELOAD_INTERVAL,
+        settings,
+        drain_delay: std::time::Duration::from_secs(3),
+    };
+    run_until_signal(
+        None,
+        ("injector config", summary),
+        Injector::start(options),
+        Injector::shutdown,
+    )
+}
+
+/// The one start/signal/drain sequence of the long-running commands: a runtime
+/// (`worker_threads`, or one per core), the settings in the log, `start`, then serving until
+/// SIGTERM or SIGINT, and draining with `shutdown`.
+fn run_until_signal<S, E: std::fmt::Display>(
+    worker_threads: Option<usize>,
+    (what, summary): (&'static str, Vec<String>),
+    start: impl std::future::Future<Output = Result<S, E>>,
+    shutdown: impl AsyncFnOnce(S) -> bool,
+) -> ExitCode {
+    let mut builder = match worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -417,23 +429,11 @@ fn inject(args: InjectArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        for line in settings.summary() {
-            tracing::info!(setting = %line, "injector config");
+        for line in summary {
+            tracing::info!(setting = %line, "{what}");
         }
-        let options = InjectorOptions {
-            listen: args.listen,
-            admin_listen: args.admin_listen,
-            tls: mcp_sentinel::tls::TlsFiles {
-                cert: args.tls_cert,
-                key: args.tls_key,
-                client_ca: None,
-            },
-            tls_reload_interval: mcp_sentinel::tls::DEFAULT_RELOAD_INTERVAL,
-            settings,
-            drain_delay: std::time::Duration::from_secs(3),
-        };
-        let injector = match Injector::start(options).await {
-            Ok(i) => i,
+        let running = match start.await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
                 eprintln!("mcp-sentinel: {e}");
@@ -442,7 +442,7 @@ fn inject(args: InjectArgs) -> ExitCode {
         };
         wait_for_signal().await;
         tracing::info!("signal received: draining");
-        let drained = injector.shutdown().await;
+        let drained = shutdown(running).await;
         tracing::info!(drained, "stopped");
         ExitCode::SUCCESS
     })

@@ -8,8 +8,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::denial::Reason;
 use crate::mcp::Method;
-use crate::pipeline::Reason;
 
 const PREFIX: &str = "mcp_sentinel";
 
@@ -238,7 +238,7 @@ impl Metrics {
         let check_denials = IntCounterVec::new(
             Opts::new(
                 name("check_denials_total"),
-                "Requests refused, by check and reason",
+                "Requests refused, by stage (check, forward, answer stage) and reason",
             ),
             &["check", "reason"],
         )
@@ -350,12 +350,17 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(16 * 1024);
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding into a Vec cannot fail");
-        buf
+        encode(&self.registry)
     }
+}
+
+/// The Prometheus text exposition of every metric in `registry`.
+pub fn encode(registry: &Registry) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("text encoding into a Vec cannot fail");
+    buf
 }
 
 impl Default for Metrics {

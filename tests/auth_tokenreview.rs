@@ -18,7 +18,7 @@ use common::tls::TestCa;
 use hyper::StatusCode;
 use k8s_openapi::api::authentication::v1::TokenReviewStatus;
 use mcp_sentinel::auth::kubernetes::{KubernetesConfig, TokenReviewer};
-use mcp_sentinel::auth::{AuthFailure, AuthMethod, Principal};
+use mcp_sentinel::identity::{AuthFailure, AuthMethod, Principal};
 use prometheus::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use mcp_sentinel::auth::{AuthMethod, Principal};
+use mcp_sentinel::identity::{AuthMethod, Principal};
 use mcp_sentinel::policy::{Args, OpTarget, Operation, Policy};
 
 pub const RULES: usize = 1000;

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::auth::Principal;
+use crate::identity::Principal;
 use crate::policy::Decision;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -461,7 +461,7 @@ mod tests {
 
     #[test]
     fn the_principal_carries_its_issuer() {
-        use crate::auth::AuthMethod;
+        use crate::identity::AuthMethod;
         let mut head = ChainHead::new("pod-a");
         let mut jwt = Principal::new("alice", AuthMethod::Jwt);
         jwt.issuer = Some("https://idp.example".into());

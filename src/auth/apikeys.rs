@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{AuthFailure, AuthMethod, Principal};
+use crate::identity::{AuthFailure, AuthMethod, Principal};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,7 +16,7 @@ use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use super::apikeys::ApiKeys;
 use super::jwt::JwtVerifier;
 use super::kubernetes::TokenReviewer;
-use super::{AuthFailure, AuthMethod, Principal};
+use crate::identity::{AuthFailure, AuthMethod, Principal};
 
 /// Why a request is not authenticated, for the 401 and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,9 +37,10 @@ use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::https;
 use super::jwks::{self, Jwk, KeySet, Lookup};
-use super::{AuthFailure, AuthMethod, Principal, https};
-use crate::admin::Readiness;
+use crate::identity::{AuthFailure, AuthMethod, Principal};
+use crate::readiness::Readiness;
 
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 pub const DEFAULT_CACHE_SIZE: usize = 10_000;

@@ -29,7 +29,7 @@ use prometheus::{
 };
 use serde_json::{Map, Value};
 
-use super::{AuthFailure, AuthMethod, Principal};
+use crate::identity::{AuthFailure, AuthMethod, Principal};
 
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(5);

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::{AuthFailure, AuthMethod, Principal};
 use crate::config::auth::{CertIdentity, MtlsConfig};
+use crate::identity::{AuthFailure, AuthMethod, Principal};
 
 /// The principal of a verified leaf certificate (DER): its first `URI` SAN (a SPIFFE ID) that
 /// has the configured prefix, or its subject CN, as `cfg.identity` says.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_yaml_ng::Value;
 
 use super::ratelimit::{redacted_url, redis_url};
-use super::reader::{Reader, Section, parse};
+use crate::yaml::{Reader, Section, parse};
 
 #[derive(Debug, Clone)]
 pub struct AuditConfig {

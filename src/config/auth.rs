@@ -7,9 +7,9 @@ use std::time::Duration;
 use http::HeaderName;
 use serde_yaml_ng::Value;
 
-use super::reader::{Reader, Section, parse};
 pub use crate::auth::jwt::{Algorithm, IssuerConfig, JwtConfig, KeySource};
 pub use crate::auth::kubernetes::KubernetesConfig;
+use crate::yaml::{Reader, Section, parse};
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {

@@ -4,7 +4,6 @@
 pub mod audit;
 pub mod auth;
 pub mod ratelimit;
-pub mod reader;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -13,9 +12,9 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
+pub use crate::yaml::{ConfigError, ConfigErrors};
+use crate::yaml::{Reader, Section, parse};
 pub use auth::{AuthConfig, SessionsConfig, TrafficTls};
-pub use reader::{ConfigError, ConfigErrors};
-use reader::{Reader, parse};
 pub use upstream::UpstreamUrl;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:15080";
@@ -135,30 +134,30 @@ impl Default for Config {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let (text, name) = crate::config::reader::read_file(path)?;
-        Self::from_yaml(&text, &name)
+        crate::yaml::load_file(path, Self::read)
     }
 
     /// Parses and validates a YAML document; `source` names it in errors.
     pub fn from_yaml(text: &str, source: &str) -> Result<Self, ConfigErrors> {
-        let doc: Value = crate::config::reader::parse_yaml(text, source)?;
-        let mut r = Reader::new(source);
+        crate::yaml::read_document(text, source, Self::read)
+    }
+
+    fn read(r: &mut Reader, top: &mut Section<'_>, doc: &Value) -> Option<Self> {
         let mut cfg = Config {
-            source: source.to_string(),
+            source: r.file().to_string(),
             ..Config::default()
         };
-        let mut top = r.section("", Some(&doc));
-        if let Some(v) = r.field(&mut top, "listen", parse::socket_addr) {
+        if let Some(v) = r.field(top, "listen", parse::socket_addr) {
             cfg.listen = v;
         }
-        if let Some(v) = r.field(&mut top, "admin_listen", parse::socket_addr) {
+        if let Some(v) = r.field(top, "admin_listen", parse::socket_addr) {
             cfg.admin_listen = v;
         }
-        if let Some(v) = r.field(&mut top, "mcp_path", parse_mcp_path) {
+        if let Some(v) = r.field(top, "mcp_path", parse_mcp_path) {
             cfg.mcp_path = v;
         }
 
-        let mut up = r.child(&mut top, "upstream");
+        let mut up = r.child(top, "upstream");
         cfg.upstream.url = r.field(&mut up, "url", |v| {
             UpstreamUrl::parse(&parse::string(v)?).map_err(|e| e.to_string())
         });
@@ -176,7 +175,7 @@ impl Config {
         }
         r.close(up);
 
-        let mut limits = r.child(&mut top, "limits");
+        let mut limits = r.child(top, "limits");
         if let Some(v) = r.field(&mut limits, "max_body_bytes", parse::byte_size) {
             cfg.limits.max_body_bytes = v;
         }
@@ -185,7 +184,7 @@ impl Config {
         }
         r.close(limits);
 
-        let mut sd = r.child(&mut top, "shutdown");
+        let mut sd = r.child(top, "shutdown");
         if let Some(v) = r.field(&mut sd, "deadline", positive_duration) {
             cfg.shutdown.deadline = v;
         }
@@ -200,20 +199,9 @@ impl Config {
             );
         }
 
-        let mut log = r.child(&mut top, "log");
-        if let Some(v) = r.field(&mut log, "level", parse_log_level) {
-            cfg.log.level = v;
-        }
-        if let Some(v) = r.field(&mut log, "format", |v| match v.as_str() {
-            Some("json") => Ok(LogFormat::Json),
-            Some("text") => Ok(LogFormat::Text),
-            _ => Err("must be json or text".to_string()),
-        }) {
-            cfg.log.format = v;
-        }
-        r.close(log);
+        cfg.log.read(r, top);
 
-        let mut rt = r.child(&mut top, "runtime");
+        let mut rt = r.child(top, "runtime");
         if let Some(v) = r.field(&mut rt, "worker_threads", |v| match count(v)? {
             0 => Err("must be at least 1".to_string()),
             n if n > 256 => Err("must be at most 256".to_string()),
@@ -223,24 +211,24 @@ impl Config {
         }
         r.close(rt);
 
-        let mut auth = r.child(&mut top, "auth");
-        cfg.auth = AuthConfig::read(&mut r, &mut auth);
+        let mut auth = r.child(top, "auth");
+        cfg.auth = AuthConfig::read(r, &mut auth);
         r.close(auth);
-        let mut tls = r.child(&mut top, "tls");
-        cfg.tls = TrafficTls::read(&mut r, &mut tls);
+        let mut tls = r.child(top, "tls");
+        cfg.tls = TrafficTls::read(r, &mut tls);
         r.close(tls);
         let raw_policy = doc.get("policy");
-        let mut policy = r.child(&mut top, "policy");
-        cfg.policy = crate::policy::PolicyConfig::read(&mut r, &mut policy, raw_policy);
+        let mut policy = r.child(top, "policy");
+        cfg.policy = crate::policy::PolicyConfig::read(r, &mut policy, raw_policy);
         r.close(policy);
-        let mut sessions = r.child(&mut top, "sessions");
-        cfg.sessions = SessionsConfig::read(&mut r, &mut sessions);
+        let mut sessions = r.child(top, "sessions");
+        cfg.sessions = SessionsConfig::read(r, &mut sessions);
         r.close(sessions);
-        let mut rl = r.child(&mut top, "rate_limits");
-        cfg.rate_limits = ratelimit::RateLimitConfig::read(&mut r, &mut rl);
+        let mut rl = r.child(top, "rate_limits");
+        cfg.rate_limits = ratelimit::RateLimitConfig::read(r, &mut rl);
         r.close(rl);
-        let mut audit = r.child(&mut top, "audit");
-        cfg.audit = audit::AuditConfig::read(&mut r, &mut audit);
+        let mut audit = r.child(top, "audit");
+        cfg.audit = audit::AuditConfig::read(r, &mut audit);
         r.close(audit);
         if cfg.auth.mtls.is_some() && cfg.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
             r.error(
@@ -252,8 +240,7 @@ impl Config {
             r.error("auth", why);
         }
 
-        r.close(top);
-        r.finish().map(|()| cfg)
+        Some(cfg)
     }
 
     /// Why this config cannot serve traffic as far as authentication goes: no authenticator
@@ -331,11 +318,28 @@ fn parse_mcp_path(v: &Value) -> Result<String, String> {
     Ok(p)
 }
 
-fn parse_log_level(v: &Value) -> Result<String, String> {
-    let s = parse::string(v)?;
-    tracing_subscriber::EnvFilter::try_new(&s)
-        .map_err(|e| format!("{s:?} is not a log filter: {e}"))?;
-    Ok(s)
+impl LogConfig {
+    /// Reads the `log` section of `top` over these values (the sidecar's config and the
+    /// injector's settings both have one).
+    pub fn read(&mut self, r: &mut Reader, top: &mut Section<'_>) {
+        let mut log = r.child(top, "log");
+        if let Some(v) = r.field(&mut log, "level", |v| {
+            let s = parse::string(v)?;
+            tracing_subscriber::EnvFilter::try_new(&s)
+                .map_err(|e| format!("{s:?} is not a log filter: {e}"))?;
+            Ok(s)
+        }) {
+            self.level = v;
+        }
+        if let Some(v) = r.field(&mut log, "format", |v| match v.as_str() {
+            Some("json") => Ok(LogFormat::Json),
+            Some("text") => Ok(LogFormat::Text),
+            _ => Err("must be json or text".to_string()),
+        }) {
+            self.format = v;
+        }
+        r.close(log);
+    }
 }
 
 #[cfg(test)]

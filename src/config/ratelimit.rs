@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
-use super::reader::{Reader, Section, parse};
-use crate::auth::AuthMethod;
+use crate::identity::AuthMethod;
+use crate::yaml::{Reader, Section, parse};
 
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {

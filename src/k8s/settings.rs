@@ -7,8 +7,8 @@ use std::path::Path;
 use serde_yaml_ng::Value;
 
 use super::validate;
-use crate::config::reader::{Reader, Section, parse};
 use crate::config::{ConfigErrors, LogConfig, LogFormat};
+use crate::yaml::{Reader, Section, parse};
 
 /// Requests and limits for the sidecar; unset ones are left out of the container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,25 +116,25 @@ impl Settings {
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let (text, name) = crate::config::reader::read_file(path)?;
-        Self::from_yaml(&text, &name)
+        crate::yaml::load_file(path, Self::read)
     }
 
     pub fn from_yaml(text: &str, source: &str) -> Result<Self, ConfigErrors> {
-        let doc: Value = crate::config::reader::parse_yaml(text, source)?;
-        let mut r = Reader::new(source);
+        crate::yaml::read_document(text, source, Self::read)
+    }
+
+    fn read(r: &mut Reader, top: &mut Section<'_>, doc: &Value) -> Option<Self> {
         let mut s = Settings::with_image("");
-        s.source = source.to_string();
-        let mut top = r.section("", Some(&doc));
-        match r.field(&mut top, "image", non_empty) {
+        s.source = r.file().to_string();
+        match r.field(top, "image", non_empty) {
             Some(v) => s.image = v,
-            None if present(&doc, &["image"]) => {}
+            None if present(doc, &["image"]) => {}
             None => r.error(
                 "image",
                 "required: the sidecar image, e.g. registry/mcp-sentinel:0.1.0",
             ),
         }
-        if let Some(v) = r.field(&mut top, "image_pull_policy", |v| {
+        if let Some(v) = r.field(top, "image_pull_policy", |v| {
             let p = parse::string(v)?;
             match p.as_str() {
                 "Always" | "IfNotPresent" | "Never" => Ok(p),
@@ -143,42 +143,25 @@ impl Settings {
         }) {
             s.image_pull_policy = v;
         }
-        if let Some(v) = r.field(&mut top, "native_sidecar", parse::boolean) {
+        if let Some(v) = r.field(top, "native_sidecar", parse::boolean) {
             s.native_sidecar = v;
         }
-        if let Some(v) = r.field(&mut top, "config_map", checked(validate::object_name)) {
+        if let Some(v) = r.field(top, "config_map", checked(validate::object_name)) {
             s.config_map = v;
         }
-        if let Some(v) = r.field(&mut top, "secret", checked(validate::object_name)) {
+        if let Some(v) = r.field(top, "secret", checked(validate::object_name)) {
             s.secret = v;
         }
-        if let Some(v) = r.field(&mut top, "upstream_path", checked(validate::http_path)) {
+        if let Some(v) = r.field(top, "upstream_path", checked(validate::http_path)) {
             s.upstream_path = v;
         }
-        if let Some(v) = r.field(&mut top, "default_port_name", checked(validate::port_name)) {
+        if let Some(v) = r.field(top, "default_port_name", checked(validate::port_name)) {
             s.default_port_name = v;
         }
-        read_resources(&mut r, &mut top, &doc, &mut s.resources);
-        read_token_review(&mut r, &mut top, &mut s.token_review);
-        let mut log = r.child(&mut top, "log");
-        if let Some(v) = r.field(&mut log, "level", |v| {
-            let l = parse::string(v)?;
-            tracing_subscriber::EnvFilter::try_new(&l)
-                .map_err(|e| format!("{l:?} is not a log filter: {e}"))?;
-            Ok(l)
-        }) {
-            s.log.level = v;
-        }
-        if let Some(v) = r.field(&mut log, "format", |v| match v.as_str() {
-            Some("json") => Ok(LogFormat::Json),
-            Some("text") => Ok(LogFormat::Text),
-            _ => Err("must be json or text".to_string()),
-        }) {
-            s.log.format = v;
-        }
-        r.close(log);
-        r.close(top);
-        r.finish().map(|()| s)
+        read_resources(r, top, doc, &mut s.resources);
+        read_token_review(r, top, &mut s.token_review);
+        s.log.read(r, top);
+        Some(s)
     }
 
     /// One line per setting, for the startup log.

@@ -1,11 +1,11 @@
 //! `mcp-sentinel inject`: the admission webhook over HTTPS (rustls, certificate reloaded when its
-//! files rotate) and its own admin port (`/healthz`, `/readyz`, `/metrics`). The handler is
+//! files rotate) and its own admin port (`/healthz`, `/readyz`, `/metrics`), both served by the
+//! sidecar's own accept loop (`crate::server`) and admin router (`crate::admin`). The handler is
 //! thin: it reads the body and hands it to `inject::review_body`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,26 +13,24 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::inject::{self, InjectResult, Mode};
 use super::settings::Settings;
+use crate::readiness::Readiness;
+use crate::server::ServeOptions;
 use crate::tls::{ReloadingTls, TlsError, TlsFiles, TlsMetrics, TlsOptions};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9443";
 pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:15090";
 /// The API server sends one pod per review; pods are limited to ~1.5 MiB by etcd.
 const MAX_BODY: usize = 8 << 20;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/1 clients must send the request head within this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Status codes the webhook answers with: the `code` label's closed set.
 const CODES: [u16; 6] = [200, 400, 404, 405, 413, 415];
@@ -52,11 +50,8 @@ pub struct InjectorOptions {
 pub enum StartError {
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] crate::server::BindError),
 }
 
 /// The injector's metrics, in its own registry (it is a different process from the sidecar).
@@ -136,27 +131,18 @@ impl InjectorMetrics {
     pub fn injections(&self, result: InjectResult) -> IntCounter {
         self.injections.with_label_values(&[result.as_str()])
     }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding into a Vec cannot fail");
-        buf
-    }
 }
 
 struct State {
     settings: Settings,
     metrics: InjectorMetrics,
-    shutting_down: AtomicBool,
 }
 
 /// A running injector. Call `shutdown` to stop it.
 pub struct Injector {
     addr: SocketAddr,
     admin_addr: SocketAddr,
-    state: Arc<State>,
+    readiness: Arc<Readiness>,
     tls: ReloadingTls,
     drain_delay: Duration,
     stop: CancellationToken,
@@ -175,31 +161,35 @@ impl Injector {
             },
             Some(tls_metrics),
         )?;
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
-        };
-        let listener = bind(opts.listen).await?;
-        let admin = bind(opts.admin_listen).await?;
-        let addr = listener.local_addr().expect("bound socket has an address");
-        let admin_addr = admin.local_addr().expect("bound socket has an address");
-        metrics.ready.set(1);
+        let (listener, addr) = crate::server::bind(opts.listen).await?;
+        let (admin, admin_addr) = crate::server::bind(opts.admin_listen).await?;
+        let readiness = Arc::new(Readiness::new(metrics.ready.clone(), &[]));
+        let registry = metrics.registry.clone();
         let state = Arc::new(State {
             settings: opts.settings,
             metrics,
-            shutting_down: AtomicBool::new(false),
         });
         let stop = CancellationToken::new();
         let admin_stop = CancellationToken::new();
         tls.spawn_reloader(admin_stop.clone());
-        let admin_task = tokio::spawn(serve_admin(admin, state.clone(), admin_stop.clone()));
-        let serve = tokio::spawn(serve_webhook(
-            listener,
-            tls.clone(),
-            state.clone(),
-            stop.clone(),
+        let admin_task = tokio::spawn(crate::admin::serve(
+            admin,
+            readiness.clone(),
+            registry,
+            admin_stop.clone(),
         ));
+        let webhook = ServeOptions {
+            tls: Some(tls.clone()),
+            header_read_timeout: Some(HEADER_READ_TIMEOUT),
+            ..ServeOptions::default()
+        };
+        let serve = tokio::spawn(crate::server::serve(listener, webhook, stop.clone(), {
+            let state = state.clone();
+            move |_| {
+                let state = state.clone();
+                service_fn(move |req| handle(state.clone(), req))
+            }
+        }));
         let done = tokio::spawn(async move {
             let graceful = serve.await.unwrap_or_default();
             let drained = tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
@@ -213,7 +203,7 @@ impl Injector {
         Ok(Injector {
             addr,
             admin_addr,
-            state,
+            readiness,
             tls,
             drain_delay: opts.drain_delay,
             stop,
@@ -236,68 +226,11 @@ impl Injector {
     /// `/readyz` fails at once; after the drain delay new connections are refused and open
     /// ones finish. True when they all did before the deadline.
     pub async fn shutdown(self) -> bool {
-        self.state.shutting_down.store(true, Ordering::SeqCst);
-        self.state.metrics.ready.set(0);
+        self.readiness.block("shutting_down");
         tokio::time::sleep(self.drain_delay).await;
         self.stop.cancel();
         self.done.await.unwrap_or(false)
     }
-}
-
-async fn serve_webhook(
-    listener: TcpListener,
-    tls: ReloadingTls,
-    state: Arc<State>,
-    stop: CancellationToken,
-) -> GracefulShutdown {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = tls.acceptor();
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
-        let state = state.clone();
-        tokio::spawn(async move {
-            let tls_stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let service = service_fn(move |req| handle(state.clone(), req));
-            let conn = builder
-                .serve_connection(TokioIo::new(tls_stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
-            }
-        });
-    }
-    graceful
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -389,65 +322,4 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             json_response(StatusCode::BAD_REQUEST, inject::review_json(&m.answer()))
         }
     }
-}
-
-async fn serve_admin(listener: TcpListener, state: Arc<State>, stop: CancellationToken) {
-    let builder = hyper::server::conn::http1::Builder::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => continue,
-            },
-        };
-        let state = state.clone();
-        let service = service_fn(move |req: Request<Incoming>| {
-            let r = admin_route(req.uri().path(), &state);
-            async move { Ok::<_, Infallible>(r) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = conn => {}
-                () = stop.cancelled() => {}
-            }
-        });
-    }
-}
-
-fn admin_route(path: &str, state: &State) -> Response<Full<Bytes>> {
-    let (status, ctype, body) = match path {
-        "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
-        "/readyz" => {
-            let blockers: Vec<&str> = if state.shutting_down.load(Ordering::SeqCst) {
-                vec!["shutting_down"]
-            } else {
-                vec![]
-            };
-            let status = if blockers.is_empty() {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            let body = serde_json::json!({ "ready": blockers.is_empty(), "blockers": blockers });
-            (status, "application/json", Bytes::from(body.to_string()))
-        }
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            Bytes::from(state.metrics.encode()),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            Bytes::from_static(b"not found\n"),
-        ),
-    };
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, ctype)
-        .body(Full::new(body))
-        .expect("static response is valid")
 }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use http::header::WWW_AUTHENTICATE;
 
-use super::{Ctx, Denial, Reason};
+use super::Ctx;
 use crate::auth::chain::{Authenticator, challenge};
 use crate::auth::metadata::ResourceMetadata;
+use crate::denial::{Denial, Reason};
 
 pub struct Authenticate {
     auth: Arc<Authenticator>,

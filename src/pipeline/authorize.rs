@@ -8,8 +8,9 @@ use http::StatusCode;
 use http::header::WWW_AUTHENTICATE;
 use prometheus::{IntCounterVec, Opts, Registry};
 
-use super::{Ctx, Denial, Reason};
+use super::Ctx;
 use crate::auth::metadata::ResourceMetadata;
+use crate::denial::{Denial, Reason};
 use crate::mcp::envelope::call_arguments;
 use crate::mcp::{Era, Kind, Message, Method, Target, strict};
 use crate::policy::{

@@ -4,7 +4,8 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method as HttpMethod};
 
-use super::{Ctx, Denial, Reason};
+use super::Ctx;
+use crate::denial::{Denial, Reason};
 use crate::mcp::envelope::call_arguments;
 use crate::mcp::headers::{
     MCP_METHOD, MCP_NAME, MCP_PARAM_PREFIX, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, decode_value,

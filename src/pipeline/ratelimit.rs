@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, header};
 
-use super::{Ctx, Denial, Reason};
+use super::Ctx;
 use crate::audit::record::RateNote;
+use crate::denial::{Denial, Reason};
 use crate::ratelimit::{RateLimiter, Refusal};
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -111,9 +112,7 @@ pub fn denial(refusal: &Refusal) -> Denial {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
-
-    async fn answer(r: Refusal) -> (u16, Vec<(String, String)>, serde_json::Value) {
+    fn answer(r: Refusal) -> (u16, Vec<(String, String)>, serde_json::Value) {
         let resp = denial(&r).with_id(Some("7".into())).into_response();
         let status = resp.status().as_u16();
         let mut headers: Vec<(String, String)> = resp
@@ -122,8 +121,11 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
             .collect();
         headers.sort();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, headers, serde_json::from_slice(&body).unwrap())
+        (
+            status,
+            headers,
+            serde_json::from_slice(resp.body()).unwrap(),
+        )
     }
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -133,15 +135,14 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn over_a_rate() {
+    #[test]
+    fn over_a_rate() {
         let (status, headers, body) = answer(Refusal::Limited {
             policy: "per-caller".into(),
             quota: 100,
             window: 60,
             retry_after: Duration::from_millis(1500),
-        })
-        .await;
+        });
         assert_eq!(status, 429);
         assert_eq!(
             headers,
@@ -159,13 +160,12 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn at_the_concurrency_limit_and_backend_down() {
+    #[test]
+    fn at_the_concurrency_limit_and_backend_down() {
         let (status, headers, body) = answer(Refusal::Concurrency {
             policy: "slow-tools".into(),
             limit: 2,
-        })
-        .await;
+        });
         assert_eq!(status, 429);
         assert_eq!(
             headers,
@@ -188,8 +188,7 @@ mod tests {
 
         let (status, headers, body) = answer(Refusal::Unavailable {
             retry_after: Duration::from_millis(200),
-        })
-        .await;
+        });
         assert_eq!(status, 503);
         assert_eq!(
             headers,

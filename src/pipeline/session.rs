@@ -8,8 +8,9 @@ use std::sync::Arc;
 use http::{Method as HttpMethod, StatusCode};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use super::{Ctx, Denial, Reason};
-use crate::auth::sessions::{Binding, Bindings, Kind, Owner};
+use super::Ctx;
+use crate::bindings::{Binding, Bindings, Kind, Owner};
+use crate::denial::{Denial, Reason};
 use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::{Era, Method, Target};
 
@@ -137,7 +138,7 @@ impl Session {
     }
 
     /// Records that the caller of `ctx` created `task`.
-    pub fn bind_task(&self, principal: &crate::auth::Principal, task: &str) {
+    pub fn bind_task(&self, principal: &crate::identity::Principal, task: &str) {
         self.bindings.bind(Kind::Task, task, Owner::of(principal));
         self.sessions.set(self.bindings.len() as i64);
     }

@@ -6,12 +6,13 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Response, header};
+use http::{HeaderMap, HeaderValue, Method, header};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
-use super::{Ctx, Denial, Reason};
+use super::Ctx;
 use crate::config::Config;
+use crate::denial::{Denial, Reason};
 use crate::mcp::headers::{MCP_SESSION_ID, valid_session_id};
 
 pub struct Transport {
@@ -79,15 +80,14 @@ const LINGER_BYTES: u64 = 256 << 20;
 /// `Connection: close` and the rest of the body is read and thrown away in the background,
 /// within bounds, before hyper closes the connection. HTTP/2 ends the stream on its own
 /// without touching the connection.
-pub fn linger(ctx: &mut Ctx, resp: &mut Response<crate::proxy::body::ProxyBody>) {
+pub fn linger(ctx: &mut Ctx, headers: &mut HeaderMap) {
     let Some(body) = ctx.incoming.take() else {
         return;
     };
     if body.is_end_stream() || ctx.parts.version >= http::Version::HTTP_2 {
         return;
     }
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     let request = ctx.id;
     tokio::spawn(async move {
         let discarded = discard(body).await;

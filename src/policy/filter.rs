@@ -16,8 +16,8 @@ use prometheus::IntCounterVec;
 use serde_json::{Map, Value};
 
 use super::{OpTarget, Policy, PolicyStore};
-use crate::auth::Principal;
-use crate::auth::sessions::{Binding, Bindings, Kind, Owner};
+use crate::bindings::{Binding, Bindings, Kind, Owner};
+use crate::identity::Principal;
 
 /// What to do with one message of an answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -339,7 +339,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::auth::AuthMethod;
+    use crate::identity::AuthMethod;
 
     fn counter(name: &str, label: &str) -> IntCounterVec {
         IntCounterVec::new(prometheus::Opts::new(name, "test"), &[label]).unwrap()

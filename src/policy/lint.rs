@@ -3,7 +3,7 @@
 
 use super::pattern::Pattern;
 use super::{Effect, Policy, Rule, SERVER_REQUESTS};
-use crate::auth::AuthMethod;
+use crate::identity::AuthMethod;
 use crate::mcp::Method;
 
 /// Client notifications a method glob may name (all fall under `notifications/*`).

@@ -10,9 +10,8 @@ use serde_yaml_ng::Value;
 
 use super::pattern::Pattern;
 use super::{AnswerStyle, Condition, Effect, Policy, Rule, Test};
-use crate::auth::AuthMethod;
-use crate::config::ConfigErrors;
-use crate::config::reader::{Reader, Section, parse};
+use crate::identity::AuthMethod;
+use crate::yaml::{ConfigErrors, Reader, Section, parse};
 
 /// Where the running policy comes from.
 #[derive(Debug, Clone)]
@@ -122,19 +121,14 @@ impl PolicyConfig {
 impl Policy {
     /// Reads and compiles a policy file.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let (text, name) = crate::config::reader::read_file(path)?;
+        let (text, name) = crate::yaml::read_text(path)?;
         Self::from_yaml(&text, &name)
     }
 
     /// Compiles a policy document; `source` names it in errors.
     pub fn from_yaml(text: &str, source: &str) -> Result<Self, ConfigErrors> {
-        let doc: Value = crate::config::reader::parse_yaml(text, source)?;
-        let mut r = Reader::new(source);
-        let mut top = r.section("", Some(&doc));
-        let policy = read_doc(&mut r, &mut top, "", hash_hex(text.as_bytes()));
-        r.close(top);
-        r.finish()?;
-        Ok(policy.expect("no errors means a policy"))
+        let hash = hash_hex(text.as_bytes());
+        crate::yaml::read_document(text, source, |r, top, _| read_doc(r, top, "", hash))
     }
 }
 

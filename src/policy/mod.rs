@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::auth::{AuthMethod, Principal};
+use crate::identity::{AuthMethod, Principal};
 use crate::mcp::uri;
 pub use load::{PolicyConfig, PolicySource};
 use pattern::Pattern;

@@ -125,7 +125,7 @@ impl IdentityRules {
             .any(|s| s.len() == name.len() && s.iter().zip(name).all(|(s, n)| *s == fold(*n)))
     }
 
-    pub fn apply(&self, headers: &mut HeaderMap, principal: Option<&crate::auth::Principal>) {
+    pub fn apply(&self, headers: &mut HeaderMap, principal: Option<&crate::identity::Principal>) {
         // Names are collected first (a map cannot be edited while its keys are borrowed);
         // the Vec only allocates when a request does carry such a header. `remove` drops
         // every value of a name, so duplicates go too.
@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn identity_replaces_credentials_and_spoofed_copies() {
-        use crate::auth::{AuthMethod, Principal};
+        use crate::identity::{AuthMethod, Principal};
         let mut auth = api_key_auth();
         let rules = IdentityRules::new(&auth);
         let mut h = map(&[
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn identity_headers_are_stripped_under_every_spelling() {
-        use crate::auth::{AuthMethod, Principal};
+        use crate::identity::{AuthMethod, Principal};
         let mut auth = api_key_auth();
         let rules = IdentityRules::new(&auth);
         // (name as a client may send it, stripped?)

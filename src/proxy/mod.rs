@@ -17,11 +17,27 @@ use http_body_util::Full;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::UpstreamUrl;
-use crate::metrics::{Metrics, Outcome, UpstreamErrorKind};
-use crate::pipeline::{Ctx, Denial, Reason};
+use crate::denial::{Denial, Reason};
+use crate::identity::Principal;
+use crate::metrics::{Metrics, UpstreamErrorKind};
 use body::ProxyBody;
-use guard::RequestGuard;
 use upstream::{SendError, UpstreamPool};
+
+/// The request that passed the checks, on its way to the upstream.
+pub struct Outgoing<'a> {
+    pub method: HttpMethod,
+    /// The client's query string, passed on.
+    pub query: Option<&'a str>,
+    pub headers: http::HeaderMap,
+    /// The original request bytes.
+    pub body: Bytes,
+    /// The client's IP, as a header value (`X-Forwarded-For`).
+    pub peer_ip: &'a http::HeaderValue,
+    /// The client reached the sentinel over TLS (`X-Forwarded-Proto`).
+    pub tls: bool,
+    /// The verified caller, whose identity headers the upstream gets.
+    pub principal: Option<&'a Principal>,
+}
 
 pub struct Proxy {
     pool: Arc<UpstreamPool>,
@@ -57,17 +73,18 @@ impl Proxy {
     }
 
     /// Sends the request to the upstream. On success the response head is ready and the body
-    /// streams; the guard learns how the response began.
-    pub async fn forward(
-        &self,
-        ctx: &mut Ctx,
-        guard: &mut RequestGuard,
-    ) -> Result<Response<ProxyBody>, Denial> {
-        // Headers and body move out; the parsed envelope stays for answering a failure.
-        let mut headers = std::mem::take(&mut ctx.parts.headers);
-        let body = std::mem::take(&mut ctx.body);
-        let method = ctx.parts.method.clone();
-        let uri = match ctx.parts.uri.query() {
+    /// streams (SSE frame by frame); a failure is the denial the client gets.
+    pub async fn forward(&self, out: Outgoing<'_>) -> Result<Response<ProxyBody>, Denial> {
+        let Outgoing {
+            method,
+            query,
+            mut headers,
+            body,
+            peer_ip,
+            tls,
+            principal,
+        } = out;
+        let uri = match query {
             None => self.base_uri.clone(),
             Some(q) => uri_for(&self.upstream, Some(q)),
         };
@@ -75,11 +92,11 @@ impl Proxy {
         headers::to_upstream(
             &mut headers,
             &self.upstream.host,
-            &ctx.peer_ip,
-            ctx.tls,
+            peer_ip,
+            tls,
             has_body.then_some(body.len()),
         );
-        self.identity.apply(&mut headers, ctx.principal.as_deref());
+        self.identity.apply(&mut headers, principal);
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -95,13 +112,11 @@ impl Proxy {
                     SendError::Reset(_) => UpstreamErrorKind::Reset,
                 };
                 self.metrics.count_upstream_error(kind);
-                guard.respond(502, Outcome::UpstreamError, false);
                 return Err(Denial::new(Reason::UpstreamUnavailable).with_detail(format!("{e:?}")));
             }
             Err(_) => {
                 self.metrics
                     .count_upstream_error(UpstreamErrorKind::Timeout);
-                guard.respond(504, Outcome::UpstreamError, false);
                 return Err(Denial::new(Reason::UpstreamTimeout));
             }
         };
@@ -110,7 +125,6 @@ impl Proxy {
             .observe(sent.elapsed().as_secs_f64());
         let (mut parts, incoming) = resp.into_parts();
         let sse = headers::to_client(&mut parts.headers);
-        guard.respond(parts.status.as_u16(), Outcome::Forwarded, sse);
         let close = sse.then(|| self.sse_close.clone().cancelled_owned());
         Ok(Response::from_parts(
             parts,
@@ -121,7 +135,12 @@ impl Proxy {
     /// Sends the upstream the answer to one of its server→client requests (a blocked one), on
     /// a connection of its own, in the background: the caller's session id, protocol version
     /// and verified identity go with it, as with the caller's own requests.
-    pub fn answer_upstream(&self, ctx: &Ctx) -> impl Fn(Bytes) + Send + 'static {
+    pub fn answer_upstream(
+        &self,
+        session_id: Option<&str>,
+        version: Option<&str>,
+        principal: Option<&Principal>,
+    ) -> impl Fn(Bytes) + Send + 'static {
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::HOST, self.upstream.host.clone());
         headers.insert(
@@ -132,21 +151,13 @@ impl Proxy {
             http::header::ACCEPT,
             http::HeaderValue::from_static("application/json, text/event-stream"),
         );
-        if let Some(id) = ctx
-            .session_id
-            .as_deref()
-            .and_then(|s| http::HeaderValue::from_str(s).ok())
-        {
+        if let Some(id) = session_id.and_then(|s| http::HeaderValue::from_str(s).ok()) {
             headers.insert(crate::mcp::headers::MCP_SESSION_ID, id);
         }
-        if let Some(v) = ctx
-            .version
-            .as_deref()
-            .and_then(|s| http::HeaderValue::from_str(s).ok())
-        {
+        if let Some(v) = version.and_then(|s| http::HeaderValue::from_str(s).ok()) {
             headers.insert(crate::mcp::headers::MCP_PROTOCOL_VERSION, v);
         }
-        self.identity.apply(&mut headers, ctx.principal.as_deref());
+        self.identity.apply(&mut headers, principal);
         let pool = self.pool.clone();
         let uri = self.base_uri.clone();
         move |body: Bytes| {

@@ -4,11 +4,10 @@
 //! anything larger is skipped: a task handle is small. With audit on it also notes the
 //! answer's JSON-RPC error code and a tool result's `isError` for the record.
 
-use std::sync::Arc;
-
-use crate::auth::Principal;
-use crate::pipeline::session::Session;
 use crate::proxy::rewrite::event_end;
+
+/// Binds a task id to the caller whose answer carried it.
+pub type BindTask = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Bodies and events larger than this are not inspected.
 const LIMIT: usize = 64 * 1024;
@@ -19,7 +18,7 @@ pub struct TaskTap {
     /// JSON: the body was read (or is too large). SSE: inside an oversized event.
     done: bool,
     /// Binds task handles to their creator.
-    bind: Option<(Arc<Session>, Arc<Principal>)>,
+    bind: Option<BindTask>,
     /// Notes errors for the audit record.
     results: bool,
     pub seen: Seen,
@@ -35,12 +34,12 @@ pub struct Seen {
 }
 
 impl TaskTap {
-    pub fn new(sse: bool, session: Arc<Session>, principal: Arc<Principal>) -> Self {
+    pub fn new(sse: bool, bind: BindTask) -> Self {
         Self {
             buf: Vec::new(),
             sse,
             done: false,
-            bind: Some((session, principal)),
+            bind: Some(bind),
             results: false,
             seen: Seen::default(),
         }
@@ -151,7 +150,7 @@ impl TaskTap {
                 self.seen.is_error = Some(e || self.seen.is_error == Some(true));
             }
         }
-        let Some((session, principal)) = &self.bind else {
+        let Some(bind) = &self.bind else {
             return;
         };
         let flat = v.pointer("/result/resultType").and_then(|t| t.as_str()) == Some("task");
@@ -160,7 +159,7 @@ impl TaskTap {
             .or_else(|| flat.then(|| v.pointer("/result/taskId")).flatten())
             .and_then(serde_json::Value::as_str);
         if let Some(id) = id {
-            session.bind_task(principal, id);
+            bind(id);
         }
     }
 }
@@ -168,16 +167,19 @@ impl TaskTap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::AuthMethod;
-    use crate::auth::sessions::{Binding, Bindings, Kind, Owner};
+    use std::sync::Arc;
+
+    use crate::bindings::{Binding, Bindings, Kind, Owner};
+    use crate::identity::{AuthMethod, Principal};
 
     fn tap(sse: bool) -> (TaskTap, Arc<Bindings>, Owner) {
         let bindings = Arc::new(Bindings::new(std::time::Duration::from_secs(60), 100));
-        let session =
-            Arc::new(Session::new(bindings.clone(), &prometheus::Registry::new()).unwrap());
-        let p = Arc::new(Principal::new("alice", AuthMethod::Jwt));
-        let owner = Owner::of(&p);
-        (TaskTap::new(sse, session, p), bindings, owner)
+        let owner = Owner::of(&Principal::new("alice", AuthMethod::Jwt));
+        let bind = {
+            let (bindings, owner) = (bindings.clone(), owner.clone());
+            Box::new(move |id: &str| bindings.bind(Kind::Task, id, owner.clone()))
+        };
+        (TaskTap::new(sse, bind), bindings, owner)
     }
 
     /// 2025-11-25 `CreateTaskResult`.

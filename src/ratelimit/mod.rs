@@ -14,8 +14,8 @@ use std::time::Duration;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Principal;
 use crate::config::ratelimit::{Backend, FailureMode, RateLimitConfig};
+use crate::identity::Principal;
 use crate::mcp::Message;
 use concurrency::{Concurrency, Permits};
 use gcra::{Gcra, Verdict};

@@ -1,8 +1,8 @@
 //! Rules as the limiter uses them: which calls of which principals a rule applies to, and the
 //! key that names the budget a call draws from.
 
-use crate::auth::{Principal, push_escaped as escape};
 use crate::config::ratelimit::{KeyPart, MatchConfig, RuleConfig, glob};
+use crate::identity::{Principal, push_escaped as escape};
 use crate::mcp::{Message, Method, Target};
 
 use super::gcra::Gcra;
@@ -169,8 +169,8 @@ fn claim_is(p: &Principal, name: &str, want: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::AuthMethod;
     use crate::config::ratelimit::RateConfig;
+    use crate::identity::AuthMethod;
     use std::time::Duration;
 
     fn rule(matcher: MatchConfig, key: Vec<KeyPart>) -> Rule {

@@ -873,10 +873,8 @@ async fn spawn_drives_readiness_and_metrics() {
     idp.set_down(true);
     let registry = Registry::new();
     let v = JwtVerifier::new(config(issuer_cfg(&idp)), &registry).unwrap();
-    let readiness = Arc::new(Readiness::new(
-        Arc::new(crate::metrics::Metrics::new()),
-        &[],
-    ));
+    let gauge = prometheus::IntGauge::new("ready", "ready").unwrap();
+    let readiness = Arc::new(Readiness::new(gauge, &[]));
     let stop = CancellationToken::new();
     let task = v.spawn(readiness.clone(), stop.clone());
     assert_eq!(readiness.blockers(), vec![READINESS_BLOCKER]);

@@ -1,5 +1,7 @@
-//! A small YAML walker that checks a config document against the keys we know and collects
-//! every problem (file, key, why) instead of stopping at the first, so an operator sees them all.
+//! A small YAML walker that checks a document (the config, a policy file, the injector's
+//! settings) against the keys we know and collects every problem (file, key, why) instead of
+//! stopping at the first, so an operator sees them all. The one load path for every YAML file
+//! the sentinel reads: [`load_file`] and [`read_document`]. Floor 0.
 
 use std::fmt;
 
@@ -49,19 +51,39 @@ impl ConfigErrors {
     }
 }
 
-/// Reads a config file's text; the error names the file.
-pub fn read_file(path: &std::path::Path) -> Result<(String, String), ConfigErrors> {
-    let name = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok((text, name)),
-        Err(e) => Err(ConfigErrors::file(&name, format!("cannot read: {e}"))),
-    }
+/// Reads and checks the YAML file at `path` with `read` (see [`read_document`]).
+pub fn load_file<T>(
+    path: &std::path::Path,
+    read: impl FnOnce(&mut Reader, &mut Section<'_>, &Value) -> Option<T>,
+) -> Result<T, ConfigErrors> {
+    let (text, name) = read_text(path)?;
+    read_document(&text, &name, read)
 }
 
-/// Parses a YAML document; `source` names it in the error.
-pub fn parse_yaml(text: &str, source: &str) -> Result<Value, ConfigErrors> {
-    serde_yaml_ng::from_str(text)
-        .map_err(|e| ConfigErrors::file(source, format!("not valid YAML: {e}")))
+/// A file's text and its name for errors; the error names the file.
+pub fn read_text(path: &std::path::Path) -> Result<(String, String), ConfigErrors> {
+    let name = path.display().to_string();
+    std::fs::read_to_string(path)
+        .map(|text| (text, name.clone()))
+        .map_err(|e| ConfigErrors::file(&name, format!("cannot read: {e}")))
+}
+
+/// Parses `text` as YAML and hands its top-level mapping to `read`, which takes the keys it
+/// knows; any key left over is an error, and so is any error `read` reported. `source` names the
+/// document in errors. `read` returns `None` only after reporting an error.
+pub fn read_document<T>(
+    text: &str,
+    source: &str,
+    read: impl FnOnce(&mut Reader, &mut Section<'_>, &Value) -> Option<T>,
+) -> Result<T, ConfigErrors> {
+    let doc: Value = serde_yaml_ng::from_str(text)
+        .map_err(|e| ConfigErrors::file(source, format!("not valid YAML: {e}")))?;
+    let mut r = Reader::new(source);
+    let mut top = r.section("", Some(&doc));
+    let value = read(&mut r, &mut top, &doc);
+    r.close(top);
+    r.finish()?;
+    Ok(value.expect("a reader that reported no error returns a value"))
 }
 
 /// Collects errors while sections of a document are read.
@@ -78,6 +100,11 @@ pub struct Section<'v> {
 }
 
 impl Reader {
+    /// The document being read, as errors name it.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
     pub fn new(file: impl Into<String>) -> Self {
         Self {
             file: file.into(),

@@ -1,11 +1,9 @@
 //! Denials are data: a reason from a fixed set, an HTTP status, a JSON-RPC code and a public
-//! message. `Denial::into_response` is the one place they become responses; detail stays in
-//! the log.
+//! message. `Denial::into_response` is the one place they become responses (a plain-bytes body
+//! the server streams as is); detail stays in the log. Floor 0: imports nothing of the crate.
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
-
-use crate::proxy::body::ProxyBody;
 
 /// Whose fault a failure is, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,7 +294,7 @@ impl Denial {
     }
 
     /// The one place a denial becomes an HTTP response.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    pub fn into_response(self) -> Response<Bytes> {
         let status = self.status();
         let code = self.code();
         let answer = self.answer.as_deref();
@@ -313,13 +311,13 @@ impl Denial {
             builder = builder.header(name, value);
         }
         let body = if self.status_only {
-            ProxyBody::empty()
+            Bytes::new()
         } else {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
             let id = self.id.as_deref().unwrap_or("null");
-            ProxyBody::full(Bytes::from(format!(
+            Bytes::from(format!(
                 r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}{data}}}}}"#
-            )))
+            ))
         };
         builder.body(body).expect("denial response is valid")
     }
@@ -328,23 +326,22 @@ impl Denial {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
 
-    #[tokio::test]
-    async fn body_carries_the_id_and_code() {
+    #[test]
+    fn body_carries_the_id_and_code() {
         let resp = Denial::new(Reason::HeaderMismatch)
             .with_id(Some("\"abc\"".into()))
             .into_response();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = resp.into_body();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["id"], "abc");
         assert_eq!(v["error"]["code"], -32020);
         assert_eq!(v["jsonrpc"], "2.0");
     }
 
-    #[tokio::test]
-    async fn overrides_replace_the_reasons_answer() {
+    #[test]
+    fn overrides_replace_the_reasons_answer() {
         let d = Denial::new(Reason::InvalidParams)
             .with_id(Some("7".into()))
             .with_status(StatusCode::OK)
@@ -353,7 +350,7 @@ mod tests {
         assert_eq!((d.status(), d.code()), (StatusCode::OK, -32002));
         let resp = d.into_response();
         assert_eq!(resp.status(), StatusCode::OK);
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = resp.into_body();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             v,
@@ -362,20 +359,13 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn notifications_get_a_status_only() {
+    #[test]
+    fn notifications_get_a_status_only() {
         let mut d = Denial::new(Reason::InvalidSessionId);
         d.status_only = true;
         let resp = d.into_response();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-        assert!(
-            resp.into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .is_empty()
-        );
+        assert!(resp.into_body().is_empty());
     }
 
     /// Codes are the spec's own, or custom ones outside the reserved -32768..-32000.

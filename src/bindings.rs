@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::Principal;
+use crate::identity::Principal;
 
 /// Who owns an id: the creator's namespaced identity ([`Principal::identity`]), so the same
 /// subject from another issuer or another authenticator is someone else.
@@ -132,7 +132,7 @@ impl Bindings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::AuthMethod;
+    use crate::identity::AuthMethod;
 
     fn owner(s: &str) -> Owner {
         Owner::of(&Principal::new(s, AuthMethod::Jwt))
