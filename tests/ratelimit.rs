@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::client::{ClientOptions, Era, connect, raw_send, tool_call};
 use common::metrics::{denials, ratelimited};
 use common::ratelimit::{
-    ALICE, BOB, CAROL, add, assert_limited, call, call_body, echo, keyed, post,
+    ALICE, BOB, CAROL, add, assert_limited, call, call_body, echo, keyed, keyed_bed, post,
 };
 use common::sentinel::TempDir;
 use common::upstream::{UpstreamConfig, spawn_upstream_with};
@@ -20,14 +20,8 @@ use serde_json::{Value, json};
 
 #[tokio::test]
 async fn over_the_budget_answers_429_with_the_wait_in_headers_and_body() {
-    let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
-    let dir = TempDir::new("rl-answer");
-    let s = keyed(
-        &upstream.url(),
-        "  rules:\n    - name: per-caller\n      match: {methods: [tools/call]}\n      limits: [{rate: 3/minute}]\n      key: [subject, tool]\n",
-        &dir,
-    )
-    .await;
+    let bed = keyed_bed("rl-answer", "  rules:\n    - name: per-caller\n      match: {methods: [tools/call]}\n      limits: [{rate: 3/minute}]\n      key: [subject, tool]\n").await;
+    let (upstream, s) = (&bed.upstream, &bed.sentinel);
     for id in 1..=3 {
         let r = echo(&s.url, ALICE, id).await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -79,10 +73,8 @@ async fn over_the_budget_answers_429_with_the_wait_in_headers_and_body() {
 
 #[tokio::test]
 async fn keys_separate_callers_and_tools() {
-    let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
-    let dir = TempDir::new("rl-keys");
-    let s = keyed(
-        &upstream.url(),
+    let bed = keyed_bed(
+        "rl-keys",
         "  rules:
     - name: per-tool
       limits: [{rate: 2/hour}]
@@ -92,9 +84,9 @@ async fn keys_separate_callers_and_tools() {
       limits: [{rate: 5/hour}]
       key: [group]
 ",
-        &dir,
     )
     .await;
+    let (upstream, s) = (&bed.upstream, &bed.sentinel);
     // Alice: 2 echo and 2 add, each tool its own budget.
     for id in 0..2 {
         assert_eq!(echo(&s.url, ALICE, id).await.status, 200);
@@ -140,14 +132,8 @@ async fn keys_separate_callers_and_tools() {
 
 #[tokio::test]
 async fn batches_are_checked_element_by_element_and_refused_whole() {
-    let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
-    let dir = TempDir::new("rl-batch");
-    let s = keyed(
-        &upstream.url(),
-        "  rules:\n    - name: calls\n      match: {methods: [tools/call]}\n      limits: [{rate: 3/minute}]\n",
-        &dir,
-    )
-    .await;
+    let bed = keyed_bed("rl-batch", "  rules:\n    - name: calls\n      match: {methods: [tools/call]}\n      limits: [{rate: 3/minute}]\n").await;
+    let (upstream, s) = (&bed.upstream, &bed.sentinel);
     let batch = |ids: &[i64]| {
         Value::Array(
             ids.iter()
@@ -188,14 +174,12 @@ async fn batches_are_checked_element_by_element_and_refused_whole() {
 
 #[tokio::test]
 async fn the_concurrency_limit_holds_under_parallel_slow_calls() {
-    let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
-    let dir = TempDir::new("rl-conc");
-    let s = keyed(
-        &upstream.url(),
+    let bed = keyed_bed(
+        "rl-conc",
         "  rules:\n    - name: slow-tools\n      match: {tools: [slow]}\n      concurrency: 2\n",
-        &dir,
     )
     .await;
+    let (upstream, s) = (&bed.upstream, &bed.sentinel);
     let slow = |key: &'static str, id: i64| {
         let url = s.url.clone();
         async move { call(&url, key, id, "slow", json!({"steps": 1, "delay_ms": 600})).await }
@@ -242,14 +226,12 @@ async fn the_concurrency_limit_holds_under_parallel_slow_calls() {
 
 #[tokio::test]
 async fn streamed_answers_hold_their_slot_until_the_end_or_the_client_leaves() {
-    let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
-    let dir = TempDir::new("rl-stream");
-    let s = keyed(
-        &upstream.url(),
+    let bed = keyed_bed(
+        "rl-stream",
         "  rules:\n    - name: one-at-a-time\n      match: {tools: [slow]}\n      concurrency: 1\n",
-        &dir,
     )
     .await;
+    let s = &bed.sentinel;
     // A progress token makes the answer an SSE stream: 40 steps of 100 ms.
     let streamed = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow",
         "arguments":{"steps":40,"delay_ms":100},"_meta":{"progressToken":"p"}}});
