@@ -34,9 +34,7 @@ impl<X> Bed<X> {
             with,
         }
     }
-}
 
-impl<X> Bed<X> {
     /// An rmcp client of every era connects with `options` and calls `echo`; after each call
     /// the upstream must have been told `identity`: subject, groups and auth method. Returns how
     /// many eras called.
