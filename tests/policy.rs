@@ -6,13 +6,13 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use common::bed::Bed;
 use common::client::{
     ClientOptions, Era, connect, legacy_headers, modern_headers, modern_request, raw_post,
     tool_call,
 };
 use common::keys::{pairs, write_keys};
-use common::sentinel::{self, TempDir, TestSentinel};
-use common::upstream::{Upstream, spawn_upstream};
+use common::upstream::UpstreamConfig;
 use serde_json::{Value, json};
 
 const ALICE: &str = "ak_alice_staff_0001";
@@ -44,39 +44,27 @@ policy:
     - {name: no-roots-for-guests, effect: deny, groups: [guests], methods: [roots/list]}
 "#;
 
-struct Bed {
-    upstream: Upstream,
-    sentinel: TestSentinel,
-    _dir: TempDir,
-}
-
 async fn bed(answer: &str) -> Bed {
-    let upstream = spawn_upstream().await;
-    let dir = TempDir::new("policy");
-    let keys = dir.path("keys.yaml");
-    write_keys(
-        &keys,
-        &[(ALICE, "alice", &["staff"]), (BOB, "bob", &["guests"])],
-    );
-    // Carol's key carries a scope: API-key files list scopes too.
-    let mut text = std::fs::read_to_string(&keys).unwrap();
-    text.push_str(&format!(
-        "  - sha256: {}\n    subject: carol\n    groups: [staff]\n    scopes: [\"files:delete\"]\n",
-        common::keys::sha256_hex(CAROL)
-    ));
-    std::fs::write(&keys, text).unwrap();
-    let yaml = format!(
-        "auth:\n  api_keys:\n    file: {}\n  scopes_supported: [\"files:delete\"]\n{}",
-        keys.display(),
-        POLICY.replace("{ANSWER}", answer)
-    );
-    let cfg = sentinel::config_from_yaml(&yaml, &upstream.url());
-    let sentinel = sentinel::start_with(cfg, true).await;
-    Bed {
-        upstream,
-        sentinel,
-        _dir: dir,
-    }
+    Bed::start("policy", UpstreamConfig::default(), |dir| {
+        let keys = dir.path("keys.yaml");
+        write_keys(
+            &keys,
+            &[(ALICE, "alice", &["staff"]), (BOB, "bob", &["guests"])],
+        );
+        // Carol's key carries a scope: API-key files list scopes too.
+        let mut text = std::fs::read_to_string(&keys).unwrap();
+        text.push_str(&format!(
+            "  - sha256: {}\n    subject: carol\n    groups: [staff]\n    scopes: [\"files:delete\"]\n",
+            common::keys::sha256_hex(CAROL)
+        ));
+        std::fs::write(&keys, text).unwrap();
+        format!(
+            "auth:\n  api_keys:\n    file: {}\n  scopes_supported: [\"files:delete\"]\n{}",
+            keys.display(),
+            POLICY.replace("{ANSWER}", answer)
+        )
+    })
+    .await
 }
 
 fn key(k: &str) -> ClientOptions {
