@@ -4,7 +4,7 @@
 //! cert-manager renewals need no restart. A bad new set keeps the running config.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
@@ -17,6 +17,8 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+use crate::reload::{Reloading, Source};
 
 /// How often the files are read and compared with what is loaded.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
@@ -103,28 +105,70 @@ impl TlsMetrics {
     }
 }
 
-/// The bytes a config was built from; a change in any file means a reload.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct Material {
-    cert: Vec<u8>,
-    key: Vec<u8>,
-    client_ca: Option<Vec<u8>>,
-}
-
 /// The current server config, replaced when the files change. Cheap to clone.
 #[derive(Clone)]
 pub struct ReloadingTls {
-    inner: Arc<Inner>,
+    inner: Arc<Reloading<TlsSource>>,
 }
 
-struct Inner {
+/// How a config is built from the PEM files, for the reloader.
+struct TlsSource {
     files: TlsFiles,
     options: TlsOptions,
     provider: Arc<CryptoProvider>,
-    current: RwLock<Arc<ServerConfig>>,
-    /// What `current` was built from.
-    loaded: Mutex<Material>,
     metrics: Option<TlsMetrics>,
+}
+
+impl Source for TlsSource {
+    type Value = ServerConfig;
+    type Error = TlsError;
+    const WHAT: &'static str = "TLS";
+
+    fn read_error(&self, path: &Path, source: std::io::Error) -> TlsError {
+        TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The contents are the cert, the key and the client CA, in the order of [`paths`].
+    fn build(&self, contents: &[Vec<u8>]) -> Result<ServerConfig, TlsError> {
+        build(
+            &self.files,
+            &self.options,
+            &self.provider,
+            &contents[0],
+            &contents[1],
+            contents.get(2).map(Vec::as_slice),
+        )
+    }
+
+    fn reloaded(&self, _: &ServerConfig) {
+        if let Some(m) = &self.metrics {
+            m.ok.inc();
+        }
+        tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
+    }
+
+    fn rejected(&self, e: &TlsError) {
+        if let Some(m) = &self.metrics {
+            m.failed.inc();
+        }
+        tracing::warn!(error = %e, "TLS files changed but cannot be used; keeping the loaded certificate");
+    }
+}
+
+/// The files a config is built from; a change in any of them means a reload.
+fn paths(files: &TlsFiles) -> Vec<PathBuf> {
+    [
+        Some(&files.cert),
+        Some(&files.key),
+        files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect()
 }
 
 impl ReloadingTls {
@@ -134,24 +178,21 @@ impl ReloadingTls {
         options: TlsOptions,
         metrics: Option<TlsMetrics>,
     ) -> Result<Self, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let material = read_material(&files)?;
-        let config = build(&files, &options, &provider, &material)?;
+        let paths = paths(&files);
+        let source = TlsSource {
+            files,
+            options,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            metrics,
+        };
         Ok(Self {
-            inner: Arc::new(Inner {
-                files,
-                options,
-                provider,
-                current: RwLock::new(Arc::new(config)),
-                loaded: Mutex::new(material),
-                metrics,
-            }),
+            inner: Arc::new(Reloading::load(source, paths)?),
         })
     }
 
     /// The config new connections should use.
     pub fn config(&self) -> Arc<ServerConfig> {
-        self.inner.current.read().expect("not poisoned").clone()
+        self.inner.current()
     }
 
     /// An acceptor over the current config; take one per accepted connection.
@@ -160,80 +201,21 @@ impl ReloadingTls {
     }
 
     pub fn files(&self) -> &TlsFiles {
-        &self.inner.files
+        &self.inner.source().files
     }
 
     /// Reads the files; when their content differs from what is loaded, builds and installs a new
     /// config. `Ok(true)`: a new config is in use. On error the previous config stays.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let inner = &self.inner;
-        let material = read_material(&inner.files)?;
-        let mut loaded = inner.loaded.lock().expect("not poisoned");
-        if material == *loaded {
-            return Ok(false);
-        }
-        let config = build(&inner.files, &inner.options, &inner.provider, &material)?;
-        *inner.current.write().expect("not poisoned") = Arc::new(config);
-        *loaded = material;
-        Ok(true)
+        self.inner.reload_if_changed()
     }
 
     /// Polls the files every `reload_interval` until `stop`. A failure is logged and counted
     /// once per distinct error (a half-written rotation is simply retried on the next poll).
     pub fn spawn_reloader(&self, stop: CancellationToken) -> JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(this.inner.options.reload_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            let mut last_error: Option<String> = None;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let worker = this.clone();
-                let result = tokio::task::spawn_blocking(move || worker.reload_if_changed()).await;
-                let metrics = this.inner.metrics.as_ref();
-                match result {
-                    Ok(Ok(true)) => {
-                        last_error = None;
-                        if let Some(m) = metrics {
-                            m.ok.inc();
-                        }
-                        tracing::info!(cert = %this.inner.files.cert.display(), "TLS certificate reloaded");
-                    }
-                    Ok(Ok(false)) => last_error = None,
-                    Ok(Err(e)) => {
-                        let text = e.to_string();
-                        if last_error.as_deref() != Some(text.as_str()) {
-                            if let Some(m) = metrics {
-                                m.failed.inc();
-                            }
-                            tracing::warn!(error = %text, "TLS files changed but cannot be used; keeping the loaded certificate");
-                            last_error = Some(text);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "TLS reload task failed"),
-                }
-            }
-        })
+        let interval = self.inner.source().options.reload_interval;
+        self.inner.spawn(interval, stop)
     }
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn read_material(files: &TlsFiles) -> Result<Material, TlsError> {
-    Ok(Material {
-        cert: read(&files.cert)?,
-        key: read(&files.key)?,
-        client_ca: files.client_ca.as_deref().map(read).transpose()?,
-    })
 }
 
 fn pem_error(path: &Path, e: impl std::fmt::Display) -> TlsError {
@@ -253,15 +235,17 @@ fn build(
     files: &TlsFiles,
     options: &TlsOptions,
     provider: &Arc<CryptoProvider>,
-    material: &Material,
+    cert: &[u8],
+    key: &[u8],
+    client_ca: Option<&[u8]>,
 ) -> Result<ServerConfig, TlsError> {
-    let chain = certificates(&files.cert, &material.cert)?;
+    let chain = certificates(&files.cert, cert)?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate {
             path: files.cert.clone(),
         });
     }
-    let key = PrivateKeyDer::from_pem_slice(&material.key).map_err(|e| match e {
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
             path: files.key.clone(),
         },
@@ -269,7 +253,7 @@ fn build(
     })?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let builder = match (&files.client_ca, &material.client_ca) {
+    let builder = match (&files.client_ca, client_ca) {
         (Some(path), Some(pem)) => {
             let ca_error = |why: String| TlsError::ClientCa {
                 path: path.clone(),

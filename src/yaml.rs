@@ -296,7 +296,7 @@ pub mod parse {
     pub fn byte_size(v: &Value) -> Result<usize, String> {
         let n = match v {
             Value::Number(n) => n.as_u64().ok_or("must be a positive number of bytes")?,
-            Value::String(s) => parse_byte_size(s)?,
+            Value::String(s) => parse_byte_size(s).map_err(|e| e.to_string())?,
             _ => return Err("must be a size such as 4MiB or 4194304".into()),
         };
         if n == 0 {
@@ -305,13 +305,24 @@ pub mod parse {
         usize::try_from(n).map_err(|_| "is too large".to_string())
     }
 
-    pub fn parse_byte_size(s: &str) -> Result<u64, String> {
+    /// Why a size is refused.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum SizeError {
+        #[error("{0:?} is not a size such as 4MiB")]
+        NotASize(String),
+        #[error("unknown size unit {0:?} (use B, KiB, MiB, GiB)")]
+        Unit(String),
+        #[error("is too large")]
+        TooLarge,
+    }
+
+    pub fn parse_byte_size(s: &str) -> Result<u64, SizeError> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let num: u64 = num
             .parse()
-            .map_err(|_| format!("{s:?} is not a size such as 4MiB"))?;
+            .map_err(|_| SizeError::NotASize(s.to_string()))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" => 1 << 10,
@@ -320,14 +331,9 @@ pub mod parse {
             "KB" | "kB" => 1_000,
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
-            other => {
-                return Err(format!(
-                    "unknown size unit {other:?} (use B, KiB, MiB, GiB)"
-                ));
-            }
+            other => return Err(SizeError::Unit(other.to_string())),
         };
-        num.checked_mul(mult)
-            .ok_or_else(|| "is too large".to_string())
+        num.checked_mul(mult).ok_or(SizeError::TooLarge)
     }
 
     /// A duration with a unit: `250ms`, `30s`, `5m`, `1h`. Zero is allowed (it means "off"
@@ -336,14 +342,19 @@ pub mod parse {
         let s = v
             .as_str()
             .ok_or("must be a duration such as 30s or 500ms")?;
-        parse_duration(s)
+        parse_duration(s).map_err(|e| e.to_string())
     }
 
-    pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    /// A duration refused: not a number with a unit of ms, s, m or h.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error("{0:?} is not a duration such as 30s or 500ms")]
+    pub struct DurationError(pub String);
+
+    pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let bad = || format!("{s:?} is not a duration such as 30s or 500ms");
+        let bad = || DurationError(s.to_string());
         let num: u64 = num.parse().map_err(|_| bad())?;
         let d = match unit {
             "ms" => Duration::from_millis(num),

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::audit::{
@@ -15,6 +15,7 @@ use common::audit::{
 };
 use common::client::{http_client, raw_post};
 use common::keys::pairs;
+use common::process::sigterm;
 use common::ratelimit::{call_body, shared_redis_url};
 use common::sentinel::{self, TempDir};
 use common::upstream::{UpstreamConfig, spawn_upstream_with};
@@ -305,7 +306,7 @@ async fn every_outcome_is_recorded_once_in_every_sink() {
         let series =
             format!("mcp_sentinel_audit_records_total{{result=\"delivered\",sink=\"{sink}\"}}");
         assert_eq!(
-            common::sentinel::metric_value(&m, &series),
+            common::metrics::metric_value(&m, &series),
             (total - N) as f64,
             "{series}"
         );
@@ -414,11 +415,7 @@ async fn default_stdout_sink_is_flushed_on_sigterm() {
         .await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    assert!(sigterm(child.id()));
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let out = reader.join().unwrap();

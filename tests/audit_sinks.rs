@@ -14,7 +14,7 @@ use common::client::raw_post;
 use common::keys::pairs;
 use common::ratelimit::{OwnRedis, call_body};
 use common::sentinel::{TempDir, TestSentinel};
-use common::upstream::{UpstreamConfig, spawn_upstream_with};
+use common::upstream::{Upstream, UpstreamConfig, spawn_upstream_with};
 use serde_json::{Value, json};
 
 async fn add(s: &TestSentinel, i: i64) -> common::client::RawResponse {
@@ -56,15 +56,19 @@ fn audit_yaml(spool: Option<&TempDir>, sink: &str) -> String {
     format!("  retry_interval: 200ms\n{spool}  sinks:\n    - {sink}\n")
 }
 
-async fn metric_eventually_above(s: &TestSentinel, series: &str, min: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = s.metric(series).await;
-        if v > min || Instant::now() > deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The sink section for the `audit` table of PostgreSQL at `url`.
+fn postgres_sink(url: &str) -> String {
+    format!("{{type: postgres, url: '{url}', table: audit, timeout: 1s}}")
+}
+
+/// The sink section for the `audit` stream of Redis at `url`.
+fn redis_sink(url: &str) -> String {
+    format!("{{type: redis, url: '{url}', stream: audit, timeout: 1s}}")
+}
+
+/// A sentinel that allows every call, audited as `audit` says.
+async fn allowing(upstream: &Upstream, audit: &str, dir: &TempDir) -> TestSentinel {
+    audited(&upstream.url(), "policy: {default: allow}", audit, dir).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,14 +76,8 @@ async fn postgres_stopped_mid_run_loses_nothing() {
     let mut pg = OwnPostgres::start("audit-pg-down");
     let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
     let dir = TempDir::new("audit-pg-down-s");
-    let audit = audit_yaml(
-        Some(&dir),
-        &format!(
-            "{{type: postgres, url: '{}', table: audit, timeout: 1s}}",
-            pg.url()
-        ),
-    );
-    let s = audited(&upstream.url(), "policy: {default: allow}", &audit, &dir).await;
+    let audit = audit_yaml(Some(&dir), &postgres_sink(&pg.url()));
+    let s = allowing(&upstream, &audit, &dir).await;
     calls(&s, 1..=10).await;
     let url = pg.url();
     assert_eq!(
@@ -91,12 +89,12 @@ async fn postgres_stopped_mid_run_loses_nothing() {
 
     pg.stop();
     calls(&s, 11..=25).await;
-    let spooled = metric_eventually_above(
-        &s,
-        "mcp_sentinel_audit_records_total{result=\"spooled\",sink=\"postgres\"}",
-        14.0,
-    )
-    .await;
+    let spooled = s
+        .metric_eventually_above(
+            "mcp_sentinel_audit_records_total{result=\"spooled\",sink=\"postgres\"}",
+            14.0,
+        )
+        .await;
     assert_eq!(spooled, 15.0);
     assert_eq!(
         s.metric("mcp_sentinel_audit_sink_up{sink=\"postgres\"}")
@@ -133,14 +131,8 @@ async fn redis_stopped_mid_run_loses_nothing() {
     let mut redis = OwnRedis::start("audit-redis-down");
     let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
     let dir = TempDir::new("audit-redis-down-s");
-    let audit = audit_yaml(
-        Some(&dir),
-        &format!(
-            "{{type: redis, url: '{}', stream: audit, timeout: 1s}}",
-            redis.url()
-        ),
-    );
-    let s = audited(&upstream.url(), "policy: {default: allow}", &audit, &dir).await;
+    let audit = audit_yaml(Some(&dir), &redis_sink(&redis.url()));
+    let s = allowing(&upstream, &audit, &dir).await;
     let url = redis.url();
     calls(&s, 1..=10).await;
     assert_eq!(
@@ -153,12 +145,12 @@ async fn redis_stopped_mid_run_loses_nothing() {
     // hanging Redis: every delivery times out), then let it go.
     redis.freeze(true);
     calls(&s, 11..=25).await;
-    let spooled = metric_eventually_above(
-        &s,
-        "mcp_sentinel_audit_records_total{result=\"spooled\",sink=\"redis\"}",
-        14.0,
-    )
-    .await;
+    let spooled = s
+        .metric_eventually_above(
+            "mcp_sentinel_audit_records_total{result=\"spooled\",sink=\"redis\"}",
+            14.0,
+        )
+        .await;
     assert_eq!(spooled, 15.0);
     redis.freeze(false);
     calls(&s, 26..=30).await;
@@ -172,8 +164,7 @@ async fn redis_stopped_mid_run_loses_nothing() {
     // Killed (connections refused), then back empty: the records made meanwhile arrive.
     redis.stop();
     calls(&s, 31..=35).await;
-    metric_eventually_above(
-        &s,
+    s.metric_eventually_above(
         "mcp_sentinel_audit_records_total{result=\"spooled\",sink=\"redis\"}",
         19.0,
     )
@@ -190,16 +181,10 @@ async fn a_spool_left_at_shutdown_is_delivered_after_a_restart() {
     let mut pg = OwnPostgres::start("audit-restart");
     let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
     let dir = TempDir::new("audit-restart-s");
-    let audit = audit_yaml(
-        Some(&dir),
-        &format!(
-            "{{type: postgres, url: '{}', table: audit, timeout: 1s}}",
-            pg.url()
-        ),
-    );
+    let audit = audit_yaml(Some(&dir), &postgres_sink(&pg.url()));
     let url = pg.url();
     pg.stop();
-    let first = audited(&upstream.url(), "policy: {default: allow}", &audit, &dir).await;
+    let first = allowing(&upstream, &audit, &dir).await;
     calls(&first, 1..=10).await;
     let first_instance = {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -225,7 +210,7 @@ async fn a_spool_left_at_shutdown_is_delivered_after_a_restart() {
     assert!(!segments.is_empty(), "the spool is on disk");
 
     pg.restart();
-    let second = audited(&upstream.url(), "policy: {default: allow}", &audit, &dir).await;
+    let second = allowing(&upstream, &audit, &dir).await;
     calls(&second, 11..=15).await;
     let records = wait_records(15, Duration::from_secs(15), || pg_records(&url, "audit")).await;
     assert_eq!(records.len(), 15, "{records:#?}");
@@ -250,16 +235,9 @@ async fn fail_closed_refuses_calls_while_the_sink_is_down() {
     let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
     let dir = TempDir::new("audit-fail-closed-s");
     // No spool: a record is stored only once PostgreSQL has it.
-    let audit = "  fail_closed: true\n".to_string()
-        + &audit_yaml(
-            None,
-            &format!(
-                "{{type: postgres, url: '{}', table: audit, timeout: 1s}}",
-                pg.url()
-            ),
-        );
+    let audit = "  fail_closed: true\n".to_string() + &audit_yaml(None, &postgres_sink(&pg.url()));
     let url = pg.url();
-    let s = audited(&upstream.url(), "policy: {default: allow}", &audit, &dir).await;
+    let s = allowing(&upstream, &audit, &dir).await;
     calls(&s, 1..=3).await;
     pg.stop();
     // The first record after the stop finds PostgreSQL gone; from then on calls are refused.

@@ -6,51 +6,34 @@ mod common;
 
 use std::time::Duration;
 
+use common::bed::Bed;
 use common::client::{
     ClientOptions, Era, connect, legacy_headers, raw_legacy_session, raw_post, raw_request,
     tool_call,
 };
 use common::keys::{init_body, pairs, write_keys};
-use common::sentinel::{self, TempDir, TestSentinel};
-use common::upstream::{Upstream, spawn_upstream};
+use common::metrics::{authn, denials};
+use common::upstream::UpstreamConfig;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const ALICE_KEY: &str = "ak_alice_0123456789";
 const BOB_KEY: &str = "ak_bob_9876543210";
 
-struct Bed {
-    upstream: Upstream,
-    sentinel: TestSentinel,
-    dir: TempDir,
-}
-
-impl Bed {
-    fn keys_file(&self) -> std::path::PathBuf {
-        self.dir.path("keys.yaml")
-    }
-}
-
 /// An upstream and a sentinel whose only authenticator is API keys for alice and bob.
 async fn keyed(extra: &str) -> Bed {
-    let upstream = spawn_upstream().await;
-    let dir = TempDir::new("auth");
-    let keys = dir.path("keys.yaml");
-    write_keys(
-        &keys,
-        &[(ALICE_KEY, "alice", &["dev", "ops"]), (BOB_KEY, "bob", &[])],
-    );
-    let yaml = format!(
-        "policy: {{default: allow}}\nauth:\n  api_keys:\n    file: {}\n    reload_interval: 100ms\n  scopes_supported: [mcp:tools, mcp:resources]\n{extra}",
-        keys.display()
-    );
-    let cfg = sentinel::config_from_yaml(&yaml, &upstream.url());
-    let sentinel = sentinel::start_with(cfg, true).await;
-    Bed {
-        upstream,
-        sentinel,
-        dir,
-    }
+    Bed::start("auth", UpstreamConfig::default(), |dir| {
+        let keys = dir.path("keys.yaml");
+        write_keys(
+            &keys,
+            &[(ALICE_KEY, "alice", &["dev", "ops"]), (BOB_KEY, "bob", &[])],
+        );
+        format!(
+            "policy: {{default: allow}}\nauth:\n  api_keys:\n    file: {}\n    reload_interval: 100ms\n  scopes_supported: [mcp:tools, mcp:resources]\n{extra}",
+            keys.display()
+        )
+    })
+    .await
 }
 
 #[tokio::test]
@@ -110,23 +93,14 @@ async fn missing_and_wrong_credentials_get_401_with_the_challenge() {
         "nothing reached the upstream"
     );
     let m = &bed.sentinel;
+    assert_eq!(m.metric(&authn("none", "missing", "failure")).await, 2.0);
     assert_eq!(
-        m.metric(r#"mcp_sentinel_authn_total{method="none",reason="missing",result="failure"}"#)
+        m.metric(&authn("api_key", "unknown_credential", "failure"))
             .await,
         2.0
     );
     assert_eq!(
-        m.metric(
-            r#"mcp_sentinel_authn_total{method="api_key",reason="unknown_credential",result="failure"}"#
-        )
-        .await,
-        2.0
-    );
-    assert_eq!(
-        m.metric(
-            r#"mcp_sentinel_check_denials_total{check="authenticate",reason="unauthenticated"}"#
-        )
-        .await,
+        m.metric(&denials("authenticate", "unauthenticated")).await,
         6.0
     );
 }
@@ -172,38 +146,13 @@ async fn protected_resource_metadata_is_served_without_credentials() {
 #[tokio::test]
 async fn api_keys_identify_callers_and_never_reach_the_upstream() {
     let bed = keyed("").await;
-    for era in Era::all() {
-        let client = connect(
-            &bed.sentinel.url,
-            &era,
-            &ClientOptions::bearer(ALICE_KEY)
-                // Spoofed identity headers: removed before forwarding.
-                .header("X-MCP-Sentinel-Subject", "root")
-                .header("X-MCP-Sentinel-Groups", "admins")
-                .header("X-MCP-Sentinel-Auth-Method", "mtls"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", era.label()));
-        let result = client
-            .call_tool(tool_call("echo", json!({"text": "hi"})))
-            .await
-            .unwrap();
-        assert!(!result.is_error.unwrap_or(false), "{}", era.label());
-        let seen = bed.upstream.last_request("tools/call").unwrap();
-        assert_eq!(
-            seen.header("x-mcp-sentinel-subject").as_deref(),
-            Some("alice")
-        );
-        assert_eq!(
-            seen.header("x-mcp-sentinel-groups").as_deref(),
-            Some("dev,ops")
-        );
-        assert_eq!(
-            seen.header("x-mcp-sentinel-auth-method").as_deref(),
-            Some("api_key")
-        );
-        client.cancel().await.unwrap();
-    }
+    let options = ClientOptions::bearer(ALICE_KEY)
+        // Spoofed identity headers: removed before forwarding.
+        .header("X-MCP-Sentinel-Subject", "root")
+        .header("X-MCP-Sentinel-Groups", "admins")
+        .header("X-MCP-Sentinel-Auth-Method", "mtls");
+    bed.echo_in_every_era(&options, ["alice", "dev,ops", "api_key"])
+        .await;
     // No request the upstream saw carried a credential or a client-sent identity.
     let seen = bed.upstream.mcp_requests();
     assert!(seen.len() >= 10);
@@ -216,7 +165,7 @@ async fn api_keys_identify_callers_and_never_reach_the_upstream() {
     }
     assert!(
         bed.sentinel
-            .metric(r#"mcp_sentinel_authn_total{method="api_key",reason="ok",result="success"}"#)
+            .metric(&authn("api_key", "ok", "success"))
             .await
             >= 10.0
     );
@@ -230,7 +179,7 @@ async fn a_key_removed_from_the_file_stops_working_without_a_restart() {
     let ok = raw_post(url, &key, &init_body()).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
 
-    write_keys(&bed.keys_file(), &[(ALICE_KEY, "alice", &[])]);
+    write_keys(&bed.dir.path("keys.yaml"), &[(ALICE_KEY, "alice", &[])]);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let r = raw_post(url, &key, &init_body()).await;
@@ -296,9 +245,7 @@ async fn origins_outside_the_allow_list_get_403() {
     assert_eq!(none.status, 200);
     assert_eq!(
         bed.sentinel
-            .metric(
-                r#"mcp_sentinel_check_denials_total{check="transport",reason="origin_not_allowed"}"#
-            )
+            .metric(&denials("transport", "origin_not_allowed"))
             .await,
         1.0
     );

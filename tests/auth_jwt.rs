@@ -6,26 +6,27 @@ mod common;
 
 use std::time::Duration;
 
+use common::bed::Bed;
 use common::client::{ClientOptions, Era, connect, raw_post, tool_call};
 use common::idp::{Idp, now, replace_payload};
-use common::sentinel::{self, TestSentinel};
-use common::upstream::{Upstream, spawn_upstream};
+use common::keys::bearer;
+use common::metrics::authn;
+use common::sentinel;
+use common::upstream::{UpstreamConfig, spawn_upstream};
 use serde_json::{Value, json};
 
 const RESOURCE: &str = "https://mcp.example.com/mcp";
 const METADATA: &str = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
 
-struct Bed {
+/// What the JWT bed adds: the identity provider that signs, and its key id.
+struct Jwt {
     idp: Idp,
     kid: String,
-    upstream: Upstream,
-    sentinel: TestSentinel,
 }
 
-async fn bed(discovery: bool) -> Bed {
+async fn bed(discovery: bool) -> Bed<Jwt> {
     let idp = Idp::start().await;
     let kid = idp.add_key("RS256");
-    let upstream = spawn_upstream().await;
     let keys = if discovery {
         String::new()
     } else {
@@ -36,14 +37,8 @@ async fn bed(discovery: bool) -> Bed {
         idp.issuer(),
         idp.ca_file().display()
     );
-    let cfg = sentinel::config_from_yaml(&yaml, &upstream.url());
-    let sentinel = sentinel::start_with(cfg, true).await;
-    Bed {
-        idp,
-        kid,
-        upstream,
-        sentinel,
-    }
+    let bed = Bed::start("jwt", UpstreamConfig::default(), |_| yaml).await;
+    bed.with(Jwt { idp, kid })
 }
 
 fn init() -> Value {
@@ -52,10 +47,6 @@ fn init() -> Value {
         "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                    "clientInfo": {"name": "raw", "version": "1"}}
     })
-}
-
-fn bearer(token: &str) -> Vec<(String, String)> {
-    vec![("Authorization".into(), format!("Bearer {token}"))]
 }
 
 const INVALID: &str = "Bearer resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mcp\", error=\"invalid_token\"";
@@ -135,9 +126,7 @@ async fn the_attack_table() {
         let body: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(body["error"]["message"], "Unauthorized", "{name}");
         assert_eq!(body["id"], 7);
-        let series = format!(
-            "mcp_sentinel_authn_total{{method=\"jwt\",reason=\"{reason}\",result=\"failure\"}}"
-        );
+        let series = authn("jwt", reason, "failure");
         assert!(b.sentinel.metric(&series).await >= 1.0, "{name}: {series}");
     }
     // No token: the challenge without error=.

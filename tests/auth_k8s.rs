@@ -9,67 +9,37 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::apiserver::{
-    ApiServer, OWN_TOKEN, Reply, k8s_status, kubeconfig, rejected, service_account,
+    AGENT, AGENT_TOKEN, ApiServer, OWN_TOKEN, Reply, agent_cluster, k8s_status, kubeconfig,
+    service_account,
 };
-use common::client::{ClientOptions, Era, connect, raw_post, tool_call};
+use common::bed::Bed;
+use common::client::{ClientOptions, Era, connect, raw_post};
+use common::keys::bearer;
 use common::keys::init_body;
-use common::sentinel::{self, TempDir, TestSentinel};
+use common::metrics;
+use common::sentinel::{TempDir, TestSentinel};
 use common::tls::TestCa;
-use common::upstream::{Upstream, spawn_upstream};
+use common::upstream::UpstreamConfig;
 use hyper::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpListener;
 
-/// A service-account token as kubelet projects it: JWT-shaped, opaque to the sentinel.
-const AGENT_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6dG9vbHM6YWdlbnQifQ.c2lnbmF0dXJl";
-const AGENT: &str = "system:serviceaccount:tools:agent";
 const AGENT_GROUPS: &str =
     "system:serviceaccounts,system:serviceaccounts:tools,system:authenticated";
 
 fn authn(reason: &str, result: &str) -> String {
-    format!(
-        r#"mcp_sentinel_authn_total{{method="kubernetes",reason="{reason}",result="{result}"}}"#
-    )
-}
-
-struct Bed {
-    upstream: Upstream,
-    sentinel: TestSentinel,
-    _dir: TempDir,
+    metrics::authn("kubernetes", reason, result)
 }
 
 /// An upstream and a sentinel whose only authenticator is TokenReview through `kubeconfig`.
 async fn bed(write_kubeconfig: impl FnOnce(&TempDir) -> std::path::PathBuf) -> Bed {
-    let upstream = spawn_upstream().await;
-    let dir = TempDir::new("k8s");
-    let path = write_kubeconfig(&dir);
-    let yaml = format!(
-        "policy: {{default: allow}}\nauth:\n  kubernetes:\n    kubeconfig: {}\n    audiences: [mcp-sentinel]\n    timeout: 500ms\n",
-        path.display()
-    );
-    let cfg = sentinel::config_from_yaml(&yaml, &upstream.url());
-    let sentinel = sentinel::start_with(cfg, true).await;
-    Bed {
-        upstream,
-        sentinel,
-        _dir: dir,
-    }
-}
-
-/// The agent's token is authenticated for our audience; any other token is not.
-async fn cluster() -> ApiServer {
-    ApiServer::start(|review| {
-        if review.spec.token.as_deref() == Some(AGENT_TOKEN) {
-            Reply::Review(service_account("tools", "agent", &["mcp-sentinel"]))
-        } else {
-            Reply::Review(rejected("invalid bearer token"))
-        }
+    Bed::start("k8s", UpstreamConfig::default(), |dir| {
+        format!(
+            "policy: {{default: allow}}\nauth:\n  kubernetes:\n    kubeconfig: {}\n    audiences: [mcp-sentinel]\n    timeout: 500ms\n",
+            write_kubeconfig(dir).display()
+        )
     })
     .await
-}
-
-fn bearer(token: &str) -> Vec<(String, String)> {
-    vec![("Authorization".to_string(), format!("Bearer {token}"))]
 }
 
 /// The challenge of a 401 for a presented credential.
@@ -82,44 +52,17 @@ fn invalid_token_challenge(sentinel: &TestSentinel) -> String {
 
 #[tokio::test]
 async fn service_account_tokens_identify_rmcp_clients_of_every_era() {
-    let api = cluster().await;
+    let api = agent_cluster().await;
     let bed = bed(|dir| api.kubeconfig(&dir.0)).await;
-    let eras = Era::all();
-    for era in &eras {
-        let client = connect(
-            &bed.sentinel.url,
-            era,
-            &ClientOptions::bearer(AGENT_TOKEN).header("X-MCP-Sentinel-Subject", "root"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", era.label()));
-        let result = client
-            .call_tool(tool_call("echo", json!({"text": "hi"})))
-            .await
-            .unwrap();
-        assert!(!result.is_error.unwrap_or(false), "{}", era.label());
-        let seen = bed.upstream.last_request("tools/call").unwrap();
-        assert_eq!(
-            seen.header("x-mcp-sentinel-subject").as_deref(),
-            Some(AGENT),
-            "{}",
-            era.label()
-        );
-        assert_eq!(
-            seen.header("x-mcp-sentinel-groups").as_deref(),
-            Some(AGENT_GROUPS)
-        );
-        assert_eq!(
-            seen.header("x-mcp-sentinel-auth-method").as_deref(),
-            Some("kubernetes")
-        );
-        client.cancel().await.unwrap();
-    }
-    assert_eq!(bed.upstream.calls("echo"), eras.len());
+    let options = ClientOptions::bearer(AGENT_TOKEN).header("X-MCP-Sentinel-Subject", "root");
+    let eras = bed
+        .echo_in_every_era(&options, [AGENT, AGENT_GROUPS, "kubernetes"])
+        .await;
+    assert_eq!(bed.upstream.calls("echo"), eras);
 
     // Every request the upstream saw was the agent's, and none carried a token.
     let seen = bed.upstream.mcp_requests();
-    assert!(seen.len() >= 2 * eras.len(), "{}", seen.len());
+    assert!(seen.len() >= 2 * eras, "{}", seen.len());
     for r in &seen {
         assert!(r.header("authorization").is_none(), "{:?}", r.headers);
         assert_eq!(r.header("x-mcp-sentinel-subject").as_deref(), Some(AGENT));
@@ -161,7 +104,7 @@ async fn service_account_tokens_identify_rmcp_clients_of_every_era() {
 
 #[tokio::test]
 async fn an_unauthenticated_token_is_401_invalid_token() {
-    let api = cluster().await;
+    let api = agent_cluster().await;
     let bed = bed(|dir| api.kubeconfig(&dir.0)).await;
     let r = raw_post(
         &bed.sentinel.url,

@@ -8,10 +8,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::keys::{init_body, sha256_hex};
-use common::sentinel::{self, TempDir, TestSentinel};
+use common::bed::Bed;
+use common::keys::{init_body, write_keys};
+use common::metrics::authn;
 use common::tls::{CertPair, HttpsResponse, ServerFiles, TestCa, https_post};
-use common::upstream::{Upstream, spawn_upstream};
+use common::upstream::UpstreamConfig;
 use serde_json::Value;
 
 const AGENT_SPIFFE: &str = "spiffe://cluster.local/ns/tools/sa/agent";
@@ -19,19 +20,17 @@ const ALICE_KEY: &str = "ak_alice_0123456789";
 const MTLS_OK: &str = r#"mcp_sentinel_authn_total{method="mtls",reason="ok",result="success"}"#;
 const HANDSHAKE_FAILURES: &str = "mcp_sentinel_tls_handshake_failures_total";
 
-struct Bed {
-    upstream: Upstream,
-    sentinel: TestSentinel,
+/// What the mTLS bed adds: the CAs, the server certificate files and the TLS address.
+struct Mtls {
     /// Signs the server certificate; what clients trust.
     server_ca: TestCa,
     /// Signs client certificates; the sentinel's `client_ca_file`.
     client_ca: TestCa,
     files: ServerFiles,
     addr: SocketAddr,
-    _dir: TempDir,
 }
 
-impl Bed {
+impl Bed<Mtls> {
     async fn post(
         &self,
         client: Option<&CertPair>,
@@ -39,6 +38,39 @@ impl Bed {
     ) -> Result<HttpsResponse, String> {
         self.post_trusting(&self.server_ca.ca_pem(), client, headers)
             .await
+    }
+
+    /// Asserts that the handshake fails with `error`, is counted (the `failures`-th), and that
+    /// nothing reached the upstream.
+    async fn assert_handshake_refused(
+        &self,
+        client: Option<&CertPair>,
+        headers: &[(&str, &str)],
+        error: &str,
+        failures: f64,
+    ) {
+        let err = self.post(client, headers).await.unwrap_err();
+        assert!(err.contains(error), "{err}");
+        assert_eq!(
+            self.sentinel
+                .metric_eventually(HANDSHAKE_FAILURES, failures)
+                .await,
+            failures
+        );
+        assert_eq!(self.upstream.mcp_requests().len(), 0);
+    }
+
+    /// Every value of a header the upstream saw on its last `initialize`.
+    fn seen(&self, name: &str) -> Vec<String> {
+        let seen = self
+            .upstream
+            .last_request("initialize")
+            .expect("initialize");
+        seen.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
     }
 
     async fn post_trusting(
@@ -61,27 +93,20 @@ impl Bed {
 }
 
 /// An upstream and a TLS sentinel with `auth.mtls` (`mtls` is its body) and API keys (alice).
-async fn mtls_bed(mtls: &str, require_client_cert: bool) -> Bed {
-    let upstream = spawn_upstream().await;
-    let dir = TempDir::new("mtls");
+async fn mtls_bed(mtls: &str, require_client_cert: bool) -> Bed<Mtls> {
     let server_ca = TestCa::named("server CA");
     let client_ca = TestCa::named("client CA");
-    let files = ServerFiles::write(
-        &dir,
-        &server_ca.server_cert(&["127.0.0.1", "localhost"]),
-        &client_ca.ca_pem(),
-    );
-    let keys = dir.path("keys.yaml");
-    std::fs::write(
-        &keys,
-        format!(
-            "keys:\n  - sha256: {}\n    subject: alice\n    groups: [dev]\n",
-            sha256_hex(ALICE_KEY)
-        ),
-    )
-    .unwrap();
-    let yaml = format!(
-        "tls:
+    let mut files = None;
+    let bed = Bed::start("mtls", UpstreamConfig::default(), |dir| {
+        let server = ServerFiles::write(
+            dir,
+            &server_ca.server_cert(&["127.0.0.1", "localhost"]),
+            &client_ca.ca_pem(),
+        );
+        let keys = dir.path("keys.yaml");
+        write_keys(&keys, &[(ALICE_KEY, "alice", &["dev"])]);
+        let yaml = format!(
+            "tls:
   cert_file: {}
   key_file: {}
   client_ca_file: {}
@@ -92,38 +117,22 @@ auth:
   api_keys:
     file: {}
 ",
-        files.cert.display(),
-        files.key.display(),
-        files.client_ca.display(),
-        keys.display(),
-    );
-    let cfg = sentinel::config_from_yaml(&yaml, &upstream.url());
-    let sentinel = sentinel::start_with(cfg, true).await;
-    let addr: SocketAddr = sentinel
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .parse()
-        .unwrap();
-    Bed {
-        upstream,
-        sentinel,
+            server.cert.display(),
+            server.key.display(),
+            server.client_ca.display(),
+            keys.display(),
+        );
+        files = Some(server);
+        yaml
+    })
+    .await;
+    let addr = bed.sentinel.sentinel().traffic_addr();
+    bed.with(Mtls {
         server_ca,
         client_ca,
-        files,
+        files: files.expect("written"),
         addr,
-        _dir: dir,
-    }
-}
-
-/// Every value of a header the upstream saw on its last `initialize`.
-fn seen_values(upstream: &Upstream, name: &str) -> Vec<String> {
-    let seen = upstream.last_request("initialize").expect("initialize");
-    seen.headers
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect()
+    })
 }
 
 #[tokio::test]
@@ -150,18 +159,9 @@ async fn spiffe_client_certificate_is_the_principal() {
     assert_eq!(status, 200, "{body}");
     assert!(headers.contains_key("mcp-session-id"), "{headers:?}");
     // The SAN URI wins over the CN; spoofed copies are gone, one value each.
-    assert_eq!(
-        seen_values(&bed.upstream, "x-mcp-sentinel-subject"),
-        [AGENT_SPIFFE]
-    );
-    assert_eq!(
-        seen_values(&bed.upstream, "x-mcp-sentinel-groups"),
-        ["agents"]
-    );
-    assert_eq!(
-        seen_values(&bed.upstream, "x-mcp-sentinel-auth-method"),
-        ["mtls"]
-    );
+    assert_eq!(bed.seen("x-mcp-sentinel-subject"), [AGENT_SPIFFE]);
+    assert_eq!(bed.seen("x-mcp-sentinel-groups"), ["agents"]);
+    assert_eq!(bed.seen("x-mcp-sentinel-auth-method"), ["mtls"]);
     assert_eq!(bed.upstream.mcp_requests().len(), 1);
     assert_eq!(bed.sentinel.metric(MTLS_OK).await, 1.0);
     assert_eq!(bed.sentinel.metric(HANDSHAKE_FAILURES).await, 0.0);
@@ -173,14 +173,8 @@ async fn common_name_only_certificate_is_the_principal() {
     let cert = bed.client_ca.client_cert(Some("batch-runner"), None, None);
     let (status, _, body) = bed.post(Some(&cert), &[]).await.unwrap();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        seen_values(&bed.upstream, "x-mcp-sentinel-subject"),
-        ["batch-runner"]
-    );
-    assert_eq!(
-        seen_values(&bed.upstream, "x-mcp-sentinel-auth-method"),
-        ["mtls"]
-    );
+    assert_eq!(bed.seen("x-mcp-sentinel-subject"), ["batch-runner"]);
+    assert_eq!(bed.seen("x-mcp-sentinel-auth-method"), ["mtls"]);
     assert_eq!(bed.sentinel.metric(MTLS_OK).await, 1.0);
 }
 
@@ -209,9 +203,7 @@ async fn a_certificate_without_a_usable_identity_is_401() {
     assert_eq!(bed.upstream.mcp_requests().len(), 0);
     assert_eq!(
         bed.sentinel
-            .metric(
-                r#"mcp_sentinel_authn_total{method="mtls",reason="certificate",result="failure"}"#
-            )
+            .metric(&authn("mtls", "certificate", "failure"))
             .await,
         1.0
     );
@@ -223,15 +215,8 @@ async fn a_certificate_from_an_unknown_ca_fails_the_handshake() {
     let bed = mtls_bed("{}", false).await;
     let stranger = TestCa::named("someone else's CA");
     let cert = stranger.client_cert(Some("agent-1"), Some(AGENT_SPIFFE), None);
-    let err = bed.post(Some(&cert), &[]).await.unwrap_err();
-    assert!(err.contains("UnknownCA"), "{err}");
-    assert_eq!(
-        bed.sentinel
-            .metric_eventually(HANDSHAKE_FAILURES, 1.0)
-            .await,
-        1.0
-    );
-    assert_eq!(bed.upstream.mcp_requests().len(), 0);
+    bed.assert_handshake_refused(Some(&cert), &[], "UnknownCA", 1.0)
+        .await;
     assert_eq!(bed.sentinel.metric(MTLS_OK).await, 0.0);
 }
 
@@ -241,15 +226,8 @@ async fn an_expired_certificate_fails_the_handshake() {
     let cert = bed
         .client_ca
         .client_cert(Some("agent-1"), Some(AGENT_SPIFFE), Some((2020, 1, 1)));
-    let err = bed.post(Some(&cert), &[]).await.unwrap_err();
-    assert!(err.contains("CertificateExpired"), "{err}");
-    assert_eq!(
-        bed.sentinel
-            .metric_eventually(HANDSHAKE_FAILURES, 1.0)
-            .await,
-        1.0
-    );
-    assert_eq!(bed.upstream.mcp_requests().len(), 0);
+    bed.assert_handshake_refused(Some(&cert), &[], "CertificateExpired", 1.0)
+        .await;
     // The same identity in a current certificate is fine.
     let fresh = bed
         .client_ca
@@ -275,7 +253,7 @@ async fn no_certificate_is_a_401_challenge_over_https() {
     assert_eq!(bed.upstream.mcp_requests().len(), 0);
     assert_eq!(
         bed.sentinel
-            .metric(r#"mcp_sentinel_authn_total{method="none",reason="missing",result="failure"}"#)
+            .metric(&authn("none", "missing", "failure"))
             .await,
         1.0
     );
@@ -285,34 +263,20 @@ async fn no_certificate_is_a_401_challenge_over_https() {
 #[tokio::test]
 async fn required_client_certificate_refuses_the_handshake_without_one() {
     let bed = mtls_bed("{}", true).await;
-    let err = bed.post(None, &[]).await.unwrap_err();
-    assert!(err.contains("CertificateRequired"), "{err}");
-    assert_eq!(
-        bed.sentinel
-            .metric_eventually(HANDSHAKE_FAILURES, 1.0)
-            .await,
-        1.0
-    );
+    bed.assert_handshake_refused(None, &[], "CertificateRequired", 1.0)
+        .await;
     // Even a valid API key does not get past the handshake.
-    let err = bed
-        .post(None, &[("X-API-Key", ALICE_KEY)])
-        .await
-        .unwrap_err();
-    assert!(err.contains("CertificateRequired"), "{err}");
-    assert_eq!(
-        bed.sentinel
-            .metric_eventually(HANDSHAKE_FAILURES, 2.0)
-            .await,
-        2.0
-    );
-    assert_eq!(bed.upstream.mcp_requests().len(), 0);
+    bed.assert_handshake_refused(
+        None,
+        &[("X-API-Key", ALICE_KEY)],
+        "CertificateRequired",
+        2.0,
+    )
+    .await;
     // With a certificate it works.
     let cert = bed.client_ca.client_cert(None, Some(AGENT_SPIFFE), None);
     assert_eq!(bed.post(Some(&cert), &[]).await.unwrap().0, 200);
-    assert_eq!(
-        seen_values(&bed.upstream, "x-mcp-sentinel-subject"),
-        [AGENT_SPIFFE]
-    );
+    assert_eq!(bed.seen("x-mcp-sentinel-subject"), [AGENT_SPIFFE]);
 }
 
 #[tokio::test]
@@ -327,15 +291,9 @@ async fn a_presented_credential_wins_over_the_certificate() {
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        seen_values(&bed.upstream, "x-mcp-sentinel-subject"),
-        ["alice"]
-    );
-    assert_eq!(
-        seen_values(&bed.upstream, "x-mcp-sentinel-auth-method"),
-        ["api_key"]
-    );
-    assert!(seen_values(&bed.upstream, "x-api-key").is_empty());
+    assert_eq!(bed.seen("x-mcp-sentinel-subject"), ["alice"]);
+    assert_eq!(bed.seen("x-mcp-sentinel-auth-method"), ["api_key"]);
+    assert!(bed.seen("x-api-key").is_empty());
     // A wrong key is a 401, not a fall back to the certificate.
     let (status, headers, _) = bed
         .post(Some(&cert), &[("Authorization", "Bearer ak_mallory")])
@@ -381,10 +339,7 @@ async fn the_server_certificate_rotates_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        seen_values(&bed.upstream, "x-mcp-sentinel-subject"),
-        [AGENT_SPIFFE]
-    );
+    assert_eq!(bed.seen("x-mcp-sentinel-subject"), [AGENT_SPIFFE]);
     // The old certificate is no longer served.
     let err = bed.post(Some(&cert), &[]).await.unwrap_err();
     assert!(err.contains("UnknownIssuer"), "{err}");

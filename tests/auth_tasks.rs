@@ -10,13 +10,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::bed::Bed;
 use common::client::{
     ClientOptions, Era, RawResponse, connect, legacy_headers, modern_headers, modern_request,
     raw_post, tool_call,
 };
 use common::keys::{pairs, write_keys};
-use common::sentinel::{self, TempDir, TestSentinel};
-use common::upstream::{Upstream, UpstreamConfig, spawn_upstream_with};
+use common::upstream::UpstreamConfig;
 use serde_json::{Value, json};
 
 const ALICE_KEY: &str = "ak_alice_0123456789";
@@ -28,30 +28,18 @@ const SESSION_HIJACKS: &str = r#"mcp_sentinel_hijack_attempts_total{kind="sessio
 const TASK_DENIALS: &str =
     r#"mcp_sentinel_check_denials_total{check="session",reason="task_not_found"}"#;
 
-struct Bed {
-    upstream: Upstream,
-    sentinel: TestSentinel,
-    _dir: TempDir,
-}
-
 /// An upstream served as `config` and a sentinel whose only authenticator is API keys for
 /// alice and bob.
 async fn keyed(config: UpstreamConfig) -> Bed {
-    let upstream = spawn_upstream_with(config).await;
-    let dir = TempDir::new("auth-tasks");
-    let keys = dir.path("keys.yaml");
-    write_keys(&keys, &[(ALICE_KEY, "alice", &[]), (BOB_KEY, "bob", &[])]);
-    let yaml = format!(
-        "policy: {{default: allow}}\nauth:\n  api_keys:\n    file: {}\n    reload_interval: 100ms\n",
-        keys.display()
-    );
-    let cfg = sentinel::config_from_yaml(&yaml, &upstream.url());
-    let sentinel = sentinel::start_with(cfg, true).await;
-    Bed {
-        upstream,
-        sentinel,
-        _dir: dir,
-    }
+    Bed::start("auth-tasks", config, |dir| {
+        let keys = dir.path("keys.yaml");
+        write_keys(&keys, &[(ALICE_KEY, "alice", &[]), (BOB_KEY, "bob", &[])]);
+        format!(
+            "policy: {{default: allow}}\nauth:\n  api_keys:\n    file: {}\n    reload_interval: 100ms\n",
+            keys.display()
+        )
+    })
+    .await
 }
 
 /// Client capabilities declaring the tasks extension (what rmcp's `enable_tasks` sends).

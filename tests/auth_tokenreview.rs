@@ -12,6 +12,7 @@ use common::apiserver::{
     ApiServer, OWN_TOKEN, Reply, TOKENREVIEW_PATH, k8s_status, kubeconfig, rejected,
     service_account,
 };
+use common::metrics::{metric_value, registry_text};
 use common::sentinel::TempDir;
 use common::tls::TestCa;
 use hyper::StatusCode;
@@ -54,25 +55,18 @@ fn rejected_status(why: &str) -> TokenReviewStatus {
     rejected(why)
 }
 
-/// A counter's value, or a histogram's sample count, for one `result` label.
+/// A counter's value, or a histogram's sample count, for one `result` label; panics when the
+/// registry has no such metric.
 fn metric(registry: &Registry, name: &str, result: &str) -> u64 {
-    for family in registry.gather() {
-        if family.name() != name {
-            continue;
-        }
-        for m in family.get_metric() {
-            if m.get_label()
-                .iter()
-                .any(|l| l.name() == "result" && l.value() == result)
-            {
-                if name.ends_with("_seconds") {
-                    return m.get_histogram().get_sample_count();
-                }
-                return m.get_counter().get_value() as u64;
-            }
-        }
-    }
-    0
+    let sample = if name.ends_with("_seconds") {
+        format!("{name}_count")
+    } else {
+        name.to_string()
+    };
+    metric_value(
+        &registry_text(registry),
+        &format!("{sample}{{result=\"{result}\"}}"),
+    ) as u64
 }
 
 const DURATION: &str = "mcp_sentinel_tokenreview_duration_seconds";
@@ -334,21 +328,31 @@ async fn api_server_errors_are_unavailable_and_not_cached() {
     }
 }
 
+/// A reviewer whose kubeconfig trusts `ca_pem` for `server` and presents `own_token`.
+async fn reviewer_trusting(
+    server: &ApiServer,
+    ca_pem: &str,
+    own_token: &str,
+) -> (TokenReviewer, TempDir) {
+    let dir = TempDir::new("tokenreview-trusting");
+    let path = kubeconfig(
+        &dir.0,
+        &format!("https://{}", server.addr),
+        ca_pem,
+        own_token,
+    );
+    let reviewer = TokenReviewer::new(config(path), &Registry::new())
+        .await
+        .unwrap();
+    (reviewer, dir)
+}
+
 #[tokio::test]
 async fn wrong_own_credentials_are_unavailable() {
     // The API server refuses the sentinel's own token (401): the caller's token is not judged.
     let server =
         ApiServer::start(|_| Reply::Review(service_account_status(&["mcp-sentinel"]))).await;
-    let dir = TempDir::new("tokenreview-own-credentials");
-    let path = kubeconfig(
-        &dir.0,
-        &format!("https://{}", server.addr),
-        &server.ca_pem,
-        "stale-token",
-    );
-    let reviewer = TokenReviewer::new(config(path), &Registry::new())
-        .await
-        .unwrap();
+    let (reviewer, _dir) = reviewer_trusting(&server, &server.ca_pem, "stale-token").await;
     assert_eq!(
         reviewer.review("good-token").await,
         Err(AuthFailure::Unavailable)
@@ -363,17 +367,8 @@ async fn wrong_own_credentials_are_unavailable() {
 async fn untrusted_api_server_certificate_is_unavailable() {
     let server =
         ApiServer::start(|_| Reply::Review(service_account_status(&["mcp-sentinel"]))).await;
-    let dir = TempDir::new("tokenreview-untrusted");
     let other_ca = TestCa::new();
-    let path = kubeconfig(
-        &dir.0,
-        &format!("https://{}", server.addr),
-        &other_ca.ca_pem(),
-        OWN_TOKEN,
-    );
-    let reviewer = TokenReviewer::new(config(path), &Registry::new())
-        .await
-        .unwrap();
+    let (reviewer, _dir) = reviewer_trusting(&server, &other_ca.ca_pem(), OWN_TOKEN).await;
     assert_eq!(
         reviewer.review("good-token").await,
         Err(AuthFailure::Unavailable)

@@ -6,19 +6,14 @@ mod common;
 use std::time::Duration;
 
 use common::client::{modern_request, raw_legacy_session, raw_request};
-use common::sentinel::{self, metric_value};
+use common::keys::pairs;
+use common::metrics::{counter_before, metric_value};
+use common::sentinel::{self, TestSentinel};
 use common::upstream::spawn_upstream;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-
-fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 /// Sends raw bytes with full control of the headers (no defaults added).
 async fn send(
@@ -47,6 +42,62 @@ fn error_body(id: Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
+/// One refused request and its exact answer.
+struct Case {
+    name: &'static str,
+    method: Method,
+    url: String,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Option<Vec<u8>>,
+    status: u16,
+    /// The exact body; `None` for a status-only answer.
+    body_json: Option<Value>,
+    reason: &'static str,
+}
+
+impl Case {
+    /// A POST of `body` to `url` with the right Content-Type and Accept; no answer yet.
+    fn post(name: &'static str, url: &str, body: &[u8]) -> Self {
+        Self {
+            name,
+            method: Method::POST,
+            url: url.to_string(),
+            headers: vec![JSON_CT, ACCEPT],
+            body: Some(body.to_vec()),
+            status: 0,
+            body_json: None,
+            reason: "",
+        }
+    }
+
+    /// These headers instead of the defaults.
+    fn headers(mut self, headers: &[(&'static str, &'static str)]) -> Self {
+        self.headers = headers.to_vec();
+        self
+    }
+
+    /// These headers after the defaults.
+    fn with(mut self, headers: &[(&'static str, &'static str)]) -> Self {
+        self.headers.extend_from_slice(headers);
+        self
+    }
+
+    /// Answered `status` with this JSON-RPC error, counted as a denial for `reason`.
+    fn answers(
+        mut self,
+        status: u16,
+        id: Value,
+        code: i64,
+        message: &str,
+        reason: &'static str,
+    ) -> Self {
+        self.status = status;
+        self.body_json = Some(error_body(id, code, message));
+        self.reason = reason;
+        self
+    }
+}
+
 #[tokio::test]
 async fn every_bad_input_gets_its_exact_answer() {
     let upstream = spawn_upstream().await;
@@ -70,375 +121,86 @@ async fn every_bad_input_gets_its_exact_answer() {
         br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#
             .to_vec();
 
-    struct Case {
-        name: &'static str,
-        method: Method,
-        url: String,
-        headers: Vec<(&'static str, &'static str)>,
-        body: Option<Vec<u8>>,
-        status: u16,
-        /// The exact body; `None` for a status-only answer.
-        body_json: Option<Value>,
-        reason: &'static str,
-    }
+    let post = |name, body: &[u8]| Case::post(name, &url, body);
+    let modern = |name: &'static str| {
+        [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", name),
+        ]
+    };
+    const AMBIGUOUS: &str = "Invalid request: it can be read more than one way";
+    const MISMATCH: i64 = -32020;
+    const ACCEPT_BOTH: &str = "Accept must list application/json and text/event-stream";
     let cases = vec![
+        post("malformed JSON", b"{\"jsonrpc\":").answers(400, Value::Null, -32700, "Parse error", "parse_error"),
+        post("JSON but not an object", b"42").answers(400, Value::Null, -32600, "Invalid request", "invalid_request"),
+        post("wrong jsonrpc version keeps the id", br#"{"jsonrpc":"1.0","id":9,"method":"ping"}"#)
+            .answers(400, json!(9), -32600, "Invalid request", "invalid_request"),
+        post("tools/call without a string name", br#"{"jsonrpc":"2.0","id":"q","method":"tools/call","params":{"name":5}}"#)
+            .answers(400, json!("q"), -32602, "Invalid params", "invalid_params"),
+        post("wrong Content-Type", &call(1))
+            .headers(&[("content-type", "text/plain"), ACCEPT])
+            .answers(415, Value::Null, -32600, "Content-Type must be application/json", "unsupported_media_type"),
+        post("Accept without text/event-stream", &call(1))
+            .headers(&[JSON_CT, ("accept", "application/json")])
+            .answers(406, Value::Null, -32600, ACCEPT_BOTH, "not_acceptable"),
+        Case { method: Method::GET, body: None, ..post("GET without text/event-stream", b"") }
+            .headers(&[("accept", "application/json")])
+            .answers(406, Value::Null, -32600, ACCEPT_BOTH, "not_acceptable"),
+        post("session id with a space", &call(1))
+            .with(&[("mcp-session-id", "a b")])
+            .answers(400, Value::Null, -32600, "Invalid session id", "invalid_session_id"),
+        post("body over the limit (Content-Length)", &too_big)
+            .answers(413, Value::Null, -32600, "Request body too large", "body_too_large"),
+        Case { url: other, ..post("other path", &call(1)) }
+            .answers(404, Value::Null, -32600, "Not found", "not_found"),
+        Case { method: Method::PUT, ..post("PUT", &call(1)) }
+            .answers(405, Value::Null, -32600, "Method not allowed", "method_not_allowed"),
+        post("modern Mcp-Name disagrees with the body", &modern_call)
+            .with(&modern("add"))
+            .answers(400, json!(11), MISMATCH, "Header mismatch: Mcp-Name header differs from the body's params.name/params.uri", "header_mismatch"),
+        post("modern Mcp-Name missing", &modern_call)
+            .with(&modern("")[..2])
+            .answers(400, json!(11), MISMATCH, "Header mismatch: Mcp-Name header missing (body has the target)", "header_mismatch"),
+        post("modern version header disagrees with _meta", &modern_call)
+            .with(&[("mcp-protocol-version", "2026-09-01"), ("mcp-method", "tools/call"), ("mcp-name", "echo")])
+            .answers(400, json!(11), MISMATCH, "Header mismatch: MCP-Protocol-Version differs from _meta", "header_mismatch"),
+        post("a key repeated in one object", br#"{"jsonrpc":"2.0","id":21,"method":"tools/call","params":{"name":"echo","name":"add"}}"#)
+            .answers(400, Value::Null, -32600, AMBIGUOUS, "ambiguous"),
+        post("a protocol field in another case", br#"{"jsonrpc":"2.0","id":22,"method":"ping","Method":"tools/call"}"#)
+            .answers(400, Value::Null, -32600, AMBIGUOUS, "ambiguous"),
+        post("argument keys equal under case folding", br#"{"jsonrpc":"2.0","id":23,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a","TEXT":"b"}}}"#)
+            .answers(400, Value::Null, -32600, AMBIGUOUS, "ambiguous"),
+        post("a body that is not UTF-8", b"{\"jsonrpc\":\"2.0\",\"id\":24,\"method\":\"ping\",\"params\":{\"x\":\"\xff\"}}")
+            .answers(400, Value::Null, -32600, AMBIGUOUS, "ambiguous"),
+        post("legacy Mcp-Method disagrees with the body", &call(25))
+            .with(&[("mcp-method", "tools/list")])
+            .answers(400, json!(25), MISMATCH, "Header mismatch: Mcp-Method header differs from the body's method", "header_mismatch"),
+        post("Mcp-Session-Id sent twice", &call(30))
+            .with(&[("mcp-session-id", "s-1"), ("mcp-session-id", "s-2")])
+            .answers(400, Value::Null, MISMATCH, "Header mismatch: mcp-session-id sent more than once", "header_mismatch"),
+        post("Mcp-Name sent twice", &call(26))
+            .with(&[("mcp-name", "echo"), ("mcp-name", "echo")])
+            .answers(400, json!(26), MISMATCH, "Header mismatch: mcp-name sent more than once", "header_mismatch"),
+        post("an MCP header spelled with an underscore", &call(27))
+            .with(&[("mcp_method", "tools/call")])
+            .answers(400, Value::Null, MISMATCH, "Header mismatch: mcp_method is not an MCP header name (spelled with '_')", "header_mismatch"),
+        post("Mcp-Param header that mirrors no argument", &call(28))
+            .with(&[("mcp-param-text", "y")])
+            .answers(400, json!(28), MISMATCH, "Header mismatch: Mcp-Param-* header differs from the argument it mirrors", "header_mismatch"),
+        post("a protocol version that is a list", &call(29))
+            .with(&[("mcp-protocol-version", "2025-06-18, 2026-07-28")])
+            .answers(400, Value::Null, -32600, "Invalid MCP-Protocol-Version header", "invalid_request"),
         Case {
-            name: "malformed JSON",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT],
-            body: Some(b"{\"jsonrpc\":".to_vec()),
             status: 400,
-            body_json: Some(error_body(Value::Null, -32700, "Parse error")),
-            reason: "parse_error",
-        },
-        Case {
-            name: "JSON but not an object",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT],
-            body: Some(b"42".to_vec()),
-            status: 400,
-            body_json: Some(error_body(Value::Null, -32600, "Invalid request")),
-            reason: "invalid_request",
-        },
-        Case {
-            name: "wrong jsonrpc version keeps the id",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT],
-            body: Some(br#"{"jsonrpc":"1.0","id":9,"method":"ping"}"#.to_vec()),
-            status: 400,
-            body_json: Some(error_body(json!(9), -32600, "Invalid request")),
-            reason: "invalid_request",
-        },
-        Case {
-            name: "tools/call without a string name",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT],
-            body: Some(
-                br#"{"jsonrpc":"2.0","id":"q","method":"tools/call","params":{"name":5}}"#.to_vec(),
-            ),
-            status: 400,
-            body_json: Some(error_body(json!("q"), -32602, "Invalid params")),
-            reason: "invalid_params",
-        },
-        Case {
-            name: "wrong Content-Type",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![("content-type", "text/plain"), ACCEPT],
-            body: Some(call(1)),
-            status: 415,
-            body_json: Some(error_body(
-                Value::Null,
-                -32600,
-                "Content-Type must be application/json",
-            )),
-            reason: "unsupported_media_type",
-        },
-        Case {
-            name: "Accept without text/event-stream",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ("accept", "application/json")],
-            body: Some(call(1)),
-            status: 406,
-            body_json: Some(error_body(
-                Value::Null,
-                -32600,
-                "Accept must list application/json and text/event-stream",
-            )),
-            reason: "not_acceptable",
-        },
-        Case {
-            name: "GET without text/event-stream",
-            method: Method::GET,
-            url: url.clone(),
-            headers: vec![("accept", "application/json")],
-            body: None,
-            status: 406,
-            body_json: Some(error_body(
-                Value::Null,
-                -32600,
-                "Accept must list application/json and text/event-stream",
-            )),
-            reason: "not_acceptable",
-        },
-        Case {
-            name: "session id with a space",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT, ("mcp-session-id", "a b")],
-            body: Some(call(1)),
-            status: 400,
-            body_json: Some(error_body(Value::Null, -32600, "Invalid session id")),
-            reason: "invalid_session_id",
-        },
-        Case {
-            name: "body over the limit (Content-Length)",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT],
-            body: Some(too_big),
-            status: 413,
-            body_json: Some(error_body(Value::Null, -32600, "Request body too large")),
-            reason: "body_too_large",
-        },
-        Case {
-            name: "other path",
-            method: Method::POST,
-            url: other,
-            headers: vec![JSON_CT, ACCEPT],
-            body: Some(call(1)),
-            status: 404,
-            body_json: Some(error_body(Value::Null, -32600, "Not found")),
-            reason: "not_found",
-        },
-        Case {
-            name: "PUT",
-            method: Method::PUT,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT],
-            body: Some(call(1)),
-            status: 405,
-            body_json: Some(error_body(Value::Null, -32600, "Method not allowed")),
-            reason: "method_not_allowed",
-        },
-        Case {
-            name: "modern Mcp-Name disagrees with the body",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![
-                JSON_CT,
-                ACCEPT,
-                ("mcp-protocol-version", "2026-07-28"),
-                ("mcp-method", "tools/call"),
-                ("mcp-name", "add"),
-            ],
-            body: Some(modern_call.clone()),
-            status: 400,
-            body_json: Some(error_body(
-                json!(11),
-                -32020,
-                "Header mismatch: Mcp-Name header differs from the body's params.name/params.uri",
-            )),
             reason: "header_mismatch",
+            ..post("modern notification with a wrong Mcp-Method: status only", &modern_note)
+                .with(&modern("")[..2])
         },
-        Case {
-            name: "modern Mcp-Name missing",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![
-                JSON_CT,
-                ACCEPT,
-                ("mcp-protocol-version", "2026-07-28"),
-                ("mcp-method", "tools/call"),
-            ],
-            body: Some(modern_call.clone()),
-            status: 400,
-            body_json: Some(error_body(
-                json!(11),
-                -32020,
-                "Header mismatch: Mcp-Name header missing (body has the target)",
-            )),
-            reason: "header_mismatch",
-        },
-        Case {
-            name: "modern version header disagrees with _meta",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![
-                JSON_CT,
-                ACCEPT,
-                ("mcp-protocol-version", "2026-09-01"),
-                ("mcp-method", "tools/call"),
-                ("mcp-name", "echo"),
-            ],
-            body: Some(modern_call),
-            status: 400,
-            body_json: Some(error_body(
-                json!(11),
-                -32020,
-                "Header mismatch: MCP-Protocol-Version differs from _meta",
-            )),
-            reason: "header_mismatch",
-        },
-        Case {
-            name: "a key repeated in one object",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT],
-            body: Some(br#"{"jsonrpc":"2.0","id":21,"method":"tools/call","params":{"name":"echo","name":"add"}}"#.to_vec()),
-            status: 400,
-            body_json: Some(error_body(
-                Value::Null,
-                -32600,
-                "Invalid request: it can be read more than one way",
-            )),
-            reason: "ambiguous",
-        },
-        Case {
-            name: "a protocol field in another case",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT],
-            body: Some(br#"{"jsonrpc":"2.0","id":22,"method":"ping","Method":"tools/call"}"#.to_vec()),
-            status: 400,
-            body_json: Some(error_body(
-                Value::Null,
-                -32600,
-                "Invalid request: it can be read more than one way",
-            )),
-            reason: "ambiguous",
-        },
-        Case {
-            name: "argument keys equal under case folding",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT],
-            body: Some(br#"{"jsonrpc":"2.0","id":23,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a","TEXT":"b"}}}"#.to_vec()),
-            status: 400,
-            body_json: Some(error_body(
-                Value::Null,
-                -32600,
-                "Invalid request: it can be read more than one way",
-            )),
-            reason: "ambiguous",
-        },
-        Case {
-            name: "a body that is not UTF-8",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT],
-            body: Some(b"{\"jsonrpc\":\"2.0\",\"id\":24,\"method\":\"ping\",\"params\":{\"x\":\"\xff\"}}".to_vec()),
-            status: 400,
-            body_json: Some(error_body(
-                Value::Null,
-                -32600,
-                "Invalid request: it can be read more than one way",
-            )),
-            reason: "ambiguous",
-        },
-        Case {
-            name: "legacy Mcp-Method disagrees with the body",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT, ("mcp-method", "tools/list")],
-            body: Some(call(25)),
-            status: 400,
-            body_json: Some(error_body(
-                json!(25),
-                -32020,
-                "Header mismatch: Mcp-Method header differs from the body's method",
-            )),
-            reason: "header_mismatch",
-        },
-        Case {
-            name: "Mcp-Session-Id sent twice",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![
-                JSON_CT,
-                ACCEPT,
-                ("mcp-session-id", "s-1"),
-                ("mcp-session-id", "s-2"),
-            ],
-            body: Some(call(30)),
-            status: 400,
-            body_json: Some(error_body(
-                Value::Null,
-                -32020,
-                "Header mismatch: mcp-session-id sent more than once",
-            )),
-            reason: "header_mismatch",
-        },
-        Case {
-            name: "Mcp-Name sent twice",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT, ("mcp-name", "echo"), ("mcp-name", "echo")],
-            body: Some(call(26)),
-            status: 400,
-            body_json: Some(error_body(
-                json!(26),
-                -32020,
-                "Header mismatch: mcp-name sent more than once",
-            )),
-            reason: "header_mismatch",
-        },
-        Case {
-            name: "an MCP header spelled with an underscore",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT, ("mcp_method", "tools/call")],
-            body: Some(call(27)),
-            status: 400,
-            body_json: Some(error_body(
-                Value::Null,
-                -32020,
-                "Header mismatch: mcp_method is not an MCP header name (spelled with '_')",
-            )),
-            reason: "header_mismatch",
-        },
-        Case {
-            name: "Mcp-Param header that mirrors no argument",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT, ("mcp-param-text", "y")],
-            body: Some(call(28)),
-            status: 400,
-            body_json: Some(error_body(
-                json!(28),
-                -32020,
-                "Header mismatch: Mcp-Param-* header differs from the argument it mirrors",
-            )),
-            reason: "header_mismatch",
-        },
-        Case {
-            name: "a protocol version that is a list",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT, ("mcp-protocol-version", "2025-06-18, 2026-07-28")],
-            body: Some(call(29)),
-            status: 400,
-            body_json: Some(error_body(
-                Value::Null,
-                -32600,
-                "Invalid MCP-Protocol-Version header",
-            )),
-            reason: "invalid_request",
-        },
-        Case {
-            name: "modern notification with a wrong Mcp-Method: status only",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![
-                JSON_CT,
-                ACCEPT,
-                ("mcp-protocol-version", "2026-07-28"),
-                ("mcp-method", "tools/call"),
-            ],
-            body: Some(modern_note),
-            status: 400,
-            body_json: None,
-            reason: "header_mismatch",
-        },
-        Case {
-            name: "batch in 2025-06-18",
-            method: Method::POST,
-            url: url.clone(),
-            headers: vec![JSON_CT, ACCEPT, ("mcp-protocol-version", "2025-06-18")],
-            body: Some(batch),
-            status: 400,
-            body_json: Some(error_body(
-                Value::Null,
-                -32600,
-                "Batches are not allowed in this protocol version",
-            )),
-            reason: "batch_not_allowed",
-        },
+        post("batch in 2025-06-18", &batch)
+            .with(&[("mcp-protocol-version", "2025-06-18")])
+            .answers(400, Value::Null, -32600, "Batches are not allowed in this protocol version", "batch_not_allowed"),
     ];
 
     let calls_before = upstream.total_calls();
@@ -460,7 +222,7 @@ async fn every_bad_input_gets_its_exact_answer() {
             },
             case.reason
         );
-        let before = metric_value(&s.metrics().await, &series);
+        let before = counter_before(&s.metrics().await, &series);
         let (status, headers, body) = send(
             case.method.clone(),
             &case.url,
@@ -565,11 +327,54 @@ async fn post_call(url: &str, id: i64) -> (u16, String) {
     let r = raw_request(
         Method::POST,
         url,
-        &h(&[("content-type", "application/json")]),
+        &pairs(&[("content-type", "application/json")]),
         Some(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}})),
     )
     .await;
     (r.status, r.body)
+}
+
+/// Posts a call with `id` and asserts the exact upstream-failure answer and that it is counted
+/// under `kind`; returns how long the answer took.
+async fn assert_upstream_failure(
+    s: &TestSentinel,
+    id: i64,
+    status: u16,
+    message: &str,
+    kind: &str,
+) -> Duration {
+    let started = std::time::Instant::now();
+    let (got, body) = post_call(&s.url, id).await;
+    let took = started.elapsed();
+    assert_eq!(got, status);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        error_body(json!(id), -32603, message)
+    );
+    let series = format!("mcp_sentinel_upstream_errors_total{{kind=\"{kind}\"}}");
+    assert_eq!(s.metric(&series).await, 1.0);
+    took
+}
+
+/// An upstream that reads each request, then closes the connection without answering, or
+/// (`hold`) keeps it open and never answers.
+async fn mute_upstream(hold: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            if hold {
+                held.push(sock);
+            }
+        }
+    });
+    format!("http://{addr}/mcp")
 }
 
 #[tokio::test]
@@ -583,17 +388,7 @@ async fn upstream_refused_is_502_with_the_request_id() {
         false,
     )
     .await;
-    let (status, body) = post_call(&s.url, 41).await;
-    assert_eq!(status, 502);
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).unwrap(),
-        error_body(json!(41), -32603, "Upstream unavailable")
-    );
-    assert_eq!(
-        s.metric("mcp_sentinel_upstream_errors_total{kind=\"connect\"}")
-            .await,
-        1.0
-    );
+    assert_upstream_failure(&s, 41, 502, "Upstream unavailable", "connect").await;
     let series = "mcp_sentinel_requests_total{method=\"tools/call\",outcome=\"upstream_error\"}";
     assert_eq!(s.metric_eventually(series, 1.0).await, 1.0);
     let (status, body) = s.get_admin("/readyz").await;
@@ -606,69 +401,16 @@ async fn upstream_refused_is_502_with_the_request_id() {
 
 #[tokio::test]
 async fn upstream_reset_is_502_and_timeout_is_504() {
-    // An upstream that reads the request, then closes the connection without answering.
-    let reset = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let reset_addr = reset.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = reset.accept().await else {
-                return;
-            };
-            let mut buf = [0u8; 4096];
-            let _ = sock.read(&mut buf).await;
-            drop(sock);
-        }
-    });
-    let s = sentinel::start_with(
-        sentinel::passthrough_config(&format!("http://{reset_addr}/mcp")),
-        false,
-    )
-    .await;
-    let (status, body) = post_call(&s.url, 42).await;
-    assert_eq!(status, 502);
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).unwrap(),
-        error_body(json!(42), -32603, "Upstream unavailable")
-    );
-    assert_eq!(
-        s.metric("mcp_sentinel_upstream_errors_total{kind=\"reset\"}")
-            .await,
-        1.0
-    );
+    let reset = mute_upstream(false).await;
+    let s = sentinel::start_with(sentinel::passthrough_config(&reset), false).await;
+    assert_upstream_failure(&s, 42, 502, "Upstream unavailable", "reset").await;
 
-    // An upstream that reads the request and never answers.
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        loop {
-            let Ok((mut sock, _)) = silent.accept().await else {
-                return;
-            };
-            let mut buf = [0u8; 4096];
-            let _ = sock.read(&mut buf).await;
-            held.push(sock);
-        }
-    });
-    let mut cfg = sentinel::passthrough_config(&format!("http://{silent_addr}/mcp"));
+    let silent = mute_upstream(true).await;
+    let mut cfg = sentinel::passthrough_config(&silent);
     cfg.upstream.timeout = Duration::from_millis(300);
     let s = sentinel::start_with(cfg, false).await;
-    let started = std::time::Instant::now();
-    let (status, body) = post_call(&s.url, 43).await;
-    assert_eq!(status, 504);
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "timed out promptly"
-    );
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).unwrap(),
-        error_body(json!(43), -32603, "Upstream timed out")
-    );
-    assert_eq!(
-        s.metric("mcp_sentinel_upstream_errors_total{kind=\"timeout\"}")
-            .await,
-        1.0
-    );
+    let took = assert_upstream_failure(&s, 43, 504, "Upstream timed out", "timeout").await;
+    assert!(took < Duration::from_secs(3), "timed out promptly");
 }
 
 #[tokio::test]
@@ -678,7 +420,7 @@ async fn an_ended_session_passes_through_as_404() {
     let (session, init) = raw_legacy_session(&s.url, "2025-06-18").await;
     assert_eq!(init.status, 200);
     let session = session.expect("the upstream issues a session");
-    let hs = h(&[
+    let hs = pairs(&[
         ("mcp-session-id", &session),
         ("mcp-protocol-version", "2025-06-18"),
     ]);

@@ -3,7 +3,7 @@
 //! example config being valid.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-sentinel");
 
@@ -15,9 +15,25 @@ fn tmp_file(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Runs the binary with `args` (stdin closed) to the end.
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Asserts the run was refused (exit 64) and returns its stderr.
+fn refused(out: Output) -> String {
+    let stderr = String::from_utf8(out.stderr).expect("UTF-8 stderr");
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    stderr
+}
+
 #[test]
 fn version() {
-    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let out = run(&["--version"]);
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
@@ -32,12 +48,7 @@ fn every_example_config_is_valid() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            let out = Command::new(BIN)
-                .arg("check")
-                .arg("--config")
-                .arg(&path)
-                .output()
-                .unwrap();
+            let out = run(&["check", "--config", path.to_str().unwrap()]);
             assert!(
                 out.status.success(),
                 "{}: {}",
@@ -62,14 +73,7 @@ fn check_lists_every_error_and_exits_64() {
         "bad.yaml",
         "listen: nowhere\nupstream:\n  url: ftp://x/mcp\n  timeout: soon\n  colour: blue\nlimits:\n  max_body_bytes: 0\nextra: 1\n",
     );
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("--config")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let stderr = refused(run(&["check", "--config", bad.to_str().unwrap()]));
     let file = bad.display().to_string();
     assert!(stderr.starts_with("8 errors in config:"), "{stderr}");
     for (key, why) in [
@@ -96,12 +100,9 @@ fn check_lists_every_error_and_exits_64() {
 
 #[test]
 fn check_reports_an_unreadable_file() {
-    let out = Command::new(BIN)
-        .args(["check", "--config", "/nonexistent/sentinel.yaml"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    assert!(
+        refused(run(&["check", "--config", "/nonexistent/sentinel.yaml"])).contains("cannot read")
+    );
 }
 
 #[test]
@@ -110,43 +111,29 @@ fn run_refuses_an_invalid_config() {
         "run-bad.yaml",
         "upstream:\n  url: http://127.0.0.1:1/mcp\nunknown_section: {}\n",
     );
-    let out = Command::new(BIN)
-        .arg("run")
-        .arg("--config")
-        .arg(&bad)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_section: unknown key"));
+    assert!(
+        refused(run(&["run", "--config", bad.to_str().unwrap()]))
+            .contains("unknown_section: unknown key")
+    );
     // No upstream anywhere: refused the same way.
-    let out = Command::new(BIN)
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .env_remove("MCP_SENTINEL_UPSTREAM")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(
+        Command::new(BIN)
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .env_remove("MCP_SENTINEL_UPSTREAM")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
+    );
     assert!(stderr.contains("upstream.url: required"), "{stderr}");
     // Secure by default: no authenticator and no `anonymous: allow` is refused too.
     assert!(
         stderr.contains("auth: no authenticator is configured"),
         "{stderr}"
     );
-    let out = Command::new(BIN)
-        .args(["run", "--upstream", "http://127.0.0.1:1/mcp"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("anonymous: allow"));
-    let out = Command::new(BIN)
-        .args(["run", "--upstream", "https://x/mcp"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        refused(run(&["run", "--upstream", "http://127.0.0.1:1/mcp"])).contains("anonymous: allow")
+    );
+    refused(run(&["run", "--upstream", "https://x/mcp"]));
 }
 
 #[test]
@@ -192,13 +179,7 @@ fn environment_variables_stand_in_for_flags_and_override_the_file() {
 #[test]
 fn a_config_without_a_policy_is_refused() {
     let path = tmp_file("no-policy.yaml", "auth: {anonymous: allow}\n");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(run(&["check", "--config", path.to_str().unwrap()]));
     assert!(
         stderr.contains("no-policy.yaml: policy: is required"),
         "{stderr}"
@@ -207,13 +188,7 @@ fn a_config_without_a_policy_is_refused() {
         "empty-policy.yaml",
         "auth: {anonymous: allow}\npolicy: {}\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(run(&["check", "--config", path.to_str().unwrap()]));
     assert!(
         stderr.contains("policy.default: is required (allow or deny)"),
         "{stderr}"
@@ -239,11 +214,7 @@ policy:
 #[test]
 fn check_warns_about_rules_that_never_match_and_strict_fails() {
     let path = tmp_file("linted.yaml", LINTED);
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = run(&["check", "--config", path.to_str().unwrap()]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -258,25 +229,22 @@ fn check_warns_about_rules_that_never_match_and_strict_fails() {
         stdout.contains("policy: inline, 4 rules, default deny"),
         "{stdout}"
     );
-    let out = Command::new(BIN)
-        .args(["check", "--strict", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2 warnings (--strict)"));
+    assert!(
+        refused(run(&[
+            "check",
+            "--strict",
+            "--config",
+            path.to_str().unwrap()
+        ]))
+        .contains("2 warnings (--strict)")
+    );
 }
 
 #[test]
 fn explain_names_the_deciding_rule() {
     let path = tmp_file("explain.yaml", LINTED);
     let explain = |extra: &[&str]| {
-        let out = Command::new(BIN)
-            .args(["explain", "--config"])
-            .arg(&path)
-            .args(extra)
-            .output()
-            .unwrap();
+        let out = run(&[&["explain", "--config", path.to_str().unwrap()], extra].concat());
         assert!(
             out.status.success(),
             "{}",
@@ -335,21 +303,19 @@ fn explain_names_the_deciding_rule() {
         explain(&["--subject", "o", "--method", "tools/list"]),
         "decision: allow\nreason: builtin\nrule: builtin\n"
     );
-    let out = Command::new(BIN)
-        .args(["explain", "--config"])
-        .arg(&path)
-        .args([
-            "--subject",
-            "x",
-            "--method",
-            "tools/call",
-            "--tool",
-            "t",
-            "--args",
-            "{nope",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "explain",
+        "--config",
+        path.to_str().unwrap(),
+        "--subject",
+        "x",
+        "--method",
+        "tools/call",
+        "--tool",
+        "t",
+        "--args",
+        "{nope",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--args is not JSON"));
 }
@@ -366,14 +332,7 @@ policy:
     - {name: corp-alice, effect: allow, subjects: [alice], issuers: [\"https://corp.example\"], tools: [deploy]}
 ",
     );
-    let run = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| run(&[args, &["--config", path.to_str().unwrap()]].concat());
     let call = [
         "explain",
         "--subject",

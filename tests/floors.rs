@@ -15,14 +15,14 @@ const FLOORS: &[(&str, u32)] = &[
     ("denial", 0),
     ("readiness", 0),
     ("yaml", 0),
-    ("tls", 0),
     ("glob", 0),
     ("reload", 0),
-    // Floor 1.
+    // Floor 1 (tls rotates its certificates with reload).
     ("bindings", 1),
     ("metrics", 1),
-    ("server", 1),
-    // Floor 2: the compiled policy.
+    ("tls", 1),
+    // Floor 2: the accept loop (TLS included), and the compiled policy.
+    ("server", 2),
     ("policy", 2),
     // Floor 3: every config type (policies compile while the config is read).
     ("config", 3),

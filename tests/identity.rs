@@ -6,35 +6,34 @@
 
 mod common;
 
-use common::apiserver::{ApiServer, Reply, rejected, service_account};
+use common::apiserver::{AGENT, AGENT_TOKEN, ApiServer, agent_cluster};
+use common::bed::Bed;
 use common::client::{RawResponse, legacy_headers, raw_post};
 use common::idp::Idp;
-use common::keys::{init_body, pairs, write_keys};
-use common::sentinel::{self, TempDir, TestSentinel};
-use common::upstream::{SeenRequest, Upstream, UpstreamConfig, spawn_upstream_with};
+use common::keys::{api_key, bearer};
+use common::keys::{init_body, write_keys};
+use common::metrics::denials;
+use common::upstream::{SeenRequest, UpstreamConfig};
 use serde_json::{Value, json};
 
 const RESOURCE: &str = "https://mcp.example.com/mcp";
 const VERSION: &str = "2025-11-25";
 /// A service-account token as kubelet projects it: JWT-shaped, opaque to the sentinel.
-const AGENT_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6dG9vbHM6YWdlbnQifQ.c2lnbmF0dXJl";
-const AGENT: &str = "system:serviceaccount:tools:agent";
 /// API keys whose subjects copy other callers' subjects.
 const AGENT_KEY: &str = "ak_named_like_the_agent_01";
 const ALICE_KEY: &str = "ak_named_like_alice_02";
 
-struct Bed {
+/// What the identity bed adds: the two identity providers with their key ids, and the API
+/// server.
+struct Issuers {
     a: Idp,
     b: Idp,
     kid_a: String,
     kid_b: String,
-    upstream: Upstream,
-    sentinel: TestSentinel,
     _api: ApiServer,
-    _dir: TempDir,
 }
 
-impl Bed {
+impl Bed<Issuers> {
     /// A token for `sub` from issuer a or b.
     fn token(&self, from_a: bool, sub: &str) -> String {
         let (idp, kid) = if from_a {
@@ -50,31 +49,12 @@ impl Bed {
     }
 }
 
-fn bearer(token: &str) -> Vec<(String, String)> {
-    pairs(&[("Authorization", &format!("Bearer {token}"))])
-}
-
-fn api_key(key: &str) -> Vec<(String, String)> {
-    pairs(&[("X-API-Key", key)])
-}
-
 /// A sentinel with every bearer authenticator at once — API keys, JWTs from two issuers
 /// (`{A}` and `{B}` in `policy` name them), Kubernetes TokenReview — and `extra` config.
-async fn bed(upstream: UpstreamConfig, policy: &str, extra: &str) -> Bed {
+async fn bed(upstream: UpstreamConfig, policy: &str, extra: &str) -> Bed<Issuers> {
     let (a, b) = (Idp::start().await, Idp::start().await);
     let (kid_a, kid_b) = (a.add_key("RS256"), b.add_key("ES256"));
-    let api = ApiServer::start(|review| {
-        if review.spec.token.as_deref() == Some(AGENT_TOKEN) {
-            Reply::Review(service_account("tools", "agent", &["mcp-sentinel"]))
-        } else {
-            Reply::Review(rejected("invalid bearer token"))
-        }
-    })
-    .await;
-    let upstream = spawn_upstream_with(upstream).await;
-    let dir = TempDir::new("identity");
-    let keys = dir.path("keys.yaml");
-    write_keys(&keys, &[(AGENT_KEY, AGENT, &[]), (ALICE_KEY, "alice", &[])]);
+    let api = agent_cluster().await;
     let issuer = |idp: &Idp, alg: &str| {
         format!(
             "      - issuer: {}\n        jwks_url: {}\n        algorithms: [{alg}]\n        ca_file: {}\n",
@@ -83,28 +63,28 @@ async fn bed(upstream: UpstreamConfig, policy: &str, extra: &str) -> Bed {
             idp.ca_file().display()
         )
     };
-    let yaml = format!(
-        "{}\nauth:\n  resource: {RESOURCE}\n  api_keys:\n    file: {}\n  jwt:\n    issuers:\n{}{}  kubernetes:\n    kubeconfig: {}\n    audiences: [mcp-sentinel]\n{extra}",
-        policy
-            .replace("{A}", &a.issuer())
-            .replace("{B}", &b.issuer()),
-        keys.display(),
-        issuer(&a, "RS256"),
-        issuer(&b, "ES256"),
-        api.kubeconfig(&dir.0).display(),
-    );
-    let cfg = sentinel::config_from_yaml(&yaml, &upstream.url());
-    let sentinel = sentinel::start_with(cfg, true).await;
-    Bed {
+    let bed = Bed::start("identity", upstream, |dir| {
+        let keys = dir.path("keys.yaml");
+        write_keys(&keys, &[(AGENT_KEY, AGENT, &[]), (ALICE_KEY, "alice", &[])]);
+        format!(
+            "{}\nauth:\n  resource: {RESOURCE}\n  api_keys:\n    file: {}\n  jwt:\n    issuers:\n{}{}  kubernetes:\n    kubeconfig: {}\n    audiences: [mcp-sentinel]\n{extra}",
+            policy
+                .replace("{A}", &a.issuer())
+                .replace("{B}", &b.issuer()),
+            keys.display(),
+            issuer(&a, "RS256"),
+            issuer(&b, "ES256"),
+            api.kubeconfig(&dir.0).display(),
+        )
+    })
+    .await;
+    bed.with(Issuers {
         a,
         b,
         kid_a,
         kid_b,
-        upstream,
-        sentinel,
         _api: api,
-        _dir: dir,
-    }
+    })
 }
 
 /// A caller with a legacy session of its own.
@@ -459,9 +439,7 @@ async fn credentials_in_the_query_string_are_refused_and_never_forwarded() {
     assert_eq!(bed.upstream.mcp_requests().len(), 0, "nothing forwarded");
     assert_eq!(
         bed.sentinel
-            .metric(
-                r#"mcp_sentinel_check_denials_total{check="authenticate",reason="token_in_query"}"#
-            )
+            .metric(&denials("authenticate", "token_in_query"))
             .await,
         queries.len() as f64
     );

@@ -101,6 +101,19 @@ fn set(review: &mut Value, pointer: &str, value: Value) {
     target[key.replace("~1", "/")] = value;
 }
 
+/// The upstream container's ports.
+fn set_ports(review: &mut Value, ports: Value) {
+    set(review, "/request/object/spec/containers/0/ports", ports);
+}
+
+/// Two upstream ports: `http` on 8080 and `name` on `port`.
+fn beside_http(review: &mut Value, name: &str, port: u16) {
+    set_ports(
+        review,
+        json!([{"name": "http", "containerPort": 8080}, {"name": name, "containerPort": port}]),
+    );
+}
+
 fn annotate(review: &mut Value, key: &str, value: &str) {
     let annotations = &mut review["request"]["object"]["metadata"]["annotations"];
     if annotations.is_null() {
@@ -382,11 +395,7 @@ fn token_review_mounts_a_projected_token() {
 #[test]
 fn unnamed_upstream_port_gets_the_default_name_and_a_warning() {
     let mut review = fixture("review-pod.json");
-    set(
-        &mut review,
-        "/request/object/spec/containers/0/ports",
-        json!([{"containerPort": 8080}]),
-    );
+    set_ports(&mut review, json!([{"containerPort": 8080}]));
     review["request"]["object"]["metadata"]["annotations"] = json!({});
     let a = answer(&review, Mode::Namespace, &settings());
     assert_eq!(a.result, InjectResult::Injected, "{}", a.detail);
@@ -453,72 +462,28 @@ fn pods_it_cannot_inject_are_admitted_unchanged_with_a_warning() {
     type Edit = fn(&mut Value);
     let cases: Vec<(&str, Edit, &str)> = vec![
         (
-            "bad inject value",
-            |r| annotate(r, "mcp-sentinel.io/inject", "yes"),
-            "must be \"true\" or \"false\"",
-        ),
-        (
             "two ports, no choice",
-            |r| {
-                set(
-                    r,
-                    "/request/object/spec/containers/0/ports",
-                    json!([{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 9000}]),
-                );
-            },
+            |r| beside_http(r, "grpc", 9000),
             "declares 2 container ports",
         ),
         (
             "no ports",
-            |r| set(r, "/request/object/spec/containers/0/ports", json!([])),
+            |r| set_ports(r, json!([])),
             "declares 0 container ports",
-        ),
-        (
-            "unknown port name",
-            |r| annotate(r, "mcp-sentinel.io/upstream-port", "grpc"),
-            "no container declares port \"grpc\"",
-        ),
-        (
-            "unknown port number",
-            |r| annotate(r, "mcp-sentinel.io/upstream-port", "9999"),
-            "no container declares port \"9999\"",
-        ),
-        (
-            "invalid port name",
-            |r| annotate(r, "mcp-sentinel.io/upstream-port", "Not_A_Name"),
-            "is not a port name",
-        ),
-        (
-            "invalid traffic port name",
-            |r| annotate(r, "mcp-sentinel.io/traffic-port-name", "HTTP"),
-            "is not a port name",
         ),
         (
             "traffic name taken",
             |r| {
-                set(
-                    r,
-                    "/request/object/spec/containers/0/ports",
-                    json!([{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9000}]),
-                );
+                beside_http(r, "metrics", 9000);
                 annotate(r, "mcp-sentinel.io/upstream-port", "http");
                 annotate(r, "mcp-sentinel.io/traffic-port-name", "metrics");
             },
             "already has a port named \"metrics\"",
         ),
         (
-            "traffic name is the admin port's",
-            |r| annotate(r, "mcp-sentinel.io/traffic-port-name", "sentinel-admin"),
-            "collide",
-        ),
-        (
             "sidecar port taken",
             |r| {
-                set(
-                    r,
-                    "/request/object/spec/containers/0/ports",
-                    json!([{"name": "http", "containerPort": 8080}, {"name": "other", "containerPort": 15090}]),
-                );
+                beside_http(r, "other", 15090);
                 annotate(r, "mcp-sentinel.io/upstream-port", "http");
             },
             "already uses port 15090",
@@ -542,21 +507,6 @@ fn pods_it_cannot_inject_are_admitted_unchanged_with_a_warning() {
                 )
             },
             "uses UDP",
-        ),
-        (
-            "bad path",
-            |r| annotate(r, "mcp-sentinel.io/upstream-path", "mcp?x=1"),
-            "annotation mcp-sentinel.io/upstream-path",
-        ),
-        (
-            "bad config name",
-            |r| annotate(r, "mcp-sentinel.io/config", "My_Config"),
-            "annotation mcp-sentinel.io/config",
-        ),
-        (
-            "bad quantity",
-            |r| annotate(r, "mcp-sentinel.io/memory-limit", "lots"),
-            "annotation mcp-sentinel.io/memory-limit",
         ),
         (
             "request over limit",
@@ -598,9 +548,45 @@ fn pods_it_cannot_inject_are_admitted_unchanged_with_a_warning() {
             "the pod has no spec",
         ),
     ];
-    for (what, edit, expect) in cases {
+    // Annotations it cannot follow: (annotation, value, what the warning says).
+    let annotations = [
+        ("inject", "yes", "must be \"true\" or \"false\""),
+        (
+            "upstream-port",
+            "grpc",
+            "no container declares port \"grpc\"",
+        ),
+        (
+            "upstream-port",
+            "9999",
+            "no container declares port \"9999\"",
+        ),
+        ("upstream-port", "Not_A_Name", "is not a port name"),
+        ("traffic-port-name", "HTTP", "is not a port name"),
+        ("traffic-port-name", "sentinel-admin", "collide"),
+        (
+            "upstream-path",
+            "mcp?x=1",
+            "annotation mcp-sentinel.io/upstream-path",
+        ),
+        ("config", "My_Config", "annotation mcp-sentinel.io/config"),
+        (
+            "memory-limit",
+            "lots",
+            "annotation mcp-sentinel.io/memory-limit",
+        ),
+    ];
+    let annotated = annotations.map(|(key, value, expect)| {
+        let mut review = fixture("review-pod.json");
+        annotate(&mut review, &format!("mcp-sentinel.io/{key}"), value);
+        (format!("{key}: {value}"), review, expect)
+    });
+    let edited = cases.into_iter().map(|(what, edit, expect)| {
         let mut review = fixture("review-pod.json");
         edit(&mut review);
+        (what.to_string(), review, expect)
+    });
+    for (what, review, expect) in annotated.into_iter().chain(edited) {
         let a = answer(&review, Mode::Annotated, &settings());
         assert_eq!(a.result, InjectResult::Error, "{what}: {}", a.detail);
         let warnings = unchanged(&review, &a);

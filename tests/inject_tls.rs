@@ -1,66 +1,23 @@
 //! `tls::ReloadingTls` on its own: client certificates against a client CA (optional and
 //! required), and every way a certificate set can be unusable, each with its own error.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::sentinel::TempDir;
+use common::tls::{TestCa, write_file};
 use mcp_sentinel::tls::{ClientAuth, ReloadingTls, TlsError, TlsFiles, TlsOptions};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
-
-struct Ca(CertifiedIssuer<'static, KeyPair>);
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        Ca(CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap())
-    }
-
-    fn leaf(&self, name: &str) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_string()])
-            .unwrap()
-            .signed_by(&key, &self.0)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(test: &str) -> Dir {
-        let d =
-            std::env::temp_dir().join(format!("mcp-sentinel-tls-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Handshakes once with `tls` as the server; returns whether it succeeded and how many client
 /// certificates the server saw.
 async fn handshake(
     tls: &ReloadingTls,
-    server_ca: &Ca,
+    server_ca: &TestCa,
     client: Option<(&str, &str)>,
 ) -> Result<usize, String> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -75,7 +32,9 @@ async fn handshake(
             .map_err(|e| e.to_string())
     });
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(server_ca.0.der().clone()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_slice(server_ca.ca_pem().as_bytes()).unwrap())
+        .unwrap();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -104,18 +63,18 @@ async fn handshake(
 
 #[tokio::test]
 async fn client_certificates_are_verified_against_the_client_ca() {
-    let dir = Dir::new("mtls");
-    let server_ca = Ca::new("server CA");
-    let client_ca = Ca::new("client CA");
-    let stranger_ca = Ca::new("stranger CA");
-    let (cert, key) = server_ca.leaf("localhost");
+    let dir = TempDir::new("mtls");
+    let server_ca = TestCa::named("server CA");
+    let client_ca = TestCa::named("client CA");
+    let stranger_ca = TestCa::named("stranger CA");
+    let (cert, key) = server_ca.leaf(&["localhost"]);
     let files = TlsFiles {
-        cert: dir.file("tls.crt", &cert),
-        key: dir.file("tls.key", &key),
-        client_ca: Some(dir.file("client-ca.crt", &client_ca.0.pem())),
+        cert: write_file(&dir, "tls.crt", &cert),
+        key: write_file(&dir, "tls.key", &key),
+        client_ca: Some(write_file(&dir, "client-ca.crt", &client_ca.ca_pem())),
     };
-    let (good_cert, good_key) = client_ca.leaf("agent.example");
-    let (bad_cert, bad_key) = stranger_ca.leaf("agent.example");
+    let (good_cert, good_key) = client_ca.leaf(&["agent.example"]);
+    let (bad_cert, bad_key) = stranger_ca.leaf(&["agent.example"]);
 
     let optional = ReloadingTls::load(files.clone(), TlsOptions::default(), None).unwrap();
     assert_eq!(handshake(&optional, &server_ca, None).await, Ok(0));
@@ -147,13 +106,13 @@ async fn client_certificates_are_verified_against_the_client_ca() {
 
 #[tokio::test]
 async fn server_only_tls_ignores_client_certificates() {
-    let dir = Dir::new("server-only");
-    let ca = Ca::new("server CA");
-    let (cert, key) = ca.leaf("localhost");
+    let dir = TempDir::new("server-only");
+    let ca = TestCa::named("server CA");
+    let (cert, key) = ca.leaf(&["localhost"]);
     let tls = ReloadingTls::load(
         TlsFiles {
-            cert: dir.file("tls.crt", &cert),
-            key: dir.file("tls.key", &key),
+            cert: write_file(&dir, "tls.crt", &cert),
+            key: write_file(&dir, "tls.key", &key),
             client_ca: None,
         },
         TlsOptions::default(),
@@ -171,12 +130,12 @@ async fn server_only_tls_ignores_client_certificates() {
 
 #[test]
 fn unusable_certificate_sets_name_their_problem() {
-    let dir = Dir::new("errors");
-    let ca = Ca::new("CA");
-    let (cert, key) = ca.leaf("localhost");
-    let (_, other_key) = ca.leaf("localhost");
-    let cert_path = dir.file("tls.crt", &cert);
-    let key_path = dir.file("tls.key", &key);
+    let dir = TempDir::new("errors");
+    let ca = TestCa::named("CA");
+    let (cert, key) = ca.leaf(&["localhost"]);
+    let (_, other_key) = ca.leaf(&["localhost"]);
+    let cert_path = write_file(&dir, "tls.crt", &cert);
+    let key_path = write_file(&dir, "tls.key", &key);
     let load = |cert: PathBuf, key: PathBuf, client_ca: Option<PathBuf>| {
         ReloadingTls::load(
             TlsFiles {
@@ -191,29 +150,37 @@ fn unusable_certificate_sets_name_their_problem() {
         .expect("refused")
     };
     assert!(matches!(
-        load(dir.0.join("absent.crt"), key_path.clone(), None),
+        load(dir.path("absent.crt"), key_path.clone(), None),
         TlsError::Read { .. }
     ));
     assert!(matches!(
-        load(dir.file("empty.crt", ""), key_path.clone(), None),
+        load(write_file(&dir, "empty.crt", ""), key_path.clone(), None),
         TlsError::NoCertificate { .. }
     ));
     assert!(matches!(
-        load(cert_path.clone(), dir.file("cert-as-key.pem", &cert), None),
+        load(
+            cert_path.clone(),
+            write_file(&dir, "cert-as-key.pem", &cert),
+            None
+        ),
         TlsError::NoKey { .. }
     ));
     assert!(matches!(
-        load(cert_path.clone(), dir.file("other.key", &other_key), None),
+        load(
+            cert_path.clone(),
+            write_file(&dir, "other.key", &other_key),
+            None
+        ),
         TlsError::Rustls(_)
     ));
     assert!(matches!(
         load(
             cert_path.clone(),
             key_path.clone(),
-            Some(dir.file("ca.pem", "no PEM here"))
+            Some(write_file(&dir, "ca.pem", "no PEM here"))
         ),
         TlsError::ClientCa { .. }
     ));
-    let err = load(cert_path, key_path, Some(dir.0.join("absent-ca.pem")));
+    let err = load(cert_path, key_path, Some(dir.path("absent-ca.pem")));
     assert!(err.to_string().contains("absent-ca.pem"), "{err}");
 }

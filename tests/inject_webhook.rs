@@ -2,18 +2,20 @@
 //! HTTP/2) with certificates generated here, a certificate rotated the way a Kubernetes Secret
 //! volume rotates it, its admin port, and its shutdown.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::tls::TestCa;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mcp_sentinel::k8s::settings::Settings;
 use mcp_sentinel::k8s::webhook::{Injector, InjectorOptions};
 use mcp_sentinel::tls::TlsFiles;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -21,38 +23,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        Ca {
-            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A serving certificate for `localhost` and the injector Service's name: (cert, key) PEM.
-    fn leaf(&self) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec![
-            "localhost".to_string(),
-            "mcp-sentinel-injector.mcp-sentinel.svc".to_string(),
-        ])
-        .unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
+/// The names of the injector's serving certificate: `localhost` and its Service's name.
+const INJECTOR_NAMES: &[&str] = &["localhost", "mcp-sentinel-injector.mcp-sentinel.svc"];
 
 /// A directory laid out like a Kubernetes Secret volume: `tls.crt -> ..data/tls.crt`,
 /// `..data -> ..<version>`. `publish` swaps `..data` atomically, as the kubelet does.
@@ -194,22 +166,20 @@ async fn admin(injector: &Injector, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn webhook_answers_admission_reviews_over_https() {
-    let ca = Ca::new("webhook test CA");
-    let (cert, key) = ca.leaf();
+    let ca = TestCa::named("webhook test CA");
+    let (cert, key) = ca.leaf(INJECTOR_NAMES);
     let mut volume = SecretVolume::new("webhook");
     volume.publish(&cert, &key);
     let injector = start(&volume, Duration::ZERO).await;
     let addr = injector.addr();
-    let ca_pem = ca.pem();
+    let ca_pem = ca.ca_pem();
 
     for h2 in [false, true] {
+        let post =
+            |path, content_type, body| send(addr, &ca_pem, h2, "POST", path, content_type, body);
         // An annotated pod: allowed, with a JSON Patch that adds the sidecar.
         let review = fixture("review-pod.json");
-        let (status, answer) = send(
-            addr,
-            &ca_pem,
-            h2,
-            "POST",
+        let (status, answer) = post(
             "/inject/annotated",
             "application/json",
             serde_json::to_vec(&review).unwrap(),
@@ -237,11 +207,7 @@ async fn webhook_answers_admission_reviews_over_https() {
         let mut opted_out = fixture("review-pod.json");
         opted_out["request"]["object"]["metadata"]["annotations"]["mcp-sentinel.io/inject"] =
             json!("false");
-        let (status, answer) = send(
-            addr,
-            &ca_pem,
-            h2,
-            "POST",
+        let (status, answer) = post(
             "/inject/namespace",
             "application/json; charset=utf-8",
             serde_json::to_vec(&opted_out).unwrap(),
@@ -252,16 +218,9 @@ async fn webhook_answers_admission_reviews_over_https() {
         assert!(answer["response"].get("patch").is_none());
 
         // Not an AdmissionReview: a clean refusal, never a hang or a reset.
-        let (status, answer) = send(
-            addr,
-            &ca_pem,
-            h2,
-            "POST",
-            "/inject/annotated",
-            "application/json",
-            b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":".to_vec(),
-        )
-        .await;
+        let cut_short = b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":";
+        let (status, answer) =
+            post("/inject/annotated", "application/json", cut_short.to_vec()).await;
         assert_eq!(status, 400);
         assert_eq!(answer["response"]["allowed"], false);
         assert!(
@@ -315,10 +274,10 @@ async fn webhook_answers_admission_reviews_over_https() {
 
 #[tokio::test]
 async fn a_rotated_certificate_is_served_without_a_restart() {
-    let old_ca = Ca::new("old CA");
-    let new_ca = Ca::new("new CA");
-    let (old_cert, old_key) = old_ca.leaf();
-    let (new_cert, new_key) = new_ca.leaf();
+    let old_ca = TestCa::named("old CA");
+    let new_ca = TestCa::named("new CA");
+    let (old_cert, old_key) = old_ca.leaf(INJECTOR_NAMES);
+    let (new_cert, new_key) = new_ca.leaf(INJECTOR_NAMES);
     let mut volume = SecretVolume::new("rotation");
     volume.publish(&old_cert, &old_key);
     let injector = start(&volume, Duration::ZERO).await;
@@ -329,7 +288,7 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
             .to_vec()
     };
     assert_eq!(
-        served_certificate(addr, &old_ca.pem()).await,
+        served_certificate(addr, &old_ca.ca_pem()).await,
         der(&old_cert)
     );
 
@@ -338,8 +297,8 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if tokio::time::timeout(Duration::from_secs(2), async {
-            let mut roots = new_ca.pem();
-            roots.push_str(&old_ca.pem());
+            let mut roots = new_ca.ca_pem();
+            roots.push_str(&old_ca.ca_pem());
             served_certificate(addr, &roots).await
         })
         .await
@@ -361,7 +320,7 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     );
 
     // A key that does not match its certificate is refused; the loaded one keeps serving.
-    let (_, other_key) = new_ca.leaf();
+    let (_, other_key) = new_ca.leaf(INJECTOR_NAMES);
     volume.publish(&new_cert, &other_key);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -376,7 +335,7 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        served_certificate(addr, &new_ca.pem()).await,
+        served_certificate(addr, &new_ca.ca_pem()).await,
         der(&new_cert)
     );
     assert!(injector.shutdown().await);
@@ -384,8 +343,8 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
 
 #[tokio::test]
 async fn shutdown_fails_readiness_first_then_stops_serving() {
-    let ca = Ca::new("shutdown CA");
-    let (cert, key) = ca.leaf();
+    let ca = TestCa::named("shutdown CA");
+    let (cert, key) = ca.leaf(INJECTOR_NAMES);
     let mut volume = SecretVolume::new("shutdown");
     volume.publish(&cert, &key);
     let injector = start(&volume, Duration::from_millis(500)).await;
@@ -405,7 +364,7 @@ async fn shutdown_fails_readiness_first_then_stops_serving() {
     let review = serde_json::to_vec(&fixture("review-pod.json")).unwrap();
     let (status, _) = send(
         addr,
-        &ca.pem(),
+        &ca.ca_pem(),
         false,
         "POST",
         "/inject/annotated",

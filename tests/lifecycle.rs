@@ -4,12 +4,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::client::{legacy_headers, raw_legacy_session, raw_send};
+use common::process::sigterm;
 use common::sentinel;
 use common::upstream::{UpstreamConfig, spawn_upstream, spawn_upstream_with};
 use futures_util::StreamExt;
@@ -86,16 +87,9 @@ async fn sigterm_under_load_fails_no_in_flight_request() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let pid = child.child.id().to_string();
     *signalled.lock().unwrap() = Some(Instant::now());
     let sent = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(sigterm(child.child.id()));
 
     // Readiness fails at once, while requests are still draining.
     let mut saw_503 = false;
@@ -170,44 +164,65 @@ async fn sse_streams_get_their_grace_then_close() {
     );
 }
 
-#[tokio::test]
-async fn a_client_that_leaves_takes_its_upstream_request_with_it() {
-    // An upstream that never answers and reports when its connection closes.
+/// An upstream on a fresh port that serves each connection with `serve` and reports on the
+/// channel when `serve` is done with it.
+async fn closing_upstream<F, Fut>(
+    serve: F,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Instant>,
+)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
+            let Ok((sock, _)) = listener.accept().await else {
                 return;
             };
             let closed_tx = closed_tx.clone();
+            let served = serve(sock);
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut request = Vec::new();
-                loop {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                    if request.windows(4).any(|w| w == b"\r\n\r\n")
-                        && String::from_utf8_lossy(&request).contains("tools/call")
-                    {
-                        // The request is in: start an SSE answer, then hold it open.
-                        let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n").await;
-                        let event = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":1}}\n\n";
-                        let _ = sock
-                            .write_all(format!("{:x}\r\n", event.len()).as_bytes())
-                            .await;
-                        let _ = sock.write_all(event).await;
-                        let _ = sock.write_all(b"\r\n").await;
-                        request.clear();
-                    }
-                }
+                served.await;
                 let _ = closed_tx.send(Instant::now());
             });
         }
     });
+    (addr, closed_rx)
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_takes_its_upstream_request_with_it() {
+    // An upstream that starts an SSE answer, never ends it, and reports when its connection
+    // closes.
+    let (addr, mut closed_rx) = closing_upstream(|mut sock| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut request = Vec::new();
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+            if request.windows(4).any(|w| w == b"\r\n\r\n")
+                && String::from_utf8_lossy(&request).contains("tools/call")
+            {
+                // The request is in: start an SSE answer, then hold it open.
+                let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n").await;
+                let event = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":1}}\n\n";
+                let _ = sock
+                    .write_all(format!("{:x}\r\n", event.len()).as_bytes())
+                    .await;
+                let _ = sock.write_all(event).await;
+                let _ = sock.write_all(b"\r\n").await;
+                request.clear();
+            }
+        }
+    })
+    .await;
     let s = sentinel::start_with(
         sentinel::passthrough_config(&format!("http://{addr}/mcp")),
         false,
@@ -247,26 +262,16 @@ async fn a_client_that_leaves_takes_its_upstream_request_with_it() {
 
 #[tokio::test]
 async fn a_client_that_leaves_before_the_answer_cancels_the_upstream_request() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let closed_tx = closed_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = sock.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-                let _ = closed_tx.send(());
-            });
+    // An upstream that reads and never answers, and reports when its connection closes.
+    let (addr, mut closed_rx) = closing_upstream(|mut sock| async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = sock.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
         }
-    });
+    })
+    .await;
     let s = sentinel::start_with(
         sentinel::passthrough_config(&format!("http://{addr}/mcp")),
         false,

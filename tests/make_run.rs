@@ -2,12 +2,16 @@
 //! plainly instead of fronting another program; the demo serves through the sentinel with audit
 //! records in the file it names; the upstream dying ends the run with a non-zero exit.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::process::sigterm;
 
 const SENTINEL: &str = env!("CARGO_BIN_EXE_mcp-sentinel");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/run-demo.sh");
@@ -136,9 +140,7 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
+            sigterm(self.child.id());
             let _ = self.child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.run_dir);
@@ -255,14 +257,9 @@ fn serves_through_the_sentinel_audits_to_a_file_and_stops_when_the_upstream_dies
         .nth(1)
         .and_then(|rest| rest.split(';').next())
         .unwrap()
-        .to_owned();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+        .parse()
+        .expect("a pid");
+    assert!(sigterm(pid));
     let status = run.wait();
     let stderr = run.stderr();
     assert_eq!(status.code(), Some(1), "{stderr}");

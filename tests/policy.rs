@@ -6,13 +6,13 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use common::bed::Bed;
 use common::client::{
     ClientOptions, Era, connect, legacy_headers, modern_headers, modern_request, raw_post,
     tool_call,
 };
 use common::keys::{pairs, write_keys};
-use common::sentinel::{self, TempDir, TestSentinel};
-use common::upstream::{Upstream, spawn_upstream};
+use common::upstream::UpstreamConfig;
 use serde_json::{Value, json};
 
 const ALICE: &str = "ak_alice_staff_0001";
@@ -44,39 +44,27 @@ policy:
     - {name: no-roots-for-guests, effect: deny, groups: [guests], methods: [roots/list]}
 "#;
 
-struct Bed {
-    upstream: Upstream,
-    sentinel: TestSentinel,
-    _dir: TempDir,
-}
-
 async fn bed(answer: &str) -> Bed {
-    let upstream = spawn_upstream().await;
-    let dir = TempDir::new("policy");
-    let keys = dir.path("keys.yaml");
-    write_keys(
-        &keys,
-        &[(ALICE, "alice", &["staff"]), (BOB, "bob", &["guests"])],
-    );
-    // Carol's key carries a scope: API-key files list scopes too.
-    let mut text = std::fs::read_to_string(&keys).unwrap();
-    text.push_str(&format!(
-        "  - sha256: {}\n    subject: carol\n    groups: [staff]\n    scopes: [\"files:delete\"]\n",
-        common::keys::sha256_hex(CAROL)
-    ));
-    std::fs::write(&keys, text).unwrap();
-    let yaml = format!(
-        "auth:\n  api_keys:\n    file: {}\n  scopes_supported: [\"files:delete\"]\n{}",
-        keys.display(),
-        POLICY.replace("{ANSWER}", answer)
-    );
-    let cfg = sentinel::config_from_yaml(&yaml, &upstream.url());
-    let sentinel = sentinel::start_with(cfg, true).await;
-    Bed {
-        upstream,
-        sentinel,
-        _dir: dir,
-    }
+    Bed::start("policy", UpstreamConfig::default(), |dir| {
+        let keys = dir.path("keys.yaml");
+        write_keys(
+            &keys,
+            &[(ALICE, "alice", &["staff"]), (BOB, "bob", &["guests"])],
+        );
+        // Carol's key carries a scope: API-key files list scopes too.
+        let mut text = std::fs::read_to_string(&keys).unwrap();
+        text.push_str(&format!(
+            "  - sha256: {}\n    subject: carol\n    groups: [staff]\n    scopes: [\"files:delete\"]\n",
+            common::keys::sha256_hex(CAROL)
+        ));
+        std::fs::write(&keys, text).unwrap();
+        format!(
+            "auth:\n  api_keys:\n    file: {}\n  scopes_supported: [\"files:delete\"]\n{}",
+            keys.display(),
+            POLICY.replace("{ANSWER}", answer)
+        )
+    })
+    .await
 }
 
 fn key(k: &str) -> ClientOptions {
@@ -682,4 +670,88 @@ async fn other_shapes_of_a_request_do_not_bypass_the_policy() {
     assert_eq!(r.status, 403);
     assert!(r.body.is_empty());
     assert_eq!(bed.upstream.reads("file:///secret/keys.txt"), 0);
+}
+
+/// One glob matcher: the same patterns match the same names as a policy rule and as a
+/// rate-limit rule (rate-limit rules once read `?` as itself), for tools and subjects alike.
+#[test]
+fn policy_and_rate_limit_globs_match_the_same_names() {
+    use mcp_sentinel::config::Config;
+    use mcp_sentinel::identity::{AuthMethod, Principal};
+    use mcp_sentinel::policy::{Args, Effect, OpTarget, Operation, Policy};
+    use mcp_sentinel::ratelimit::rules::{Call, Rule};
+
+    let names = [
+        "get_a",
+        "get_ü",
+        "get_",
+        "get_ab",
+        "get",
+        "xget_a",
+        "search",
+        "search_docs",
+        "a/b",
+        "a/b/c",
+        "",
+        "a?c",
+        "abc",
+    ];
+    for pattern in [
+        "get_?", "get_*", "?et_?", "search*", "*/?", "a?c", "*", "??*?",
+    ] {
+        let policy = Policy::from_yaml(
+            &format!(
+                "default: deny\nrules:\n  - name: r\n    effect: allow\n    \
+                 subjects: [{pattern:?}]\n    tools: [{pattern:?}]\n"
+            ),
+            "p.yaml",
+        )
+        .unwrap();
+        let config = Config::from_yaml(
+            &format!(
+                "auth: {{anonymous: allow}}\npolicy: {{default: allow}}\nrate_limits:\n  rules:\n    \
+                 - name: r\n      limits: [{{rate: 10/minute}}]\n      \
+                 match: {{subjects: [{pattern:?}], tools: [{pattern:?}]}}\n"
+            ),
+            "rl.yaml",
+        )
+        .unwrap();
+        let rule = Rule::new(&config.rate_limits.unwrap().rules[0]);
+        for name in names {
+            // The same name as the tool (the caller's subject matches) and as the subject.
+            let fixed = Principal::new("get_a", AuthMethod::ApiKey);
+            let named = Principal::new(name, AuthMethod::ApiKey);
+            for (who, tool) in [(&fixed, name), (&named, "get_a")] {
+                let op = Operation {
+                    method: "tools/call",
+                    target: OpTarget::Tool(tool),
+                    args: Args::None,
+                };
+                let by_policy = policy.decide(who, &op).effect == Effect::Allow;
+                let call = Call {
+                    method: "tools/call",
+                    tool: Some(tool),
+                };
+                let by_rate_limit = rule.matches_principal(who) && rule.matches_call(&call);
+                assert_eq!(
+                    by_policy, by_rate_limit,
+                    "{pattern:?} on subject {:?}, tool {tool:?}",
+                    who.subject
+                );
+            }
+        }
+        // And the answer is the glob's (not, say, always false on both sides).
+        let expected = mcp_sentinel::glob::is_match(pattern, "get_a");
+        let op = Operation {
+            method: "tools/call",
+            target: OpTarget::Tool("get_a"),
+            args: Args::None,
+        };
+        let p = Principal::new("get_a", AuthMethod::ApiKey);
+        assert_eq!(
+            policy.decide(&p, &op).effect == Effect::Allow,
+            expected,
+            "{pattern:?}"
+        );
+    }
 }

@@ -10,6 +10,7 @@ use common::client::{
     ClientOptions, Era, call_with_progress, connect, exercise_all, legacy_headers, modern_headers,
     modern_request, parse_sse, raw_legacy_session, raw_post, raw_request, raw_send, tool_call,
 };
+use common::metrics::metric_value;
 use common::sentinel;
 use common::upstream::{UpstreamConfig, spawn_upstream, spawn_upstream_with};
 use futures_util::StreamExt;
@@ -360,20 +361,19 @@ async fn metrics_count_known_traffic() {
     let lists = "mcp_sentinel_requests_total{method=\"tools/list\",outcome=\"forwarded\"}";
     assert_eq!(s.metric_eventually(lists, 2.0).await, 2.0);
     let text = s.metrics().await;
-    let discover = sentinel::metric_value(
+    let discover = metric_value(
         &text,
         "mcp_sentinel_requests_total{method=\"server/discover\",outcome=\"forwarded\"}",
     );
     assert!(discover >= 1.0, "the modern client discovered first");
-    let count = sentinel::metric_value(
+    let count = metric_value(
         &text,
         "mcp_sentinel_request_duration_seconds_count{method=\"tools/call\"}",
     );
     assert_eq!(count, 7.0);
-    let upstream_count =
-        sentinel::metric_value(&text, "mcp_sentinel_upstream_duration_seconds_count");
+    let upstream_count = metric_value(&text, "mcp_sentinel_upstream_duration_seconds_count");
     assert!(upstream_count >= 9.0, "{upstream_count}");
-    assert!(sentinel::metric_value(&text, "mcp_sentinel_bytes_total{direction=\"in\"}") > 0.0);
+    assert!(metric_value(&text, "mcp_sentinel_bytes_total{direction=\"in\"}") > 0.0);
     assert_eq!(
         s.metric_eventually("mcp_sentinel_in_flight_requests", 0.0)
             .await,

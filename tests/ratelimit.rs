@@ -8,8 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::client::{ClientOptions, Era, connect, raw_send, tool_call};
+use common::metrics::{denials, ratelimited};
 use common::ratelimit::{
-    ALICE, BOB, CAROL, add, assert_limited, call, call_body, echo, keyed, post,
+    ALICE, BOB, CAROL, add, assert_limited, call, call_body, echo, keyed, keyed_bed, post,
 };
 use common::sentinel::TempDir;
 use common::upstream::{UpstreamConfig, spawn_upstream_with};
@@ -19,14 +20,8 @@ use serde_json::{Value, json};
 
 #[tokio::test]
 async fn over_the_budget_answers_429_with_the_wait_in_headers_and_body() {
-    let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
-    let dir = TempDir::new("rl-answer");
-    let s = keyed(
-        &upstream.url(),
-        "  rules:\n    - name: per-caller\n      match: {methods: [tools/call]}\n      limits: [{rate: 3/minute}]\n      key: [subject, tool]\n",
-        &dir,
-    )
-    .await;
+    let bed = keyed_bed("rl-answer", "  rules:\n    - name: per-caller\n      match: {methods: [tools/call]}\n      limits: [{rate: 3/minute}]\n      key: [subject, tool]\n").await;
+    let (upstream, s) = (&bed.upstream, &bed.sentinel);
     for id in 1..=3 {
         let r = echo(&s.url, ALICE, id).await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -64,21 +59,9 @@ async fn over_the_budget_answers_429_with_the_wait_in_headers_and_body() {
         "refused calls never reach the upstream"
     );
 
-    assert_eq!(
-        s.metric(r#"mcp_sentinel_ratelimit_total{result="allowed",rule="per-caller"}"#)
-            .await,
-        3.0
-    );
-    assert_eq!(
-        s.metric(r#"mcp_sentinel_ratelimit_total{result="limited",rule="per-caller"}"#)
-            .await,
-        2.0
-    );
-    assert_eq!(
-        s.metric(r#"mcp_sentinel_check_denials_total{check="ratelimit",reason="rate_limited"}"#)
-            .await,
-        2.0
-    );
+    assert_eq!(s.metric(&ratelimited("allowed", "per-caller")).await, 3.0);
+    assert_eq!(s.metric(&ratelimited("limited", "per-caller")).await, 2.0);
+    assert_eq!(s.metric(&denials("ratelimit", "rate_limited")).await, 2.0);
     let rejected = s
         .metric_eventually(
             r#"mcp_sentinel_requests_total{method="tools/call",outcome="rejected"}"#,
@@ -90,10 +73,8 @@ async fn over_the_budget_answers_429_with_the_wait_in_headers_and_body() {
 
 #[tokio::test]
 async fn keys_separate_callers_and_tools() {
-    let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
-    let dir = TempDir::new("rl-keys");
-    let s = keyed(
-        &upstream.url(),
+    let bed = keyed_bed(
+        "rl-keys",
         "  rules:
     - name: per-tool
       limits: [{rate: 2/hour}]
@@ -103,9 +84,9 @@ async fn keys_separate_callers_and_tools() {
       limits: [{rate: 5/hour}]
       key: [group]
 ",
-        &dir,
     )
     .await;
+    let (upstream, s) = (&bed.upstream, &bed.sentinel);
     // Alice: 2 echo and 2 add, each tool its own budget.
     for id in 0..2 {
         assert_eq!(echo(&s.url, ALICE, id).await.status, 200);
@@ -146,23 +127,13 @@ async fn keys_separate_callers_and_tools() {
     );
     assert_eq!(upstream.calls("echo"), 5);
     assert_eq!(upstream.calls("add"), 2);
-    assert_eq!(
-        s.metric(r#"mcp_sentinel_ratelimit_total{result="limited",rule="dev-group"}"#)
-            .await,
-        1.0
-    );
+    assert_eq!(s.metric(&ratelimited("limited", "dev-group")).await, 1.0);
 }
 
 #[tokio::test]
 async fn batches_are_checked_element_by_element_and_refused_whole() {
-    let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
-    let dir = TempDir::new("rl-batch");
-    let s = keyed(
-        &upstream.url(),
-        "  rules:\n    - name: calls\n      match: {methods: [tools/call]}\n      limits: [{rate: 3/minute}]\n",
-        &dir,
-    )
-    .await;
+    let bed = keyed_bed("rl-batch", "  rules:\n    - name: calls\n      match: {methods: [tools/call]}\n      limits: [{rate: 3/minute}]\n").await;
+    let (upstream, s) = (&bed.upstream, &bed.sentinel);
     let batch = |ids: &[i64]| {
         Value::Array(
             ids.iter()
@@ -190,12 +161,12 @@ async fn batches_are_checked_element_by_element_and_refused_whole() {
             .filter(|r| r.json().is_some_and(|v| v.is_array()))
             .count()
     };
-    assert_eq!(forwarded(&upstream), 1);
+    assert_eq!(forwarded(upstream), 1);
     // Two more do not fit in the one left: the whole batch is refused (id null: a batch has
     // no single id), and takes nothing.
     let r = post_2025_03(batch(&[3, 4])).await;
     assert_limited(&r, Value::Null, "calls", 3, 60, 20);
-    assert_eq!(forwarded(&upstream), 1);
+    assert_eq!(forwarded(upstream), 1);
     assert_eq!(echo(&s.url, ALICE, 5).await.status, 200);
     assert_limited(&echo(&s.url, ALICE, 6).await, json!(6), "calls", 3, 60, 20);
     assert_eq!(upstream.calls("echo"), 1);
@@ -203,14 +174,12 @@ async fn batches_are_checked_element_by_element_and_refused_whole() {
 
 #[tokio::test]
 async fn the_concurrency_limit_holds_under_parallel_slow_calls() {
-    let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
-    let dir = TempDir::new("rl-conc");
-    let s = keyed(
-        &upstream.url(),
+    let bed = keyed_bed(
+        "rl-conc",
         "  rules:\n    - name: slow-tools\n      match: {tools: [slow]}\n      concurrency: 2\n",
-        &dir,
     )
     .await;
+    let (upstream, s) = (&bed.upstream, &bed.sentinel);
     let slow = |key: &'static str, id: i64| {
         let url = s.url.clone();
         async move { call(&url, key, id, "slow", json!({"steps": 1, "delay_ms": 600})).await }
@@ -249,7 +218,7 @@ async fn the_concurrency_limit_holds_under_parallel_slow_calls() {
     assert_eq!(echo(&s.url, ALICE, 11).await.status, 200);
     assert_eq!(upstream.calls("slow"), 4);
     assert_eq!(
-        s.metric(r#"mcp_sentinel_ratelimit_total{result="concurrency_limited",rule="slow-tools"}"#)
+        s.metric(&ratelimited("concurrency_limited", "slow-tools"))
             .await,
         3.0
     );
@@ -257,14 +226,12 @@ async fn the_concurrency_limit_holds_under_parallel_slow_calls() {
 
 #[tokio::test]
 async fn streamed_answers_hold_their_slot_until_the_end_or_the_client_leaves() {
-    let upstream = spawn_upstream_with(UpstreamConfig::json()).await;
-    let dir = TempDir::new("rl-stream");
-    let s = keyed(
-        &upstream.url(),
+    let bed = keyed_bed(
+        "rl-stream",
         "  rules:\n    - name: one-at-a-time\n      match: {tools: [slow]}\n      concurrency: 1\n",
-        &dir,
     )
     .await;
+    let s = &bed.sentinel;
     // A progress token makes the answer an SSE stream: 40 steps of 100 ms.
     let streamed = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow",
         "arguments":{"steps":40,"delay_ms":100},"_meta":{"progressToken":"p"}}});

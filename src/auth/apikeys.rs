@@ -3,7 +3,7 @@
 //! polled and swapped in when its content changes, so revoking a key is editing the Secret.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::{AuthFailure, AuthMethod, Principal};
+use crate::reload::{Reloading, Source};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,22 +39,45 @@ struct Key {
     principal: Arc<Principal>,
 }
 
-struct Loaded {
-    content: Vec<u8>,
-    keys: Vec<Key>,
-}
-
 /// The loaded key set, replaced when the file changes.
 #[derive(Clone)]
 pub struct ApiKeys {
-    inner: Arc<Inner>,
+    inner: Arc<Reloading<KeyFileSource>>,
 }
 
-struct Inner {
+/// The key file, as the reloader reads it.
+struct KeyFileSource {
     file: PathBuf,
-    current: RwLock<Arc<Loaded>>,
     reloads: IntCounterVec,
     count: IntGauge,
+}
+
+impl Source for KeyFileSource {
+    type Value = Vec<Key>;
+    type Error = String;
+    const WHAT: &'static str = "API key";
+
+    fn read_error(&self, path: &Path, e: std::io::Error) -> String {
+        format!("{}: {e}", path.display())
+    }
+
+    fn build(&self, contents: &[Vec<u8>]) -> Result<Vec<Key>, String> {
+        parse(&contents[0]).map_err(|e| format!("{}: {e}", self.file.display()))
+    }
+
+    fn swapped(&self, _: &Vec<Key>, new: &Vec<Key>) {
+        self.count.set(new.len() as i64);
+    }
+
+    fn reloaded(&self, _: &Vec<Key>) {
+        self.reloads.with_label_values(&["success"]).inc();
+        tracing::info!(file = %self.file.display(), keys = self.count.get(), "API keys reloaded");
+    }
+
+    fn rejected(&self, e: &String) {
+        self.reloads.with_label_values(&["failure"]).inc();
+        tracing::warn!(error = %e, "API key file changed but cannot be used; keeping the loaded keys");
+    }
 }
 
 impl ApiKeys {
@@ -86,22 +110,28 @@ impl ApiKeys {
         };
         let keys = parse(&content).map_err(|e| format!("{}: {e}", file.display()))?;
         count.set(keys.len() as i64);
+        let source = KeyFileSource {
+            file: file.to_path_buf(),
+            reloads,
+            count,
+        };
+        let inner = Reloading::new(
+            source,
+            vec![file.to_path_buf()],
+            Arc::new(keys),
+            Some(&[content]),
+        );
         Ok(Self {
-            inner: Arc::new(Inner {
-                file: file.to_path_buf(),
-                current: RwLock::new(Arc::new(Loaded { content, keys })),
-                reloads,
-                count,
-            }),
+            inner: Arc::new(inner),
         })
     }
 
     /// The principal of `key`, compared against every entry without an early exit.
     pub fn verify(&self, key: &str) -> Result<Arc<Principal>, AuthFailure> {
         let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-        let loaded = self.inner.current.read().expect("not poisoned").clone();
+        let keys = self.inner.current();
         let mut found = None;
-        for k in &loaded.keys {
+        for k in keys.iter() {
             if bool::from(k.hash.ct_eq(digest.as_ref())) {
                 found = Some(k.principal.clone());
             }
@@ -111,49 +141,13 @@ impl ApiKeys {
 
     /// Re-reads the file; `Ok(true)` when a new key set is in use. On error the old one stays.
     pub fn reload_if_changed(&self) -> Result<bool, String> {
-        let inner = &self.inner;
-        let content =
-            std::fs::read(&inner.file).map_err(|e| format!("{}: {e}", inner.file.display()))?;
-        if content == self.inner.current.read().expect("not poisoned").content {
-            return Ok(false);
-        }
-        let keys = parse(&content).map_err(|e| format!("{}: {e}", inner.file.display()))?;
-        inner.count.set(keys.len() as i64);
-        *inner.current.write().expect("not poisoned") = Arc::new(Loaded { content, keys });
-        Ok(true)
+        self.inner.reload_if_changed()
     }
 
     /// Polls the file every `interval` until `stop`; a bad file is logged once and the
     /// running keys kept.
     pub fn spawn_reloader(&self, interval: Duration, stop: CancellationToken) -> JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            let mut last_error: Option<String> = None;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                match this.reload_if_changed() {
-                    Ok(true) => {
-                        last_error = None;
-                        this.inner.reloads.with_label_values(&["success"]).inc();
-                        tracing::info!(file = %this.inner.file.display(), keys = this.inner.count.get(), "API keys reloaded");
-                    }
-                    Ok(false) => last_error = None,
-                    Err(e) => {
-                        if last_error.as_deref() != Some(e.as_str()) {
-                            this.inner.reloads.with_label_values(&["failure"]).inc();
-                            tracing::warn!(error = %e, "API key file changed but cannot be used; keeping the loaded keys");
-                            last_error = Some(e);
-                        }
-                    }
-                }
-            }
-        })
+        self.inner.spawn(interval, stop)
     }
 }
 

@@ -388,7 +388,7 @@ fn read_sink(r: &mut Reader, path: &str, item: &Value) -> Option<SinkConfig> {
             required(r, &s, "url");
             let url = r.field(&mut s, "url", |v| {
                 let u = parse::string(v)?;
-                redis_url(&u)?;
+                redis_url(&u).map_err(|e| e.to_string())?;
                 Ok(u)
             });
             let stream = r

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
+use crate::glob;
 use crate::identity::AuthMethod;
 use crate::yaml::{Reader, Section, parse};
 
@@ -242,7 +243,7 @@ fn read_redis(r: &mut Reader, s: &mut Section<'_>) -> Option<RedisConfig> {
     }
     let url = r.field(s, "url", |v| {
         let u = parse::string(v)?;
-        redis_url(&u)?;
+        redis_url(&u).map_err(|e| e.to_string())?;
         Ok(u)
     });
     let positive = |v: &Value| {
@@ -290,22 +291,28 @@ fn read_redis(r: &mut Reader, s: &mut Section<'_>) -> Option<RedisConfig> {
     })
 }
 
+/// Why a Redis URL is refused. The URL is shown with its password replaced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisUrlError {
+    #[error("TLS to Redis (rediss://) is not supported")]
+    Tls,
+    #[error("{0:?} is not a URL such as redis://127.0.0.1:6379/0 or unix:///run/redis.sock")]
+    NotAUrl(String),
+    #[error("{0:?} is not a valid Redis URL")]
+    Invalid(String),
+}
+
 /// A URL the Redis client can connect with, without TLS (not built in).
-pub(crate) fn redis_url(u: &str) -> Result<(), String> {
+pub(crate) fn redis_url(u: &str) -> Result<(), RedisUrlError> {
     let scheme = u.split_once("://").map(|(s, _)| s);
     match scheme {
         Some("redis" | "unix" | "redis+unix") => {}
-        Some("rediss") => return Err("TLS to Redis (rediss://) is not supported".into()),
-        _ => {
-            return Err(format!(
-                "{:?} is not a URL such as redis://127.0.0.1:6379/0 or unix:///run/redis.sock",
-                redacted_url(u)
-            ));
-        }
+        Some("rediss") => return Err(RedisUrlError::Tls),
+        _ => return Err(RedisUrlError::NotAUrl(redacted_url(u))),
     }
     redis::Client::open(u)
         .map(drop)
-        .map_err(|_| format!("{:?} is not a valid Redis URL", redacted_url(u)))
+        .map_err(|_| RedisUrlError::Invalid(redacted_url(u)))
 }
 
 /// The URL with any password replaced, for logs and errors.
@@ -414,8 +421,11 @@ fn read_rule(r: &mut Reader, path: &str, item: &Value) -> Option<RuleConfig> {
         r.error(path, "needs limits, concurrency or both");
         return None;
     }
-    let calls_tools =
-        matcher.methods.is_empty() || matcher.methods.iter().any(|g| glob(g, "tools/call"));
+    let calls_tools = matcher.methods.is_empty()
+        || matcher
+            .methods
+            .iter()
+            .any(|g| glob::is_match(g, "tools/call"));
     if !matcher.tools.is_empty() && !calls_tools {
         r.error(
             format!("{path}.match.tools"),
@@ -552,29 +562,6 @@ pub fn gcra_terms(count: u64, period_us: u64, burst: u64) -> Option<(u64, u64)> 
     let tolerance = (burst - 1).checked_mul(interval)?;
     // Keeps every sum the GCRA makes in range (and within a Lua double's exact integers).
     (tolerance < 1 << 52).then_some((interval, tolerance))
-}
-
-/// `*` matches any run of characters (including none); everything else matches itself.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&b| b == b'*')
 }
 
 #[cfg(test)]

@@ -268,6 +268,7 @@ fn read_rule(
             .iter()
             .map(|p| Pattern::resource(p))
             .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
     });
     let arguments = read_conditions(r, s, path);
     if [&tools, &prompts, &resources]

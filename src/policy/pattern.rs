@@ -1,14 +1,30 @@
-//! Name patterns of the policy: globs (`*` any run of characters, `?` one character) for
-//! methods, tools, prompts, subjects, groups and claims, and for resources also RFC 6570 URI
-//! templates (`{var}` one path segment, `{+var}` and `{#var}` anything, `{/var}` a `/` and a
-//! segment, `{?a,b}` an optional query). Patterns are compiled once, when the policy loads.
+//! Name patterns of the policy: globs (`*` any run of characters, `?` one character; the
+//! crate's one glob matcher, [`crate::glob`]) for methods, tools, prompts, subjects, groups and
+//! claims, and for resources also RFC 6570 URI templates (`{var}` one path segment, `{+var}` and
+//! `{#var}` anything, `{/var}` a `/` and a segment, `{?a,b}` an optional query). Patterns are
+//! compiled once, when the policy loads.
 
 use std::fmt;
 
-use crate::mcp::uri;
+use crate::glob::{self, Glob};
+use crate::mcp::uri::{self, UriError};
 
-/// A compiled pattern. Literal patterns compare as strings; the rest run a small backtracking
-/// matcher over characters (names and URIs are short).
+/// Why a resource pattern is refused when the policy loads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error(
+        "{pattern:?} cannot be canonicalised ({}: {error}), so no resource URI could match it",
+        .error.as_str()
+    )]
+    Uncanonical { pattern: String, error: UriError },
+    #[error("{pattern:?} has an unclosed '{{'")]
+    Unclosed { pattern: String },
+    #[error("{{{expr}}} in {pattern:?} is not a URI template expression")]
+    NotTemplate { expr: String, pattern: String },
+}
+
+/// A compiled pattern: a glob ([`crate::glob`], the matcher rate-limit rules use too), or a
+/// resource template whose literal stretches are globs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Pattern {
     source: String,
@@ -17,21 +33,14 @@ pub struct Pattern {
 
 #[derive(Clone, PartialEq, Eq)]
 enum Kind {
-    Literal,
-    /// `*`
-    Any,
-    /// `abc*`
-    Prefix(String),
-    Tokens(Vec<Token>),
+    Glob(Glob),
+    Template(Vec<Part>),
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
-enum Token {
-    Lit(String),
-    /// `*`: any run of characters, empty included.
-    Star,
-    /// `?`: exactly one character.
-    One,
+enum Part {
+    /// A stretch matched by the glob matcher (`{+var}` is a `*` in it).
+    Glob(Glob),
     /// `{var}`: one or more characters other than `/`, `?` and `#`.
     Segment,
     /// `{?a,b}`: nothing, or `?` and the rest.
@@ -41,70 +50,53 @@ enum Token {
 impl Pattern {
     /// A glob (`*`, `?`).
     pub fn glob(source: &str) -> Self {
-        Self::compile(source, false).expect("globs always compile")
+        Self {
+            source: source.to_string(),
+            kind: Kind::Glob(Glob::new(source)),
+        }
     }
 
     /// A resource pattern: a glob that may also hold URI-template expressions, in the
     /// canonical form resources are decided in (so `FILE:///docs/./{+path}` is
     /// `file:///docs/{+path}`). A pattern no canonical URI could match is an error.
-    pub fn resource(source: &str) -> Result<Self, String> {
-        let canon = uri::canonical_pattern(source).map_err(|e| {
-            format!(
-                "{source:?} cannot be canonicalised ({}: {e}), so no resource URI could match it",
-                e.as_str()
-            )
+    pub fn resource(source: &str) -> Result<Self, PatternError> {
+        let canon = uri::canonical_pattern(source).map_err(|error| PatternError::Uncanonical {
+            pattern: source.to_string(),
+            error,
         })?;
-        Self::compile(&canon, true)
-    }
-
-    fn compile(source: &str, templates: bool) -> Result<Self, String> {
-        let mut tokens = Vec::new();
+        let mut parts = Vec::new();
         let mut lit = String::new();
-        let mut chars = source.chars();
+        let mut chars = canon.chars();
         while let Some(c) = chars.next() {
-            let token = match c {
-                '*' => Token::Star,
-                '?' => Token::One,
-                '{' if templates => {
-                    let mut expr = String::new();
-                    let mut closed = false;
-                    for c in chars.by_ref() {
-                        if c == '}' {
-                            closed = true;
-                            break;
-                        }
-                        expr.push(c);
-                    }
-                    if !closed {
-                        return Err(format!("{source:?} has an unclosed '{{'"));
-                    }
-                    template_tokens(&expr, source, &mut lit, &mut tokens)?;
-                    continue;
-                }
-                c => {
-                    lit.push(c);
-                    continue;
-                }
-            };
-            if !lit.is_empty() {
-                tokens.push(Token::Lit(std::mem::take(&mut lit)));
+            if c != '{' {
+                lit.push(c);
+                continue;
             }
-            // `**` is `*`.
-            if !(token == Token::Star && tokens.last() == Some(&Token::Star)) {
-                tokens.push(token);
+            let mut expr = String::new();
+            let mut closed = false;
+            for c in chars.by_ref() {
+                if c == '}' {
+                    closed = true;
+                    break;
+                }
+                expr.push(c);
             }
+            if !closed {
+                return Err(PatternError::Unclosed {
+                    pattern: canon.into_owned(),
+                });
+            }
+            template_parts(&expr, &canon, &mut lit, &mut parts)?;
         }
-        if !lit.is_empty() {
-            tokens.push(Token::Lit(lit));
-        }
-        let kind = match tokens.as_slice() {
-            [] | [Token::Lit(_)] => Kind::Literal,
-            [Token::Star] => Kind::Any,
-            [Token::Lit(p), Token::Star] => Kind::Prefix(p.clone()),
-            _ => Kind::Tokens(tokens),
+        // Without a segment or a query (`{+path}` is a `*`), the whole pattern is one glob.
+        let kind = if parts.is_empty() {
+            Kind::Glob(Glob::new(&lit))
+        } else {
+            flush(&mut parts, &mut lit);
+            Kind::Template(parts)
         };
         Ok(Self {
-            source: source.to_string(),
+            source: canon.into_owned(),
             kind,
         })
     }
@@ -115,16 +107,16 @@ impl Pattern {
 
     /// The pattern names exactly one string (no wildcard, no template).
     pub fn literal(&self) -> Option<&str> {
-        matches!(self.kind, Kind::Literal).then_some(self.source.as_str())
+        match &self.kind {
+            Kind::Glob(g) => g.literal(),
+            Kind::Template(_) => None,
+        }
     }
 
     pub fn is_match(&self, s: &str) -> bool {
         match &self.kind {
-            Kind::Literal => self.source == s,
-            Kind::Any => true,
-            Kind::Prefix(p) => s.starts_with(p.as_str()),
-            Kind::Tokens(t) if is_glob(t) => match_glob(t, s),
-            Kind::Tokens(t) => match_tokens(t, s),
+            Kind::Glob(g) => g.is_match(s),
+            Kind::Template(parts) => match_parts(parts, s),
         }
     }
 
@@ -132,22 +124,31 @@ impl Pattern {
     /// `false` when unsure). Used to find rules shadowed by an earlier one.
     pub fn within(&self, other: &Pattern) -> bool {
         match (&self.kind, &other.kind) {
-            (_, Kind::Any) => true,
-            (Kind::Literal, _) => other.is_match(&self.source),
-            (Kind::Prefix(a), Kind::Prefix(b)) => a.starts_with(b.as_str()),
+            (Kind::Glob(a), Kind::Glob(b)) => a.within(b),
+            (Kind::Glob(a), Kind::Template(_)) if a.literal().is_some() => {
+                other.is_match(&self.source)
+            }
+            (Kind::Template(_), Kind::Glob(b)) if b.is_any() => true,
             _ => self.source == other.source,
         }
     }
 }
 
-/// The tokens of one `{…}` expression. Operators: none (segment), `+`/`#` (anything), `/`
+/// The literal stretch so far, as a glob part.
+fn flush(parts: &mut Vec<Part>, lit: &mut String) {
+    if !lit.is_empty() {
+        parts.push(Part::Glob(Glob::new(&std::mem::take(lit))));
+    }
+}
+
+/// The parts of one `{…}` expression. Operators: none (segment), `+`/`#` (anything), `/`
 /// (a slash and a segment per variable), `?`/`&` (optional query), `.` (a dot and a segment).
-fn template_tokens(
+fn template_parts(
     expr: &str,
     source: &str,
     lit: &mut String,
-    tokens: &mut Vec<Token>,
-) -> Result<(), String> {
+    parts: &mut Vec<Part>,
+) -> Result<(), PatternError> {
     let (op, vars) = match expr.chars().next() {
         Some(c @ ('+' | '#' | '/' | '?' | '&' | '.')) => (Some(c), &expr[1..]),
         _ => (None, expr),
@@ -161,130 +162,62 @@ fn template_tokens(
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '%'))
         });
     if !valid {
-        return Err(format!(
-            "{{{expr}}} in {source:?} is not a URI template expression"
-        ));
+        return Err(PatternError::NotTemplate {
+            expr: expr.to_string(),
+            pattern: source.to_string(),
+        });
     }
-    let flush = |tokens: &mut Vec<Token>, lit: &mut String| {
-        if !lit.is_empty() {
-            tokens.push(Token::Lit(std::mem::take(lit)));
-        }
-    };
     match op {
         None => {
-            flush(tokens, lit);
-            tokens.push(Token::Segment);
+            flush(parts, lit);
+            parts.push(Part::Segment);
         }
-        Some('+' | '#') => {
-            if op == Some('#') {
-                lit.push('#');
-            }
-            flush(tokens, lit);
-            if tokens.last() != Some(&Token::Star) {
-                tokens.push(Token::Star);
-            }
-        }
-        Some('/' | '.') if vars.ends_with('*') => {
-            // An exploded list: any number of segments.
-            flush(tokens, lit);
-            if tokens.last() != Some(&Token::Star) {
-                tokens.push(Token::Star);
-            }
-        }
+        Some('#') => lit.push_str("#*"),
+        // `+`, or an exploded list (`{/path*}`): any number of segments.
+        Some('+') => lit.push('*'),
+        Some('/' | '.') if vars.ends_with('*') => lit.push('*'),
         Some(c @ ('/' | '.')) => {
             for _ in vars.split(',') {
                 lit.push(c);
-                flush(tokens, lit);
-                tokens.push(Token::Segment);
+                flush(parts, lit);
+                parts.push(Part::Segment);
             }
         }
         _ => {
-            flush(tokens, lit);
-            tokens.push(Token::Query);
+            flush(parts, lit);
+            parts.push(Part::Query);
         }
     }
     Ok(())
 }
 
-fn is_glob(tokens: &[Token]) -> bool {
-    tokens
-        .iter()
-        .all(|t| matches!(t, Token::Lit(_) | Token::Star | Token::One))
-}
-
-/// `*`/`?` globs in linear time: on a mismatch, only the last `*` is retried one character
-/// further (the classic two-pointer matcher), so no input can make matching explode.
-fn match_glob(tokens: &[Token], s: &str) -> bool {
-    let (mut t, mut i) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    loop {
-        if let Some(tok) = tokens.get(t) {
-            let step = match tok {
-                Token::Star => {
-                    star = Some((t, i));
-                    t += 1;
-                    continue;
-                }
-                Token::Lit(l) => s[i..].starts_with(l.as_str()).then_some(l.len()),
-                Token::One => s[i..].chars().next().map(char::len_utf8),
-                Token::Segment | Token::Query => None,
-            };
-            if let Some(n) = step {
-                t += 1;
-                i += n;
-                continue;
-            }
-        } else if i == s.len() {
-            return true;
-        }
-        // Mismatch (or input left over): let the last `*` take one more character.
-        let Some((st, si)) = star else {
-            return false;
-        };
-        let Some(c) = s[si..].chars().next() else {
-            return false;
-        };
-        star = Some((st, si + c.len_utf8()));
-        t = st + 1;
-        i = si + c.len_utf8();
-    }
-}
-
-/// Templates: backtracking, fine for the bounded lengths `Policy::decide` lets through.
-fn match_tokens(tokens: &[Token], s: &str) -> bool {
-    let Some((first, rest)) = tokens.split_first() else {
+/// Templates: each glob part hands every end of its run to the parts after it; segments and
+/// queries backtrack, fine for the bounded lengths `Policy::decide` lets through.
+fn match_parts(parts: &[Part], s: &str) -> bool {
+    let Some((first, rest)) = parts.split_first() else {
         return s.is_empty();
     };
     match first {
-        Token::Lit(l) => s
-            .strip_prefix(l.as_str())
-            .is_some_and(|tail| match_tokens(rest, tail)),
-        Token::One => {
-            let mut chars = s.chars();
-            chars.next().is_some() && match_tokens(rest, chars.as_str())
-        }
-        Token::Star => {
-            if rest.is_empty() {
-                return true;
-            }
-            s.char_indices()
-                .map(|(i, _)| i)
-                .chain([s.len()])
-                .any(|i| match_tokens(rest, &s[i..]))
-        }
-        Token::Segment => {
+        Part::Glob(g) => match g.literal() {
+            Some(l) => s
+                .strip_prefix(l)
+                .is_some_and(|tail| match_parts(rest, tail)),
+            None if rest.is_empty() => g.is_match(s),
+            None => glob::match_then(g.as_str(), s, &mut |tail| match_parts(rest, tail)),
+        },
+        Part::Segment => {
             let end = s.find(['/', '?', '#']).unwrap_or(s.len());
             (1..=end)
                 .filter(|&i| s.is_char_boundary(i))
-                .any(|i| match_tokens(rest, &s[i..]))
+                .any(|i| match_parts(rest, &s[i..]))
         }
-        Token::Query => {
-            match_tokens(rest, s)
+        Part::Query => {
+            match_parts(rest, s)
                 || (s.starts_with('?') && {
                     let end = s.find('#').unwrap_or(s.len());
                     (1..=end)
                         .filter(|&i| s.is_char_boundary(i))
-                        .any(|i| match_tokens(rest, &s[i..]))
+                        .any(|i| match_parts(rest, &s[i..]))
                 })
         }
     }
@@ -375,7 +308,7 @@ mod tests {
             ("db://h/x#f", "fragment"),
             ("file://server/share/{+path}", "file_host"),
         ] {
-            let err = canon(raw).unwrap_err();
+            let err = canon(raw).unwrap_err().to_string();
             assert!(err.contains(reason) && err.contains(raw), "{raw}: {err}");
         }
     }

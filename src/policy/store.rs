@@ -5,8 +5,8 @@
 //! A mounted ConfigMap changes by Kubernetes swapping a `..data` symlink: the file is polled
 //! by content (reading follows the symlinks), not by inotify events that a swap can hide.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
@@ -15,18 +15,99 @@ use tokio_util::sync::CancellationToken;
 
 use super::Policy;
 use super::load::{PolicyConfig, PolicySource, hash_hex};
+use crate::reload::{Reloading, Source};
+use crate::yaml::ConfigErrors;
+
+/// Why a changed policy file is not used; the running policy stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{}: cannot read: {error}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("{}: not UTF-8 text", .path.display())]
+    NotUtf8 { path: PathBuf },
+    /// Every error of the file, on one line.
+    #[error("{}", .0.to_string().trim_end().replace('\n', "; "))]
+    Invalid(ConfigErrors),
+}
 
 /// How long a changed policy file must stay the same before it is read as the new policy.
 const SETTLE: Duration = Duration::from_millis(50);
 
 pub struct PolicyStore {
-    current: RwLock<Arc<Policy>>,
-    file: Option<(PathBuf, Duration)>,
-    /// The hash of file content that failed to compile, so it is reported once.
-    rejected: Mutex<Option<String>>,
+    /// An inline policy watches no file, so it never changes.
+    current: Arc<Reloading<PolicyFile>>,
+    /// How often the policy file is polled; `None`: an inline policy.
+    interval: Option<Duration>,
+}
+
+/// The policy file as the reloader reads it, and the metrics of the running policy.
+struct PolicyFile {
+    /// `None`: an inline policy.
+    path: Option<PathBuf>,
     reloads: IntCounterVec,
     info: IntGaugeVec,
     rules: IntGauge,
+}
+
+impl Source for PolicyFile {
+    type Value = Policy;
+    type Error = ReloadError;
+    const WHAT: &'static str = "policy";
+
+    fn read_error(&self, path: &Path, error: std::io::Error) -> ReloadError {
+        ReloadError::Read {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+
+    fn build(&self, contents: &[Vec<u8>]) -> Result<Policy, ReloadError> {
+        let path = self.path.clone().unwrap_or_default();
+        let text = std::str::from_utf8(&contents[0])
+            .map_err(|_| ReloadError::NotUtf8 { path: path.clone() })?;
+        Policy::from_yaml(text, &path.display().to_string()).map_err(ReloadError::Invalid)
+    }
+
+    fn swapped(&self, old: &Policy, new: &Policy) {
+        self.publish(new, Some(old));
+    }
+
+    fn reloaded(&self, p: &Policy) {
+        self.reloads.with_label_values(&["success"]).inc();
+        let file = self.path.as_deref().unwrap_or(Path::new("")).display();
+        tracing::info!(file = %file, hash = short(&p.hash), rules = p.rules().len(), "policy reloaded");
+    }
+
+    fn rejected(&self, e: &ReloadError) {
+        self.reloads.with_label_values(&["failure"]).inc();
+        tracing::error!(error = %e, "policy file changed but is invalid; keeping the running policy");
+    }
+}
+
+impl PolicyFile {
+    fn source_label(&self) -> &'static str {
+        if self.path.is_some() {
+            "file"
+        } else {
+            "inline"
+        }
+    }
+
+    fn publish(&self, new: &Policy, old: Option<&Policy>) {
+        if let Some(old) = old {
+            let _ = self
+                .info
+                .remove_label_values(&[short(&old.hash), self.source_label()]);
+        }
+        self.info
+            .with_label_values(&[short(&new.hash), self.source_label()])
+            .set(1);
+        self.rules.set(new.rules().len() as i64);
+    }
 }
 
 impl PolicyStore {
@@ -55,123 +136,52 @@ impl PolicyStore {
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
-        let file = match &cfg.source {
-            PolicySource::Inline => None,
+        let (path, interval) = match &cfg.source {
+            PolicySource::Inline => (None, None),
             PolicySource::File {
                 path,
                 reload_interval,
-            } => Some((path.clone(), *reload_interval)),
+            } => (Some(path.clone()), Some(*reload_interval)),
         };
-        let store = Arc::new(Self {
-            current: RwLock::new(cfg.initial.clone()),
-            file,
-            rejected: Mutex::new(None),
+        // The running policy was compiled from the file's text when the config was read; the
+        // file holds it still when its hash says so (else the first poll reads what changed).
+        let loaded_from = match &path {
+            None => Some(Vec::new()),
+            Some(p) => std::fs::read(p)
+                .ok()
+                .filter(|text| hash_hex(text) == cfg.initial.hash)
+                .map(|text| vec![text]),
+        };
+        let source = PolicyFile {
+            path: path.clone(),
             reloads,
             info,
             rules,
-        });
-        store.publish(&cfg.initial, None);
-        Ok(store)
+        };
+        source.publish(&cfg.initial, None);
+        let files = path.into_iter().collect();
+        let current = Reloading::new(source, files, cfg.initial.clone(), loaded_from.as_deref())
+            .with_settle(SETTLE);
+        Ok(Arc::new(Self {
+            current: Arc::new(current),
+            interval,
+        }))
     }
 
     /// The policy to decide a request with.
     pub fn current(&self) -> Arc<Policy> {
-        self.current.read().expect("not poisoned").clone()
-    }
-
-    fn source_label(&self) -> &'static str {
-        if self.file.is_some() {
-            "file"
-        } else {
-            "inline"
-        }
-    }
-
-    fn publish(&self, new: &Policy, old: Option<&Policy>) {
-        if let Some(old) = old {
-            let _ = self
-                .info
-                .remove_label_values(&[short(&old.hash), self.source_label()]);
-        }
-        self.info
-            .with_label_values(&[short(&new.hash), self.source_label()])
-            .set(1);
-        self.rules.set(new.rules().len() as i64);
+        self.current.current()
     }
 
     /// Re-reads the policy file; `Ok(true)` when a new policy is in use. An unreadable or
     /// invalid file leaves the running policy in place. Blocking: call it off the runtime.
-    pub fn reload_if_changed(&self) -> Result<bool, String> {
-        let Some((path, _)) = &self.file else {
-            return Ok(false);
-        };
-        let text =
-            std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let hash = hash_hex(&text);
-        if hash == self.current().hash {
-            return Ok(false);
-        }
-        // A file written in place (not swapped) may be caught half-written: take it only once
-        // it reads the same twice.
-        std::thread::sleep(SETTLE);
-        let again =
-            std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        if again != text {
-            return Ok(false);
-        }
-        let text =
-            String::from_utf8(text).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
-        let policy = Arc::new(
-            Policy::from_yaml(&text, &path.display().to_string())
-                .map_err(|e| e.to_string().trim_end().replace('\n', "; "))?,
-        );
-        let old = std::mem::replace(
-            &mut *self.current.write().expect("not poisoned"),
-            policy.clone(),
-        );
-        self.publish(&policy, Some(&old));
-        Ok(true)
+    pub fn reload_if_changed(&self) -> Result<bool, ReloadError> {
+        self.current.reload_if_changed()
     }
 
     /// Polls the policy file until `stop`, when the policy comes from one.
     pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken) -> Option<JoinHandle<()>> {
-        let (path, interval) = self.file.clone()?;
-        let this = self.clone();
-        Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let (this, path) = (this.clone(), path.clone());
-                // File reads and compiling stay off the threads that serve traffic.
-                let _ = tokio::task::spawn_blocking(move || this.poll(&path)).await;
-            }
-        }))
-    }
-
-    fn poll(&self, path: &std::path::Path) {
-        match self.reload_if_changed() {
-            Ok(true) => {
-                *self.rejected.lock().expect("not poisoned") = None;
-                self.reloads.with_label_values(&["success"]).inc();
-                let p = self.current();
-                tracing::info!(file = %path.display(), hash = short(&p.hash), rules = p.rules().len(), "policy reloaded");
-            }
-            Ok(false) => {}
-            Err(e) => {
-                let key = hash_hex(e.as_bytes());
-                let mut rejected = self.rejected.lock().expect("not poisoned");
-                if rejected.as_deref() != Some(key.as_str()) {
-                    self.reloads.with_label_values(&["failure"]).inc();
-                    tracing::error!(error = %e, "policy file changed but is invalid; keeping the running policy");
-                    *rejected = Some(key);
-                }
-            }
-        }
+        Some(self.current.spawn(self.interval?, stop))
     }
 }
 

@@ -137,6 +137,13 @@ impl Body for ProxyBody {
             None => true,
             Some(Err(_)) => false,
         };
+        if ended && let Some(tap) = &mut this.tap {
+            // A last event closed by a bare CR is complete only now.
+            tap.finish();
+            if let Some(guard) = &mut this.guard {
+                guard.seen(tap.seen);
+            }
+        }
         if ended {
             this.permits = None;
         }

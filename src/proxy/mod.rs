@@ -5,6 +5,7 @@ pub mod body;
 pub mod guard;
 pub mod headers;
 pub mod rewrite;
+pub mod sse;
 pub mod tap;
 pub mod upstream;
 

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+use super::sse::{self, EventReader};
 use crate::policy::filter::{Edit, MessageEdit, Oversized};
 
 /// Bodies and events larger than this are not held for editing (see `Oversized`).
@@ -25,9 +26,12 @@ enum Mode {
 
 pub struct Rewriter {
     sse: bool,
+    /// A JSON body, held.
     buf: Vec<u8>,
-    /// Where the search for the end of the current event resumes.
-    scan: usize,
+    /// An SSE body, cut into events.
+    events: EventReader,
+    /// The data of the event being edited (reused from event to event).
+    data: Vec<u8>,
     mode: Mode,
     edit: Box<dyn MessageEdit>,
 }
@@ -37,7 +41,8 @@ impl Rewriter {
         Self {
             sse,
             buf: Vec::new(),
-            scan: 0,
+            events: EventReader::new(),
+            data: Vec::new(),
             mode: Mode::Hold,
             edit,
         }
@@ -48,47 +53,48 @@ impl Rewriter {
         if !self.sse {
             return self.feed_json(data);
         }
-        self.buf.extend_from_slice(data);
         let mut out = Vec::new();
-        loop {
-            let Some((end, sep)) = event_end(&self.buf, self.scan) else {
-                // Never rescan what was searched; keep a few bytes for a split terminator.
-                self.scan = self.buf.len().saturating_sub(3);
-                break;
-            };
-            let event: Vec<u8> = self.buf.drain(..end + sep).collect();
-            self.scan = 0;
-            match std::mem::replace(&mut self.mode, Mode::Hold) {
-                Mode::Pass => out.extend_from_slice(&event),
-                Mode::Skip => {}
-                // Complete, but too large to edit: the same decision as for one streaming in.
-                Mode::Hold if end > LIMIT => match self.edit.oversized(&event[..4096]) {
-                    Oversized::Pass => out.extend_from_slice(&event),
-                    Oversized::Replace(msg) => push_data(&mut out, &msg),
-                    Oversized::Drop => {}
-                },
-                Mode::Hold => self.event(&event[..end], &event[end..], &mut out),
-            }
+        if self.events.feed(data) {
+            out.extend_from_slice(sse::BOM);
         }
-        if self.buf.len() > LIMIT || (self.mode != Mode::Hold && self.buf.len() > 4096) {
+        self.edit_events(&mut out);
+        let held = self.events.pending().len();
+        if held > LIMIT || (self.mode != Mode::Hold && held > 4096) {
             self.overflow(&mut out);
         }
         Bytes::from(out)
     }
 
+    /// Every event complete so far, edited.
+    fn edit_events(&mut self, out: &mut Vec<u8>) {
+        while let Some((event, sep)) = self.events.next_event() {
+            match std::mem::replace(&mut self.mode, Mode::Hold) {
+                Mode::Pass => {
+                    out.extend_from_slice(event);
+                    out.extend_from_slice(sep);
+                }
+                Mode::Skip => {}
+                // Complete, but too large to edit: the same decision as for one streaming in.
+                Mode::Hold if event.len() > LIMIT => match self.edit.oversized(&event[..4096]) {
+                    Oversized::Pass => {
+                        out.extend_from_slice(event);
+                        out.extend_from_slice(sep);
+                    }
+                    Oversized::Replace(msg) => push_data(out, &msg),
+                    Oversized::Drop => {}
+                },
+                Mode::Hold => edit_event(&mut *self.edit, &mut self.data, event, sep, out),
+            }
+        }
+    }
+
     /// The current event outgrew the limit: decide once, from its first bytes, then stream or
-    /// discard it; only the last bytes stay held, to find where it ends.
+    /// discard it; only line terminators at the end stay held (they may begin the blank line).
     fn overflow(&mut self, out: &mut Vec<u8>) {
-        // Line terminators at the end stay held whole: they may begin the blank line.
-        let trailing = self
-            .buf
-            .iter()
-            .rev()
-            .take_while(|b| matches!(b, b'\r' | b'\n'))
-            .count();
-        let keep = self.buf.len() - trailing;
+        let keep = self.events.open_len();
+        let head = &self.events.pending()[..keep];
         if self.mode == Mode::Hold {
-            self.mode = match self.edit.oversized(&self.buf[..keep.min(4096)]) {
+            self.mode = match self.edit.oversized(&head[..keep.min(4096)]) {
                 Oversized::Pass => Mode::Pass,
                 Oversized::Replace(msg) => {
                     push_data(out, &msg);
@@ -97,11 +103,10 @@ impl Rewriter {
                 Oversized::Drop => Mode::Skip,
             };
         }
-        let head: Vec<u8> = self.buf.drain(..keep).collect();
         if self.mode == Mode::Pass {
-            out.extend_from_slice(&head);
+            out.extend_from_slice(head);
         }
-        self.scan = 0;
+        self.events.discard(keep);
     }
 
     fn feed_json(&mut self, data: &[u8]) -> Bytes {
@@ -133,16 +138,22 @@ impl Rewriter {
 
     /// The body ended: whatever is left.
     pub fn finish(&mut self) -> Bytes {
-        let rest = std::mem::take(&mut self.buf);
         if self.sse {
+            // A last event closed by a bare CR is complete only now.
+            let mut out = Vec::new();
+            self.events.finish();
+            self.edit_events(&mut out);
             // An unterminated last event is never dispatched by a client.
-            return match self.mode {
-                Mode::Pass => Bytes::from(rest),
-                Mode::Skip => Bytes::new(),
-                Mode::Hold if self.edit.keeps_partial() => Bytes::from(rest),
-                Mode::Hold => Bytes::new(),
-            };
+            let rest = self.events.pending();
+            match self.mode {
+                Mode::Pass => out.extend_from_slice(rest),
+                Mode::Skip => {}
+                Mode::Hold if self.edit.keeps_partial() => out.extend_from_slice(rest),
+                Mode::Hold => {}
+            }
+            return Bytes::from(out);
         }
+        let rest = std::mem::take(&mut self.buf);
         if self.mode != Mode::Hold {
             return Bytes::new();
         }
@@ -152,56 +163,48 @@ impl Rewriter {
             Edit::Drop => Bytes::new(),
         }
     }
+}
 
-    fn event(&mut self, event: &[u8], sep: &[u8], out: &mut Vec<u8>) {
-        let text = String::from_utf8_lossy(event);
-        let mut data = String::new();
-        let mut has_data = false;
-        for line in lines(&text) {
-            if let Some(rest) = line.strip_prefix("data:") {
-                if has_data {
-                    data.push('\n');
-                }
-                has_data = true;
-                data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
-            }
+/// One event: kept byte for byte, its data replaced (its other lines kept), or dropped (only
+/// its `id` lines kept, so `Last-Event-ID` stays right). `data` is scratch space.
+fn edit_event(
+    edit: &mut dyn MessageEdit,
+    data: &mut Vec<u8>,
+    event: &[u8],
+    sep: &[u8],
+    out: &mut Vec<u8>,
+) {
+    data.clear();
+    let has_data = sse::data(event, data);
+    let edit = if has_data && !data.is_empty() {
+        edit.edit(String::from_utf8_lossy(data).as_bytes())
+    } else {
+        Edit::Keep
+    };
+    let name_is = |line: &[u8], name: &[u8]| sse::field(line).0 == name;
+    match edit {
+        Edit::Keep => {
+            out.extend_from_slice(event);
+            out.extend_from_slice(sep);
         }
-        let edit = if has_data && !data.is_empty() {
-            self.edit.edit(data.as_bytes())
-        } else {
-            Edit::Keep
-        };
-        match edit {
-            Edit::Keep => {
-                out.extend_from_slice(event);
-                out.extend_from_slice(sep);
+        Edit::Replace(new) => {
+            for line in sse::lines(event).filter(|l| !name_is(l, b"data")) {
+                out.extend_from_slice(String::from_utf8_lossy(line).as_bytes());
+                out.push(b'\n');
             }
-            Edit::Replace(new) => {
-                for line in lines(&text).filter(|l| !l.starts_with("data:")) {
-                    out.extend_from_slice(line.as_bytes());
+            push_data(out, &new);
+        }
+        Edit::Drop => {
+            let mut ids = sse::lines(event).filter(|l| name_is(l, b"id")).peekable();
+            if ids.peek().is_some() {
+                for line in ids {
+                    out.extend_from_slice(String::from_utf8_lossy(line).as_bytes());
                     out.push(b'\n');
                 }
-                push_data(out, &new);
-            }
-            Edit::Drop => {
-                let id: Vec<&str> = lines(&text).filter(|l| l.starts_with("id:")).collect();
-                if !id.is_empty() {
-                    for line in id {
-                        out.extend_from_slice(line.as_bytes());
-                        out.push(b'\n');
-                    }
-                    out.push(b'\n');
-                }
+                out.push(b'\n');
             }
         }
     }
-}
-
-/// The lines of an event: split on CRLF, LF or CR, as SSE does.
-fn lines(text: &str) -> impl Iterator<Item = &str> {
-    text.split('\n')
-        .flat_map(|l| l.split('\r'))
-        .filter(|l| !l.is_empty())
 }
 
 /// One `data:` line (JSON has no raw newlines) ending the event.
@@ -209,35 +212,6 @@ fn push_data(out: &mut Vec<u8>, msg: &[u8]) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(msg);
     out.extend_from_slice(b"\n\n");
-}
-
-/// The end of the first complete SSE event in `buf` at or after `from` (which must not be
-/// inside a line terminator) and the length of the blank line that ends it. Lines end with
-/// CRLF, LF or CR; an event ends at an empty line. A CR at the very end is undecided (an LF
-/// may follow), so it is not taken as a terminator yet.
-pub fn event_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
-    let terminator = |i: usize| -> Option<usize> {
-        match buf.get(i)? {
-            b'\n' => Some(1),
-            b'\r' => match buf.get(i + 1) {
-                Some(b'\n') => Some(2),
-                Some(_) => Some(1),
-                None => None,
-            },
-            _ => Some(0),
-        }
-    };
-    let mut i = from;
-    while i < buf.len() {
-        match terminator(i)? {
-            0 => i += 1,
-            first => match terminator(i + first)? {
-                0 => i += first,
-                second => return Some((i, first + second)),
-            },
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -300,9 +274,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(event_end(b"a\r", 0), None, "a CR at the end is undecided");
-        assert_eq!(event_end(b"a\r\rx", 0), Some((1, 2)));
-        assert_eq!(event_end(b"a\r\r\n", 0), Some((1, 3)));
     }
 
     #[test]

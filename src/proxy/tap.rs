@@ -4,7 +4,7 @@
 //! anything larger is skipped: a task handle is small. With audit on it also notes the
 //! answer's JSON-RPC error code and a tool result's `isError` for the record.
 
-use crate::proxy::rewrite::event_end;
+use crate::proxy::sse::{self, EventReader};
 
 /// Binds a task id to the caller whose answer carried it.
 pub type BindTask = Box<dyn Fn(&str) + Send + Sync>;
@@ -13,7 +13,10 @@ pub type BindTask = Box<dyn Fn(&str) + Send + Sync>;
 const LIMIT: usize = 64 * 1024;
 
 pub struct TaskTap {
+    /// A JSON body, held.
     buf: Vec<u8>,
+    /// An SSE body, cut into events.
+    events: EventReader,
     sse: bool,
     /// JSON: the body was read (or is too large). SSE: inside an oversized event.
     done: bool,
@@ -37,6 +40,7 @@ impl TaskTap {
     pub fn new(sse: bool, bind: BindTask) -> Self {
         Self {
             buf: Vec::new(),
+            events: EventReader::new(),
             sse,
             done: false,
             bind: Some(bind),
@@ -49,6 +53,7 @@ impl TaskTap {
     pub fn results_only(sse: bool) -> Self {
         Self {
             buf: Vec::new(),
+            events: EventReader::new(),
             sse,
             done: false,
             bind: None,
@@ -89,42 +94,45 @@ impl TaskTap {
         }
     }
 
+    /// The body ended: a last event closed by a bare CR is complete only now.
+    pub fn finish(&mut self) {
+        if self.sse {
+            self.events.finish();
+            self.read_events();
+        }
+    }
+
     fn feed_sse(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-        while let Some((end, sep)) = event_end(&self.buf, 0) {
-            let event: Vec<u8> = self.buf.drain(..end + sep).collect();
+        self.events.feed(data);
+        self.read_events();
+        if self.events.pending().len() > LIMIT {
+            // Skip the rest of this event: only its end is looked for.
+            self.done = true;
+            self.events.discard(self.events.open_len());
+        }
+    }
+
+    fn read_events(&mut self) {
+        // Taken out for the loop, so the events can be read while `self` notes what they hold.
+        let mut events = std::mem::take(&mut self.events);
+        while let Some((event, _)) = events.next_event() {
             if self.done {
                 // The tail of an oversized event.
                 self.done = false;
                 continue;
             }
-            self.event(&event[..end]);
+            self.event(event);
         }
-        if self.buf.len() > LIMIT {
-            // Keep only what could start a separator split across frames.
-            self.done = true;
-            let keep = self.buf.len() - 3;
-            self.buf.drain(..keep);
-        }
+        self.events = events;
     }
 
     fn event(&mut self, event: &[u8]) {
         if !self.interesting(event) {
             return;
         }
-        let Ok(text) = std::str::from_utf8(event) else {
-            return;
-        };
-        let mut data = String::new();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("data:") {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
-            }
-        }
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) {
+        let mut data = Vec::new();
+        sse::data(event, &mut data);
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
             self.message(&v);
         }
     }
@@ -222,7 +230,7 @@ mod tests {
         }
         t.feed(format!("data: {HANDLE}\n\n").as_bytes());
         assert_eq!(b.check(Kind::Task, "t-42", &owner), Binding::Own);
-        assert!(t.buf.is_empty());
+        assert!(t.events.pending().is_empty());
     }
 
     #[test]
@@ -263,6 +271,72 @@ mod tests {
         let mut t = TaskTap::results_only(false);
         t.feed(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
         assert_eq!(t.seen, Seen::default());
+    }
+
+    /// What the answer rewriter hands its edit, message by message.
+    fn rewriter_sees(stream: &[u8], chunk: usize) -> Vec<String> {
+        use crate::policy::filter::{Edit, MessageEdit, Oversized};
+        use crate::proxy::rewrite::Rewriter;
+        use std::sync::Mutex;
+
+        struct Record(Arc<Mutex<Vec<String>>>);
+        impl MessageEdit for Record {
+            fn edit(&mut self, m: &[u8]) -> Edit {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(m).into());
+                Edit::Keep
+            }
+            fn oversized(&mut self, _: &[u8]) -> Oversized {
+                Oversized::Pass
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut rw = Rewriter::new(true, Box::new(Record(seen.clone())));
+        let mut out = Vec::new();
+        for piece in stream.chunks(chunk) {
+            out.extend_from_slice(&rw.feed(piece));
+        }
+        out.extend_from_slice(&rw.finish());
+        assert_eq!(out, stream, "the edit kept everything");
+        seen.lock().unwrap().clone()
+    }
+
+    /// One SSE reader: lines ended by bare CRs (as the SSE specification allows) are read by
+    /// the tap as the rewriter reads them. The tap once split lines only at LF, so it took
+    /// `id: 7\rdata: …` for one line that is not `data` and let the task handle pass unbound.
+    #[test]
+    fn bare_cr_events_are_read_by_the_tap_as_by_the_rewriter() {
+        const ERROR: &str = r#"{"jsonrpc":"2.0","id":5,"error":{"code":-32603,"message":"x"}}"#;
+        let stream = format!(
+            "\u{FEFF}: priming\r\rid: 7\revent: message\rdata: {HANDLE}\r\rid: 8\rdata: {ERROR}\r\r"
+        );
+        for chunk in [1, 2, 5, 64, stream.len()] {
+            assert_eq!(
+                rewriter_sees(stream.as_bytes(), chunk),
+                [HANDLE, ERROR],
+                "chunk {chunk}"
+            );
+            let (mut t, b, owner) = tap(true);
+            let mut audit = TaskTap::results_only(true);
+            for piece in stream.as_bytes().chunks(chunk) {
+                t.feed(piece);
+                audit.feed(piece);
+            }
+            // The task was bound as soon as its event ended, before the stream did.
+            assert_eq!(
+                b.check(Kind::Task, "t-42", &owner),
+                Binding::Own,
+                "chunk {chunk}"
+            );
+            assert_eq!(
+                audit.seen.error_code, None,
+                "undecided until the stream ends"
+            );
+            audit.finish();
+            assert_eq!(audit.seen.error_code, Some(-32603), "chunk {chunk}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Rules as the limiter uses them: which calls of which principals a rule applies to, and the
 //! key that names the budget a call draws from.
 
-use crate::config::ratelimit::{KeyPart, MatchConfig, RuleConfig, glob};
+use crate::config::ratelimit::{KeyPart, MatchConfig, RuleConfig};
+use crate::glob::is_match as glob;
 use crate::identity::{Principal, push_escaped as escape};
 use crate::mcp::{Message, Method, Target};
 

@@ -24,6 +24,11 @@ use tokio_rustls::TlsAcceptor;
 use super::tls::TestCa;
 
 /// The credential the sentinel itself presents to the API server (its own service account).
+/// A service-account token as kubelet projects it: JWT-shaped, opaque to the sentinel.
+pub const AGENT_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6dG9vbHM6YWdlbnQifQ.c2lnbmF0dXJl";
+/// Who [`AGENT_TOKEN`] is.
+pub const AGENT: &str = "system:serviceaccount:tools:agent";
+
 pub const OWN_TOKEN: &str = "sentinel-own-sa-token";
 pub const TOKENREVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 
@@ -293,4 +298,17 @@ pub fn rejected(why: &str) -> TokenReviewStatus {
         error: Some(why.into()),
         ..TokenReviewStatus::default()
     }
+}
+
+/// An API server that authenticates [`AGENT_TOKEN`] (tools/agent, for the `mcp-sentinel`
+/// audience) and rejects any other token.
+pub async fn agent_cluster() -> ApiServer {
+    ApiServer::start(|review| {
+        if review.spec.token.as_deref() == Some(AGENT_TOKEN) {
+            Reply::Review(service_account("tools", "agent", &["mcp-sentinel"]))
+        } else {
+            Reply::Review(rejected("invalid bearer token"))
+        }
+    })
+    .await
 }

@@ -48,3 +48,13 @@ pub fn init_body() -> Value {
         }
     })
 }
+
+/// `Authorization: Bearer <token>`.
+pub fn bearer(token: &str) -> Vec<(String, String)> {
+    pairs(&[("Authorization", &format!("Bearer {token}"))])
+}
+
+/// `X-API-Key: <key>`.
+pub fn api_key(key: &str) -> Vec<(String, String)> {
+    pairs(&[("X-API-Key", key)])
+}

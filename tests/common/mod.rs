@@ -3,9 +3,12 @@
 
 pub mod apiserver;
 pub mod audit;
+pub mod bed;
 pub mod client;
 pub mod idp;
 pub mod keys;
+pub mod metrics;
+pub mod process;
 pub mod ratelimit;
 pub mod sentinel;
 pub mod tls;

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::bed::Bed;
 use super::client::{RawResponse, raw_post};
 use super::keys::{pairs, write_keys};
 use super::sentinel::{self, TempDir, TestSentinel};
+use super::upstream::UpstreamConfig;
 
 pub const ALICE: &str = "ak_alice_ratelimit_01";
 pub const BOB: &str = "ak_bob_ratelimit_02";
@@ -20,6 +22,20 @@ pub const CAROL: &str = "ak_carol_ratelimit_03";
 /// A sentinel in front of `upstream_url` that knows alice (groups dev, ops), bob (dev) and
 /// carol (no group) by API key, with `rate_limits` (indented YAML, without the key).
 pub async fn keyed(upstream_url: &str, rate_limits: &str, dir: &TempDir) -> TestSentinel {
+    let cfg = sentinel::config_from_yaml(&keyed_yaml(rate_limits, dir), upstream_url);
+    sentinel::start_with(cfg, true).await
+}
+
+/// A JSON upstream and a [`keyed`] sentinel in front of it: the bed of most rate-limit tests.
+pub async fn keyed_bed(tag: &str, rate_limits: &str) -> Bed {
+    Bed::start(tag, UpstreamConfig::json(), |dir| {
+        keyed_yaml(rate_limits, dir)
+    })
+    .await
+}
+
+/// The keys of alice, bob and carol written into `dir`, and a config with `rate_limits`.
+fn keyed_yaml(rate_limits: &str, dir: &TempDir) -> String {
     let keys = dir.path("keys.yaml");
     write_keys(
         &keys,
@@ -29,12 +45,10 @@ pub async fn keyed(upstream_url: &str, rate_limits: &str, dir: &TempDir) -> Test
             (CAROL, "carol", &[]),
         ],
     );
-    let yaml = format!(
+    format!(
         "policy: {{default: allow}}\nauth:\n  api_keys:\n    file: {}\nrate_limits:\n{rate_limits}",
         keys.display()
-    );
-    let cfg = sentinel::config_from_yaml(&yaml, upstream_url);
-    sentinel::start_with(cfg, true).await
+    )
 }
 
 pub fn call_body(id: i64, tool: &str, arguments: Value) -> Value {

@@ -11,6 +11,8 @@ use mcp_sentinel::config::UpstreamUrl;
 use mcp_sentinel::{Config, Sentinel};
 use serde_json::Value;
 
+use super::metrics::{metric_value, try_metric_value};
+
 pub struct TestSentinel {
     sentinel: Option<Sentinel>,
     /// `http://127.0.0.1:PORT/mcp`
@@ -104,8 +106,10 @@ impl TestSentinel {
         body
     }
 
-    /// The value of one sample line of `/metrics`, e.g.
-    /// `mcp_sentinel_requests_total{method="tools/call",outcome="forwarded"}`; 0 when absent.
+    /// The value of one series of `/metrics`, e.g.
+    /// `mcp_sentinel_requests_total{method="tools/call",outcome="forwarded"}`; 0 for a counter of a
+    /// present family that has not counted these labels yet. Panics when the family is absent
+    /// (see [`metric_value`]).
     pub async fn metric(&self, series: &str) -> f64 {
         metric_value(&self.metrics().await, series)
     }
@@ -113,13 +117,34 @@ impl TestSentinel {
     /// Waits (up to 2 s) for a series to reach `want`: a request is counted when its response
     /// body is done, which can be a moment after the client has read it.
     pub async fn metric_eventually(&self, series: &str, want: f64) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(2);
+        self.metric_until(series, Duration::from_secs(2), |v| v == want)
+            .await
+    }
+
+    /// Waits (up to 10 s) for a series to exceed `min`.
+    pub async fn metric_eventually_above(&self, series: &str, min: f64) -> f64 {
+        self.metric_until(series, Duration::from_secs(10), |v| v > min)
+            .await
+    }
+
+    /// Polls a series until `done` holds or `within` has passed, and returns its last value. A
+    /// family that is not in the scrape yet may still appear (a first count is registered when
+    /// it happens); still absent at the deadline, it panics.
+    pub async fn metric_until(
+        &self,
+        series: &str,
+        within: Duration,
+        done: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let deadline = Instant::now() + within;
         loop {
-            let v = self.metric(series).await;
-            if v == want || Instant::now() > deadline {
-                return v;
+            let read = try_metric_value(&self.metrics().await, series);
+            let late = Instant::now() > deadline;
+            match read {
+                Ok(v) if done(v) || late => return v,
+                Err(e) if late => panic!("{e}"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -147,15 +172,6 @@ impl Drop for TestSentinel {
             s.begin_shutdown();
         }
     }
-}
-
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix(series)?;
-            rest.strip_prefix(' ')?.trim().parse().ok()
-        })
-        .unwrap_or(0.0)
 }
 
 /// The real binary, running.

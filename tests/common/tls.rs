@@ -107,6 +107,14 @@ impl TestCa {
         self.sign(params)
     }
 
+    /// A leaf certificate with these DNS SANs and nothing else (rcgen's defaults).
+    pub fn leaf(&self, names: &[&str]) -> CertPair {
+        self.sign(
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap(),
+        )
+    }
+
     fn sign(&self, params: CertificateParams) -> CertPair {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();

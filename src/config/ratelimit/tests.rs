@@ -427,6 +427,7 @@ fn every_bad_value_is_reported_with_its_key() {
 
 #[test]
 fn globs() {
+    use crate::glob::is_match as glob;
     assert!(glob("*", ""));
     assert!(glob("tools/*", "tools/call"));
     assert!(!glob("tools/*", "prompts/get"));
