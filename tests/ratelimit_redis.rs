@@ -37,7 +37,6 @@ async fn two_sentinels_sharing_redis_admit_exactly_the_budget() {
     let a = keyed(&upstream.url(), &section, &dir).await;
     let b = keyed(&upstream.url(), &section, &dir).await;
     // 200 calls, 16 at a time, alternating between the two sentinels.
-    let began = std::time::Instant::now();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -81,19 +80,9 @@ async fn two_sentinels_sharing_redis_admit_exactly_the_budget() {
             >= 100.0
     );
     assert_eq!(a.metric("mcp_sentinel_ratelimit_backend_up").await, 1.0);
-    // The wait in the answer comes from Redis's clock: 72 s per call at 50/hour, counted from
-    // the first call, so less the seconds since the calls began (a loaded machine takes some).
+    // The wait in the answer comes from Redis's clock: 72 s per call at 50/hour.
     let r = echo(&b.url, ALICE, 999).await;
-    let wait: u64 = r
-        .header("retry-after")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("a Retry-After: {} {}", r.status, r.body));
-    let since = began.elapsed().as_secs();
-    assert!(
-        (72u64.saturating_sub(since + 1)..=72).contains(&wait),
-        "Retry-After {wait} with {since} s since the calls began"
-    );
-    assert_limited(&r, json!(999), "shared", 50, 3600, wait);
+    assert_limited(&r, json!(999), "shared", 50, 3600, 72);
 }
 
 #[tokio::test]
