@@ -39,13 +39,22 @@ pub enum StartError {
     #[error("no upstream configured: set upstream.url or pass --upstream")]
     NoUpstream,
     #[error("authentication: {0}")]
-    Auth(String),
+    Auth(&'static str),
+    #[error("authentication: kubernetes: {0}")]
+    Kubernetes(#[from] crate::auth::kubernetes::ReviewerError),
+    #[error("authentication: jwt: {0}")]
+    Jwt(#[from] crate::auth::jwt::JwtError),
+    /// A metric that could not be registered (a name registered twice: a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error("no policy: the config needs a `policy` section")]
     NoPolicy,
+    #[error("authentication: {0}")]
+    ApiKeys(#[from] crate::auth::apikeys::KeyFileError),
     #[error("rate limits: {0}")]
-    RateLimit(String),
+    RateLimit(#[from] crate::ratelimit::RateLimitError),
     #[error("audit: {0}")]
-    Audit(String),
+    Audit(#[from] crate::audit::AuditError),
     #[error("traffic TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
@@ -67,7 +76,7 @@ impl Sentinel {
     pub async fn start(config: Config) -> Result<Sentinel, StartError> {
         let upstream = config.upstream.url.clone().ok_or(StartError::NoUpstream)?;
         if let Some(why) = config.auth_problem() {
-            return Err(StartError::Auth(why.to_string()));
+            return Err(StartError::Auth(why));
         }
         let (traffic_listener, traffic_addr) = server::bind(config.listen).await?;
         let (admin_listener, admin_addr) = server::bind(config.admin_listen).await?;
@@ -86,23 +95,18 @@ impl Sentinel {
             IdentityRules::new(&config.auth),
         );
         let policy = config.policy.as_ref().ok_or(StartError::NoPolicy)?;
-        let store = PolicyStore::new(policy, metrics.registry())
-            .map_err(|e| StartError::Auth(e.to_string()))?;
+        let store = PolicyStore::new(policy, metrics.registry())?;
         store.spawn_reloader(stop.clone());
-        let authorize = Authorize::new(store.clone(), auth.metadata.clone(), metrics.registry())
-            .map_err(|e| StartError::Auth(e.to_string()))?;
+        let authorize = Authorize::new(store.clone(), auth.metadata.clone(), metrics.registry())?;
         let ratelimit = match &config.rate_limits {
             Some(rl) => {
-                let limiter = RateLimiter::new(rl, metrics.registry(), stop.clone())
-                    .map_err(StartError::RateLimit)?;
+                let limiter = RateLimiter::new(rl, metrics.registry(), stop.clone())?;
                 tokio::spawn(crate::ratelimit::sweep(limiter.clone(), stop.clone()));
                 Some(RateLimit::new(limiter))
             }
             None => None,
         };
-        let auditor = crate::audit::Auditor::start(&config.audit, metrics.registry())
-            .await
-            .map_err(StartError::Audit)?;
+        let auditor = crate::audit::Auditor::start(&config.audit, metrics.registry()).await?;
         let pipeline = Arc::new(Pipeline::new(
             &config,
             Stages {
@@ -250,24 +254,19 @@ impl AuthParts {
         let registry = metrics.registry();
         let api_keys = match &auth.api_keys {
             Some(k) => {
-                let keys = ApiKeys::load(&k.file, registry).map_err(StartError::Auth)?;
+                let keys = ApiKeys::load(&k.file, registry)?;
                 keys.spawn_reloader(k.reload_interval, stop.clone());
                 Some((keys, k.header.clone()))
             }
             None => None,
         };
         let kubernetes = match &auth.kubernetes {
-            Some(k) => Some(
-                TokenReviewer::new(k.clone(), registry)
-                    .await
-                    .map_err(|e| StartError::Auth(format!("kubernetes: {e}")))?,
-            ),
+            Some(k) => Some(TokenReviewer::new(k.clone(), registry).await?),
             None => None,
         };
         let jwt = match &auth.jwt {
             Some(j) => {
-                let verifier = JwtVerifier::new(j.clone(), registry)
-                    .map_err(|e| StartError::Auth(format!("jwt: {e}")))?;
+                let verifier = JwtVerifier::new(j.clone(), registry)?;
                 verifier.spawn(readiness.clone(), stop.clone());
                 Some(verifier)
             }
@@ -280,8 +279,7 @@ impl AuthParts {
             kubernetes,
             mtls: auth.mtls.is_some(),
         };
-        let authenticator =
-            Authenticator::new(on, registry).map_err(|e| StartError::Auth(e.to_string()))?;
+        let authenticator = Authenticator::new(on, registry)?;
         let metadata = Arc::new(ResourceMetadata::new(
             auth.resource.clone(),
             auth.authorization_servers.clone(),
@@ -292,9 +290,7 @@ impl AuthParts {
             config.sessions.idle_ttl,
             config.sessions.max_bindings,
         ));
-        let session = Arc::new(
-            Session::new(bindings, registry).map_err(|e| StartError::Auth(e.to_string()))?,
-        );
+        let session = Arc::new(Session::new(bindings, registry)?);
         tokio::spawn(sweep_bindings(
             session.clone(),
             config.sessions.idle_ttl,

@@ -100,17 +100,8 @@ struct Opened {
 impl Auditor {
     /// Starts the audit thread, opens every sink's spool and connection there (a sink that is
     /// down at start is only marked down) and starts the sealer and the delivery tasks. `None`
-    /// when auditing is off. The error is text because `app::StartError::Audit` holds text.
+    /// when auditing is off.
     pub async fn start(
-        cfg: &AuditConfig,
-        registry: &Registry,
-    ) -> Result<Option<Arc<Self>>, String> {
-        Self::start_typed(cfg, registry)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn start_typed(
         cfg: &AuditConfig,
         registry: &Registry,
     ) -> Result<Option<Arc<Self>>, AuditError> {

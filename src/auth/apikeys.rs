@@ -45,6 +45,20 @@ pub struct ApiKeys {
     inner: Arc<Reloading<KeyFileSource>>,
 }
 
+/// Why a key file cannot be used. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("{file}: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {why}")]
+    Invalid { file: String, why: String },
+    #[error("{0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
 /// The key file, as the reloader reads it.
 struct KeyFileSource {
     file: PathBuf,
@@ -54,15 +68,21 @@ struct KeyFileSource {
 
 impl Source for KeyFileSource {
     type Value = Vec<Key>;
-    type Error = String;
+    type Error = KeyFileError;
     const WHAT: &'static str = "API key";
 
-    fn read_error(&self, path: &Path, e: std::io::Error) -> String {
-        format!("{}: {e}", path.display())
+    fn read_error(&self, path: &Path, source: std::io::Error) -> KeyFileError {
+        KeyFileError::Read {
+            file: path.display().to_string(),
+            source,
+        }
     }
 
-    fn build(&self, contents: &[Vec<u8>]) -> Result<Vec<Key>, String> {
-        parse(&contents[0]).map_err(|e| format!("{}: {e}", self.file.display()))
+    fn build(&self, contents: &[Vec<u8>]) -> Result<Vec<Key>, KeyFileError> {
+        parse(&contents[0]).map_err(|why| KeyFileError::Invalid {
+            file: self.file.display().to_string(),
+            why,
+        })
     }
 
     fn swapped(&self, _: &Vec<Key>, new: &Vec<Key>) {
@@ -74,7 +94,7 @@ impl Source for KeyFileSource {
         tracing::info!(file = %self.file.display(), keys = self.count.get(), "API keys reloaded");
     }
 
-    fn rejected(&self, e: &String) {
+    fn rejected(&self, e: &KeyFileError) {
         self.reloads.with_label_values(&["failure"]).inc();
         tracing::warn!(error = %e, "API key file changed but cannot be used; keeping the loaded keys");
     }
@@ -82,23 +102,17 @@ impl Source for KeyFileSource {
 
 impl ApiKeys {
     /// Loads the file once; an error here is a startup error.
-    pub fn load(file: &Path, registry: &Registry) -> Result<Self, String> {
+    pub fn load(file: &Path, registry: &Registry) -> Result<Self, KeyFileError> {
         let reloads = IntCounterVec::new(
             Opts::new(
                 "mcp_sentinel_api_keys_reloads_total",
                 "API key file reloads after it changed, by result",
             ),
             &["result"],
-        )
-        .map_err(|e| e.to_string())?;
-        let count =
-            IntGauge::new("mcp_sentinel_api_keys", "API keys loaded").map_err(|e| e.to_string())?;
-        registry
-            .register(Box::new(reloads.clone()))
-            .map_err(|e| e.to_string())?;
-        registry
-            .register(Box::new(count.clone()))
-            .map_err(|e| e.to_string())?;
+        )?;
+        let count = IntGauge::new("mcp_sentinel_api_keys", "API keys loaded")?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(count.clone()))?;
         let content = match std::fs::read(file) {
             Ok(c) => c,
             // An optional Secret not created yet: no key works until it appears.
@@ -106,9 +120,17 @@ impl ApiKeys {
                 tracing::warn!(file = %file.display(), "API key file not found: no API key is accepted until it appears");
                 Vec::new()
             }
-            Err(e) => return Err(format!("{}: {e}", file.display())),
+            Err(source) => {
+                return Err(KeyFileError::Read {
+                    file: file.display().to_string(),
+                    source,
+                });
+            }
         };
-        let keys = parse(&content).map_err(|e| format!("{}: {e}", file.display()))?;
+        let keys = parse(&content).map_err(|why| KeyFileError::Invalid {
+            file: file.display().to_string(),
+            why,
+        })?;
         count.set(keys.len() as i64);
         let source = KeyFileSource {
             file: file.to_path_buf(),
@@ -140,7 +162,7 @@ impl ApiKeys {
     }
 
     /// Re-reads the file; `Ok(true)` when a new key set is in use. On error the old one stays.
-    pub fn reload_if_changed(&self) -> Result<bool, String> {
+    pub fn reload_if_changed(&self) -> Result<bool, KeyFileError> {
         self.inner.reload_if_changed()
     }
 
@@ -244,7 +266,12 @@ mod tests {
 
         // A broken edit keeps the running keys.
         std::fs::write(&path, "keys: [{sha256: nothex, subject: x}]").unwrap();
-        assert!(keys.reload_if_changed().unwrap_err().contains("sha256"));
+        assert!(
+            keys.reload_if_changed()
+                .unwrap_err()
+                .to_string()
+                .contains("sha256")
+        );
         assert_eq!(keys.verify("k-bob").unwrap().subject, "bob");
     }
 

@@ -108,14 +108,22 @@ pub struct RateLimiter {
 /// What the pipeline does with a request.
 pub type Decision = Result<Option<Permits>, Refusal>;
 
+/// Why a rate limiter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    #[error("{0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Redis(#[from] redis::RedisSetupError),
+}
+
 impl RateLimiter {
-    /// The error is text because `app::StartError::RateLimit` holds text.
     pub fn new(
         cfg: &RateLimitConfig,
         registry: &Registry,
         stop: CancellationToken,
-    ) -> Result<Arc<Self>, String> {
-        let m = |e: prometheus::Error| e.to_string();
+    ) -> Result<Arc<Self>, RateLimitError> {
+        let m = RateLimitError::Metrics;
         let total = IntCounterVec::new(
             Opts::new(
                 "mcp_sentinel_ratelimit_total",
@@ -186,7 +194,7 @@ impl RateLimiter {
                     errors: ["timeout", "error"].map(|k| errors.with_label_values(&[k])),
                 };
                 Store::Redis {
-                    redis: RedisStore::new(rc, metrics, stop).map_err(|e| e.to_string())?,
+                    redis: RedisStore::new(rc, metrics, stop)?,
                     mode: cfg.failure_mode,
                     local: (cfg.failure_mode == FailureMode::Local)
                         .then(|| MemoryStore::new(cfg.max_keys)),

@@ -1,8 +1,8 @@
 //! Key fetching: each issuer's current key set, fetched over HTTPS from its JWKS URL (or the
 //! `jwks_uri` of its OIDC discovery document), refreshed periodically and on an unknown `kid`
 //! (throttled, single-flight), with failures retried after a backoff from 1 s doubling to 60 s
-//! (or `refresh_interval`, if shorter). A rotation that removes a key invalidates the issuer's
-//! cached tokens.
+//! (or `refresh_interval`, if shorter), each wait less up to a quarter at random. A rotation
+//! that removes a key invalidates the issuer's cached tokens.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -273,6 +273,18 @@ impl Issuer {
     }
 }
 
+/// `d` less up to a quarter, at random: replicas that lost their identity provider together
+/// do not all retry in the same instant when it comes back.
+pub(super) fn jittered(d: Duration) -> Duration {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 2];
+    let u = match ring::rand::SystemRandom::new().fill(&mut b) {
+        Ok(()) => f64::from(u16::from_le_bytes(b)) / 65536.0,
+        Err(_) => 0.0,
+    };
+    d.mul_f64(1.0 - 0.25 * u)
+}
+
 pub(super) async fn refresh_loop(
     iss: Arc<Issuer>,
     pending: Arc<AtomicUsize>,
@@ -300,7 +312,7 @@ pub(super) async fn refresh_loop(
                 iss.cfg.refresh_interval
             }
             Err(_) => {
-                let w = backoff;
+                let w = jittered(backoff);
                 backoff = (backoff * 2).min(max_backoff);
                 w
             }

@@ -262,3 +262,16 @@ async fn spawn_drives_readiness_and_metrics() {
         .expect("stops")
         .unwrap();
 }
+
+#[test]
+fn retries_are_jittered_down_never_up() {
+    let d = Duration::from_secs(8);
+    let waits: Vec<Duration> = (0..64)
+        .map(|_| crate::auth::jwt::keys::jittered(d))
+        .collect();
+    assert!(
+        waits.iter().all(|w| *w <= d && *w >= d * 3 / 4),
+        "{waits:?}"
+    );
+    assert!(waits.iter().any(|w| *w != waits[0]), "{waits:?}");
+}
