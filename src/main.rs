@@ -49,6 +49,10 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Copy this binary to DIR/mcp-sentinel (mode 0755): the init container of a stdio MCP
+    /// server's pod, whose image has no shell and no cp.
+    #[command(hide = true)]
+    InstallTo { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +200,16 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify(args),
         } => verify(&args),
+        Command::InstallTo { dir } => match mcp_sentinel::k8s::stdio::install_to(&dir) {
+            Ok(path) => {
+                println!("installed {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mcp-sentinel: cannot install into {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
