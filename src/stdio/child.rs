@@ -102,6 +102,8 @@ pub struct Child {
     /// Why it ended: stopped (by the sentinel), exited (status 0) or crashed.
     cause: std::sync::OnceLock<&'static str>,
     started: std::time::Instant,
+    /// It stopped reading its input (and was stopped for it).
+    is_hung: std::sync::atomic::AtomicBool,
 }
 
 pub struct ChildOptions {
@@ -139,6 +141,7 @@ impl Child {
             metrics: metrics.clone(),
             cause: std::sync::OnceLock::new(),
             started: std::time::Instant::now(),
+            is_hung: std::sync::atomic::AtomicBool::new(false),
         });
         metrics
             .children
@@ -164,6 +167,11 @@ impl Child {
 
     pub fn is_ended(&self) -> bool {
         self.ended.is_cancelled()
+    }
+
+    /// Ended, or being stopped: no new work for it.
+    pub fn is_closing(&self) -> bool {
+        self.stop.is_cancelled() || self.ended.is_cancelled()
     }
 
     /// Why it ended, once it has: stopped (by the sentinel), exited or crashed.
@@ -259,6 +267,11 @@ impl Child {
     async fn write(&self, line: Vec<u8>) -> Result<(), ChildError> {
         match self.stdin.send_timeout(line, self.write_timeout).await {
             Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Closed(_))
+                if self.is_hung.load(Ordering::Relaxed) =>
+            {
+                Err(ChildError::Hung)
+            }
             Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(ChildError::Ended),
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                 self.hung();
@@ -268,6 +281,7 @@ impl Child {
     }
 
     fn hung(&self) {
+        self.is_hung.store(true, Ordering::Relaxed);
         if !self.stop.is_cancelled() {
             tracing::warn!(
                 pid = self.pid,

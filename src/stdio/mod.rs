@@ -49,6 +49,8 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A child that lived this long before it crashed does not add to the backoff.
 const HEALTHY_LIFE: Duration = Duration::from_secs(30);
+/// The code of a 404 for a session that is gone: the pipeline's own for an unknown one.
+const SESSION_NOT_FOUND: i64 = -32600;
 /// The protocol version the sentinel initializes a shared child with.
 const SHARED_INIT_VERSION: &str = "2025-11-25";
 
@@ -448,7 +450,7 @@ impl Bridge {
         };
         let id = raw.to_str().map_err(|_| ())?;
         match self.lock_sessions().get(id) {
-            Some(s) if !s.child.is_ended() => Ok(Some(s.clone())),
+            Some(s) if !s.child.is_closing() => Ok(Some(s.clone())),
             _ => Err(()),
         }
     }
@@ -507,7 +509,7 @@ impl Bridge {
                 return error(
                     StatusCode::NOT_FOUND,
                     &first_id,
-                    -32001,
+                    SESSION_NOT_FOUND,
                     "Session not found",
                 );
             }
@@ -721,7 +723,7 @@ impl Bridge {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .flatten()
-            .filter(|c| !c.is_ended())
+            .filter(|c| !c.is_closing())
             .min_by_key(|c| c.in_flight())
             .cloned()
     }
@@ -734,7 +736,14 @@ impl Bridge {
     /// The session's GET stream: what its child sends on its own.
     fn get(&self, req: &Request<Incoming>) -> Response<BridgeBody> {
         let session = match self.session(req) {
-            Err(()) => return error(StatusCode::NOT_FOUND, "null", -32001, "Session not found"),
+            Err(()) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "null",
+                    SESSION_NOT_FOUND,
+                    "Session not found",
+                );
+            }
             Ok(None) => return plain(StatusCode::METHOD_NOT_ALLOWED),
             Ok(Some(s)) => s,
         };
@@ -775,7 +784,12 @@ impl Bridge {
             return plain(StatusCode::METHOD_NOT_ALLOWED);
         };
         let Some(session) = self.lock_sessions().remove(id) else {
-            return error(StatusCode::NOT_FOUND, "null", -32001, "Session not found");
+            return error(
+                StatusCode::NOT_FOUND,
+                "null",
+                SESSION_NOT_FOUND,
+                "Session not found",
+            );
         };
         if session.child.role == Role::Session {
             session.child.stop();
@@ -913,7 +927,12 @@ fn failed(e: ChildError, id: &str, stateless: bool) -> Response<BridgeBody> {
             retry_later(id, BACKOFF_FIRST, "the stdio server exited; retry")
         }
         // The session's child is gone: the session with it.
-        ChildError::Ended => error(StatusCode::NOT_FOUND, id, -32001, "Session not found"),
+        ChildError::Ended => error(
+            StatusCode::NOT_FOUND,
+            id,
+            SESSION_NOT_FOUND,
+            "Session not found",
+        ),
         ChildError::Hung => error(
             StatusCode::GATEWAY_TIMEOUT,
             id,
