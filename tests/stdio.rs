@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::client::{
-    Era, RawResponse, connect, exercise_all, legacy_headers, modern_headers, modern_request,
-    raw_legacy_session, raw_post, raw_request,
+    Era, RawResponse, call_with_progress, connect, exercise_all, legacy_headers, modern_headers,
+    modern_request, raw_legacy_session, raw_post, raw_request, tool_call,
 };
 use common::sentinel::{TempDir, TestSentinel, start, start_with};
 use common::stdio::{OPEN, SENTINEL, demo_stdio, faulty, stdio_config};
@@ -650,4 +650,132 @@ async fn the_stdio_front_speaks_lines_with_policy_and_audit() {
     assert_eq!(call_records[0]["principal"]["auth_method"], "stdio");
     assert_eq!(call_records[0]["outcome"], "denied");
     assert_eq!(call_records[1]["outcome"], "allowed");
+}
+
+// ── Real peers: progress, server→client requests, cancellation, concurrency ───────────────
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_streams_through_in_both_eras() {
+    let s = stdio_sentinel(OPEN, demo_stdio()).await;
+    for era in [
+        Era::Legacy(rmcp::model::ProtocolVersion::V_2025_11_25),
+        Era::Modern,
+    ] {
+        let client = connect(&s.url, &era, &Default::default()).await.unwrap();
+        let run = call_with_progress(&client, "slow", json!({"steps": 5, "delay_ms": 150})).await;
+        assert!(run.result.is_ok(), "{}: {:?}", era.label(), run.result);
+        assert_eq!(run.progress.len(), 5, "{}", era.label());
+        let lead = run
+            .first_progress_lead()
+            .expect("progress before the result");
+        assert!(
+            lead >= Duration::from_millis(400),
+            "{}: streamed, lead {lead:?}",
+            era.label()
+        );
+        let _ = client.cancel().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_request_reaches_its_caller_and_the_answer_its_child() {
+    let s = stdio_sentinel(OPEN, demo_stdio()).await;
+    let client = connect(
+        &s.url,
+        &Era::Legacy(rmcp::model::ProtocolVersion::V_2025_06_18),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let r = client
+        .call_tool(tool_call("roots", json!({})))
+        .await
+        .unwrap();
+    // The test client has one root.
+    let text = serde_json::to_value(&r).unwrap()["content"][0]["text"].clone();
+    assert_eq!(text, json!("roots: 1"), "{r:?}");
+    assert_eq!(client.service().roots_asked(), 1);
+    let _ = client.cancel().await;
+}
+
+#[tokio::test]
+async fn cancellations_reach_the_child_under_its_own_ids() {
+    let yaml = format!("{OPEN}upstream:\n  stdio: {{pool: 1}}\n");
+    let s = stdio_sentinel(&yaml, faulty(&[])).await;
+    // Legacy: the client's notifications/cancelled names its own id; the child gets its own.
+    let sid = session(&s.url).await;
+    let waiting = tokio::spawn({
+        let (url, sid) = (s.url.clone(), sid.clone());
+        async move { call(&url, &sid, 77, "wait", json!({})).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 77, "reason": "changed my mind"}});
+    let r = raw_post(&s.url, &legacy_headers(V, Some(&sid)), &cancel).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    waiting.abort();
+    let seen: Vec<Value> = serde_json::from_str(&text_of(
+        &call(&s.url, &sid, 78, "cancelled", json!({})).await,
+    ))
+    .unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_ne!(seen[0], json!(77), "the child's id, not the caller's");
+    // Modern: closing the stream is the cancellation (one warm child: the same one answers).
+    let modern = |name: &str, id: i64| {
+        let body = modern_request(id, "tools/call", json!({"name": name, "arguments": {}}));
+        let headers = modern_headers("tools/call", Some(name));
+        let url = s.url.clone();
+        async move { raw_post(&url, &headers, &body).await }
+    };
+    let gone = tokio::spawn(modern("wait", 5));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gone.abort();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen: Vec<Value> =
+            serde_json::from_str(&text_of(&modern("cancelled", 6).await)).unwrap();
+        if seen.len() == 1 {
+            assert_ne!(seen[0], json!(5), "the child's id, not the caller's");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cancellation reached the child: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sessions_of_ten_calls_each_get_their_own_answers() {
+    let s = stdio_sentinel(OPEN, demo_stdio()).await;
+    let results = futures_join(20, |i| {
+        let url = s.url.clone();
+        async move {
+            let client = connect(
+                &url,
+                &Era::Legacy(rmcp::model::ProtocolVersion::V_2025_06_18),
+                &Default::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("session {i}: {e}"));
+            let mut texts = Vec::new();
+            for j in 0..10 {
+                let r = client
+                    .call_tool(tool_call("echo", json!({"text": format!("{i}.{j}")})))
+                    .await
+                    .unwrap();
+                texts.push(serde_json::to_value(&r).unwrap()["content"][0]["text"].clone());
+            }
+            (client, texts)
+        }
+    })
+    .await;
+    s.metric_eventually("mcp_sentinel_stdio_children{role=\"session\"}", 20.0)
+        .await;
+    for (i, (client, texts)) in results.into_iter().enumerate() {
+        let want: Vec<Value> = (0..10).map(|j| json!(format!("{i}.{j}"))).collect();
+        assert_eq!(texts, want);
+        let _ = client.cancel().await;
+    }
 }
