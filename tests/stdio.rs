@@ -179,21 +179,43 @@ async fn a_crash_mid_call_fails_the_call_at_once_ends_the_session_and_backs_off(
             .await,
         1.0
     );
-    // A child that died young slows the next one down: 503 with the wait.
-    let (_, again) = raw_legacy_session_unchecked(&s.url).await;
-    assert_eq!(again.status, 503, "{}", again.body);
-    let wait: u64 = again.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=2).contains(&wait), "Retry-After {wait}");
-    assert_eq!(
-        s.metric("mcp_sentinel_stdio_refused_total{reason=\"backoff\"}")
-            .await,
-        1.0
-    );
-    tokio::time::sleep(Duration::from_secs(wait)).await;
+    // One caller's crash does not slow anyone down: a new session starts at once.
     let sid = session(&s.url).await;
     assert_eq!(
         text_of(&call(&s.url, &sid, 3, "echo", json!({"text": "back"})).await),
         "back"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_start_is_a_502_then_a_wait() {
+    let s = start_with(stdio_config(OPEN, faulty(&["--exit-at-start"])), false).await;
+    let (sid, first) = raw_legacy_session_unchecked(&s.url).await;
+    assert_eq!(first.status, 502, "{}", first.body);
+    assert_eq!(sid, None);
+    assert_eq!(
+        error_of(&first),
+        (
+            -32603,
+            "the stdio server exited before answering initialize".to_string()
+        )
+    );
+    // Children that die before they serve slow the next ones down: 503 with the wait.
+    let (_, again) = raw_legacy_session_unchecked(&s.url).await;
+    assert_eq!(again.status, 503, "{}", again.body);
+    let wait: u64 = again.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&wait), "Retry-After {wait}");
+    assert_eq!(
+        error_of(&again),
+        (
+            -32603,
+            "the stdio server keeps exiting; retry later".to_string()
+        )
+    );
+    assert_eq!(
+        s.metric("mcp_sentinel_stdio_refused_total{reason=\"backoff\"}")
+            .await,
+        1.0
     );
 }
 
@@ -778,4 +800,160 @@ async fn twenty_sessions_of_ten_calls_each_get_their_own_answers() {
         assert_eq!(texts, want);
         let _ = client.cancel().await;
     }
+}
+
+// ── What a fresh-eyes attack found, each kept out ─────────────────────────────────────────
+
+#[tokio::test]
+async fn a_line_break_in_a_body_cannot_smuggle_a_second_message_to_the_child() {
+    let yaml = "auth: {anonymous: allow}\npolicy:\n  default: deny\n  rules:\n    - name: echo\n      effect: allow\n      tools: [echo]\nlog: {level: warn}\n";
+    let s = stdio_sentinel(yaml, faulty(&[])).await;
+    let sid = session(&s.url).await;
+    // Valid JSON (line breaks between tokens) that a line reader would split in three.
+    let body = "{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"text\":\"a\",\"k\":\n{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"crash\",\"arguments\":{}}}\r\n}}}";
+    let resp = reqwest::Client::new()
+        .post(&s.url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", V)
+        .header("Mcp-Session-Id", &sid)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(answer["id"], "x");
+    assert_eq!(answer["result"]["content"][0]["text"], "a", "{answer}");
+    // The smuggled `crash` never ran: the child lives and the session with it.
+    assert_eq!(
+        text_of(&call(&s.url, &sid, 3, "echo", json!({"text": "alive"})).await),
+        "alive"
+    );
+    assert_eq!(
+        s.metric("mcp_sentinel_stdio_child_exits_total{cause=\"crashed\"}")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn in_a_shared_child_a_caller_cancels_only_its_own_calls() {
+    let yaml = format!("{OPEN}upstream:\n  stdio: {{sharing: shared}}\n");
+    let s = stdio_sentinel(&yaml, faulty(&[])).await;
+    let (alice, bob) = (session(&s.url).await, session(&s.url).await);
+    let waiting = tokio::spawn({
+        let (url, alice) = (s.url.clone(), alice.clone());
+        async move { call(&url, &alice, 7, "wait", json!({})).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 7}});
+    // Bob names Alice's id: he has no call 7, nothing reaches the child.
+    let r = raw_post(&s.url, &legacy_headers(V, Some(&bob)), &cancel).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let seen = text_of(&call(&s.url, &bob, 8, "cancelled", json!({})).await);
+    assert_eq!(seen, "[]");
+    // Alice can.
+    let r = raw_post(&s.url, &legacy_headers(V, Some(&alice)), &cancel).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let seen: Vec<Value> = serde_json::from_str(&text_of(
+        &call(&s.url, &bob, 9, "cancelled", json!({})).await,
+    ))
+    .unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    waiting.abort();
+}
+
+#[tokio::test]
+async fn a_shared_childs_own_requests_reach_no_caller_and_are_refused() {
+    let yaml = format!("{OPEN}upstream:\n  stdio: {{sharing: shared}}\n");
+    let s = stdio_sentinel(&yaml, faulty(&[])).await;
+    let (alice, bob) = (session(&s.url).await, session(&s.url).await);
+    // Bob has a call streaming when the child asks: he must not get the request.
+    let bobs = tokio::spawn({
+        let (url, bob) = (s.url.clone(), bob.clone());
+        async move { call(&url, &bob, 1, "wait", json!({})).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = call(&s.url, &alice, 2, "ask", json!({})).await;
+    let reply: Value = serde_json::from_str(&text_of(&asked)).unwrap();
+    assert_eq!(reply["error"]["code"], -32601, "{reply}");
+    assert_eq!(asked.messages().len(), 1, "only the answer: {}", asked.body);
+    bobs.abort();
+    assert_eq!(
+        s.metric("mcp_sentinel_stdio_messages_dropped_total").await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_shared_child_is_initialized_once_whatever_its_callers_send() {
+    let yaml = format!("{OPEN}upstream:\n  stdio: {{sharing: shared}}\n");
+    let s = stdio_sentinel(&yaml, faulty(&[])).await;
+    let sid = session(&s.url).await;
+    let again = json!({"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {
+        "protocolVersion": "2024-11-05", "capabilities": {"roots": {}},
+        "clientInfo": {"name": "x", "version": "1"}}});
+    let r = raw_post(&s.url, &legacy_headers(V, Some(&sid)), &again).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.final_message().unwrap()["result"]["protocolVersion"],
+        "2025-11-25"
+    );
+    let _ = session(&s.url).await;
+    assert_eq!(
+        text_of(&call(&s.url, &sid, 6, "inits", json!({})).await),
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_initializes_never_start_more_than_max_children() {
+    let yaml = format!("{OPEN}upstream:\n  stdio: {{pool: 1, max_children: 3}}\n");
+    let s = stdio_sentinel(&yaml, faulty(&[])).await;
+    let statuses = futures_join(10, |_| {
+        let url = s.url.clone();
+        async move { raw_legacy_session_unchecked(&url).await.1.status }
+    })
+    .await;
+    assert_eq!(
+        statuses.iter().filter(|c| **c == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|c| **c == 503).count(),
+        8,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        s.metric("mcp_sentinel_stdio_children{role=\"session\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn what_a_session_has_nobody_reading_is_bounded_in_bytes() {
+    let s = stdio_sentinel(OPEN, faulty(&[])).await;
+    let sid = session(&s.url).await;
+    let before = rss_kib();
+    // 40 notifications of 1 MB after its answer, and no GET stream to take them.
+    let r = call(
+        &s.url,
+        &sid,
+        1,
+        "flood",
+        json!({"count": 40, "bytes": 1_000_000}),
+    )
+    .await;
+    assert_eq!(text_of(&r), "flooding");
+    let dropped = s
+        .metric_eventually_above("mcp_sentinel_stdio_messages_dropped_total", 31.0)
+        .await;
+    // 8 MiB wait for a reader: 8 of them fit, the rest are dropped.
+    assert_eq!(dropped, 32.0);
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 64 * 1024, "RSS grew {grown} KiB");
 }
