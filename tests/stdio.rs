@@ -731,11 +731,15 @@ async fn cancellations_reach_the_child_under_its_own_ids() {
         async move { call(&url, &sid, 77, "wait", json!({})).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // The client stops reading first: in the legacy era that cancels nothing, and the
+    // cancellation that follows must still reach the call.
+    waiting.abort();
+    let _ = waiting.await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": 77, "reason": "changed my mind"}});
     let r = raw_post(&s.url, &legacy_headers(V, Some(&sid)), &cancel).await;
     assert_eq!(r.status, 202, "{}", r.body);
-    waiting.abort();
     let seen: Vec<Value> = serde_json::from_str(&text_of(
         &call(&s.url, &sid, 78, "cancelled", json!({})).await,
     ))

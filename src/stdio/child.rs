@@ -181,6 +181,47 @@ pub struct Child {
     started: std::time::Instant,
     /// It stopped reading its input (and was stopped for it).
     is_hung: std::sync::atomic::AtomicBool,
+    /// Where a pool child records the `requestState` of its answers (see [`Affinity`]).
+    affinity: Option<Arc<Affinity>>,
+    me: std::sync::Weak<Child>,
+}
+
+/// Which pool child issued a `requestState` (an `input_required` answer of the modern era): a
+/// server may seal it with a key of its own process, so the retry that carries it back must
+/// reach the same child. Bounded: the oldest are forgotten first.
+#[derive(Default)]
+pub struct Affinity {
+    map: Mutex<Remembered>,
+}
+
+/// The issuing child of each `requestState`, and the order they came in.
+type Remembered = (
+    HashMap<String, std::sync::Weak<Child>>,
+    std::collections::VecDeque<String>,
+);
+
+/// `requestState`s remembered at most.
+const AFFINITY_MAX: usize = 4096;
+
+impl Affinity {
+    fn remember(&self, state: String, child: &Child) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let (by_state, order) = &mut *m;
+        if by_state.insert(state.clone(), child.me.clone()).is_none() {
+            order.push_back(state);
+            while order.len() > AFFINITY_MAX {
+                if let Some(old) = order.pop_front() {
+                    by_state.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The live child that issued `state`.
+    pub fn child_for(&self, state: &str) -> Option<Arc<Child>> {
+        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.0.get(state).and_then(std::sync::Weak::upgrade)
+    }
 }
 
 pub struct ChildOptions {
@@ -189,6 +230,8 @@ pub struct ChildOptions {
     pub write_timeout: Duration,
     /// The session's sink for the child's own messages; `None`: the bridge answers them.
     pub sink: Option<SinkTx>,
+    /// Pool children: where to record the `requestState`s they issue.
+    pub affinity: Option<Arc<Affinity>>,
 }
 
 impl Child {
@@ -203,7 +246,9 @@ impl Child {
         let stdout = proc.stdout.take().expect("stdout is piped");
         let stderr = proc.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel(STDIN_QUEUE);
-        let child = Arc::new(Child {
+        let child = Arc::new_cyclic(|me| Child {
+            me: me.clone(),
+            affinity: opts.affinity,
             pid,
             role: opts.role,
             stdin: tx,
@@ -443,6 +488,11 @@ impl Child {
             );
             return;
         };
+        if let Some(affinity) = &self.affinity
+            && let Some(state) = json::request_state(text)
+        {
+            affinity.remember(state, self);
+        }
         match json::replace(text, &["id"], &route.caller_id) {
             Some(out) => deliver_final(&route.to, Bytes::from(out)),
             None => self.fail(route, "the stdio server's answer could not be read"),
@@ -482,7 +532,7 @@ impl Child {
             let streaming = r
                 .pending
                 .iter()
-                .filter(|(_, route)| route.streams)
+                .filter(|(_, route)| route.streams && !route.to.is_closed())
                 .max_by_key(|(n, _)| **n)
                 .map(|(_, route)| route);
             let queued = match (streaming, &r.sink) {
@@ -603,6 +653,12 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
+        if !self.cancel_on_drop && !self.answered {
+            // Legacy: a closed stream is no cancellation. The call goes on in the child and
+            // stays nameable by the caller's `notifications/cancelled`; its answer, when it
+            // comes, has nobody to go to and ends the route.
+            return;
+        }
         let was_pending = {
             let mut r = self.child.lock();
             match r.pending.remove(&self.id) {

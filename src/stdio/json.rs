@@ -142,6 +142,26 @@ pub fn replace(raw: &str, path: &[&str], value: &str) -> Option<String> {
     Some(out)
 }
 
+/// `result.requestState` of an answer (raw JSON), when it has one.
+pub fn request_state(line: &str) -> Option<String> {
+    // Most answers have none: look before reading.
+    if !line.contains("\"requestState\"") {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct A<'a> {
+        #[serde(borrow, default)]
+        result: Option<R<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct R<'a> {
+        #[serde(borrow, rename = "requestState", default)]
+        state: Option<&'a RawValue>,
+    }
+    let a: A<'_> = serde_json::from_str(line).ok()?;
+    Some(a.result?.state?.get().to_string())
+}
+
 /// A JSON-RPC error answer to `id` (raw JSON), as one line.
 pub fn error_line(id: &str, code: i64, message: &str) -> String {
     format!(

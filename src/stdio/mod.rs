@@ -202,6 +202,8 @@ pub struct Bridge {
     backoff: Mutex<Backoff>,
     /// Session children running or starting (see `take_slot`).
     session_slots: Mutex<usize>,
+    /// Which pool child issued which `requestState`.
+    affinity: Arc<child::Affinity>,
     stop: CancellationToken,
     max_body: usize,
 }
@@ -229,6 +231,7 @@ impl Bridge {
             shared_init: Mutex::new(None),
             backoff: Mutex::new(Backoff::default()),
             session_slots: Mutex::new(0),
+            affinity: Arc::default(),
             stop: CancellationToken::new(),
             max_body,
         });
@@ -312,6 +315,7 @@ impl Bridge {
 
     fn options(&self, role: Role, sink: Option<SinkTx>) -> ChildOptions {
         ChildOptions {
+            affinity: (role == Role::Pool).then(|| self.affinity.clone()),
             role,
             max_line_bytes: self.st.max_line_bytes,
             write_timeout: self.st.write_timeout,
@@ -526,7 +530,7 @@ impl Bridge {
             {
                 return self.initialize(text, &peeks[0]).await;
             }
-            Ok(None) if modern => match self.warm_child() {
+            Ok(None) if modern => match self.warm_child(peeks.first()) {
                 Some(c) => (c, None),
                 None => return self.busy(&first_id, "no stdio server is running yet"),
             },
@@ -623,7 +627,8 @@ impl Bridge {
     async fn initialize(self: &Arc<Self>, text: &str, peek: &Peek<'_>) -> Response<BridgeBody> {
         let id = peek.id.map_or("null", |i| i.get());
         if self.st.sharing == Sharing::Shared {
-            let (Some(line), Some(child)) = (self.shared_initialize(id), self.warm_child()) else {
+            let (Some(line), Some(child)) = (self.shared_initialize(id), self.warm_child(None))
+            else {
                 return self.busy(id, "the shared stdio server is starting");
             };
             let sid = self.open_session(child, None);
@@ -756,8 +761,17 @@ impl Bridge {
         sid
     }
 
-    /// The least busy warm child (pool), or the shared child.
-    fn warm_child(&self) -> Option<Arc<Child>> {
+    /// The child a request goes to: the one that issued the `requestState` it carries back,
+    /// else the least busy warm child (pool), or the shared child.
+    fn warm_child(&self, request: Option<&Peek<'_>>) -> Option<Arc<Child>> {
+        if let Some(state) = request.and_then(|p| p.param("requestState"))
+            && let Some(c) = self
+                .affinity
+                .child_for(state.get())
+                .filter(|c| !c.is_closing())
+        {
+            return Some(c);
+        }
         self.slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
