@@ -103,7 +103,7 @@ fn python_peer() -> Peer {
             PYTHON_SERVER.to_owned(),
         ],
         tools: &[
-            "echo", "add", "slow", "ask_llm", "ask_name", "sleep", "events", "pid", "getenv",
+            "echo", "add", "slow", "ask_llm", "ask_name", "sleep", "events", "pid", "getenv", "cwd",
         ],
         calls: vec![
             ("echo", json!({"text": "hello"}), "hello"),
@@ -548,6 +548,86 @@ async fn server_everything_answers_a_modern_client_as_a_legacy_server() {
         }
         Err(e) => assert_eq!(e.to_string(), "TODO: the exact error", "{e:?}"),
     }
+}
+
+/// The child gets the environment the config gives it: `env`, the `inherit_env` names from the
+/// sentinel's own environment and nothing else, and `cwd`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_server_runs_with_the_configured_environment() {
+    let peer = python_peer();
+    let dir = TempDir::new("stdio-env");
+    // A variable of this process that the config does not pass on.
+    let (private, _) = std::env::vars()
+        .find(|(k, _)| k != "PATH" && k != "HOME")
+        .expect("the test has some environment");
+    let yaml = format!(
+        "upstream:\n  command: {}\n  env: {{PEER_GREETING: hello from the config}}\n  \
+         inherit_env: [PATH, HOME]\n  cwd: {}\n  stdio: {{{SESSION_STDIO}}}\n\
+         auth: {{anonymous: allow}}\npolicy: {{default: allow}}\n",
+        serde_json::to_string(&peer.command).unwrap(),
+        serde_json::to_string(dir.0.to_str().unwrap()).unwrap()
+    );
+    let s = within(
+        60,
+        "the sentinel starting",
+        sentinel::start_with(sentinel::yaml_config(&yaml), true),
+    )
+    .await;
+    let client = via_sentinel(&s, &peer, &Era::Legacy(ProtocolVersion::V_2025_11_25)).await;
+    let mut seen = Vec::new();
+    for (tool, arguments) in [
+        ("getenv", json!({"name": "PEER_GREETING"})),
+        ("getenv", json!({"name": "HOME"})),
+        ("getenv", json!({"name": private})),
+        ("cwd", json!({})),
+    ] {
+        let result = client.call_tool(tool_call(tool, arguments)).await.unwrap();
+        seen.push(first_text(&json!(result)));
+    }
+    let home = std::env::var("HOME").unwrap();
+    let cwd = dir.0.canonicalize().unwrap();
+    assert_eq!(
+        seen,
+        [
+            "hello from the config",
+            home.as_str(),
+            "<unset>",
+            cwd.to_str().unwrap()
+        ],
+        "{private} must not reach the child"
+    );
+    let _ = client.cancel().await;
+}
+
+/// 2026-07-28 requests go to a pool of children. The Python SDK seals `requestState` with a key
+/// of its own process, so the retry of an `input_required` round must reach the child that asked:
+/// every sampling and elicitation round trip succeeds with two children in the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_modern_input_rounds_with_a_pool_of_two() {
+    let peer = python_peer();
+    let s = sentinel_for(
+        &peer,
+        "sharing: session, pool: 2, max_children: 8, start_timeout: 20s",
+    )
+    .await;
+    let client = via_sentinel(&s, &peer, &Era::Modern).await;
+    for round in 0..4 {
+        let llm = client
+            .call_tool(tool_call("ask_llm", json!({"prompt": "six times seven?"})))
+            .await
+            .unwrap_or_else(|e| panic!("ask_llm #{round}: {e}"));
+        assert_eq!(
+            first_text(&json!(llm)),
+            "llm said: forty-two (model test-model)"
+        );
+        let name = client
+            .call_tool(tool_call("ask_name", json!({})))
+            .await
+            .unwrap_or_else(|e| panic!("ask_name #{round}: {e}"));
+        assert_eq!(first_text(&json!(name)), "hello Ada");
+    }
+    assert_eq!(client.service().asked().len(), 8);
+    let _ = client.cancel().await;
 }
 
 // ---- cancellation ------------------------------------------------------------------------------
