@@ -15,15 +15,19 @@ pub enum AuthMethod {
     Jwt,
     Kubernetes,
     Mtls,
+    /// The local client of `mcp-sentinel stdio`: configured (`auth.stdio`), not proven by a
+    /// credential — whoever can start the process is that caller.
+    Stdio,
 }
 
 impl AuthMethod {
-    pub const ALL: [AuthMethod; 5] = [
+    pub const ALL: [AuthMethod; 6] = [
         AuthMethod::Anonymous,
         AuthMethod::ApiKey,
         AuthMethod::Jwt,
         AuthMethod::Kubernetes,
         AuthMethod::Mtls,
+        AuthMethod::Stdio,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +37,7 @@ impl AuthMethod {
             AuthMethod::Jwt => "jwt",
             AuthMethod::Kubernetes => "kubernetes",
             AuthMethod::Mtls => "mtls",
+            AuthMethod::Stdio => "stdio",
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod readiness;
 pub mod reload;
 pub mod server;
+pub mod stdio;
 pub mod telemetry;
 pub mod tls;
 pub mod yaml;

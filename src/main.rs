@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Run the sidecar in front of an MCP server.
     Run(RunArgs),
+    /// Be the stdio MCP server of a local client (which launches this command), in front of a
+    /// stdio or HTTP MCP server, with the config's policy, rate limits and audit.
+    Stdio(StdioArgs),
     /// Validate a config file: every error is listed; exit code 64 when invalid. Policy rules
     /// that can never take effect are warned about (exit code 64 with --strict).
     Check {
@@ -46,6 +49,10 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Copy this binary to DIR/mcp-sentinel (mode 0755): the init container of a stdio MCP
+    /// server's pod, whose image has no shell and no cp.
+    #[command(hide = true)]
+    InstallTo { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -149,18 +156,60 @@ struct RunArgs {
     /// Admin address for /healthz, /readyz, /metrics [default: 0.0.0.0:15090]
     #[arg(long, env = "MCP_SENTINEL_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+    /// A stdio MCP server to run as the upstream, in place of upstream.url: `-- PROG ARGS...`
+    #[arg(last = true, value_name = "PROG ARGS")]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+struct StdioArgs {
+    /// Config file (YAML): policy, auth.stdio (the caller), rate limits, audit.
+    #[arg(long, env = "MCP_SENTINEL_CONFIG")]
+    config: Option<PathBuf>,
+    /// An HTTP MCP server to forward to, in place of upstream.url
+    #[arg(long, conflicts_with = "command")]
+    upstream: Option<String>,
+    /// A stdio MCP server to run as the upstream: `-- PROG ARGS...`
+    #[arg(last = true, value_name = "PROG ARGS")]
+    command: Vec<String>,
 }
 
 fn main() -> ExitCode {
+    // The launcher of stdio children (`launch-child`, see mcp_sentinel::stdio::launch): read
+    // by hand, before clap, since its arguments are the child's.
+    let mut argv = std::env::args_os();
+    if argv
+        .nth(1)
+        .is_some_and(|a| a == mcp_sentinel::stdio::launch::LAUNCH_SUBCOMMAND)
+    {
+        use mcp_sentinel::stdio::launch;
+        let why = match launch::LaunchArgs::parse(argv) {
+            Ok(args) => launch::exec(args),
+            Err(e) => e,
+        };
+        eprintln!("mcp-sentinel {}: {why}", launch::LAUNCH_SUBCOMMAND);
+        return ExitCode::from(127);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config, strict } => check(&config, strict),
         Command::Explain(args) => explain(&args),
         Command::Run(args) => run(args),
+        Command::Stdio(args) => stdio(args),
         Command::Inject(args) => inject(args),
         Command::Audit {
             command: AuditCommand::Verify(args),
         } => verify(&args),
+        Command::InstallTo { dir } => match mcp_sentinel::k8s::stdio::install_to(&dir) {
+            Ok(path) => {
+                println!("installed {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mcp-sentinel: cannot install into {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -316,6 +365,7 @@ fn load(args: &RunArgs) -> Result<Config, ConfigErrors> {
         None => Config::default(),
     };
     if let Some(u) = &args.upstream {
+        cfg.upstream.command = None;
         cfg.upstream.url = Some(UpstreamUrl::parse(u).map_err(|e| {
             ConfigErrors(vec![mcp_sentinel::config::ConfigError {
                 file: "--upstream".into(),
@@ -330,12 +380,27 @@ fn load(args: &RunArgs) -> Result<Config, ConfigErrors> {
     if let Some(a) = args.admin_listen {
         cfg.admin_listen = a;
     }
+    if !args.command.is_empty() {
+        if args.upstream.is_some() {
+            return Err(ConfigErrors(vec![mcp_sentinel::config::ConfigError {
+                file: "--upstream".into(),
+                key: String::new(),
+                why: "--upstream and -- PROG ARGS are two upstreams: pass one".into(),
+            }]));
+        }
+        cfg.upstream.url = None;
+        cfg.upstream.command = Some(args.command.clone());
+    }
+    if cfg.upstream.command.is_some() {
+        // Children start through this binary (it sets their limits and ties them to us).
+        cfg.upstream.stdio.launcher = std::env::current_exe().ok();
+    }
     let mut errors = Vec::new();
-    if cfg.upstream.url.is_none() {
+    if cfg.upstream.url.is_none() && cfg.upstream.command.is_none() {
         errors.push(mcp_sentinel::config::ConfigError {
             file: cfg.source.clone(),
             key: "upstream.url".into(),
-            why: "required: set it in the file or pass --upstream / MCP_SENTINEL_UPSTREAM".into(),
+            why: "required: set upstream.url or upstream.command in the file, or pass --upstream / MCP_SENTINEL_UPSTREAM, or -- PROG ARGS".into(),
         });
     }
     if let Some(why) = cfg.auth_problem() {
@@ -372,6 +437,42 @@ fn run(args: RunArgs) -> ExitCode {
         Sentinel::start(cfg),
         Sentinel::shutdown,
     )
+}
+
+fn stdio(args: StdioArgs) -> ExitCode {
+    let run_args = RunArgs {
+        config: args.config,
+        upstream: args.upstream,
+        listen: None,
+        admin_listen: None,
+        command: args.command,
+    };
+    let cfg = match load(&run_args) {
+        Ok(c) => c,
+        Err(errors) => return report(&errors),
+    };
+    // Logs go to stderr (telemetry never writes to stdout): stdout carries MCP only.
+    mcp_sentinel::telemetry::init(&cfg.log);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let input = tokio::io::BufReader::new(tokio::io::stdin());
+        match mcp_sentinel::app::front::serve(cfg, input, tokio::io::stdout()).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mcp-sentinel: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn inject(args: InjectArgs) -> ExitCode {

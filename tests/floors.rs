@@ -28,6 +28,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("config", 3),
     // Floor 4: what runs on the config.
     ("auth", 4),
+    ("stdio", 4),
     ("ratelimit", 4),
     ("telemetry", 4),
     ("admin", 4),

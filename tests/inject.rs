@@ -10,6 +10,9 @@ use mcp_sentinel::k8s::inject::{self, Answer, InjectResult, Malformed, Mode};
 use mcp_sentinel::k8s::settings::{Settings, TokenReview};
 use serde_json::{Value, json};
 
+#[path = "inject/stdio.rs"]
+mod stdio;
+
 const IMAGE: &str = "registry.example.com/mcp-sentinel:0.1.0";
 
 fn fixture(name: &str) -> Value {

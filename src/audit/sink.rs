@@ -35,8 +35,23 @@ pub enum SinkError {
     TimedOut(&'static str),
 }
 
+/// The records as JSON lines, in one write.
+async fn write_lines<W: tokio::io::AsyncWrite + Unpin>(
+    out: &mut W,
+    batch: &[Line],
+) -> Result<(), SinkError> {
+    let mut buf = Vec::with_capacity(batch.iter().map(|l| l.text.len() + 1).sum());
+    for l in batch {
+        buf.extend_from_slice(l.text.as_bytes());
+        buf.push(b'\n');
+    }
+    out.write_all(&buf).await?;
+    Ok(out.flush().await?)
+}
+
 pub enum Sink {
     Stdout(tokio::io::Stdout),
+    Stderr(tokio::io::Stderr),
     File(Option<FileSink>),
     Redis(RedisSink),
     Postgres(PgSink),
@@ -46,6 +61,7 @@ impl Sink {
     pub fn new(kind: &SinkKind) -> Result<Self, SinkError> {
         Ok(match kind {
             SinkKind::Stdout => Sink::Stdout(tokio::io::stdout()),
+            SinkKind::Stderr => Sink::Stderr(tokio::io::stderr()),
             SinkKind::File {
                 path,
                 max_bytes,
@@ -95,15 +111,8 @@ impl Sink {
 
     pub async fn deliver(&mut self, batch: &[Line]) -> Result<(), SinkError> {
         match self {
-            Sink::Stdout(out) => {
-                let mut buf = Vec::with_capacity(batch.iter().map(|l| l.text.len() + 1).sum());
-                for l in batch {
-                    buf.extend_from_slice(l.text.as_bytes());
-                    buf.push(b'\n');
-                }
-                out.write_all(&buf).await?;
-                Ok(out.flush().await?)
-            }
+            Sink::Stdout(out) => write_lines(out, batch).await,
+            Sink::Stderr(out) => write_lines(out, batch).await,
             Sink::File(slot) => {
                 let Some(mut f) = slot.take() else {
                     return Err(SinkError::Busy);

@@ -42,6 +42,9 @@ pub struct Authenticators {
     pub jwt: Option<Arc<JwtVerifier>>,
     pub kubernetes: Option<TokenReviewer>,
     pub mtls: bool,
+    /// The caller of the stdio front (`auth.stdio`): every request without a credential is
+    /// theirs — the front never adds one.
+    pub stdio: Option<Arc<Principal>>,
 }
 
 pub struct Authenticator {
@@ -50,6 +53,7 @@ pub struct Authenticator {
     jwt: Option<Arc<JwtVerifier>>,
     kubernetes: Option<TokenReviewer>,
     mtls: bool,
+    stdio: Option<Arc<Principal>>,
     metrics: AuthnMetrics,
 }
 
@@ -128,6 +132,7 @@ impl Authenticator {
             jwt: on.jwt,
             kubernetes: on.kubernetes,
             mtls: on.mtls,
+            stdio: on.stdio,
             metrics: AuthnMetrics::register(registry)?,
         })
     }
@@ -162,10 +167,14 @@ impl Authenticator {
                     method: Some(AuthMethod::Mtls),
                     reason,
                 }),
-                _ => self.anonymous.clone().ok_or(Rejection {
-                    method: None,
-                    reason: AuthFailure::Missing,
-                }),
+                _ => self
+                    .stdio
+                    .clone()
+                    .or_else(|| self.anonymous.clone())
+                    .ok_or(Rejection {
+                        method: None,
+                        reason: AuthFailure::Missing,
+                    }),
             },
         }
     }

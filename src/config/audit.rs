@@ -76,6 +76,8 @@ pub struct SinkConfig {
 #[derive(Clone)]
 pub enum SinkKind {
     Stdout,
+    /// For `mcp-sentinel stdio`, whose stdout carries MCP only.
+    Stderr,
     File {
         path: PathBuf,
         /// Rotate past this size: `path` → `path.1` → … → `path.<max_files>`.
@@ -100,6 +102,7 @@ impl SinkKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             SinkKind::Stdout => "stdout",
+            SinkKind::Stderr => "stderr",
             SinkKind::File { .. } => "file",
             SinkKind::Redis { .. } => "redis",
             SinkKind::Postgres { .. } => "postgres",
@@ -111,6 +114,7 @@ impl std::fmt::Debug for SinkKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SinkKind::Stdout => f.write_str("stdout"),
+            SinkKind::Stderr => f.write_str("stderr"),
             SinkKind::File { path, .. } => write!(f, "file {}", path.display()),
             SinkKind::Redis { url, stream, .. } => {
                 write!(f, "redis {} stream {stream}", redacted_url(url))
@@ -355,8 +359,8 @@ fn read_rules(r: &mut Reader, path: &str, items: &[Value]) -> Vec<FieldRule> {
 fn read_sink(r: &mut Reader, path: &str, item: &Value) -> Option<SinkConfig> {
     let mut s = r.section(path, Some(item));
     let kind_name = r.field(&mut s, "type", |v| match v.as_str() {
-        Some(t @ ("stdout" | "file" | "redis" | "postgres")) => Ok(t.to_string()),
-        _ => Err("must be stdout, file, redis or postgres".to_string()),
+        Some(t @ ("stdout" | "stderr" | "file" | "redis" | "postgres")) => Ok(t.to_string()),
+        _ => Err("must be stdout, stderr, file, redis or postgres".to_string()),
     });
     if !s.has("type") {
         r.error(format!("{path}.type"), "is required");
@@ -369,6 +373,7 @@ fn read_sink(r: &mut Reader, path: &str, item: &Value) -> Option<SinkConfig> {
     };
     let kind = match kind_name.as_deref() {
         Some("stdout") => Some(SinkKind::Stdout),
+        Some("stderr") => Some(SinkKind::Stderr),
         Some("file") => {
             required(r, &s, "path");
             let file = r.field(&mut s, "path", |v| parse::string(v).map(PathBuf::from));

@@ -38,6 +38,8 @@ pub struct AuthConfig {
     pub jwt: Option<JwtConfig>,
     pub kubernetes: Option<KubernetesConfig>,
     pub mtls: Option<MtlsConfig>,
+    /// The caller of `mcp-sentinel stdio` (a local client has no credential to present).
+    pub stdio: Option<StdioCaller>,
 }
 
 /// The headers that carry the verified identity to the upstream. Client-sent copies are
@@ -115,8 +117,16 @@ impl Default for AuthConfig {
             jwt: None,
             kubernetes: None,
             mtls: None,
+            stdio: None,
         }
     }
+}
+
+/// Who the local client of the stdio front is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdioCaller {
+    pub subject: String,
+    pub groups: Vec<String>,
 }
 
 impl Default for SessionsConfig {
@@ -131,6 +141,11 @@ impl Default for SessionsConfig {
 impl AuthConfig {
     /// At least one way to prove a caller is configured.
     pub fn has_authenticator(&self) -> bool {
+        self.has_network_authenticator() || self.stdio.is_some()
+    }
+
+    /// A way to prove a caller over the network (the traffic port).
+    pub fn has_network_authenticator(&self) -> bool {
         self.api_keys.is_some()
             || self.jwt.is_some()
             || self.kubernetes.is_some()
@@ -194,6 +209,30 @@ impl AuthConfig {
             }
         }
         r.close(ih);
+
+        let mut st = r.child(s, "stdio");
+        if st.is_present() {
+            let subject = r.field(&mut st, "subject", |v| {
+                parse::string(v).and_then(|s| {
+                    if s.trim().is_empty() {
+                        Err("must not be empty".to_string())
+                    } else {
+                        Ok(s)
+                    }
+                })
+            });
+            let groups = r
+                .field(&mut st, "groups", parse::strings)
+                .unwrap_or_default();
+            match subject {
+                Some(subject) => cfg.stdio = Some(StdioCaller { subject, groups }),
+                None if !r.has_error_at("auth.stdio.subject") => {
+                    r.error("auth.stdio.subject", "is required")
+                }
+                None => {}
+            }
+        }
+        r.close(st);
 
         let mut ak = r.child(s, "api_keys");
         if ak.is_present() {

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod ratelimit;
+pub mod stdio;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -56,8 +57,13 @@ pub struct RuntimeConfig {
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
-    /// Required to run; may come from `--upstream` instead of the file.
+    /// An HTTP upstream; may come from `--upstream` instead of the file.
     pub url: Option<UpstreamUrl>,
+    /// A stdio upstream: `[program, args...]` run as the sentinel's child, in place of `url`;
+    /// may come from `run -- PROG ARGS...` instead of the file.
+    pub command: Option<Vec<String>>,
+    /// How stdio children run (environment, sharing, limits).
+    pub stdio: stdio::StdioSettings,
     /// Longest wait for the upstream's response headers. Never applied to SSE streams.
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -103,6 +109,8 @@ impl Default for Config {
             mcp_path: "/mcp".into(),
             upstream: UpstreamConfig {
                 url: None,
+                command: None,
+                stdio: stdio::StdioSettings::default(),
                 timeout: Duration::from_secs(60),
                 connect_timeout: Duration::from_secs(2),
                 pool_idle_timeout: Duration::from_secs(60),
@@ -173,7 +181,14 @@ impl Config {
         if let Some(v) = r.field(&mut up, "pool_max_idle", count) {
             cfg.upstream.pool_max_idle = v;
         }
+        (cfg.upstream.command, cfg.upstream.stdio) = stdio::StdioSettings::read(r, &mut up);
         r.close(up);
+        if cfg.upstream.url.is_some() && cfg.upstream.command.is_some() {
+            r.error(
+                "upstream",
+                "url and command are two upstreams: set one (a command runs the server as a child)",
+            );
+        }
 
         let mut limits = r.child(top, "limits");
         if let Some(v) = r.field(&mut limits, "max_body_bytes", parse::byte_size) {
@@ -247,18 +262,37 @@ impl Config {
     /// and anonymous callers not explicitly allowed. Secure by default.
     pub fn auth_problem(&self) -> Option<&'static str> {
         (!self.auth.anonymous && !self.auth.has_authenticator()).then_some(
-            "no authenticator is configured: configure api_keys, jwt, kubernetes or mtls, \
-             or set anonymous: allow to accept every caller (local testing only)",
+            "no authenticator is configured: configure api_keys, jwt, kubernetes or mtls \
+             (or auth.stdio for `mcp-sentinel stdio`), or set anonymous: allow to accept \
+             every caller (local testing only)",
         )
+    }
+
+    /// The upstream, as the startup log and `check` show it. Holds no secrets.
+    pub fn summary_upstream(&self) -> String {
+        match (&self.upstream.url, &self.upstream.command) {
+            (Some(u), _) => u.to_string(),
+            // Arguments and environment values may hold secrets: the program, counts and names.
+            (None, Some(argv)) => {
+                let st = &self.upstream.stdio;
+                format!(
+                    "stdio command {:?} with {} argument(s), env {:?} + inherited {:?}, sharing {}, pool {}, max_children {}",
+                    argv[0],
+                    argv.len() - 1,
+                    st.env.keys().collect::<Vec<_>>(),
+                    st.inherit_env,
+                    st.sharing.as_str(),
+                    st.pool,
+                    st.max_children
+                )
+            }
+            (None, None) => "(not set: pass --upstream or -- PROG ARGS...)".to_string(),
+        }
     }
 
     /// One line per setting, for `check` and the startup log. Holds no secrets.
     pub fn summary(&self) -> Vec<String> {
-        let upstream = self
-            .upstream
-            .url
-            .as_ref()
-            .map_or("(not set: pass --upstream)".to_string(), |u| u.to_string());
+        let upstream = self.summary_upstream();
         let rate_limits = self
             .rate_limits
             .as_ref()

@@ -1,6 +1,7 @@
 //! The injection decision: a pure function from an AdmissionReview (and the injector's settings)
-//! to the answer. A pod it cannot understand is admitted unchanged with a warning; only a body
-//! that is not an AdmissionReview at all is refused, and never with a panic.
+//! to the answer. A pod it cannot understand is admitted unchanged with a warning, except a
+//! stdio server's (`stdio`), which is refused: it would start without its sentinel. A body that
+//! is not an AdmissionReview at all is refused, and never with a panic.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::annotations as ann;
 use super::settings::Settings;
+use super::stdio;
 use super::template::{self, Params, Sidecar};
 use super::validate;
 
@@ -49,14 +51,17 @@ pub enum InjectResult {
     /// Asked for but impossible (bad annotation, no port to take over, a collision, an
     /// unreadable pod): admitted unchanged with a warning.
     Error,
+    /// A stdio server that cannot be wrapped: the pod is refused (not created).
+    Refused,
 }
 
 impl InjectResult {
-    pub const ALL: [InjectResult; 4] = [
+    pub const ALL: [InjectResult; 5] = [
         InjectResult::Injected,
         InjectResult::Skipped,
         InjectResult::AlreadyInjected,
         InjectResult::Error,
+        InjectResult::Refused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +70,7 @@ impl InjectResult {
             InjectResult::Skipped => "skipped",
             InjectResult::AlreadyInjected => "already_injected",
             InjectResult::Error => "error",
+            InjectResult::Refused => "refused",
         }
     }
 }
@@ -188,10 +194,11 @@ pub fn review_request(
     let outcome = serde_json::to_value(object)
         .map_err(|e| Verdict::Error(format!("cannot read the pod: {e}")))
         .and_then(|json| {
-            let pod: Pod = serde_json::from_value(json.clone())
-                .map_err(|e| Verdict::Error(format!("cannot read the pod: {e}")))?;
-            let (ops, warnings) = plan(&pod, &json, mode, settings)?;
-            Ok((verify(&json, ops)?, warnings))
+            let planned = serde_json::from_value::<Pod>(json.clone())
+                .map_err(|e| Verdict::Error(format!("cannot read the pod: {e}")))
+                .and_then(|pod| plan(&pod, &json, mode, settings))
+                .and_then(|(ops, warnings)| Ok((verify(&json, ops)?, warnings)));
+            refuse_unwrapped_stdio(&json, planned)
         });
     match outcome {
         Ok((patch, warnings)) => match resp.clone().with_patch(patch) {
@@ -225,16 +232,27 @@ pub fn review_request(
             resp.warnings = Some(vec![warning(&detail)]);
             answer(resp, InjectResult::Error, detail)
         }
+        Err(Verdict::Refuse(detail)) => {
+            let message = format!(
+                "mcp-sentinel: refused: a stdio MCP server runs only under its sentinel: {detail}"
+            );
+            let mut resp = resp;
+            resp.allowed = false;
+            resp.result = kube_core::Status::failure(&message, "Forbidden").with_code(403);
+            answer(resp, InjectResult::Refused, detail)
+        }
     }
 }
 
 /// Why a pod is left alone.
 #[derive(Debug)]
-enum Verdict {
+pub(super) enum Verdict {
     /// Not injected, by choice; `true`: tell the user why.
     Skip(String, bool),
     Already,
     Error(String),
+    /// Not admitted at all.
+    Refuse(String),
 }
 
 /// The port the sidecar takes over: `spec.containers[container].ports[port]`.
@@ -244,7 +262,24 @@ struct Upstream<'p> {
     port: &'p ContainerPort,
 }
 
-/// The JSON Patch that adds the sidecar to `json` (the pod as the API server sent it), and the
+/// A stdio server's pod (`json`, as sent) that asked for its sentinel and cannot have it is
+/// refused, whatever the reason: admitted, it would run without one.
+fn refuse_unwrapped_stdio<T>(json: &Value, planned: Result<T, Verdict>) -> Result<T, Verdict> {
+    let is_stdio = json
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            escape(ann::STDIO_COMMAND)
+        ))
+        .is_some();
+    match planned {
+        Err(Verdict::Error(why) | Verdict::Skip(why, true)) if is_stdio => {
+            Err(Verdict::Refuse(why))
+        }
+        other => other,
+    }
+}
+
+/// The JSON Patch that adds the sentinel to `json` (the pod as the API server sent it), and the
 /// warnings to return with it.
 fn plan(
     pod: &Pod,
@@ -255,6 +290,7 @@ fn plan(
     let empty = BTreeMap::new();
     let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     let get = |key: &str| annotations.get(key).map(String::as_str);
+    let stdio_command = get(ann::STDIO_COMMAND);
     let inject = match get(ann::INJECT) {
         Some("true") => true,
         Some("false") => false,
@@ -264,7 +300,7 @@ fn plan(
                 ann::INJECT
             )));
         }
-        None => mode == Mode::Namespace,
+        None => mode == Mode::Namespace || stdio_command.is_some(),
     };
     if !inject {
         return Err(Verdict::Skip("injection not requested".into(), false));
@@ -274,11 +310,10 @@ fn plan(
         .as_ref()
         .ok_or_else(|| Verdict::Error("the pod has no spec".into()))?;
     let mut probe = template_probe(settings);
-    let name = template::render(&probe)
-        .map_err(|e| Verdict::Error(format!("cannot render the sidecar: {e}")))?
-        .name()
-        .to_string();
-    if all_containers(spec).any(|c| c.name == name) {
+    let defaults = template::render(&probe)
+        .map_err(|e| Verdict::Error(format!("cannot render the sidecar: {e}")))?;
+    let ours = [defaults.name(), defaults.stdio.install_name()];
+    if all_containers(spec).any(|c| ours.contains(&c.name.as_str())) {
         return Err(Verdict::Already);
     }
     if spec.host_network == Some(true) {
@@ -292,27 +327,12 @@ fn plan(
     }
 
     let mut warnings = Vec::new();
-    let upstream = find_upstream(spec, get(ann::UPSTREAM_PORT))?;
-    let path = match get(ann::UPSTREAM_PATH) {
-        Some(p) => {
-            validate::http_path(p).map_err(|e| bad_annotation(ann::UPSTREAM_PATH, e))?;
-            p
-        }
-        None => settings.upstream_path.as_str(),
-    };
-    let traffic_port_name = match (get(ann::TRAFFIC_PORT_NAME), &upstream.port.name) {
-        (Some(n), _) => {
+    let traffic_port_name = match get(ann::TRAFFIC_PORT_NAME) {
+        Some(n) => {
             validate::port_name(n).map_err(|e| bad_annotation(ann::TRAFFIC_PORT_NAME, e))?;
-            n.to_string()
+            Some(n.to_string())
         }
-        (None, Some(n)) => n.clone(),
-        (None, None) => {
-            warnings.push(format!(
-                "mcp-sentinel: the upstream port {} has no name; Services must target port name {:?}",
-                upstream.port.container_port, settings.default_port_name
-            ));
-            settings.default_port_name.clone()
-        }
+        None => None,
     };
     let config_map = match get(ann::CONFIG) {
         Some(c) => {
@@ -336,14 +356,69 @@ fn plan(
     resources
         .check()
         .map_err(|e| Verdict::Error(format!("sidecar resources: {e}")))?;
-
-    probe.upstream_url = format!("http://127.0.0.1:{}{path}", upstream.port.container_port);
-    probe.traffic_port_name = traffic_port_name;
     probe.config_map = config_map;
     probe.resources = resources.to_json();
+
+    let (mut ops, sidecar) = match stdio_command {
+        Some(command) => {
+            // The server has no port of its own: Services target the traffic port's name.
+            probe.traffic_port_name =
+                traffic_port_name.unwrap_or_else(|| settings.default_port_name.clone());
+            let argv = stdio::argv(command).map_err(Verdict::Error)?;
+            let container = stdio::container(spec, &get)?;
+            let sidecar = template::render(&probe)
+                .map_err(|e| Verdict::Error(format!("cannot render the sidecar: {e}")))?;
+            check_collisions(spec, None, &sidecar)?;
+            let ops = stdio::wrap(json, spec, container, &argv, &sidecar, &mut warnings)?;
+            (ops, sidecar)
+        }
+        None => sidecar_ops(
+            spec,
+            json,
+            &get,
+            settings,
+            probe,
+            traffic_port_name,
+            &mut warnings,
+        )?,
+    };
+    metadata_ops(&mut ops, json, annotations, &sidecar, &mut warnings);
+    Ok((ops, warnings))
+}
+
+/// The sidecar beside an HTTP server: the container, the upstream's port renamed, the volumes.
+fn sidecar_ops<'a>(
+    spec: &PodSpec,
+    json: &Value,
+    get: &impl Fn(&str) -> Option<&'a str>,
+    settings: &Settings,
+    mut probe: Params,
+    traffic_port_name: Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Value>, Sidecar), Verdict> {
+    let upstream = find_upstream(spec, get(ann::UPSTREAM_PORT))?;
+    let path = match get(ann::UPSTREAM_PATH) {
+        Some(p) => {
+            validate::http_path(p).map_err(|e| bad_annotation(ann::UPSTREAM_PATH, e))?;
+            p
+        }
+        None => settings.upstream_path.as_str(),
+    };
+    probe.traffic_port_name = match (traffic_port_name, &upstream.port.name) {
+        (Some(n), _) => n,
+        (None, Some(n)) => n.clone(),
+        (None, None) => {
+            warnings.push(format!(
+                "mcp-sentinel: the upstream port {} has no name; Services must target port name {:?}",
+                upstream.port.container_port, settings.default_port_name
+            ));
+            settings.default_port_name.clone()
+        }
+    };
+    probe.upstream_url = format!("http://127.0.0.1:{}{path}", upstream.port.container_port);
     let sidecar = template::render(&probe)
         .map_err(|e| Verdict::Error(format!("cannot render the sidecar: {e}")))?;
-    check_collisions(spec, &upstream, &sidecar)?;
+    check_collisions(spec, Some(&upstream), &sidecar)?;
 
     let mut ops = Vec::new();
     let entry = if sidecar.native {
@@ -368,6 +443,17 @@ fn plan(
         &Value::from(sidecar.upstream_port_name.as_str()),
     ));
     append(&mut ops, json, "/spec/volumes", &sidecar.volumes);
+    Ok((ops, sidecar))
+}
+
+/// The sidecar's labels and Prometheus annotations on the pod (the latter unless it has its own).
+fn metadata_ops(
+    ops: &mut Vec<Value>,
+    json: &Value,
+    annotations: &BTreeMap<String, String>,
+    sidecar: &Sidecar,
+    warnings: &mut Vec<String>,
+) {
     let has_prometheus = annotations.keys().any(|k| k.starts_with("prometheus.io/"));
     let pod_annotations: Vec<(&String, &Value)> = sidecar
         .pod_annotations
@@ -380,9 +466,8 @@ fn plan(
         );
     }
     let labels: Vec<(&String, &Value)> = sidecar.pod_labels.iter().collect();
-    insert(&mut ops, json, "/metadata/labels", &labels);
-    insert(&mut ops, json, "/metadata/annotations", &pod_annotations);
-    Ok((ops, warnings))
+    insert(ops, json, "/metadata/labels", &labels);
+    insert(ops, json, "/metadata/annotations", &pod_annotations);
 }
 
 /// The sidecar's parameters from the settings; the per-pod ones are filled in by `plan`.
@@ -400,7 +485,7 @@ fn template_probe(settings: &Settings) -> Params {
     }
 }
 
-fn bad_annotation(key: &str, why: validate::Invalid) -> Verdict {
+pub(super) fn bad_annotation(key: &str, why: validate::Invalid) -> Verdict {
     Verdict::Error(format!("annotation {key}: {why}"))
 }
 
@@ -463,14 +548,18 @@ fn find_upstream<'p>(spec: &'p PodSpec, wanted: Option<&str>) -> Result<Upstream
     }
 }
 
+/// The sentinel's ports and volumes against the pod's: with `upstream`, the sidecar's (which
+/// renames the upstream's port); without, a stdio server's (no port renamed, the binary's volume).
 fn check_collisions(
     spec: &PodSpec,
-    upstream: &Upstream<'_>,
+    upstream: Option<&Upstream<'_>>,
     sidecar: &Sidecar,
 ) -> Result<(), Verdict> {
     let ours = sidecar.ports();
     let mut names: Vec<&str> = ours.iter().map(|(n, _)| n.as_str()).collect();
-    names.push(&sidecar.upstream_port_name);
+    if upstream.is_some() {
+        names.push(&sidecar.upstream_port_name);
+    }
     let mut seen = names.clone();
     seen.sort_unstable();
     seen.dedup();
@@ -495,7 +584,8 @@ fn check_collisions(
                     c.name
                 )));
             }
-            let is_upstream = ci == Some(upstream.container) && pi == upstream.port_index;
+            let is_upstream =
+                upstream.is_some_and(|u| ci == Some(u.container) && pi == u.port_index);
             if let Some(name) = p
                 .name
                 .as_deref()
@@ -514,11 +604,11 @@ fn check_collisions(
         .flatten()
         .map(|v| v.name.as_str())
         .collect();
-    if let Some(v) = sidecar
-        .volume_names()
-        .into_iter()
-        .find(|v| taken.contains(v))
-    {
+    let mut volumes = sidecar.volume_names();
+    if upstream.is_none() {
+        volumes.push(sidecar.stdio.volume_name());
+    }
+    if let Some(v) = volumes.into_iter().find(|v| taken.contains(v)) {
         return Err(Verdict::Error(format!(
             "the pod already has a volume named {v:?}"
         )));
@@ -526,7 +616,7 @@ fn check_collisions(
     Ok(())
 }
 
-fn add(path: &str, value: &Value) -> Value {
+pub(super) fn add(path: &str, value: &Value) -> Value {
     json!({ "op": "add", "path": path, "value": value })
 }
 
@@ -536,7 +626,7 @@ fn escape(key: &str) -> String {
 }
 
 /// Appends `items` to the array at `path`, creating it when absent.
-fn append(ops: &mut Vec<Value>, json: &Value, path: &str, items: &[Value]) {
+pub(super) fn append(ops: &mut Vec<Value>, json: &Value, path: &str, items: &[Value]) {
     if items.is_empty() {
         return;
     }

@@ -4,6 +4,7 @@
 
 pub mod inject;
 pub mod settings;
+pub mod stdio;
 pub mod template;
 pub mod validate;
 pub mod webhook;
@@ -20,6 +21,14 @@ pub mod annotations {
     pub const TRAFFIC_PORT_NAME: &str = "mcp-sentinel.io/traffic-port-name";
     /// The ConfigMap holding `config.yaml` and `policy.yaml`. Default: the injector's `config_map`.
     pub const CONFIG: &str = "mcp-sentinel.io/config";
+    /// A stdio MCP server: its argv as a JSON array of strings. The sentinel runs it as its
+    /// child in the server's own container (no sidecar); also a request to inject.
+    pub const STDIO_COMMAND: &str = "mcp-sentinel.io/stdio-command";
+    /// The stdio server's container. Default: `kubectl.kubernetes.io/default-container`, or the
+    /// pod's only container.
+    pub const STDIO_CONTAINER: &str = "mcp-sentinel.io/stdio-container";
+    /// Kubernetes' own name for a pod's main container (Istio's injector sets it too).
+    pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
     pub const CPU_REQUEST: &str = "mcp-sentinel.io/cpu-request";
     pub const CPU_LIMIT: &str = "mcp-sentinel.io/cpu-limit";
     pub const MEMORY_REQUEST: &str = "mcp-sentinel.io/memory-request";

@@ -2,7 +2,7 @@
 //! embedded at build time): placeholder substitution and assembly, exactly as the chart's
 //! `templates/_sidecar.tpl` does them. The file's header comment is the contract.
 
-use k8s_openapi::api::core::v1::{Container, Volume};
+use k8s_openapi::api::core::v1::{Container, Volume, VolumeMount};
 use serde_json::{Map, Value};
 
 use super::settings::TokenReview;
@@ -66,6 +66,34 @@ pub struct Sidecar {
     pub pod_annotations: Map<String, Value>,
     /// What the upstream's port is renamed to.
     pub upstream_port_name: String,
+    /// For a stdio server, in place of the sidecar.
+    pub stdio: Stdio,
+}
+
+/// The template's `stdio` section: what a stdio server's pod gets instead of a sidecar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stdio {
+    /// The init container that copies the binary into `volume`.
+    pub install: Value,
+    /// The server container's (read-only) mount of `volume`.
+    pub volume_mount: Value,
+    pub volume: Value,
+}
+
+impl Stdio {
+    pub fn install_name(&self) -> &str {
+        self.install["name"].as_str().unwrap_or_default()
+    }
+
+    pub fn volume_name(&self) -> &str {
+        self.volume["name"].as_str().unwrap_or_default()
+    }
+
+    /// Where the server's container finds the binary.
+    pub fn binary(&self) -> String {
+        let dir = self.volume_mount["mountPath"].as_str().unwrap_or_default();
+        format!("{}/mcp-sentinel", dir.trim_end_matches('/'))
+    }
 }
 
 impl Sidecar {
@@ -193,15 +221,46 @@ pub fn render_from(template: &str, p: &Params) -> Result<Sidecar, TemplateError>
         Some(Value::String(s)) => s,
         _ => return Err(TemplateError::Shape("upstreamPortName")),
     };
+    let stdio = match take("stdio") {
+        Some(Value::Object(mut s)) => {
+            let mut part = |key| s.remove(key).ok_or(TemplateError::Shape("stdio"));
+            Stdio {
+                install: part("install")?,
+                volume_mount: part("volumeMount")?,
+                volume: part("volume")?,
+            }
+        }
+        _ => return Err(TemplateError::Shape("stdio")),
+    };
 
     let container = Value::Object(container);
     // The typed view must accept what we produced: a template edit that breaks the container
     // fails here (and in the tests), not in the API server.
     serde_json::from_value::<Container>(container.clone())
         .map_err(|_| TemplateError::Shape("container (as a Kubernetes Container)"))?;
-    for v in &volumes {
+    for v in volumes.iter().chain([&stdio.volume]) {
         serde_json::from_value::<Volume>(v.clone())
             .map_err(|_| TemplateError::Shape("volumes (as Kubernetes Volumes)"))?;
+    }
+    serde_json::from_value::<Container>(stdio.install.clone())
+        .map_err(|_| TemplateError::Shape("stdio.install (as a Kubernetes Container)"))?;
+    if serde_json::from_value::<VolumeMount>(stdio.volume_mount.clone()).is_err()
+        || stdio.volume_mount["name"] != stdio.volume["name"]
+    {
+        return Err(TemplateError::Shape("stdio.volumeMount (of stdio.volume)"));
+    }
+    // The init container writes where the server's container looks: its last argument and its
+    // mount of the volume are the server's mount path.
+    let dir = &stdio.volume_mount["mountPath"];
+    let writes_there = stdio.install["args"].as_array().and_then(|a| a.last()) == Some(dir)
+        && stdio.install["volumeMounts"].as_array().is_some_and(|ms| {
+            ms.iter()
+                .any(|m| m["name"] == stdio.volume["name"] && m["mountPath"] == *dir)
+        });
+    if !writes_there {
+        return Err(TemplateError::Shape(
+            "stdio.install (installs into stdio.volumeMount's path)",
+        ));
     }
     Ok(Sidecar {
         container,
@@ -210,6 +269,7 @@ pub fn render_from(template: &str, p: &Params) -> Result<Sidecar, TemplateError>
         pod_labels,
         pod_annotations,
         upstream_port_name,
+        stdio,
     })
 }
 
@@ -231,6 +291,48 @@ mod tests {
         assert!(matches!(
             substitute("${NOPE}", &[]),
             Err(TemplateError::UnknownPlaceholder(n)) if n == "NOPE"
+        ));
+    }
+
+    fn params() -> Params {
+        Params {
+            image: "img".into(),
+            image_pull_policy: "Always".into(),
+            upstream_url: "http://127.0.0.1:8080/mcp".into(),
+            traffic_port_name: "http".into(),
+            resources: serde_json::json!({}),
+            config_map: "cm".into(),
+            secret: "s".into(),
+            token_review: None,
+            native: true,
+        }
+    }
+
+    #[test]
+    fn the_stdio_section_installs_where_the_server_looks() {
+        let s = render(&params()).unwrap().stdio;
+        assert_eq!(s.binary(), "/mcp-sentinel-bin/mcp-sentinel");
+        assert_eq!(s.install_name(), "mcp-sentinel");
+        assert_eq!(s.volume_name(), "mcp-sentinel-bin");
+        assert_eq!(s.install["securityContext"]["runAsUser"], 65532);
+
+        let elsewhere = SIDECAR_TEMPLATE.replace(
+            r#"args: ["install-to", "/mcp-sentinel-bin"]"#,
+            r#"args: ["install-to", "/opt/bin"]"#,
+        );
+        assert_ne!(elsewhere, SIDECAR_TEMPLATE);
+        assert!(matches!(
+            render_from(&elsewhere, &params()),
+            Err(TemplateError::Shape(
+                "stdio.install (installs into stdio.volumeMount's path)"
+            ))
+        ));
+        let start = SIDECAR_TEMPLATE.find("\nstdio:").unwrap();
+        let end = SIDECAR_TEMPLATE.find("\nnative:").unwrap();
+        let no_stdio = format!("{}{}", &SIDECAR_TEMPLATE[..start], &SIDECAR_TEMPLATE[end..]);
+        assert!(matches!(
+            render_from(&no_stdio, &params()),
+            Err(TemplateError::Shape("stdio"))
         ));
     }
 

@@ -311,6 +311,9 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 InjectResult::Error => {
                     tracing::warn!(pod = %a.pod, why = %a.detail, "admitted without the sidecar");
                 }
+                InjectResult::Refused => {
+                    tracing::warn!(pod = %a.pod, why = %a.detail, "stdio server refused");
+                }
                 InjectResult::Skipped | InjectResult::AlreadyInjected => {
                     tracing::debug!(pod = %a.pod, result = a.result.as_str(), why = %a.detail, "not injected");
                 }

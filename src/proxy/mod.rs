@@ -21,8 +21,16 @@ use crate::config::UpstreamUrl;
 use crate::denial::{Denial, Reason};
 use crate::identity::Principal;
 use crate::metrics::{Metrics, UpstreamErrorKind};
+use crate::stdio::Bridge;
 use body::ProxyBody;
-use upstream::{SendError, UpstreamPool};
+use upstream::{Dial, SendError, UpstreamPool};
+
+/// What the proxy forwards to: an MCP server over HTTP, or a stdio server through the bridge
+/// (reached over HTTP in memory, so the hop is the same).
+pub enum Upstream {
+    Http(UpstreamUrl),
+    Stdio(Arc<Bridge>),
+}
 
 /// The request that passed the checks, on its way to the upstream.
 pub struct Outgoing<'a> {
@@ -42,7 +50,12 @@ pub struct Outgoing<'a> {
 
 pub struct Proxy {
     pool: Arc<UpstreamPool>,
-    upstream: UpstreamUrl,
+    /// The MCP endpoint path on the upstream.
+    path: http::uri::PathAndQuery,
+    /// The `Host` header the upstream expects.
+    host: http::HeaderValue,
+    /// A stdio upstream answers readiness itself.
+    bridge: Option<Arc<Bridge>>,
     /// The upstream request target (origin form) of a request without a query string.
     base_uri: Uri,
     timeout: Duration,
@@ -54,17 +67,28 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(
-        upstream: UpstreamUrl,
+        upstream: Upstream,
         cfg: &crate::config::UpstreamConfig,
         metrics: Arc<Metrics>,
         sse_close: CancellationToken,
         identity: headers::IdentityRules,
     ) -> Self {
-        let pool = UpstreamPool::new(cfg, upstream.addr.clone());
-        let base_uri = uri_for(&upstream, None);
+        let (dial, path, host, bridge) = match upstream {
+            Upstream::Http(u) => (Dial::Addr(u.addr), u.path, u.host, None),
+            Upstream::Stdio(b) => (
+                Dial::Bridge(b.clone()),
+                http::uri::PathAndQuery::from_static("/mcp"),
+                http::HeaderValue::from_static("localhost"),
+                Some(b),
+            ),
+        };
+        let pool = UpstreamPool::new(cfg, dial);
+        let base_uri = uri_for(&path, None);
         Self {
             pool,
-            upstream,
+            path,
+            host,
+            bridge,
             base_uri,
             timeout: cfg.timeout,
             metrics,
@@ -87,12 +111,12 @@ impl Proxy {
         } = out;
         let uri = match query {
             None => self.base_uri.clone(),
-            Some(q) => uri_for(&self.upstream, Some(q)),
+            Some(q) => uri_for(&self.path, Some(q)),
         };
         let has_body = method == HttpMethod::POST;
         headers::to_upstream(
             &mut headers,
-            &self.upstream.host,
+            &self.host,
             peer_ip,
             tls,
             has_body.then_some(body.len()),
@@ -143,7 +167,7 @@ impl Proxy {
         principal: Option<&Principal>,
     ) -> impl Fn(Bytes) + Send + 'static {
         let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::HOST, self.upstream.host.clone());
+        headers.insert(http::header::HOST, self.host.clone());
         headers.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
@@ -184,13 +208,17 @@ impl Proxy {
         }
     }
 
-    /// Readiness probe: does the upstream answer HTTP at all? Any status counts.
+    /// Readiness probe: does the upstream answer HTTP at all? Any status counts. A stdio
+    /// upstream is ready when its warm children run and it is not backing off from crashes.
     pub async fn probe(&self) -> bool {
+        if let Some(b) = &self.bridge {
+            return b.ready();
+        }
         let mut req = Request::new(Full::new(Bytes::new()));
         *req.method_mut() = HttpMethod::OPTIONS;
         *req.uri_mut() = self.base_uri.clone();
         req.headers_mut()
-            .insert(http::header::HOST, self.upstream.host.clone());
+            .insert(http::header::HOST, self.host.clone());
         matches!(
             tokio::time::timeout(Duration::from_secs(2), self.pool.send_once(req)).await,
             Ok(Ok(_))
@@ -199,8 +227,8 @@ impl Proxy {
 }
 
 /// The request target for the upstream hop, in origin form (`/mcp?x=1`).
-fn uri_for(upstream: &UpstreamUrl, query: Option<&str>) -> Uri {
-    let path = upstream.path.as_str();
+fn uri_for(path: &http::uri::PathAndQuery, query: Option<&str>) -> Uri {
+    let path = path.as_str();
     let target = match query {
         None => path.to_string(),
         Some(q) if path.contains('?') => format!("{path}&{q}"),

@@ -19,6 +19,14 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::config::UpstreamConfig;
 use crate::config::upstream::UpstreamAddr;
+use crate::stdio::Bridge;
+
+/// Where upstream connections go: a socket, or the stdio bridge in this process.
+#[derive(Clone)]
+pub enum Dial {
+    Addr(UpstreamAddr),
+    Bridge(Arc<Bridge>),
+}
 
 type Sender = SendRequest<Full<Bytes>>;
 type Conn = http1::Connection<TokioIo<UpstreamStream>, Full<Bytes>>;
@@ -99,10 +107,10 @@ impl Lease {
 }
 
 impl UpstreamPool {
-    pub fn new(cfg: &UpstreamConfig, addr: UpstreamAddr) -> Arc<Self> {
+    pub fn new(cfg: &UpstreamConfig, dial: Dial) -> Arc<Self> {
         Arc::new(Self {
             connector: Connector {
-                addr,
+                dial,
                 connect_timeout: cfg.connect_timeout,
             },
             idle_timeout: cfg.pool_idle_timeout,
@@ -234,20 +242,23 @@ async fn exchange(
 /// Opens connections to the configured upstream.
 #[derive(Clone)]
 struct Connector {
-    addr: UpstreamAddr,
+    dial: Dial,
     connect_timeout: Duration,
 }
 
 impl Connector {
     async fn connect(&self) -> io::Result<TokioIo<UpstreamStream>> {
         let connect = async {
-            match &self.addr {
-                UpstreamAddr::Tcp(a) => {
+            match &self.dial {
+                Dial::Addr(UpstreamAddr::Tcp(a)) => {
                     let s = TcpStream::connect(a.as_str()).await?;
                     s.set_nodelay(true)?;
                     Ok(UpstreamStream::Tcp(s))
                 }
-                UpstreamAddr::Unix(p) => UnixStream::connect(p).await.map(UpstreamStream::Unix),
+                Dial::Addr(UpstreamAddr::Unix(p)) => {
+                    UnixStream::connect(p).await.map(UpstreamStream::Unix)
+                }
+                Dial::Bridge(b) => Ok(UpstreamStream::Local(b.connect())),
             }
         };
         match tokio::time::timeout(self.connect_timeout, connect).await {
@@ -260,6 +271,7 @@ impl Connector {
 pub enum UpstreamStream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Local(tokio::io::DuplexStream),
 }
 
 impl AsyncRead for UpstreamStream {
@@ -271,6 +283,7 @@ impl AsyncRead for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Local(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -284,6 +297,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Local(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -291,6 +305,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_flush(cx),
             UpstreamStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Local(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -298,6 +313,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Local(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -309,6 +325,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             UpstreamStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Local(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -316,6 +333,7 @@ impl AsyncWrite for UpstreamStream {
         match self {
             UpstreamStream::Tcp(s) => s.is_write_vectored(),
             UpstreamStream::Unix(s) => s.is_write_vectored(),
+            UpstreamStream::Local(s) => s.is_write_vectored(),
         }
     }
 }

@@ -336,6 +336,22 @@ pub fn serve_upstream(listener: TcpListener, config: UpstreamConfig) -> Upstream
     }
 }
 
+/// Serves the demo on this process's stdin/stdout with rmcp's stdio transport, until stdin
+/// closes: the stdio upstream of tests and benchmarks (`examples/demo_stdio_upstream.rs`).
+/// Both eras: rmcp picks the lifecycle from the first message.
+pub async fn serve_stdio() -> Result<(), String> {
+    use rmcp::ServiceExt;
+    let server = DemoServer {
+        shared: Arc::new(Shared::default()),
+    };
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| e.to_string())?;
+    running.waiting().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 type Svc = StreamableHttpService<DemoServer, LocalSessionManager>;
 
 // Connections live in the JoinSet so aborting this task closes all of them.

@@ -17,6 +17,7 @@ use crate::auth::kubernetes::TokenReviewer;
 use crate::auth::metadata::ResourceMetadata;
 use crate::bindings::Bindings;
 use crate::config::Config;
+use crate::identity::{AuthMethod, Principal};
 use crate::metrics::Metrics;
 use crate::pipeline::authenticate::Authenticate;
 use crate::pipeline::authorize::Authorize;
@@ -24,8 +25,8 @@ use crate::pipeline::ratelimit::RateLimit;
 use crate::pipeline::session::Session;
 use crate::pipeline::{Pipeline, Stages};
 use crate::policy::PolicyStore;
-use crate::proxy::Proxy;
 use crate::proxy::headers::IdentityRules;
+use crate::proxy::{Proxy, Upstream};
 use crate::ratelimit::RateLimiter;
 use crate::readiness::Readiness;
 use crate::server::{self, ServeOptions};
@@ -36,8 +37,12 @@ const BLOCK_SHUTDOWN: &str = "shutting_down";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("no upstream configured: set upstream.url or pass --upstream")]
+    #[error(
+        "no upstream configured: set upstream.url or upstream.command, or pass --upstream or -- PROG ARGS"
+    )]
     NoUpstream,
+    #[error("stdio upstream: {0}")]
+    Stdio(#[from] crate::stdio::BridgeError),
     #[error("authentication: {0}")]
     Auth(&'static str),
     #[error("authentication: kubernetes: {0}")]
@@ -62,6 +67,8 @@ pub enum StartError {
 }
 
 /// A started sentinel. Dropping it does not stop it; call `shutdown`.
+pub mod front;
+
 pub struct Sentinel {
     traffic_addr: SocketAddr,
     admin_addr: SocketAddr,
@@ -71,29 +78,68 @@ pub struct Sentinel {
     done: JoinHandle<bool>,
 }
 
-impl Sentinel {
-    /// Binds both ports and starts serving. Ports may be 0; the bound addresses are reported.
-    pub async fn start(config: Config) -> Result<Sentinel, StartError> {
-        let upstream = config.upstream.url.clone().ok_or(StartError::NoUpstream)?;
-        if let Some(why) = config.auth_problem() {
-            return Err(StartError::Auth(why));
-        }
-        let (traffic_listener, traffic_addr) = server::bind(config.listen).await?;
-        let (admin_listener, admin_addr) = server::bind(config.admin_listen).await?;
+/// Which front the pipeline serves: the HTTP traffic port, or one local client on stdio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    Http,
+    Stdio,
+}
 
+/// The pipeline and what it runs on, built from the config: the same for both fronts.
+pub(crate) struct Core {
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    auditor: Option<Arc<crate::audit::Auditor>>,
+    bridge: Option<Arc<crate::stdio::Bridge>>,
+    /// Cancelled when the front stops taking requests.
+    pub(crate) stop: CancellationToken,
+    /// Cancelled when open SSE streams must close.
+    sse_close: CancellationToken,
+    /// TLS of the HTTP front.
+    tls: Option<ReloadingTls>,
+}
+
+impl Core {
+    pub(crate) async fn build(config: &Config, front: Front) -> Result<Core, StartError> {
+        if config.upstream.url.is_none() && config.upstream.command.is_none() {
+            return Err(StartError::NoUpstream);
+        }
+        let stdio_caller = match front {
+            Front::Http => {
+                if let Some(why) = config.auth_problem() {
+                    return Err(StartError::Auth(why));
+                }
+                if !config.auth.anonymous && !config.auth.has_network_authenticator() {
+                    return Err(StartError::Auth(
+                        "auth.stdio names the caller of `mcp-sentinel stdio`; the traffic port needs api_keys, jwt, kubernetes or mtls",
+                    ));
+                }
+                None
+            }
+            Front::Stdio => match &config.auth.stdio {
+                Some(c) => {
+                    let mut p = Principal::new(&c.subject, AuthMethod::Stdio);
+                    p.groups = c.groups.clone();
+                    Some(Arc::new(p))
+                }
+                None if config.auth.anonymous => None,
+                None => {
+                    return Err(StartError::Auth(
+                        "the stdio front needs its caller: set auth.stdio.subject (or anonymous: allow)",
+                    ));
+                }
+            },
+        };
         let metrics = Arc::new(Metrics::new());
         let readiness = Arc::new(Readiness::new(metrics.ready.clone(), &[BLOCK_UPSTREAM]));
         let stop = CancellationToken::new();
         let sse_close = CancellationToken::new();
-        let auth = AuthParts::build(&config, &metrics, &readiness, &stop).await?;
-        let tls = traffic_tls(&config, &metrics, &stop)?;
-        let proxy = Proxy::new(
-            upstream.clone(),
-            &config.upstream,
-            metrics.clone(),
-            sse_close.clone(),
-            IdentityRules::new(&config.auth),
-        );
+        let auth = AuthParts::build(config, &metrics, &readiness, &stop, stdio_caller).await?;
+        let tls = match front {
+            Front::Http => traffic_tls(config, &metrics, &stop)?,
+            Front::Stdio => None,
+        };
         let policy = config.policy.as_ref().ok_or(StartError::NoPolicy)?;
         let store = PolicyStore::new(policy, metrics.registry())?;
         store.spawn_reloader(stop.clone());
@@ -107,8 +153,29 @@ impl Sentinel {
             None => None,
         };
         let auditor = crate::audit::Auditor::start(&config.audit, metrics.registry()).await?;
+        // Last of what can fail: the stdio upstream starts its warm children.
+        let (upstream, bridge) = match (&config.upstream.url, &config.upstream.command) {
+            (Some(url), _) => (Upstream::Http(url.clone()), None),
+            (None, Some(argv)) => {
+                let bridge = crate::stdio::Bridge::start(
+                    argv.clone(),
+                    &config.upstream.stdio,
+                    config.limits.max_body_bytes,
+                    metrics.registry(),
+                )?;
+                (Upstream::Stdio(bridge.clone()), Some(bridge))
+            }
+            (None, None) => return Err(StartError::NoUpstream),
+        };
+        let proxy = Proxy::new(
+            upstream,
+            &config.upstream,
+            metrics.clone(),
+            sse_close.clone(),
+            IdentityRules::new(&config.auth),
+        );
         let pipeline = Arc::new(Pipeline::new(
-            &config,
+            config,
             Stages {
                 metrics: metrics.clone(),
                 authenticate: auth.authenticate,
@@ -122,6 +189,53 @@ impl Sentinel {
                 mtls: config.auth.mtls.clone().map(Arc::new),
             },
         ));
+        tokio::spawn(probe_upstream(
+            pipeline.clone(),
+            readiness.clone(),
+            stop.clone(),
+        ));
+        Ok(Core {
+            pipeline,
+            metrics,
+            readiness,
+            auditor,
+            bridge,
+            stop,
+            sse_close,
+            tls,
+        })
+    }
+
+    /// After the front drained (or gave up at the deadline): SSE streams were closed, every
+    /// record is queued — deliver them (or spool them), then stop the stdio servers (stdin
+    /// closed, SIGTERM, SIGKILL), in what is left of `deadline` since `began`. True when
+    /// every record was delivered.
+    pub(crate) async fn finish(&self, began: tokio::time::Instant, deadline: Duration) -> bool {
+        let flushed = match &self.auditor {
+            Some(a) => a.close(deadline.saturating_sub(began.elapsed())).await,
+            None => true,
+        };
+        if !flushed {
+            tracing::warn!("shutdown deadline reached before every audit record was delivered");
+        }
+        if let Some(bridge) = &self.bridge {
+            let left = deadline.saturating_sub(began.elapsed());
+            bridge.shutdown(left.max(Duration::from_secs(1))).await;
+        }
+        flushed
+    }
+}
+
+impl Sentinel {
+    /// Binds both ports and starts serving. Ports may be 0; the bound addresses are reported.
+    pub async fn start(config: Config) -> Result<Sentinel, StartError> {
+        let (traffic_listener, traffic_addr) = server::bind(config.listen).await?;
+        let (admin_listener, admin_addr) = server::bind(config.admin_listen).await?;
+        let mut core = Core::build(&config, Front::Http).await?;
+        let upstream_shown = config.summary_upstream();
+        let metrics = core.metrics.clone();
+        let readiness = core.readiness.clone();
+        let stop = core.stop.clone();
 
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(
@@ -130,19 +244,15 @@ impl Sentinel {
             metrics.registry().clone(),
             admin_stop.clone(),
         ));
-        tokio::spawn(probe_upstream(
-            pipeline.clone(),
-            readiness.clone(),
-            stop.clone(),
-        ));
 
         let traffic = ServeOptions {
-            tls,
+            tls: core.tls.take(),
             header_read_timeout: None,
             handshake_failures: Some(metrics.tls_handshake_failures.clone()),
             client_cert: config.auth.mtls.is_some(),
             nodelay: true,
         };
+        let pipeline = core.pipeline.clone();
         let serve = tokio::spawn(server::serve(
             traffic_listener,
             traffic,
@@ -163,6 +273,7 @@ impl Sentinel {
                     Err(_) => GracefulShutdown::new(),
                 };
                 // In-flight requests finish; SSE streams get their grace, then are closed.
+                let sse_close = core.sse_close.clone();
                 let sse_timer = tokio::spawn(async move {
                     tokio::time::sleep(shutdown.sse_grace).await;
                     sse_close.cancel();
@@ -175,30 +286,16 @@ impl Sentinel {
                 if !drained {
                     tracing::warn!("shutdown deadline reached with connections still open");
                 }
-                // Every request has ended (or been cut off), so every record is queued:
-                // deliver them, or spool them, in what is left of the deadline.
-                let flushed = match &auditor {
-                    Some(a) => {
-                        let left = shutdown.deadline.saturating_sub(began.elapsed());
-                        a.close(left).await
-                    }
-                    None => true,
-                };
-                if !flushed {
-                    tracing::warn!(
-                        "shutdown deadline reached before every audit record was delivered"
-                    );
-                }
-                let drained = drained && flushed;
+                let flushed = core.finish(began, shutdown.deadline).await;
                 admin_stop.cancel();
                 let _ = admin_task.await;
-                drained
+                drained && flushed
             }
         });
         tracing::info!(
             traffic = %traffic_addr,
             admin = %admin_addr,
-            upstream = %upstream,
+            upstream = %upstream_shown,
             "mcp-sentinel started"
         );
         Ok(Sentinel {
@@ -249,6 +346,7 @@ impl AuthParts {
         metrics: &Arc<Metrics>,
         readiness: &Arc<Readiness>,
         stop: &CancellationToken,
+        stdio: Option<Arc<Principal>>,
     ) -> Result<Self, StartError> {
         let auth = &config.auth;
         let registry = metrics.registry();
@@ -278,6 +376,7 @@ impl AuthParts {
             jwt,
             kubernetes,
             mtls: auth.mtls.is_some(),
+            stdio,
         };
         let authenticator = Authenticator::new(on, registry)?;
         let metadata = Arc::new(ResourceMetadata::new(

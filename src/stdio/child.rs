@@ -1,0 +1,584 @@
+//! One child process and the routing of its lines. Every request written to it gets an id of
+//! the child's own (a counter), so answers never cross between callers; a progress token is
+//! swapped the same way. The child's answers and progress go back to the call that asked,
+//! with the caller's id and token restored byte for byte. What the child starts itself
+//! (server→client requests, notifications) goes to the session's sink, or, while the caller
+//! has a call open on a stream, on that stream.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::StdioMetrics;
+use super::json::{self, Kind, Peek};
+use super::launch::{self, Launch};
+use super::lines::{Line, LineReader};
+
+/// JSON-RPC "internal error": what a call gets when its child fails it.
+const INTERNAL_ERROR: i64 = -32603;
+/// Messages queued for a child's stdin; then writers wait (at most `write_timeout`).
+const STDIN_QUEUE: usize = 16;
+/// Messages queued for one call; progress beyond it is dropped, never the answer.
+const CALL_QUEUE: usize = 64;
+/// A stderr line is logged up to this size.
+const STDERR_LINE_MAX: usize = 8 * 1024;
+/// From closing a child's stdin to SIGTERM, and from SIGTERM to SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// What the bridge does with a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Serves one legacy session.
+    Session,
+    /// A warm child for modern-era (stateless) requests.
+    Pool,
+    /// The one child of `shared` sharing.
+    Shared,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Session => "session",
+            Role::Pool => "pool",
+            Role::Shared => "shared",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum ChildError {
+    #[error("the stdio server has exited")]
+    Ended,
+    #[error("the stdio server stopped reading its input")]
+    Hung,
+    #[error("the message could not be rewritten for the stdio server")]
+    Unroutable,
+}
+
+/// A message for a call: something the child sent before its answer, or the answer.
+pub enum Message {
+    Interim(Bytes),
+    Final(Bytes),
+}
+
+struct Route {
+    caller_id: String,
+    caller_token: Option<String>,
+    to: mpsc::Sender<Message>,
+    /// The caller reads this call as a stream: the child's own requests may go on it.
+    streams: bool,
+}
+
+#[derive(Default)]
+struct Routes {
+    pending: HashMap<u64, Route>,
+    /// The caller's id → the child's, for the caller's cancellations (session children: one
+    /// caller, so its ids are its own).
+    by_caller_id: HashMap<String, u64>,
+    /// Where the child's own messages go when no call streams (session children).
+    sink: Option<mpsc::Sender<Bytes>>,
+    ended: bool,
+}
+
+pub struct Child {
+    pub pid: u32,
+    pub role: Role,
+    stdin: mpsc::Sender<Vec<u8>>,
+    routes: Mutex<Routes>,
+    next_id: AtomicU64,
+    /// Cancelled once the process is gone (no call is taken after).
+    ended: CancellationToken,
+    /// Cancelled to ask the child to stop.
+    stop: CancellationToken,
+    write_timeout: Duration,
+    metrics: Arc<StdioMetrics>,
+    /// Why it ended: stopped (by the sentinel), exited (status 0) or crashed.
+    cause: std::sync::OnceLock<&'static str>,
+    started: std::time::Instant,
+}
+
+pub struct ChildOptions {
+    pub role: Role,
+    pub max_line_bytes: usize,
+    pub write_timeout: Duration,
+    /// The session's sink for the child's own messages; `None`: the bridge answers them.
+    pub sink: Option<mpsc::Sender<Bytes>>,
+}
+
+impl Child {
+    pub fn start(
+        launch: &Launch,
+        opts: ChildOptions,
+        metrics: Arc<StdioMetrics>,
+    ) -> std::io::Result<Arc<Child>> {
+        let mut proc = launch.spawn()?;
+        let pid = proc.id().unwrap_or(0);
+        let stdin = proc.stdin.take().expect("stdin is piped");
+        let stdout = proc.stdout.take().expect("stdout is piped");
+        let stderr = proc.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel(STDIN_QUEUE);
+        let child = Arc::new(Child {
+            pid,
+            role: opts.role,
+            stdin: tx,
+            routes: Mutex::new(Routes {
+                sink: opts.sink,
+                ..Routes::default()
+            }),
+            next_id: AtomicU64::new(1),
+            ended: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            write_timeout: opts.write_timeout,
+            metrics: metrics.clone(),
+            cause: std::sync::OnceLock::new(),
+            started: std::time::Instant::now(),
+        });
+        metrics
+            .children
+            .with_label_values(&[opts.role.as_str()])
+            .inc();
+        tracing::info!(pid, role = opts.role.as_str(), "stdio server started");
+        tokio::spawn(write_stdin(child.clone(), stdin, rx));
+        tokio::spawn(read_stdout(
+            child.clone(),
+            LineReader::new(BufReader::new(stdout), opts.max_line_bytes),
+        ));
+        tokio::spawn(log_stderr(
+            pid,
+            LineReader::new(BufReader::new(stderr), STDERR_LINE_MAX),
+        ));
+        tokio::spawn(watch(child.clone(), proc));
+        Ok(child)
+    }
+
+    pub fn ended(&self) -> &CancellationToken {
+        &self.ended
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.is_cancelled()
+    }
+
+    /// Why it ended, once it has: stopped (by the sentinel), exited or crashed.
+    pub fn cause(&self) -> Option<&'static str> {
+        self.cause.get().copied()
+    }
+
+    /// How long it has been running.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Asks the child to stop: stdin closed, then SIGTERM, then SIGKILL to its group.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Calls in flight.
+    pub fn in_flight(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes a request (`line`, read as `peek`) under an id of the child's own and returns
+    /// the call its answer will come to. `streams`: the caller reads the call as a stream.
+    /// `cancel_on_drop`: dropping the call unanswered cancels it in the child (modern era:
+    /// a closed stream is a cancellation).
+    pub async fn call(
+        self: &Arc<Self>,
+        line: &str,
+        peek: &Peek<'_>,
+        streams: bool,
+        cancel_on_drop: bool,
+    ) -> Result<Call, ChildError> {
+        let caller_id = peek.id.map(|r| r.get().to_string()).unwrap_or_default();
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let ours = n.to_string();
+        let mut out = json::replace(line, &["id"], &ours).ok_or(ChildError::Unroutable)?;
+        let caller_token = peek.progress_token().map(|t| t.get().to_string());
+        if caller_token.is_some() {
+            out = json::replace(&out, &["params", "_meta", "progressToken"], &ours)
+                .ok_or(ChildError::Unroutable)?;
+        }
+        let (to, rx) = mpsc::channel(CALL_QUEUE);
+        {
+            let mut r = self.lock();
+            if r.ended {
+                return Err(ChildError::Ended);
+            }
+            r.by_caller_id.insert(caller_id.clone(), n);
+            r.pending.insert(
+                n,
+                Route {
+                    caller_id,
+                    caller_token,
+                    to,
+                    streams,
+                },
+            );
+        }
+        let call = Call {
+            child: self.clone(),
+            id: n,
+            rx,
+            answered: false,
+            cancel_on_drop,
+        };
+        self.write(out.into_bytes()).await?;
+        Ok(call)
+    }
+
+    /// Writes a notification or a response of the caller. A cancellation names the call by the
+    /// caller's id; the child knows it by its own.
+    pub async fn send(&self, line: &str, peek: &Peek<'_>) -> Result<(), ChildError> {
+        if peek.kind() == Kind::Notification && peek.method() == "notifications/cancelled" {
+            let ours = peek
+                .param("requestId")
+                .and_then(|id| self.lock().by_caller_id.get(id.get()).copied());
+            let Some(n) = ours else {
+                // Nothing of the caller's is in flight under that id.
+                return Ok(());
+            };
+            let out = json::replace(line, &["params", "requestId"], &n.to_string())
+                .ok_or(ChildError::Unroutable)?;
+            return self.write(out.into_bytes()).await;
+        }
+        self.write(line.as_bytes().to_vec()).await
+    }
+
+    async fn write(&self, line: Vec<u8>) -> Result<(), ChildError> {
+        match self.stdin.send_timeout(line, self.write_timeout).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(ChildError::Ended),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                self.hung();
+                Err(ChildError::Hung)
+            }
+        }
+    }
+
+    fn hung(&self) {
+        if !self.stop.is_cancelled() {
+            tracing::warn!(
+                pid = self.pid,
+                timeout = ?self.write_timeout,
+                "stdio server stopped reading its input: stopping it"
+            );
+            self.metrics.hung.inc();
+        }
+        self.stop();
+    }
+
+    /// Routes one line of the child's stdout.
+    fn dispatch(&self, line: &[u8]) {
+        let Some(text) = std::str::from_utf8(line).ok() else {
+            self.bad_line("not_json", line);
+            return;
+        };
+        if text.trim().is_empty() {
+            return;
+        }
+        let Some(peek) = Peek::read(text) else {
+            self.bad_line("not_json", line);
+            return;
+        };
+        match peek.kind() {
+            Kind::Response => self.answer(text, &peek),
+            Kind::Notification if peek.method() == "notifications/progress" => {
+                self.progress(text, &peek)
+            }
+            _ => self.unsolicited(text, &peek),
+        }
+    }
+
+    fn bad_line(&self, kind: &'static str, line: &[u8]) {
+        self.metrics.bad_lines.with_label_values(&[kind]).inc();
+        let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
+        tracing::warn!(pid = self.pid, line = %shown, bytes = line.len(), "stdio server wrote a line that is not an MCP message: dropped");
+    }
+
+    fn answer(&self, text: &str, peek: &Peek<'_>) {
+        let n = peek.id.and_then(|id| id.get().parse::<u64>().ok());
+        let route = n.and_then(|n| {
+            let mut r = self.lock();
+            let route = r.pending.remove(&n)?;
+            r.by_caller_id.remove(&route.caller_id);
+            Some(route)
+        });
+        let Some(route) = route else {
+            self.metrics
+                .bad_lines
+                .with_label_values(&["unroutable"])
+                .inc();
+            tracing::debug!(
+                pid = self.pid,
+                "stdio server answered no call in flight: dropped"
+            );
+            return;
+        };
+        match json::replace(text, &["id"], &route.caller_id) {
+            Some(out) => deliver_final(&route.to, Bytes::from(out)),
+            None => self.fail(route, "the stdio server's answer could not be read"),
+        }
+    }
+
+    fn progress(&self, text: &str, peek: &Peek<'_>) {
+        let n = peek
+            .param("progressToken")
+            .and_then(|t| t.get().parse::<u64>().ok());
+        let target = n.and_then(|n| {
+            let r = self.lock();
+            let route = r.pending.get(&n)?;
+            Some((route.to.clone(), route.caller_token.clone()?))
+        });
+        let Some((to, token)) = target else {
+            self.metrics
+                .bad_lines
+                .with_label_values(&["unroutable"])
+                .inc();
+            return;
+        };
+        if let Some(out) = json::replace(text, &["params", "progressToken"], &token)
+            && to.try_send(Message::Interim(Bytes::from(out))).is_err()
+        {
+            self.metrics.dropped.inc();
+        }
+    }
+
+    /// A request or notification the child started.
+    fn unsolicited(&self, text: &str, peek: &Peek<'_>) {
+        let bytes = Bytes::copy_from_slice(text.as_bytes());
+        let r = self.lock();
+        let streaming = r
+            .pending
+            .iter()
+            .filter(|(_, route)| route.streams)
+            .max_by_key(|(n, _)| **n)
+            .map(|(_, route)| route.to.clone());
+        if let Some(to) = streaming {
+            if to.try_send(Message::Interim(bytes)).is_err() {
+                self.metrics.dropped.inc();
+            }
+            return;
+        }
+        if let Some(sink) = &r.sink {
+            if sink.try_send(bytes).is_err() {
+                self.metrics.dropped.inc();
+            }
+            return;
+        }
+        drop(r);
+        // A child shared by callers: its own requests have nobody to go to.
+        if peek.kind() == Kind::Request {
+            let id = peek.id.map_or("null", |i| i.get());
+            let refusal = json::error_line(
+                id,
+                -32601,
+                "server-to-client requests are not available from a shared stdio server",
+            );
+            let _ = self.stdin.try_send(refusal.into_bytes());
+        }
+    }
+
+    fn fail(&self, route: Route, why: &str) {
+        let line = json::error_line(&route.caller_id, INTERNAL_ERROR, why);
+        deliver_final(&route.to, Bytes::from(line));
+    }
+
+    /// The call answered by an over-long line (its id as the child wrote it) fails.
+    fn too_long(&self, bytes: usize, id: Option<String>) {
+        self.metrics
+            .bad_lines
+            .with_label_values(&["too_long"])
+            .inc();
+        tracing::warn!(
+            pid = self.pid,
+            bytes,
+            "stdio server wrote a line over upstream.stdio.max_line_bytes: dropped"
+        );
+        let route = id.and_then(|id| id.parse::<u64>().ok()).and_then(|n| {
+            let mut r = self.lock();
+            let route = r.pending.remove(&n)?;
+            r.by_caller_id.remove(&route.caller_id);
+            Some(route)
+        });
+        if let Some(route) = route {
+            self.fail(
+                route,
+                &format!("the stdio server's answer ({bytes} bytes) is over the line limit"),
+            );
+        }
+    }
+
+    /// The process is gone: every call in flight gets an error at once; the sink closes.
+    fn end(&self, cause: &'static str) {
+        let pending = {
+            let mut r = self.lock();
+            r.ended = true;
+            r.sink = None;
+            r.by_caller_id.clear();
+            std::mem::take(&mut r.pending)
+        };
+        let _ = self.cause.set(cause);
+        self.ended.cancel();
+        for (_, route) in pending {
+            self.fail(route, "the stdio server exited before answering");
+        }
+        self.metrics
+            .children
+            .with_label_values(&[self.role.as_str()])
+            .dec();
+        self.metrics.exits.with_label_values(&[cause]).inc();
+    }
+}
+
+fn deliver_final(to: &mpsc::Sender<Message>, line: Bytes) {
+    if let Err(mpsc::error::TrySendError::Full(m)) = to.try_send(Message::Final(line)) {
+        let to = to.clone();
+        tokio::spawn(async move {
+            let _ = to.send(m).await;
+        });
+    }
+}
+
+/// A request in flight in a child.
+pub struct Call {
+    child: Arc<Child>,
+    id: u64,
+    rx: mpsc::Receiver<Message>,
+    answered: bool,
+    cancel_on_drop: bool,
+}
+
+impl Call {
+    /// The next message for this call; after `Final`, `None`.
+    pub async fn next(&mut self) -> Option<Message> {
+        if self.answered {
+            return None;
+        }
+        let m = self.rx.recv().await;
+        if matches!(m, Some(Message::Final(_)) | None) {
+            self.answered = true;
+        }
+        m
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let was_pending = {
+            let mut r = self.child.lock();
+            match r.pending.remove(&self.id) {
+                Some(route) => {
+                    r.by_caller_id.remove(&route.caller_id);
+                    true
+                }
+                None => false,
+            }
+        };
+        if was_pending && self.cancel_on_drop {
+            let line = format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"the client closed the stream"}}}}"#,
+                self.id
+            );
+            let _ = self.child.stdin.try_send(line.into_bytes());
+        }
+    }
+}
+
+async fn write_stdin(
+    child: Arc<Child>,
+    mut stdin: tokio::process::ChildStdin,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    loop {
+        let line = tokio::select! {
+            () = child.stop.cancelled() => break,
+            line = rx.recv() => match line {
+                Some(l) => l,
+                None => break,
+            },
+        };
+        let write = async {
+            stdin.write_all(&line).await?;
+            stdin.write_all(b"\n").await?;
+            stdin.flush().await
+        };
+        match tokio::time::timeout(child.write_timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(pid = child.pid, error = %e, "stdio server's input closed");
+                break;
+            }
+            Err(_) => {
+                child.hung();
+                break;
+            }
+        }
+    }
+    // Dropping stdin closes it: the first step of stopping a child.
+}
+
+async fn read_stdout(
+    child: Arc<Child>,
+    mut lines: LineReader<BufReader<tokio::process::ChildStdout>>,
+) {
+    loop {
+        match lines.next().await {
+            Ok(Some(Line::Text(t))) => child.dispatch(&t),
+            Ok(Some(Line::TooLong { bytes, id })) => child.too_long(bytes, id),
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(pid = child.pid, error = %e, "stdio server's output failed");
+                break;
+            }
+        }
+    }
+}
+
+async fn log_stderr(pid: u32, mut lines: LineReader<BufReader<tokio::process::ChildStderr>>) {
+    while let Ok(Some(line)) = lines.next().await {
+        match line {
+            Line::Text(t) => {
+                let text = String::from_utf8_lossy(&t);
+                tracing::info!(target: "mcp_sentinel::stdio::stderr", pid, line = %text, "stdio server stderr");
+            }
+            Line::TooLong { bytes, .. } => {
+                tracing::info!(target: "mcp_sentinel::stdio::stderr", pid, bytes, "stdio server stderr: a line too long to log");
+            }
+        }
+    }
+}
+
+/// Waits for the process to exit, or stops it when asked; then fails what was in flight.
+async fn watch(child: Arc<Child>, mut proc: tokio::process::Child) {
+    let cause = tokio::select! {
+        status = proc.wait() => match status {
+            Ok(s) if s.success() => "exited",
+            Ok(s) => {
+                tracing::warn!(pid = child.pid, status = %s, "stdio server exited");
+                "crashed"
+            }
+            Err(_) => "crashed",
+        },
+        () = child.stop.cancelled() => {
+            // Its stdin closes as the writer sees the same token.
+            launch::stop(&mut proc, STOP_GRACE).await;
+            "stopped"
+        }
+    };
+    child.stop.cancel();
+    launch::signal_group(child.pid, nix::sys::signal::Signal::SIGKILL);
+    tracing::info!(pid = child.pid, cause, "stdio server ended");
+    child.end(cause);
+}
