@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::client::{
     Answers, ClientOptions, Era, McpClient, TestClient, Transcript, call_with_progress,
-    connect_client, legacy_versions, lists, outcome, tool_call,
+    connect_client, legacy_headers, legacy_versions, lists, modern_headers, modern_request,
+    outcome, raw_legacy_session, raw_post, raw_send, tool_call,
 };
 use common::sentinel::{self, TempDir, TestSentinel};
 use rmcp::model::{
@@ -234,6 +235,18 @@ const SESSION_STDIO: &str = "sharing: session, pool: 1, max_children: 64, start_
 
 /// `peer` spawned here, its stdio the client's transport: the reference answers.
 async fn direct(peer: &Peer, era: &Era) -> (McpClient, Child) {
+    let (client, child) = try_direct(peer, era).await;
+    let client = client.unwrap_or_else(|e| panic!("{} {}: direct: {e}", peer.name, era.label()));
+    (client, child)
+}
+
+async fn try_direct(
+    peer: &Peer,
+    era: &Era,
+) -> (
+    Result<McpClient, rmcp::service::ClientInitializeError>,
+    Child,
+) {
     let mut child = Command::new(&peer.command[0])
         .args(&peer.command[1..])
         .stdin(Stdio::piped())
@@ -259,8 +272,7 @@ async fn direct(peer: &Peer, era: &Era) -> (McpClient, Child) {
             )
             .await
         }
-    }
-    .unwrap_or_else(|e| panic!("{} {}: direct: {e}", peer.name, era.label()));
+    };
     (client, child)
 }
 
@@ -523,14 +535,17 @@ async fn python_sdk_exact_answers_through_the_sentinel() {
 }
 
 /// server-everything speaks the legacy revisions only (its SDK, @modelcontextprotocol/sdk
-/// 1.32.2, knows none later than 2025-11-25): a 2026-07-28 client gets the answer below.
+/// 1.32.2, knows none later than 2025-11-25): it answers `server/discover` with -32601, so a
+/// 2026-07-28 client cannot connect, through the sentinel as directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_everything_answers_a_modern_client_as_a_legacy_server() {
+async fn server_everything_refuses_a_modern_client_as_it_does_directly() {
     let peer = everything_peer();
+    let (direct_result, _child) = try_direct(&peer, &Era::Modern).await;
+    let direct_error = direct_result
+        .err()
+        .expect("server-everything is legacy only");
     let s = sentinel_for(&peer, SESSION_STDIO).await;
-    let (direct_client, _child) = direct(&peer, &Era::Legacy(ProtocolVersion::V_2025_11_25)).await;
-    let _ = direct_client.cancel().await;
-    let result = within(
+    let proxied = within(
         30,
         "modern connect",
         connect_client(
@@ -541,141 +556,112 @@ async fn server_everything_answers_a_modern_client_as_a_legacy_server() {
         ),
     )
     .await;
-    match result {
-        Ok(client) => {
-            let info = client.peer_info().map(|i| json!(i));
-            panic!("a modern client connected to server-everything: {info:?}");
-        }
-        Err(e) => assert_eq!(e.to_string(), "TODO: the exact error", "{e:?}"),
-    }
-}
-
-/// The child gets the environment the config gives it: `env`, the `inherit_env` names from the
-/// sentinel's own environment and nothing else, and `cwd`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_server_runs_with_the_configured_environment() {
-    let peer = python_peer();
-    let dir = TempDir::new("stdio-env");
-    // A variable of this process that the config does not pass on.
-    let (private, _) = std::env::vars()
-        .find(|(k, _)| k != "PATH" && k != "HOME")
-        .expect("the test has some environment");
-    let yaml = format!(
-        "upstream:\n  command: {}\n  env: {{PEER_GREETING: hello from the config}}\n  \
-         inherit_env: [PATH, HOME]\n  cwd: {}\n  stdio: {{{SESSION_STDIO}}}\n\
-         auth: {{anonymous: allow}}\npolicy: {{default: allow}}\n",
-        serde_json::to_string(&peer.command).unwrap(),
-        serde_json::to_string(dir.0.to_str().unwrap()).unwrap()
-    );
-    let s = within(
-        60,
-        "the sentinel starting",
-        sentinel::start_with(sentinel::yaml_config(&yaml), true),
-    )
-    .await;
-    let client = via_sentinel(&s, &peer, &Era::Legacy(ProtocolVersion::V_2025_11_25)).await;
-    let mut seen = Vec::new();
-    for (tool, arguments) in [
-        ("getenv", json!({"name": "PEER_GREETING"})),
-        ("getenv", json!({"name": "HOME"})),
-        ("getenv", json!({"name": private})),
-        ("cwd", json!({})),
-    ] {
-        let result = client.call_tool(tool_call(tool, arguments)).await.unwrap();
-        seen.push(first_text(&json!(result)));
-    }
-    let home = std::env::var("HOME").unwrap();
-    let cwd = dir.0.canonicalize().unwrap();
+    let proxied_error = proxied.err().expect("server-everything is legacy only");
     assert_eq!(
-        seen,
-        [
-            "hello from the config",
-            home.as_str(),
-            "<unset>",
-            cwd.to_str().unwrap()
-        ],
-        "{private} must not reach the child"
+        proxied_error.to_string(),
+        "JSON-RPC error: -32601: Method not found"
     );
-    let _ = client.cancel().await;
-}
-
-/// 2026-07-28 requests go to a pool of children. The Python SDK seals `requestState` with a key
-/// of its own process, so the retry of an `input_required` round must reach the child that asked:
-/// every sampling and elicitation round trip succeeds with two children in the pool.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_sdk_modern_input_rounds_with_a_pool_of_two() {
-    let peer = python_peer();
-    let s = sentinel_for(
-        &peer,
-        "sharing: session, pool: 2, max_children: 8, start_timeout: 20s",
+    assert_eq!(proxied_error.to_string(), direct_error.to_string());
+    // On the wire: the pool child's own answer, under the caller's id.
+    let discover = raw_post(
+        &s.url,
+        &modern_headers("server/discover", None),
+        &modern_request(5, "server/discover", json!({})),
     )
     .await;
-    let client = via_sentinel(&s, &peer, &Era::Modern).await;
-    for round in 0..4 {
-        let llm = client
-            .call_tool(tool_call("ask_llm", json!({"prompt": "six times seven?"})))
-            .await
-            .unwrap_or_else(|e| panic!("ask_llm #{round}: {e}"));
-        assert_eq!(
-            first_text(&json!(llm)),
-            "llm said: forty-two (model test-model)"
-        );
-        let name = client
-            .call_tool(tool_call("ask_name", json!({})))
-            .await
-            .unwrap_or_else(|e| panic!("ask_name #{round}: {e}"));
-        assert_eq!(first_text(&json!(name)), "hello Ada");
-    }
-    assert_eq!(client.service().asked().len(), 8);
-    let _ = client.cancel().await;
+    assert_eq!(discover.status, 200, "{}", discover.body);
+    assert_eq!(
+        discover.final_message().unwrap(),
+        json!({"jsonrpc": "2.0", "id": 5, "error": {"code": -32601, "message": "Method not found"}})
+    );
 }
 
 // ---- cancellation ------------------------------------------------------------------------------
 
 /// The client gives up on a call: the call ends for it at once, the Python server is told (its
 /// tool sees the cancellation) and the session goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_call_reaches_the_python_server() {
+async fn a_cancelled_call_reaches_the_python_server(era: Era) {
     let peer = python_peer();
     let s = sentinel_for(&peer, SESSION_STDIO).await;
-    for era in [Era::Legacy(ProtocolVersion::V_2025_11_25), Era::Modern] {
-        let label = era.label();
-        let client = via_sentinel(&s, &peer, &era).await;
-        let handle = client
-            .peer()
-            .send_cancellable_request(
-                ClientRequest::CallToolRequest(CallToolRequest::new(tool_call(
-                    "sleep",
-                    json!({"seconds": 30}),
-                ))),
-                PeerRequestOptions::no_options(),
-            )
+    let label = era.label();
+    let client = via_sentinel(&s, &peer, &era).await;
+    let handle = client
+        .peer()
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(CallToolRequest::new(tool_call(
+                "sleep",
+                json!({"seconds": 30}),
+            ))),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{label}: send: {e}"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    within(5, "cancel", handle.cancel(Some("test gives up".into())))
+        .await
+        .unwrap_or_else(|e| panic!("{label}: cancel: {e}"));
+    assert!(started.elapsed() < Duration::from_secs(2), "{label}");
+    // The server records the cancellation when its task is cut short. In the modern era the
+    // pool has one child, so `events` asks the one that ran `sleep`.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = client
+            .call_tool(tool_call("events", json!({})))
             .await
-            .unwrap_or_else(|e| panic!("{label}: send: {e}"));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let started = Instant::now();
-        within(5, "cancel", handle.cancel(Some("test gives up".into())))
-            .await
-            .unwrap_or_else(|e| panic!("{label}: cancel: {e}"));
-        assert!(started.elapsed() < Duration::from_secs(2), "{label}");
-        // The server records the cancellation when its task is cut short.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let events = client
-                .call_tool(tool_call("events", json!({})))
-                .await
-                .unwrap_or_else(|e| panic!("{label}: events: {e}"));
-            let events = first_text(&json!(events));
-            if events == r#"["cancelled sleep 30"]"# {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{label}: the server never saw the cancellation: {events}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            .unwrap_or_else(|e| panic!("{label}: events: {e}"));
+        let events = first_text(&json!(events));
+        if events == r#"["cancelled sleep 30"]"# {
+            break;
         }
-        let _ = client.cancel().await;
+        assert!(
+            Instant::now() < deadline,
+            "{label}: the server never saw the cancellation: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = client.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_legacy_call_reaches_the_python_server() {
+    a_cancelled_call_reaches_the_python_server(Era::Legacy(ProtocolVersion::V_2025_11_25)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_modern_call_reaches_the_python_server() {
+    a_cancelled_call_reaches_the_python_server(Era::Modern).await;
+}
+
+/// Legacy, on the wire: `notifications/cancelled` reaches the child whether or not the client
+/// still reads the call's response stream (a closed stream is no cancellation in the legacy
+/// era, and no reason to lose the one that follows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_cancellation_reaches_the_child_after_the_stream_closed() {
+    let peer = python_peer();
+    let s = sentinel_for(&peer, SESSION_STDIO).await;
+    for keep_stream in [true, false] {
+        let (session, _) = raw_legacy_session(&s.url, "2025-11-25").await;
+        let h = legacy_headers("2025-11-25", session.as_deref());
+        let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                          "params": {"name": "sleep", "arguments": {"seconds": 30}}});
+        let stream = raw_send(reqwest::Method::POST, &s.url, &h, Some(&call)).await;
+        assert_eq!(stream.status(), 200);
+        let held = keep_stream.then_some(stream);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                            "params": {"requestId": 7, "reason": "gave up"}});
+        assert_eq!(raw_post(&s.url, &h, &cancel).await.status, 202);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let events = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+                            "params": {"name": "events", "arguments": {}}});
+        let answer = raw_post(&s.url, &h, &events).await;
+        assert_eq!(
+            first_text(&answer.final_message().unwrap()["result"]),
+            r#"["cancelled sleep 30"]"#,
+            "stream kept open: {keep_stream}"
+        );
+        drop(held);
     }
 }
 

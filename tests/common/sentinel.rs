@@ -38,12 +38,14 @@ pub fn config_from_yaml(yaml: &str, upstream_url: &str) -> Config {
     cfg
 }
 
-/// A config from YAML text (its upstream as it says: `upstream.command` for a stdio server),
-/// bound to ephemeral loopback ports.
+/// A config from YAML text (its upstream as it says: `upstream.command` for a stdio server, whose
+/// children start through the built `mcp-sentinel` binary as `run` does it), bound to ephemeral
+/// loopback ports.
 pub fn yaml_config(yaml: &str) -> Config {
     let mut cfg = Config::from_yaml(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.admin_listen = "127.0.0.1:0".parse().unwrap();
+    cfg.upstream.stdio.launcher = Some(env!("CARGO_BIN_EXE_mcp-sentinel").into());
     cfg
 }
 
