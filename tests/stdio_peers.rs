@@ -224,14 +224,17 @@ async fn sentinel_for(peer: &Peer, stdio: &str) -> TestSentinel {
         serde_json::to_string(&peer.command).unwrap()
     );
     within(
-        60,
+        START_SECS,
         "the sentinel starting",
         sentinel::start_with(sentinel::yaml_config(&yaml), true),
     )
     .await
 }
 
-const SESSION_STDIO: &str = "sharing: session, pool: 1, max_children: 64, start_timeout: 20s";
+/// How long a child may take to start and answer `initialize`: a Python SDK server takes about
+/// 0.8 s of CPU to start, and the 20 of the concurrency test start at once on 2 shared cores.
+const START_SECS: u64 = 120;
+const SESSION_STDIO: &str = "sharing: session, pool: 1, max_children: 64, start_timeout: 120s";
 
 /// `peer` spawned here, its stdio the client's transport: the reference answers.
 async fn direct(peer: &Peer, era: &Era) -> (McpClient, Child) {
@@ -258,10 +261,10 @@ async fn try_direct(
     let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
     let client = TestClient::answering(era, answers());
     let client = match era {
-        Era::Legacy(_) => within(30, "direct initialize", client.serve(io)).await,
+        Era::Legacy(_) => within(START_SECS, "direct initialize", client.serve(io)).await,
         Era::Modern => {
             within(
-                30,
+                START_SECS,
                 "direct discover",
                 client.serve_with_lifecycle(
                     io,
@@ -278,7 +281,7 @@ async fn try_direct(
 
 async fn via_sentinel(s: &TestSentinel, peer: &Peer, era: &Era) -> McpClient {
     within(
-        30,
+        START_SECS,
         "connect through the sentinel",
         connect_client(
             &s.url,
@@ -546,7 +549,7 @@ async fn server_everything_refuses_a_modern_client_as_it_does_directly() {
         .expect("server-everything is legacy only");
     let s = sentinel_for(&peer, SESSION_STDIO).await;
     let proxied = within(
-        30,
+        START_SECS,
         "modern connect",
         connect_client(
             &s.url,
@@ -729,11 +732,7 @@ fn children_running(marker: &str) -> BTreeSet<u32> {
 /// 20 legacy sessions at once, 10 concurrent calls each: every answer right, and every session
 /// its own child (20 more children of the sentinel while they are open).
 async fn twenty_sessions_ten_calls_each(peer: Peer, marker: &str) {
-    let s = sentinel_for(
-        &peer,
-        "sharing: session, pool: 1, max_children: 64, start_timeout: 60s",
-    )
-    .await;
+    let s = sentinel_for(&peer, SESSION_STDIO).await;
     let before = children_running(marker);
     let era = Era::Legacy(ProtocolVersion::V_2025_11_25);
     let sessions = futures_util::future::join_all((0..20).map(|i| {
@@ -755,7 +754,7 @@ async fn twenty_sessions_ten_calls_each(peer: Peer, marker: &str) {
             client
         }
     }));
-    let clients = within(180, "20 sessions x 10 calls", sessions).await;
+    let clients = within(2 * START_SECS, "20 sessions x 10 calls", sessions).await;
     let during = children_running(marker);
     assert_eq!(
         during.difference(&before).count(),
@@ -843,7 +842,7 @@ impl Lines {
 
     /// The answer to request `id`; notifications and server requests before it are skipped.
     async fn answer(&mut self, id: i64) -> Value {
-        within(30, &format!("answer {id}"), async {
+        within(START_SECS, &format!("answer {id}"), async {
             loop {
                 let line = self
                     .stdout
@@ -946,7 +945,7 @@ async fn stdio_front_rmcp_client_to_both_peers() {
         let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
         let era = Era::Legacy(ProtocolVersion::V_2025_11_25);
         let client = within(
-            30,
+            START_SECS,
             "initialize over the stdio front",
             TestClient::answering(&era, answers()).serve(io),
         )
