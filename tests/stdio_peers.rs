@@ -204,6 +204,7 @@ fn answers() -> Answers {
         sampling: "forty-two".into(),
         model: "test-model".into(),
         elicitation: json!({"name": "Ada"}),
+        delay: Duration::ZERO,
     }
 }
 
@@ -577,6 +578,108 @@ async fn server_everything_refuses_a_modern_client_as_it_does_directly() {
         discover.final_message().unwrap(),
         json!({"jsonrpc": "2.0", "id": 5, "error": {"code": -32601, "message": "Method not found"}})
     );
+}
+
+/// The child gets the environment the config gives it: `env`, the `inherit_env` names from the
+/// sentinel's own environment and nothing else, and `cwd`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_server_runs_with_the_configured_environment() {
+    let peer = python_peer();
+    let dir = TempDir::new("stdio-env");
+    // A variable of this process that the config does not pass on.
+    let (private, _) = std::env::vars()
+        .find(|(k, _)| k != "PATH" && k != "HOME")
+        .expect("the test has some environment");
+    let yaml = format!(
+        "upstream:\n  command: {}\n  env: {{PEER_GREETING: hello from the config}}\n  \
+         inherit_env: [PATH, HOME]\n  cwd: {}\n  stdio: {{{SESSION_STDIO}}}\n\
+         auth: {{anonymous: allow}}\npolicy: {{default: allow}}\n",
+        serde_json::to_string(&peer.command).unwrap(),
+        serde_json::to_string(dir.0.to_str().unwrap()).unwrap()
+    );
+    let s = within(
+        START_SECS,
+        "the sentinel starting",
+        sentinel::start_with(sentinel::yaml_config(&yaml), true),
+    )
+    .await;
+    let client = via_sentinel(&s, &peer, &Era::Legacy(ProtocolVersion::V_2025_11_25)).await;
+    let mut seen = Vec::new();
+    for (tool, arguments) in [
+        ("getenv", json!({"name": "PEER_GREETING"})),
+        ("getenv", json!({"name": "HOME"})),
+        ("getenv", json!({"name": private})),
+        ("cwd", json!({})),
+    ] {
+        let result = client.call_tool(tool_call(tool, arguments)).await.unwrap();
+        seen.push(first_text(&json!(result)));
+    }
+    let home = std::env::var("HOME").unwrap();
+    let cwd = dir.0.canonicalize().unwrap();
+    assert_eq!(
+        seen,
+        [
+            "hello from the config",
+            home.as_str(),
+            "<unset>",
+            cwd.to_str().unwrap()
+        ],
+        "{private} must not reach the child"
+    );
+    let _ = client.cancel().await;
+}
+
+/// 2026-07-28 requests go to a pool of children. The Python SDK seals `requestState` with a key
+/// of its own process, so the retry of an `input_required` round must reach the child that asked.
+/// Here it would not by load alone: the first round goes to the second child while another
+/// client's `sleep` keeps the first busy, and the retry comes when both are idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_modern_input_rounds_with_a_pool_of_two() {
+    let peer = python_peer();
+    let s = sentinel_for(
+        &peer,
+        "sharing: session, pool: 2, max_children: 8, start_timeout: 120s",
+    )
+    .await;
+    let sleeper = via_sentinel(&s, &peer, &Era::Modern).await;
+    let slow_answers = Answers {
+        delay: Duration::from_millis(1500),
+        ..answers()
+    };
+    let asker = within(
+        START_SECS,
+        "connect",
+        connect_client(
+            &s.url,
+            &Era::Modern,
+            &ClientOptions::default(),
+            TestClient::answering(&Era::Modern, slow_answers),
+        ),
+    )
+    .await
+    .unwrap();
+    for (tool, arguments, want) in [
+        (
+            "ask_llm",
+            json!({"prompt": "six times seven?"}),
+            "llm said: forty-two (model test-model)",
+        ),
+        ("ask_name", json!({}), "hello Ada"),
+    ] {
+        let busy = sleeper.call_tool(tool_call("sleep", json!({"seconds": 0.5})));
+        let ask = async {
+            // Let `sleep` reach the first child before the question goes out.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            asker.call_tool(tool_call(tool, arguments)).await
+        };
+        let (slept, answer) = within(30, tool, futures_util::future::join(busy, ask)).await;
+        assert_eq!(first_text(&json!(slept.unwrap())), "slept 0.5");
+        let answer = answer.unwrap_or_else(|e| panic!("{tool}: {e}"));
+        assert_eq!(first_text(&json!(answer)), want, "{tool}");
+    }
+    assert_eq!(asker.service().asked().len(), 2);
+    let _ = sleeper.cancel().await;
+    let _ = asker.cancel().await;
 }
 
 // ---- cancellation ------------------------------------------------------------------------------

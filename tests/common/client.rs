@@ -125,6 +125,8 @@ pub struct Answers {
     pub sampling: String,
     pub model: String,
     pub elicitation: Value,
+    /// How long the client thinks before it answers.
+    pub delay: Duration,
 }
 
 impl TestClient {
@@ -164,12 +166,19 @@ impl TestClient {
             .clone()
     }
 
-    fn record(&self, method: &str, params: &impl Serialize) -> Result<&Answers, rmcp::ErrorData> {
+    async fn record(
+        &self,
+        method: &str,
+        params: &impl Serialize,
+    ) -> Result<&Answers, rmcp::ErrorData> {
         let params = serde_json::to_value(params).expect("params serialize");
         self.asked
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((method.to_owned(), params));
+        if let Some(answers) = &self.answers {
+            tokio::time::sleep(answers.delay).await;
+        }
         self.answers.as_ref().ok_or_else(|| {
             rmcp::ErrorData::new(
                 rmcp::model::ErrorCode::METHOD_NOT_FOUND,
@@ -218,7 +227,7 @@ impl ClientHandler for TestClient {
         params: rmcp::model::CreateMessageRequestParams,
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
-        let answers = self.record("sampling/createMessage", &params)?;
+        let answers = self.record("sampling/createMessage", &params).await?;
         Ok(serde_json::from_value(json!({
             "role": "assistant",
             "content": { "type": "text", "text": answers.sampling },
@@ -233,7 +242,7 @@ impl ClientHandler for TestClient {
         request: rmcp::model::ElicitRequestParams,
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
-        let answers = self.record("elicitation/create", &request)?;
+        let answers = self.record("elicitation/create", &request).await?;
         Ok(
             serde_json::from_value(json!({ "action": "accept", "content": answers.elicitation }))
                 .expect("elicitation result"),
