@@ -943,24 +943,27 @@ impl Lines {
         self.stdin.flush().await.unwrap();
     }
 
+    /// The next message on stdout.
+    async fn next(&mut self) -> Value {
+        let line = within(START_SECS, "a line on stdout", self.stdout.next_line())
+            .await
+            .expect("read stdout")
+            .expect("stdout closed");
+        let message: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+        // stdout is the MCP channel: nothing else (logs, audit records) may be on it.
+        assert_eq!(message["jsonrpc"], "2.0", "not a JSON-RPC message: {line}");
+        message
+    }
+
     /// The answer to request `id`; notifications and server requests before it are skipped.
     async fn answer(&mut self, id: i64) -> Value {
-        within(START_SECS, &format!("answer {id}"), async {
-            loop {
-                let line = self
-                    .stdout
-                    .next_line()
-                    .await
-                    .expect("read stdout")
-                    .unwrap_or_else(|| panic!("stdout closed before answer {id}"));
-                let message: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-                if message["id"] == json!(id) && message.get("method").is_none() {
-                    return message;
-                }
+        loop {
+            let message = self.next().await;
+            if message["id"] == json!(id) && message.get("method").is_none() {
+                return message;
             }
-        })
-        .await
+        }
     }
 
     async fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
@@ -982,7 +985,7 @@ async fn stdio_front_json_lines_to_the_python_server() {
         .request(
             1,
             "initialize",
-            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+            json!({"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
                    "clientInfo": {"name": "lines", "version": "1.0.0"}}),
         )
         .await;
@@ -1028,6 +1031,29 @@ async fn stdio_front_json_lines_to_the_python_server() {
     assert_eq!(
         denied,
         json!({"jsonrpc": "2.0", "id": 4, "error": {"code": -32602, "message": "tool not found"}})
+    );
+    // A sampling round trip by hand: the server's request comes out on stdout between the call
+    // and its answer, and the client's answer goes back in under the id it came with.
+    lines
+        .send(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                     "params": {"name": "ask_llm", "arguments": {"prompt": "six times seven?"}}}))
+        .await;
+    let asked = lines.next().await;
+    assert_eq!(asked["method"], "sampling/createMessage", "{asked}");
+    assert_eq!(
+        asked["params"],
+        json!({"messages": [{"role": "user", "content": {"type": "text", "text": "six times seven?"}}],
+               "maxTokens": 16})
+    );
+    lines
+        .send(json!({"jsonrpc": "2.0", "id": asked["id"], "result": {
+            "role": "assistant", "content": {"type": "text", "text": "forty-two"}, "model": "by-hand"}}))
+        .await;
+    let llm = lines.answer(5).await;
+    assert_eq!(
+        llm["result"]["content"],
+        json!([{"type": "text", "text": "llm said: forty-two (model by-hand)"}]),
+        "{llm}"
     );
     drop(lines);
     let status = within(20, "mcp-sentinel stdio exiting on EOF", child.wait())
