@@ -100,7 +100,7 @@ struct ExplainArgs {
     /// A scope the caller's token carries (repeat for several)
     #[arg(long = "scope")]
     scopes: Vec<String>,
-    /// How the caller authenticated: anonymous, api_key, jwt, kubernetes, mtls
+    /// How the caller authenticated: anonymous, api_key, jwt, kubernetes, mtls, stdio
     #[arg(long, default_value = "jwt")]
     auth_method: String,
     /// A claim of the caller, NAME=VALUE (repeat for several)
@@ -271,7 +271,7 @@ fn explain(args: &ExplainArgs) -> ExitCode {
         .find(|m| m.as_str() == args.auth_method)
     else {
         return usage(format!(
-            "--auth-method {:?} is not one of anonymous, api_key, jwt, kubernetes, mtls",
+            "--auth-method {:?} is not one of anonymous, api_key, jwt, kubernetes, mtls, stdio",
             args.auth_method
         ));
     };

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -17,21 +17,8 @@ const SENTINEL: &str = env!("CARGO_BIN_EXE_mcp-sentinel");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/run-demo.sh");
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/passthrough.yaml");
 
-/// The demo upstream built beside the sentinel: `make test` builds it first (`cargo build
-/// --example demo_upstream`; `--all-targets` builds examples only as test harnesses). Not built
-/// from here: a cargo run inside the test process sees the test's environment, makes build
-/// scripts rerun and the next build recompile their dependents.
 fn demo_upstream() -> PathBuf {
-    let exe = Path::new(SENTINEL)
-        .parent()
-        .unwrap()
-        .join("examples/demo_upstream");
-    assert!(
-        exe.exists(),
-        "{} is missing: run `cargo build --example demo_upstream` first (make test does)",
-        exe.display()
-    );
-    exe
+    common::stdio::example("demo_upstream")
 }
 
 /// A loopback port nothing listens on (bound and released: the script takes addresses, not

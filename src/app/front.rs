@@ -30,6 +30,8 @@ use crate::stdio::lines::{Line, LineReader};
 
 /// Lines waiting for stdout.
 const OUT_QUEUE: usize = 256;
+/// Requests of the client in flight at once.
+const IN_FLIGHT: usize = 64;
 
 /// What the client's session has settled: the session id and version after `initialize`.
 #[derive(Default)]
@@ -95,7 +97,10 @@ where
         let text = match line {
             Line::Text(t) => t,
             Line::TooLong { bytes, id } => {
-                let id = id.unwrap_or_else(|| "null".into());
+                // The id scanned on the way may be cut short: only a whole JSON value is used.
+                let id = id
+                    .filter(|i| serde_json::from_str::<&serde_json::value::RawValue>(i).is_ok())
+                    .unwrap_or_else(|| "null".into());
                 let why = format!("request of {bytes} bytes is over limits.max_body_bytes");
                 front
                     .emit(json::error_line(&id, -32600, &why).into_bytes())
@@ -119,6 +124,10 @@ where
             // The session id comes with the answer to initialize: nothing else goes first.
             Some((Kind::Request, true)) => front.clone().exchange(text).await,
             Some((Kind::Request, false)) => {
+                // A bounded number in flight: the next line waits for one to finish.
+                while calls.len() >= IN_FLIGHT {
+                    calls.join_next().await;
+                }
                 calls.spawn(front.clone().exchange(text));
                 while calls.try_join_next().is_some() {}
             }

@@ -471,7 +471,7 @@ fn read_match(r: &mut Reader, s: &mut Section<'_>) -> MatchConfig {
                         .into_iter()
                         .find(|a| a.as_str() == n)
                         .ok_or_else(|| {
-                            format!("{n:?} is not one of anonymous, api_key, jwt, kubernetes, mtls")
+                            format!("{n:?} is not one of anonymous, api_key, jwt, kubernetes, mtls, stdio")
                         })
                 })
                 .collect()

@@ -231,7 +231,7 @@ fn read_rule(
                         .find(|a| a.as_str() == m)
                         .ok_or_else(|| {
                             format!(
-                                "{m:?} is not an auth method (anonymous, api_key, jwt, kubernetes, mtls)"
+                                "{m:?} is not an auth method (anonymous, api_key, jwt, kubernetes, mtls, stdio)"
                             )
                         })
                 })

@@ -26,6 +26,9 @@ const INTERNAL_ERROR: i64 = -32603;
 const STDIN_QUEUE: usize = 16;
 /// Messages queued for one call; progress beyond it is dropped, never the answer.
 const CALL_QUEUE: usize = 64;
+/// Bytes of progress and server messages queued for one call, or for a session's GET stream:
+/// beyond it they are dropped (and counted), so a reader that does not read costs this much.
+pub const QUEUE_BYTES: usize = 8 << 20;
 /// A stderr line is logged up to this size.
 const STDERR_LINE_MAX: usize = 8 * 1024;
 /// From closing a child's stdin to SIGTERM, and from SIGTERM to SIGKILL.
@@ -68,22 +71,96 @@ pub enum Message {
     Final(Bytes),
 }
 
+/// A queue of messages bounded by count and by bytes: a session's GET stream.
+pub struct SinkTx {
+    tx: mpsc::Sender<Bytes>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub struct SinkRx {
+    rx: mpsc::Receiver<Bytes>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub fn sink(count: usize) -> (SinkTx, SinkRx) {
+    let (tx, rx) = mpsc::channel(count);
+    let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (
+        SinkTx {
+            tx,
+            bytes: bytes.clone(),
+        },
+        SinkRx { rx, bytes },
+    )
+}
+
+impl SinkTx {
+    /// Queues `b` if the queue has room for it; false when dropped.
+    fn offer(&self, b: Bytes) -> bool {
+        if !reserve(&self.bytes, b.len()) {
+            return false;
+        }
+        let n = b.len();
+        if self.tx.try_send(b).is_err() {
+            self.bytes.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+impl SinkRx {
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        let b = self.rx.recv().await?;
+        self.bytes.fetch_sub(b.len(), Ordering::Relaxed);
+        Some(b)
+    }
+}
+
+/// Takes `n` bytes of a queue's budget, if they fit.
+fn reserve(queued: &std::sync::atomic::AtomicUsize, n: usize) -> bool {
+    queued
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+            (q + n <= QUEUE_BYTES).then_some(q + n)
+        })
+        .is_ok()
+}
+
 struct Route {
+    /// Whose call this is, with the caller's id: the key of `by_caller_id`.
+    key: String,
     caller_id: String,
     caller_token: Option<String>,
     to: mpsc::Sender<Message>,
+    /// Bytes of interim messages queued for the call.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
     /// The caller reads this call as a stream: the child's own requests may go on it.
     streams: bool,
+}
+
+impl Route {
+    /// Queues an interim message if the call's queue has room; false when dropped.
+    fn interim(&self, b: Bytes) -> bool {
+        if !reserve(&self.queued, b.len()) {
+            return false;
+        }
+        let n = b.len();
+        if self.to.try_send(Message::Interim(b)).is_err() {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
 }
 
 #[derive(Default)]
 struct Routes {
     pending: HashMap<u64, Route>,
-    /// The caller's id → the child's, for the caller's cancellations (session children: one
-    /// caller, so its ids are its own).
+    /// The caller (session) and its id → the child's, for the caller's cancellations: a
+    /// caller can name only its own calls.
     by_caller_id: HashMap<String, u64>,
     /// Where the child's own messages go when no call streams (session children).
-    sink: Option<mpsc::Sender<Bytes>>,
+    sink: Option<SinkTx>,
     ended: bool,
 }
 
@@ -102,6 +179,8 @@ pub struct Child {
     /// Why it ended: stopped (by the sentinel), exited (status 0) or crashed.
     cause: std::sync::OnceLock<&'static str>,
     started: std::time::Instant,
+    /// It stopped reading its input (and was stopped for it).
+    is_hung: std::sync::atomic::AtomicBool,
 }
 
 pub struct ChildOptions {
@@ -109,7 +188,7 @@ pub struct ChildOptions {
     pub max_line_bytes: usize,
     pub write_timeout: Duration,
     /// The session's sink for the child's own messages; `None`: the bridge answers them.
-    pub sink: Option<mpsc::Sender<Bytes>>,
+    pub sink: Option<SinkTx>,
 }
 
 impl Child {
@@ -139,6 +218,7 @@ impl Child {
             metrics: metrics.clone(),
             cause: std::sync::OnceLock::new(),
             started: std::time::Instant::now(),
+            is_hung: std::sync::atomic::AtomicBool::new(false),
         });
         metrics
             .children
@@ -166,6 +246,11 @@ impl Child {
         self.ended.is_cancelled()
     }
 
+    /// Ended, or being stopped: no new work for it.
+    pub fn is_closing(&self) -> bool {
+        self.stop.is_cancelled() || self.ended.is_cancelled()
+    }
+
     /// Why it ended, once it has: stopped (by the sentinel), exited or crashed.
     pub fn cause(&self) -> Option<&'static str> {
         self.cause.get().copied()
@@ -190,14 +275,16 @@ impl Child {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes a request (`line`, read as `peek`) under an id of the child's own and returns
-    /// the call its answer will come to. `streams`: the caller reads the call as a stream.
+    /// Writes a request (`line`, read as `peek`) of `owner` (the caller's session; `None`:
+    /// nobody can name the call later) under an id of the child's own, and returns the call
+    /// its answer will come to. `streams`: the caller reads the call as a stream.
     /// `cancel_on_drop`: dropping the call unanswered cancels it in the child (modern era:
     /// a closed stream is a cancellation).
     pub async fn call(
         self: &Arc<Self>,
         line: &str,
         peek: &Peek<'_>,
+        owner: Option<&str>,
         streams: bool,
         cancel_on_drop: bool,
     ) -> Result<Call, ChildError> {
@@ -211,18 +298,26 @@ impl Child {
                 .ok_or(ChildError::Unroutable)?;
         }
         let (to, rx) = mpsc::channel(CALL_QUEUE);
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // A call nobody can name gets a key nobody can write.
+        let key = match owner {
+            Some(o) => caller_key(o, &caller_id),
+            None => format!("\u{0}{n}"),
+        };
         {
             let mut r = self.lock();
             if r.ended {
                 return Err(ChildError::Ended);
             }
-            r.by_caller_id.insert(caller_id.clone(), n);
+            r.by_caller_id.insert(key.clone(), n);
             r.pending.insert(
                 n,
                 Route {
+                    key,
                     caller_id,
                     caller_token,
                     to,
+                    queued: queued.clone(),
                     streams,
                 },
             );
@@ -231,6 +326,7 @@ impl Child {
             child: self.clone(),
             id: n,
             rx,
+            queued,
             answered: false,
             cancel_on_drop,
         };
@@ -238,13 +334,22 @@ impl Child {
         Ok(call)
     }
 
-    /// Writes a notification or a response of the caller. A cancellation names the call by the
-    /// caller's id; the child knows it by its own.
-    pub async fn send(&self, line: &str, peek: &Peek<'_>) -> Result<(), ChildError> {
+    /// Writes a notification or a response of `owner` (the caller's session). A cancellation
+    /// names the call by the caller's id; the child knows it by its own, and only the
+    /// owner's own calls can be named.
+    pub async fn send(
+        &self,
+        line: &str,
+        peek: &Peek<'_>,
+        owner: Option<&str>,
+    ) -> Result<(), ChildError> {
         if peek.kind() == Kind::Notification && peek.method() == "notifications/cancelled" {
-            let ours = peek
-                .param("requestId")
-                .and_then(|id| self.lock().by_caller_id.get(id.get()).copied());
+            let ours = owner.zip(peek.param("requestId")).and_then(|(o, id)| {
+                self.lock()
+                    .by_caller_id
+                    .get(&caller_key(o, id.get()))
+                    .copied()
+            });
             let Some(n) = ours else {
                 // Nothing of the caller's is in flight under that id.
                 return Ok(());
@@ -257,8 +362,19 @@ impl Child {
     }
 
     async fn write(&self, line: Vec<u8>) -> Result<(), ChildError> {
+        // One message, one line: a line break between tokens (which JSON allows) would make
+        // the child read two messages, the second one never checked.
+        let line = match json::one_line(&line) {
+            std::borrow::Cow::Borrowed(_) => line,
+            std::borrow::Cow::Owned(o) => o,
+        };
         match self.stdin.send_timeout(line, self.write_timeout).await {
             Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Closed(_))
+                if self.is_hung.load(Ordering::Relaxed) =>
+            {
+                Err(ChildError::Hung)
+            }
             Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(ChildError::Ended),
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                 self.hung();
@@ -268,6 +384,7 @@ impl Child {
     }
 
     fn hung(&self) {
+        self.is_hung.store(true, Ordering::Relaxed);
         if !self.stop.is_cancelled() {
             tracing::warn!(
                 pid = self.pid,
@@ -312,7 +429,7 @@ impl Child {
         let route = n.and_then(|n| {
             let mut r = self.lock();
             let route = r.pending.remove(&n)?;
-            r.by_caller_id.remove(&route.caller_id);
+            r.by_caller_id.remove(&route.key);
             Some(route)
         });
         let Some(route) = route else {
@@ -336,12 +453,11 @@ impl Child {
         let n = peek
             .param("progressToken")
             .and_then(|t| t.get().parse::<u64>().ok());
-        let target = n.and_then(|n| {
-            let r = self.lock();
+        let r = self.lock();
+        let Some((route, token)) = n.and_then(|n| {
             let route = r.pending.get(&n)?;
-            Some((route.to.clone(), route.caller_token.clone()?))
-        });
-        let Some((to, token)) = target else {
+            Some((route, route.caller_token.clone()?))
+        }) else {
             self.metrics
                 .bad_lines
                 .with_label_values(&["unroutable"])
@@ -349,36 +465,36 @@ impl Child {
             return;
         };
         if let Some(out) = json::replace(text, &["params", "progressToken"], &token)
-            && to.try_send(Message::Interim(Bytes::from(out))).is_err()
+            && !route.interim(Bytes::from(out))
         {
             self.metrics.dropped.inc();
         }
     }
 
-    /// A request or notification the child started.
+    /// A request or notification the child started. Only a session child has one caller it
+    /// can belong to: on the caller's call stream in flight, else on the session's GET stream.
+    /// A child shared by callers has nobody to send it to: its requests are refused, its
+    /// notifications dropped (never guessed onto some caller's stream).
     fn unsolicited(&self, text: &str, peek: &Peek<'_>) {
         let bytes = Bytes::copy_from_slice(text.as_bytes());
-        let r = self.lock();
-        let streaming = r
-            .pending
-            .iter()
-            .filter(|(_, route)| route.streams)
-            .max_by_key(|(n, _)| **n)
-            .map(|(_, route)| route.to.clone());
-        if let Some(to) = streaming {
-            if to.try_send(Message::Interim(bytes)).is_err() {
+        if self.role == Role::Session {
+            let r = self.lock();
+            let streaming = r
+                .pending
+                .iter()
+                .filter(|(_, route)| route.streams)
+                .max_by_key(|(n, _)| **n)
+                .map(|(_, route)| route);
+            let queued = match (streaming, &r.sink) {
+                (Some(route), _) => route.interim(bytes),
+                (None, Some(sink)) => sink.offer(bytes),
+                (None, None) => false,
+            };
+            if !queued {
                 self.metrics.dropped.inc();
             }
             return;
         }
-        if let Some(sink) = &r.sink {
-            if sink.try_send(bytes).is_err() {
-                self.metrics.dropped.inc();
-            }
-            return;
-        }
-        drop(r);
-        // A child shared by callers: its own requests have nobody to go to.
         if peek.kind() == Kind::Request {
             let id = peek.id.map_or("null", |i| i.get());
             let refusal = json::error_line(
@@ -387,6 +503,8 @@ impl Child {
                 "server-to-client requests are not available from a shared stdio server",
             );
             let _ = self.stdin.try_send(refusal.into_bytes());
+        } else {
+            self.metrics.dropped.inc();
         }
     }
 
@@ -409,7 +527,7 @@ impl Child {
         let route = id.and_then(|id| id.parse::<u64>().ok()).and_then(|n| {
             let mut r = self.lock();
             let route = r.pending.remove(&n)?;
-            r.by_caller_id.remove(&route.caller_id);
+            r.by_caller_id.remove(&route.key);
             Some(route)
         });
         if let Some(route) = route {
@@ -442,6 +560,11 @@ impl Child {
     }
 }
 
+/// The `by_caller_id` key of a caller's id in a session.
+fn caller_key(owner: &str, caller_id: &str) -> String {
+    format!("{owner}\u{0}{caller_id}")
+}
+
 fn deliver_final(to: &mpsc::Sender<Message>, line: Bytes) {
     if let Err(mpsc::error::TrySendError::Full(m)) = to.try_send(Message::Final(line)) {
         let to = to.clone();
@@ -456,6 +579,7 @@ pub struct Call {
     child: Arc<Child>,
     id: u64,
     rx: mpsc::Receiver<Message>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
     answered: bool,
     cancel_on_drop: bool,
 }
@@ -467,8 +591,11 @@ impl Call {
             return None;
         }
         let m = self.rx.recv().await;
-        if matches!(m, Some(Message::Final(_)) | None) {
-            self.answered = true;
+        match &m {
+            Some(Message::Interim(b)) => {
+                self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+            }
+            Some(Message::Final(_)) | None => self.answered = true,
         }
         m
     }
@@ -480,7 +607,7 @@ impl Drop for Call {
             let mut r = self.child.lock();
             match r.pending.remove(&self.id) {
                 Some(route) => {
-                    r.by_caller_id.remove(&route.caller_id);
+                    r.by_caller_id.remove(&route.key);
                     true
                 }
                 None => false,
@@ -514,16 +641,14 @@ async fn write_stdin(
             stdin.write_all(b"\n").await?;
             stdin.flush().await
         };
-        match tokio::time::timeout(child.write_timeout, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        // No timer here: a child that stops reading fills the pipe, then this queue, and the
+        // request that finds the queue full for `write_timeout` is the one told (504).
+        tokio::select! {
+            () = child.stop.cancelled() => break,
+            written = write => if let Err(e) = written {
                 tracing::debug!(pid = child.pid, error = %e, "stdio server's input closed");
                 break;
-            }
-            Err(_) => {
-                child.hung();
-                break;
-            }
+            },
         }
     }
     // Dropping stdin closes it: the first step of stopping a child.

@@ -150,19 +150,44 @@ pub fn error_line(id: &str, code: i64, message: &str) -> String {
     )
 }
 
-/// Drops the line breaks of a JSON text: JSON strings cannot hold raw ones, so only
-/// whitespace between tokens goes, and the text becomes one line.
+/// A JSON text as one line that no line reader splits: raw CR and LF (whitespace between
+/// tokens: JSON strings cannot hold them raw) are dropped, and the characters some readers
+/// also break lines at — NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR, legal raw only inside
+/// strings — are written as the `\uXXXX` escapes that mean the same string.
 pub fn one_line(text: &[u8]) -> Cow<'_, [u8]> {
-    if text.iter().any(|b| *b == b'\n' || *b == b'\r') {
-        Cow::Owned(
-            text.iter()
-                .copied()
-                .filter(|b| *b != b'\n' && *b != b'\r')
-                .collect(),
-        )
-    } else {
-        Cow::Borrowed(text)
+    const SPLITTERS: [(&[u8], &[u8]); 3] = [
+        (b"\xC2\x85", b"\\u0085"),
+        (b"\xE2\x80\xA8", b"\\u2028"),
+        (b"\xE2\x80\xA9", b"\\u2029"),
+    ];
+    let needs = text
+        .iter()
+        .any(|b| matches!(b, b'\n' | b'\r' | 0xC2 | 0xE2));
+    if !needs {
+        return Cow::Borrowed(text);
     }
+    let mut out = Vec::with_capacity(text.len() + 8);
+    let mut i = 0;
+    'bytes: while i < text.len() {
+        let b = text[i];
+        if b == b'\n' || b == b'\r' {
+            i += 1;
+            continue;
+        }
+        for (raw, escaped) in SPLITTERS {
+            if text[i..].starts_with(raw) {
+                out.extend_from_slice(escaped);
+                i += raw.len();
+                continue 'bytes;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    if out.len() == text.len() && out == text {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -199,5 +224,23 @@ mod tests {
             &*one_line(b"{\n  \"a\": \"b\\n\"\r\n}"),
             b"{  \"a\": \"b\\n\"}"
         );
+    }
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    use super::one_line;
+
+    #[test]
+    fn what_readers_split_at_is_escaped() {
+        let odd = "{\"t\":\"a\u{2028}b\u{85}c\u{2029}\u{e9}\"}";
+        let fixed = one_line(odd.as_bytes());
+        let want = "{\"t\":\"a\\u2028b\\u0085c\\u2029\u{e9}\"}";
+        assert_eq!(std::str::from_utf8(&fixed).unwrap(), want);
+        let back: serde_json::Value = serde_json::from_slice(&fixed).unwrap();
+        assert_eq!(back["t"], "a\u{2028}b\u{85}c\u{2029}\u{e9}");
+        // A pretty-printed body (newlines between tokens) becomes one line, same value.
+        let pretty = b"{\n \"a\":\r\n {\"b\": 1}\n}";
+        assert_eq!(&*one_line(pretty), b"{ \"a\": {\"b\": 1}}");
     }
 }

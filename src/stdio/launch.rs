@@ -1,8 +1,9 @@
 //! Starting and stopping a child. Each child is started through the sentinel's own binary
-//! (`mcp-sentinel launch-child`), which, before it becomes the server by exec: asks the kernel
-//! to kill it when the sentinel dies (`PR_SET_PDEATHSIG`, so a crashed sentinel leaves no
-//! server behind) and sets its rlimits. Neither needs `unsafe` this way. The child leads a
-//! process group of its own, so what it starts (an `npx` wrapper's node) is stopped with it.
+//! (`mcp-sentinel launch-child`), which sets the rlimits, starts the server and stays beside
+//! it as a small supervisor: the kernel tells it when the sentinel dies (`PR_SET_PDEATHSIG`),
+//! and it then stops the whole group, so a crashed sentinel leaves no server behind. None of
+//! this needs `unsafe`. The launcher leads a process group of its own, so what the server
+//! starts (an `npx` wrapper's node) is stopped with it.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -141,6 +142,8 @@ pub async fn stop(child: &mut tokio::process::Child, grace: Duration) {
 /// The launcher's side (`mcp-sentinel launch-child`): arguments after the subcommand.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct LaunchArgs {
+    /// The second stage: set the limits and become the program (see [`exec`]).
+    pub exec_only: bool,
     pub parent: Option<i32>,
     pub limits: ChildLimits,
     pub argv: Vec<OsString>,
@@ -162,6 +165,7 @@ impl LaunchArgs {
                     .ok_or_else(|| format!("{a} needs a number"))
             };
             match a.as_str() {
+                "--exec" => out.exec_only = true,
                 "--parent" => out.parent = Some(value()? as i32),
                 "--memory" => out.limits.memory = Some(value()?),
                 "--cpu-seconds" => out.limits.cpu_seconds = Some(value()?),
@@ -176,19 +180,83 @@ impl LaunchArgs {
     }
 }
 
-/// Becomes the child: ties its life to the parent's, sets the limits, execs the program.
-/// Returns only on failure, with what went wrong.
+/// Runs the child and stays as its supervisor, so the child's whole process group goes when
+/// the sentinel does: the kernel sends this process SIGTERM when the sentinel dies
+/// (`PR_SET_PDEATHSIG`), and it passes it to the group, then SIGKILL after a grace. The
+/// program gets the limits (set here, inherited) and this process's stdin/stdout/stderr; its
+/// exit status becomes this process's. Returns only on failure, with what went wrong.
 pub fn exec(args: LaunchArgs) -> String {
-    use nix::sys::resource::{Resource, setrlimit};
-    use std::os::unix::process::CommandExt;
-    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+    if args.exec_only {
+        return become_program(&args);
+    }
+    // Signals are taken with sigwait, not handlers (no `unsafe`): block them first. A mask is
+    // inherited: the second stage unblocks them again before it becomes the program.
+    let signals = supervised();
+    if let Err(e) = signals.thread_block() {
+        return format!("cannot block signals: {e}");
+    }
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM) {
         return format!("cannot tie the child to the sentinel: {e}");
     }
-    // The parent may have died before the line above: then nobody would kill this child.
+    // The parent may have died before the line above: then nobody would stop this child.
     if let Some(parent) = args.parent
         && nix::unistd::getppid().as_raw() != parent
     {
         return "the sentinel is gone".into();
+    }
+    // The limits are set in a second stage that becomes the program by exec: set here, they
+    // would bind this process too, whose own address space may already be over them.
+    let mut stage = match std::env::current_exe() {
+        Ok(me) => std::process::Command::new(me),
+        Err(e) => return format!("cannot find the launcher itself: {e}"),
+    };
+    stage.arg(LAUNCH_SUBCOMMAND).arg("--exec");
+    for (flag, value) in [
+        ("--memory", args.limits.memory),
+        ("--cpu-seconds", args.limits.cpu_seconds),
+        ("--open-files", args.limits.open_files),
+    ] {
+        if let Some(n) = value {
+            stage.arg(flag).arg(n.to_string());
+        }
+    }
+    let mut child = match stage.arg("--").args(&args.argv).spawn() {
+        Ok(c) => c,
+        Err(e) => return format!("cannot start the launcher's second stage: {e}"),
+    };
+    let group = nix::unistd::getpgrp();
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    std::process::exit(exit_code(status));
+                }
+            }
+            Ok(_) => {
+                // The sentinel died or stops the child: the group gets SIGTERM (this process
+                // has it blocked), then, after a grace, SIGKILL (this process included).
+                let _ = killpg(group, Signal::SIGTERM);
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while std::time::Instant::now() < deadline {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let _ = killpg(group, Signal::SIGKILL);
+                        std::process::exit(exit_code(status));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = killpg(group, Signal::SIGKILL);
+            }
+            Err(e) => return format!("cannot wait for signals: {e}"),
+        }
+    }
+}
+
+/// The second stage: sets the limits on itself, then becomes the program (exec keeps them).
+fn become_program(args: &LaunchArgs) -> String {
+    use nix::sys::resource::{Resource, setrlimit};
+    use std::os::unix::process::CommandExt;
+    if let Err(e) = supervised().thread_unblock() {
+        return format!("cannot unblock signals: {e}");
     }
     let limits = [
         (Resource::RLIMIT_AS, args.limits.memory, 0),
@@ -208,6 +276,28 @@ pub fn exec(args: LaunchArgs) -> String {
         .args(&args.argv[1..])
         .exec();
     format!("cannot start {}: {err}", program.display())
+}
+
+/// The signals the supervisor waits for.
+fn supervised() -> nix::sys::signal::SigSet {
+    let mut signals = nix::sys::signal::SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        signals.add(s);
+    }
+    signals
+}
+
+/// A shell's exit code for a status: the code, or 128 + the signal.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 #[cfg(test)]

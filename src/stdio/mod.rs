@@ -26,13 +26,12 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::stdio::{Sharing, StdioSettings};
 use crate::mcp::Era;
 use crate::mcp::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
-use child::{Call, Child, ChildError, ChildOptions, Message, Role};
+use child::{Call, Child, ChildError, ChildOptions, Message, Role, SinkRx, SinkTx};
 use json::{Kind, Peek};
 use launch::{Launch, LaunchError};
 
@@ -49,6 +48,8 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A child that lived this long before it crashed does not add to the backoff.
 const HEALTHY_LIFE: Duration = Duration::from_secs(30);
+/// The code of a 404 for a session that is gone: the pipeline's own for an unknown one.
+const SESSION_NOT_FOUND: i64 = -32600;
 /// The protocol version the sentinel initializes a shared child with.
 const SHARED_INIT_VERSION: &str = "2025-11-25";
 
@@ -140,7 +141,7 @@ pub enum BridgeError {
 struct Session {
     child: Arc<Child>,
     /// The child's own messages, waiting for a GET stream (taken while one is open).
-    sink: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    sink: Mutex<Option<SinkRx>>,
     last_used: Mutex<Instant>,
 }
 
@@ -199,6 +200,8 @@ pub struct Bridge {
     /// The shared child's answer to the sentinel's `initialize` (its `result`).
     shared_init: Mutex<Option<String>>,
     backoff: Mutex<Backoff>,
+    /// Session children running or starting (see `take_slot`).
+    session_slots: Mutex<usize>,
     stop: CancellationToken,
     max_body: usize,
 }
@@ -225,6 +228,7 @@ impl Bridge {
             slots: Mutex::new(vec![None; slots]),
             shared_init: Mutex::new(None),
             backoff: Mutex::new(Backoff::default()),
+            session_slots: Mutex::new(0),
             stop: CancellationToken::new(),
             max_body,
         });
@@ -306,7 +310,7 @@ impl Bridge {
         self.shared_init.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn options(&self, role: Role, sink: Option<mpsc::Sender<Bytes>>) -> ChildOptions {
+    fn options(&self, role: Role, sink: Option<SinkTx>) -> ChildOptions {
         ChildOptions {
             role,
             max_line_bytes: self.st.max_line_bytes,
@@ -373,7 +377,7 @@ impl Bridge {
         );
         let peek = Peek::read(&init).expect("a valid request");
         let answer = async {
-            let mut call = child.call(&init, &peek, false, false).await.ok()?;
+            let mut call = child.call(&init, &peek, None, false, false).await.ok()?;
             final_of(&mut call).await
         };
         let Ok(Some(line)) = tokio::time::timeout(self.st.start_timeout, answer).await else {
@@ -399,7 +403,7 @@ impl Bridge {
         };
         let done = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
         let peek = Peek::read(done).expect("a valid notification");
-        if child.send(done, &peek).await.is_err() {
+        if child.send(done, &peek, None).await.is_err() {
             return false;
         }
         *self.lock_shared_init() = Some(result);
@@ -442,13 +446,13 @@ impl Bridge {
         }
     }
 
-    fn session(&self, req: &Request<Incoming>) -> Result<Option<Arc<Session>>, ()> {
+    fn session(&self, req: &Request<Incoming>) -> Result<Option<(String, Arc<Session>)>, ()> {
         let Some(raw) = req.headers().get(MCP_SESSION_ID) else {
             return Ok(None);
         };
         let id = raw.to_str().map_err(|_| ())?;
         match self.lock_sessions().get(id) {
-            Some(s) if !s.child.is_ended() => Ok(Some(s.clone())),
+            Some(s) if !s.child.is_closing() => Ok(Some((id.to_string(), s.clone()))),
             _ => Err(()),
         }
     }
@@ -502,18 +506,18 @@ impl Bridge {
             .iter()
             .find_map(|p| p.id.map(|i| i.get().to_string()))
             .unwrap_or_else(|| "null".into());
-        let child = match session {
+        let (child, owner) = match session {
             Err(()) => {
                 return error(
                     StatusCode::NOT_FOUND,
                     &first_id,
-                    -32001,
+                    SESSION_NOT_FOUND,
                     "Session not found",
                 );
             }
-            Ok(Some(s)) => {
+            Ok(Some((sid, s))) => {
                 s.touch();
-                s.child.clone()
+                (s.child.clone(), Some(sid))
             }
             Ok(None)
                 if !batch
@@ -523,7 +527,7 @@ impl Bridge {
                 return self.initialize(text, &peeks[0]).await;
             }
             Ok(None) if modern => match self.warm_child() {
-                Some(c) => c,
+                Some(c) => (c, None),
                 None => return self.busy(&first_id, "no stdio server is running yet"),
             },
             Ok(None) => {
@@ -535,53 +539,83 @@ impl Bridge {
                 );
             }
         };
+        let owner = owner.as_deref();
         // A session child serves one caller; pool and shared children serve many, which must
-        // not answer (or cancel) each other.
+        // not answer (or cancel) each other, nor change the child for everyone.
         let stateless = child.role != Role::Session;
-        let mut calls = Vec::new();
+        let shared = child.role == Role::Shared;
+        let mut calls: Vec<Result<Call, String>> = Vec::new();
         for (raw, peek) in raws.iter().zip(&peeks) {
-            let sent = match peek.kind() {
-                Kind::Request => child
-                    .call(raw, peek, streams && !batch, modern)
+            let id = peek.id.map_or("null", |i| i.get());
+            let sent = match (peek.kind(), peek.method()) {
+                // The shared child was initialized once, by the sentinel.
+                (Kind::Request, "initialize") if shared => match self.shared_initialize(id) {
+                    Some(line) => {
+                        calls.push(Err(line));
+                        Ok(())
+                    }
+                    None => Err(ChildError::Ended),
+                },
+                (Kind::Notification, "notifications/initialized") if shared => Ok(()),
+                (Kind::Request, _) => child
+                    .call(raw, peek, owner, streams && !batch, modern)
                     .await
-                    .map(|c| calls.push(c)),
-                Kind::Response if stateless => Ok(()),
-                _ => child.send(raw, peek).await,
+                    .map(|c| calls.push(Ok(c))),
+                (Kind::Response, _) if stateless => Ok(()),
+                _ => child.send(raw, peek, owner).await,
             };
-            if let Err(e) = sent {
-                return failed(e, &first_id, stateless);
+            match sent {
+                Ok(()) => {}
+                Err(e) if batch => {
+                    // Each request of the batch that was not sent is answered on its own.
+                    if peek.kind() == Kind::Request {
+                        calls.push(Err(json::error_line(id, -32603, &e.to_string())));
+                    }
+                }
+                Err(e) => return failed(e, &first_id, stateless),
             }
         }
         if calls.is_empty() {
             return plain(StatusCode::ACCEPTED);
         }
         if batch {
-            let mut answers = Vec::with_capacity(calls.len());
-            for (call, peek) in calls
+            let mut out = Vec::from(&b"["[..]);
+            for (i, (call, peek)) in calls
                 .iter_mut()
                 .zip(peeks.iter().filter(|p| p.kind() == Kind::Request))
+                .enumerate()
             {
-                answers.push(match final_of(call).await {
-                    Some(b) => b,
-                    None => Bytes::from(json::error_line(
-                        peek.id.map_or("null", |i| i.get()),
-                        -32603,
-                        "the stdio server exited before answering",
-                    )),
-                });
-            }
-            let mut out = Vec::from(&b"["[..]);
-            for (i, a) in answers.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(a);
+                let answer = match call {
+                    Err(line) => Bytes::from(std::mem::take(line)),
+                    Ok(call) => match final_of(call).await {
+                        Some(b) => b,
+                        None => Bytes::from(json::error_line(
+                            peek.id.map_or("null", |i| i.get()),
+                            -32603,
+                            "the stdio server exited before answering",
+                        )),
+                    },
+                };
+                out.extend_from_slice(&answer);
             }
             out.push(b']');
             return json_response(StatusCode::OK, Bytes::from(out), None);
         }
-        let call = calls.pop().expect("one call");
-        answer(call, streams, &first_id).await
+        match calls.pop().expect("one call") {
+            Ok(call) => answer(call, streams, &first_id).await,
+            Err(line) => json_response(StatusCode::OK, Bytes::from(line), None),
+        }
+    }
+
+    /// The shared child's `initialize` result, as the answer to request `id`.
+    fn shared_initialize(&self, id: &str) -> Option<String> {
+        let result = self.lock_shared_init().clone()?;
+        Some(format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#
+        ))
     }
 
     /// A new legacy session: a child of its own (session sharing), or the shared child's
@@ -589,33 +623,27 @@ impl Bridge {
     async fn initialize(self: &Arc<Self>, text: &str, peek: &Peek<'_>) -> Response<BridgeBody> {
         let id = peek.id.map_or("null", |i| i.get());
         if self.st.sharing == Sharing::Shared {
-            let result = self.lock_shared_init().clone();
-            let (Some(result), Some(child)) = (result, self.warm_child()) else {
+            let (Some(line), Some(child)) = (self.shared_initialize(id), self.warm_child()) else {
                 return self.busy(id, "the shared stdio server is starting");
             };
             let sid = self.open_session(child, None);
-            let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#);
             return json_response(StatusCode::OK, Bytes::from(line), Some(&sid));
         }
         if let Some(wait) = self.lock_backoff().left() {
             self.metrics.refused.with_label_values(&["backoff"]).inc();
             return retry_later(id, wait, "the stdio server keeps exiting; retry later");
         }
-        let live = self
-            .lock_sessions()
-            .values()
-            .filter(|s| s.child.role == Role::Session)
-            .count()
-            + self.st.pool;
-        if live >= self.st.max_children {
+        // The slot is taken before the child starts (and given back when it ends), so
+        // concurrent initializes cannot start more than max_children between them.
+        let Some(slot) = self.take_slot() else {
             self.metrics.refused.with_label_values(&["capacity"]).inc();
             return retry_later(
                 id,
                 FULL_RETRY_AFTER,
                 "every stdio server slot is taken (upstream.stdio.max_children)",
             );
-        }
-        let (sink_tx, sink_rx) = mpsc::channel(SINK_QUEUE);
+        };
+        let (sink_tx, sink_rx) = child::sink(SINK_QUEUE);
         let started = Instant::now();
         let child = match Child::start(
             &self.launch,
@@ -639,7 +667,7 @@ impl Bridge {
             }
         };
         let answer = async {
-            let mut call = child.call(text, peek, false, false).await.ok()?;
+            let mut call = child.call(text, peek, None, false, false).await.ok()?;
             final_of(&mut call).await
         };
         let line = match tokio::time::timeout(self.st.start_timeout, answer).await {
@@ -669,9 +697,14 @@ impl Bridge {
             Ok(Some(line)) => line,
         };
         if child.is_ended() {
-            // What it sent was the error every call gets when its child ends.
+            // What came was the error every call gets when its child ends.
             self.lock_backoff().crashed(started.elapsed());
-            return json_response(StatusCode::BAD_GATEWAY, line, None);
+            return error(
+                StatusCode::BAD_GATEWAY,
+                id,
+                -32603,
+                "the stdio server exited before answering initialize",
+            );
         }
         #[derive(serde::Deserialize)]
         struct Answer<'a> {
@@ -688,22 +721,31 @@ impl Bridge {
             return json_response(StatusCode::OK, line, None);
         }
         self.lock_backoff().healthy();
-        // A session child that crashes slows the next ones down, as pool children do.
+        // The slot is the child's until it ends. Its crash, once it served, is its session's
+        // business: it does not slow down anyone else's (a caller could crash its own child
+        // on purpose); a child that fails to start does.
         tokio::spawn({
-            let bridge = self.clone();
             let child = child.clone();
             async move {
                 child.ended().cancelled().await;
-                if child.cause() != Some("stopped") {
-                    bridge.lock_backoff().crashed(child.age());
-                }
+                drop(slot);
             }
         });
         let sid = self.open_session(child, Some(sink_rx));
         json_response(StatusCode::OK, line, Some(&sid))
     }
 
-    fn open_session(&self, child: Arc<Child>, sink: Option<mpsc::Receiver<Bytes>>) -> String {
+    /// A session child's slot of `max_children` (the pool's are taken for good).
+    fn take_slot(self: &Arc<Self>) -> Option<Slot> {
+        let mut taken = self.session_slots.lock().unwrap_or_else(|p| p.into_inner());
+        if *taken + self.st.pool >= self.st.max_children {
+            return None;
+        }
+        *taken += 1;
+        Some(Slot(self.clone()))
+    }
+
+    fn open_session(&self, child: Arc<Child>, sink: Option<SinkRx>) -> String {
         let sid = new_session_id();
         let session = Arc::new(Session {
             child: child.clone(),
@@ -721,7 +763,7 @@ impl Bridge {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .flatten()
-            .filter(|c| !c.is_ended())
+            .filter(|c| !c.is_closing())
             .min_by_key(|c| c.in_flight())
             .cloned()
     }
@@ -734,9 +776,16 @@ impl Bridge {
     /// The session's GET stream: what its child sends on its own.
     fn get(&self, req: &Request<Incoming>) -> Response<BridgeBody> {
         let session = match self.session(req) {
-            Err(()) => return error(StatusCode::NOT_FOUND, "null", -32001, "Session not found"),
+            Err(()) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "null",
+                    SESSION_NOT_FOUND,
+                    "Session not found",
+                );
+            }
             Ok(None) => return plain(StatusCode::METHOD_NOT_ALLOWED),
-            Ok(Some(s)) => s,
+            Ok(Some((_, s))) => s,
         };
         let Some(rx) = session
             .sink
@@ -775,7 +824,12 @@ impl Bridge {
             return plain(StatusCode::METHOD_NOT_ALLOWED);
         };
         let Some(session) = self.lock_sessions().remove(id) else {
-            return error(StatusCode::NOT_FOUND, "null", -32001, "Session not found");
+            return error(
+                StatusCode::NOT_FOUND,
+                "null",
+                SESSION_NOT_FOUND,
+                "Session not found",
+            );
         };
         if session.child.role == Role::Session {
             session.child.stop();
@@ -784,9 +838,23 @@ impl Bridge {
     }
 }
 
+/// A taken session-child slot, given back when dropped.
+struct Slot(Arc<Bridge>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut taken = self
+            .0
+            .session_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *taken = taken.saturating_sub(1);
+    }
+}
+
 /// The receiver of a session's GET stream, handed back when the stream closes.
 struct SinkStream {
-    rx: Option<mpsc::Receiver<Bytes>>,
+    rx: Option<SinkRx>,
     session: Arc<Session>,
 }
 
@@ -913,7 +981,12 @@ fn failed(e: ChildError, id: &str, stateless: bool) -> Response<BridgeBody> {
             retry_later(id, BACKOFF_FIRST, "the stdio server exited; retry")
         }
         // The session's child is gone: the session with it.
-        ChildError::Ended => error(StatusCode::NOT_FOUND, id, -32001, "Session not found"),
+        ChildError::Ended => error(
+            StatusCode::NOT_FOUND,
+            id,
+            SESSION_NOT_FOUND,
+            "Session not found",
+        ),
         ChildError::Hung => error(
             StatusCode::GATEWAY_TIMEOUT,
             id,

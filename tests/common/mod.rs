@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod process;
 pub mod ratelimit;
 pub mod sentinel;
+pub mod stdio;
 pub mod tls;
 pub mod upstream;
