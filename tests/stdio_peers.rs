@@ -21,6 +21,7 @@ use common::client::{
     outcome, raw_legacy_session, raw_post, raw_send, tool_call,
 };
 use common::sentinel::{self, TempDir, TestSentinel};
+use common::stdio::{OPEN, stdio_config};
 use rmcp::model::{
     CallToolRequest, ClientRequest, GetPromptRequestParams, ProtocolVersion,
     ReadResourceRequestParams,
@@ -217,17 +218,26 @@ async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what}: no answer within {secs}s"))
 }
 
-/// A sentinel whose upstream is `peer` over stdio; `stdio` is the `upstream.stdio` block's body.
-async fn sentinel_for(peer: &Peer, stdio: &str) -> TestSentinel {
-    let yaml = format!(
-        "upstream:\n  command: {}\n  inherit_env: [PATH, HOME]\n  stdio: {{{stdio}}}\n\
-         auth: {{anonymous: allow}}\npolicy: {{default: allow}}\n",
-        serde_json::to_string(&peer.command).unwrap()
+/// A sentinel whose upstream is `peer` over stdio, anyone allowed anything; `upstream` holds
+/// the `upstream` section's keys beside `command`, as YAML lines indented by two.
+async fn sentinel_with(peer: &Peer, upstream: &str) -> TestSentinel {
+    let cfg = stdio_config(
+        &format!("upstream:\n{upstream}{OPEN}"),
+        peer.command.clone(),
     );
     within(
         START_SECS,
         "the sentinel starting",
-        sentinel::start_with(sentinel::yaml_config(&yaml), true),
+        sentinel::start_with(cfg, true),
+    )
+    .await
+}
+
+/// [`sentinel_with`] passing PATH and HOME on; `stdio` is the `upstream.stdio` block's body.
+async fn sentinel_for(peer: &Peer, stdio: &str) -> TestSentinel {
+    sentinel_with(
+        peer,
+        &format!("  inherit_env: [PATH, HOME]\n  stdio: {{{stdio}}}\n"),
     )
     .await
 }
@@ -590,19 +600,12 @@ async fn the_python_server_runs_with_the_configured_environment() {
     let (private, _) = std::env::vars()
         .find(|(k, _)| k != "PATH" && k != "HOME")
         .expect("the test has some environment");
-    let yaml = format!(
-        "upstream:\n  command: {}\n  env: {{PEER_GREETING: hello from the config}}\n  \
-         inherit_env: [PATH, HOME]\n  cwd: {}\n  stdio: {{{SESSION_STDIO}}}\n\
-         auth: {{anonymous: allow}}\npolicy: {{default: allow}}\n",
-        serde_json::to_string(&peer.command).unwrap(),
+    let upstream = format!(
+        "  env: {{PEER_GREETING: hello from the config}}\n  inherit_env: [PATH, HOME]\n  \
+         cwd: {}\n  stdio: {{{SESSION_STDIO}}}\n",
         serde_json::to_string(dir.0.to_str().unwrap()).unwrap()
     );
-    let s = within(
-        START_SECS,
-        "the sentinel starting",
-        sentinel::start_with(sentinel::yaml_config(&yaml), true),
-    )
-    .await;
+    let s = sentinel_with(&peer, &upstream).await;
     let client = via_sentinel(&s, &peer, &Era::Legacy(ProtocolVersion::V_2025_11_25)).await;
     let mut seen = Vec::new();
     for (tool, arguments) in [
@@ -807,10 +810,11 @@ async fn a_cancelled_call_to_server_everything_ends_and_the_session_goes_on() {
 
 // ---- concurrency -------------------------------------------------------------------------------
 
-/// Children of this process whose command line contains `marker`.
-fn children_running(marker: &str) -> BTreeSet<u32> {
-    let me = std::process::id();
-    let mut found = BTreeSet::new();
+/// The servers this process runs (its descendants, launchers aside) whose command line contains
+/// `marker`. Each child starts as `mcp-sentinel launch-child ... -- PROG ARGS`, which stays as
+/// the server's parent.
+fn servers_running(marker: &str) -> BTreeSet<u32> {
+    let mut procs = std::collections::HashMap::new();
     for entry in std::fs::read_dir("/proc").expect("/proc") {
         let Ok(entry) = entry else { continue };
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -820,23 +824,39 @@ fn children_running(marker: &str) -> BTreeSet<u32> {
             continue;
         };
         // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
-        let ppid = stat
+        let Some(ppid) = stat
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if ppid == Some(me) && String::from_utf8_lossy(&cmdline).contains(marker) {
-            found.insert(pid);
-        }
+        procs.insert(pid, (ppid, String::from_utf8_lossy(&cmdline).into_owned()));
     }
-    found
+    let me = std::process::id();
+    let descends_from_me = |mut pid: u32| {
+        while let Some((ppid, _)) = procs.get(&pid) {
+            if *ppid == me {
+                return true;
+            }
+            pid = *ppid;
+        }
+        false
+    };
+    procs
+        .iter()
+        .filter(|(_, (_, cmdline))| cmdline.contains(marker) && !cmdline.contains("launch-child"))
+        .map(|(pid, _)| *pid)
+        .filter(|pid| descends_from_me(*pid))
+        .collect()
 }
 
 /// 20 legacy sessions at once, 10 concurrent calls each: every answer right, and every session
-/// its own child (20 more children of the sentinel while they are open).
+/// its own child (20 more servers running while they are open).
 async fn twenty_sessions_ten_calls_each(peer: Peer, marker: &str) {
     let s = sentinel_for(&peer, SESSION_STDIO).await;
-    let before = children_running(marker);
+    let before = servers_running(marker);
     let era = Era::Legacy(ProtocolVersion::V_2025_11_25);
     let sessions = futures_util::future::join_all((0..20).map(|i| {
         let (s, peer, era) = (&s, &peer, &era);
@@ -858,7 +878,7 @@ async fn twenty_sessions_ten_calls_each(peer: Peer, marker: &str) {
         }
     }));
     let clients = within(2 * START_SECS, "20 sessions x 10 calls", sessions).await;
-    let during = children_running(marker);
+    let during = servers_running(marker);
     assert_eq!(
         during.difference(&before).count(),
         20,

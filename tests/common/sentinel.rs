@@ -33,19 +33,10 @@ pub fn passthrough_config(upstream_url: &str) -> Config {
 
 /// A config from YAML text, bound to ephemeral loopback ports, in front of `upstream_url`.
 pub fn config_from_yaml(yaml: &str, upstream_url: &str) -> Config {
-    let mut cfg = yaml_config(yaml);
-    cfg.upstream.url = Some(UpstreamUrl::parse(upstream_url).expect("upstream url"));
-    cfg
-}
-
-/// A config from YAML text (its upstream as it says: `upstream.command` for a stdio server, whose
-/// children start through the built `mcp-sentinel` binary as `run` does it), bound to ephemeral
-/// loopback ports.
-pub fn yaml_config(yaml: &str) -> Config {
     let mut cfg = Config::from_yaml(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.admin_listen = "127.0.0.1:0".parse().unwrap();
-    cfg.upstream.stdio.launcher = Some(env!("CARGO_BIN_EXE_mcp-sentinel").into());
+    cfg.upstream.url = Some(UpstreamUrl::parse(upstream_url).expect("upstream url"));
     cfg
 }
 
