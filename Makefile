@@ -51,6 +51,7 @@ run: ## demo upstream on $(UPSTREAM_LISTEN) behind the sentinel on $(LISTEN) (ad
 test: export CARGO_INCREMENTAL = 0
 test: lint services ## lint, Kubernetes checks, then every test target with nextest (no fail-fast)
 	scripts/k8s-check.sh
+	scripts/mcp-peers.sh  # pinned Python SDK + server-everything, run by tests/stdio_peers.rs
 	$(CARGO) build --example demo_upstream --example demo_stdio_upstream  # run by the tests
 	$(CARGO) nextest run --all-targets --no-fail-fast
 

@@ -44,6 +44,14 @@ impl Era {
         eras
     }
 
+    /// The version its client asks for.
+    pub fn protocol_version(&self) -> ProtocolVersion {
+        match self {
+            Era::Legacy(v) => v.clone(),
+            Era::Modern => ProtocolVersion::V_2026_07_28,
+        }
+    }
+
     pub fn label(&self) -> String {
         match self {
             Era::Legacy(v) => format!("legacy {v}"),
@@ -94,13 +102,31 @@ pub struct ProgressEvent {
     pub at: Instant,
 }
 
-/// The client handler: identifies itself and records progress notifications.
+/// The client handler: identifies itself and records progress notifications. It declares no
+/// capabilities unless built with [`TestClient::answering`].
 #[derive(Clone)]
 pub struct TestClient {
     info: ClientConfig,
     progress: Arc<Mutex<HashMap<ProgressToken, Vec<ProgressEvent>>>>,
     /// `roots/list` requests the server sent this client.
     roots_asked: Arc<std::sync::atomic::AtomicUsize>,
+    /// What it answers `sampling/createMessage` and `elicitation/create` with, if it does.
+    answers: Option<Answers>,
+    /// The params of every `sampling/createMessage` and `elicitation/create` it was sent, as
+    /// `(method, params)` in arrival order.
+    asked: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+/// A client that answers the server's questions: sampling with [`Answers::sampling`] (the text
+/// of an assistant message from model [`Answers::model`]), form elicitation by accepting
+/// [`Answers::elicitation`].
+#[derive(Clone, Debug)]
+pub struct Answers {
+    pub sampling: String,
+    pub model: String,
+    pub elicitation: Value,
+    /// How long the client thinks before it answers.
+    pub delay: Duration,
 }
 
 impl TestClient {
@@ -113,7 +139,53 @@ impl TestClient {
             .with_protocol_version(protocol_version),
             progress: Arc::default(),
             roots_asked: Arc::default(),
+            answers: None,
+            asked: Arc::default(),
         }
+    }
+
+    /// The client of `era`, declaring `roots`, `sampling` and form `elicitation`, answering
+    /// them with `answers`. Connect it with [`connect_client`].
+    pub fn answering(era: &Era, answers: Answers) -> Self {
+        let mut client = Self::new(era.protocol_version());
+        client.info.capabilities = serde_json::from_value(json!({
+            "roots": {},
+            "sampling": {},
+            "elicitation": { "form": {} }
+        }))
+        .expect("client capabilities");
+        client.answers = Some(answers);
+        client
+    }
+
+    /// The `(method, params)` of each sampling or elicitation request this client was sent.
+    pub fn asked(&self) -> Vec<(String, Value)> {
+        self.asked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn record(
+        &self,
+        method: &str,
+        params: &impl Serialize,
+    ) -> Result<&Answers, rmcp::ErrorData> {
+        let params = serde_json::to_value(params).expect("params serialize");
+        self.asked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((method.to_owned(), params));
+        if let Some(answers) = &self.answers {
+            tokio::time::sleep(answers.delay).await;
+        }
+        self.answers.as_ref().ok_or_else(|| {
+            rmcp::ErrorData::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                format!("{method}: not a capability of this client"),
+                None,
+            )
+        })
     }
 
     /// How many `roots/list` requests reached this client.
@@ -147,6 +219,34 @@ impl ClientHandler for TestClient {
         Ok(rmcp::model::ListRootsResult::new(vec![
             rmcp::model::Root::new("file:///work"),
         ]))
+    }
+
+    #[allow(deprecated)] // sampling: deprecated by SEP-2577, still in every revision
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        let answers = self.record("sampling/createMessage", &params).await?;
+        Ok(serde_json::from_value(json!({
+            "role": "assistant",
+            "content": { "type": "text", "text": answers.sampling },
+            "model": answers.model,
+            "stopReason": "endTurn"
+        }))
+        .expect("sampling result"))
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        let answers = self.record("elicitation/create", &request).await?;
+        Ok(
+            serde_json::from_value(json!({ "action": "accept", "content": answers.elicitation }))
+                .expect("elicitation result"),
+        )
     }
 
     async fn on_progress(
@@ -194,14 +294,20 @@ pub async fn connect(
     era: &Era,
     options: &ClientOptions,
 ) -> Result<McpClient, ClientInitializeError> {
+    connect_client(url, era, options, TestClient::new(era.protocol_version())).await
+}
+
+/// `client` (e.g. [`TestClient::answering`]) connected in `era` against `url`.
+pub async fn connect_client(
+    url: &str,
+    era: &Era,
+    options: &ClientOptions,
+    client: TestClient,
+) -> Result<McpClient, ClientInitializeError> {
     match era {
-        Era::Legacy(version) => {
-            TestClient::new(version.clone())
-                .serve(transport(url, options))
-                .await
-        }
+        Era::Legacy(_) => client.serve(transport(url, options)).await,
         Era::Modern => {
-            TestClient::new(ProtocolVersion::V_2026_07_28)
+            client
                 .serve_with_lifecycle(
                     transport(url, options),
                     ClientLifecycleMode::Discover {
@@ -321,7 +427,8 @@ pub async fn call_with_progress(client: &McpClient, tool: &str, arguments: Value
 /// Every result `exercise_all` saw, keyed by operation, as JSON.
 pub type Transcript = BTreeMap<String, Value>;
 
-fn outcome<T: Serialize>(result: Result<T, ServiceError>) -> Value {
+/// A result as JSON, or its error as `{"jsonrpc_error": ...}` / `{"client_error": ...}`.
+pub fn outcome<T: Serialize>(result: Result<T, ServiceError>) -> Value {
     match result {
         Ok(value) => serde_json::to_value(value).expect("results serialize"),
         Err(ServiceError::McpError(error)) => json!({
@@ -341,13 +448,8 @@ fn fingerprint(bytes: &[u8]) -> String {
     format!("{hash:016x}")
 }
 
-/// Bytes the `big` call in [`exercise_all`] asks for.
-pub const EXERCISE_BIG_BYTES: usize = 1024 * 1024;
-
-/// Runs every list, tool, resource and prompt the upstream offers, including
-/// the error paths. The result depends only on the server's answers, so
-/// `exercise_all(via_proxy) == exercise_all(direct)` when the proxy is faithful.
-pub async fn exercise_all(client: &McpClient) -> Transcript {
+/// The start of a transcript: `peer_info` and the first page of every list.
+pub async fn lists(client: &McpClient) -> Transcript {
     let mut t = Transcript::new();
     t.insert("peer_info".into(), json!(client.peer_info()));
     // Whole list results (not `list_all_*`) so `ttlMs` / `cacheScope` are compared too.
@@ -364,6 +466,17 @@ pub async fn exercise_all(client: &McpClient) -> Transcript {
         "prompts/list".into(),
         outcome(client.list_prompts(None).await),
     );
+    t
+}
+
+/// Bytes the `big` call in [`exercise_all`] asks for.
+pub const EXERCISE_BIG_BYTES: usize = 1024 * 1024;
+
+/// Runs every list, tool, resource and prompt the upstream offers, including
+/// the error paths. The result depends only on the server's answers, so
+/// `exercise_all(via_proxy) == exercise_all(direct)` when the proxy is faithful.
+pub async fn exercise_all(client: &McpClient) -> Transcript {
+    let mut t = lists(client).await;
 
     let calls = [
         ("echo", json!({ "text": "hello" })),
