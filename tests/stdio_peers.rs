@@ -856,7 +856,20 @@ fn servers_running(marker: &str) -> BTreeSet<u32> {
 /// its own child (20 more servers running while they are open).
 async fn twenty_sessions_ten_calls_each(peer: Peer, marker: &str) {
     let s = sentinel_for(&peer, SESSION_STDIO).await;
-    let before = servers_running(marker);
+    // Ready means the pool's launcher runs; its server may still be on its way (exec).
+    let deadline = std::time::Instant::now() + Duration::from_secs(START_SECS);
+    let before = loop {
+        let running = servers_running(marker);
+        if running.len() == 1 {
+            break running;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: the pool's one server never came up: {running:?}",
+            peer.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let era = Era::Legacy(ProtocolVersion::V_2025_11_25);
     let sessions = futures_util::future::join_all((0..20).map(|i| {
         let (s, peer, era) = (&s, &peer, &era);
