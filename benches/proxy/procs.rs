@@ -404,22 +404,32 @@ pub fn cpu_ns(pids: &[u32]) -> Option<u64> {
     found.then_some(total)
 }
 
-/// Resident memory (VmRSS, KiB) of a stdio sentinel's descendants, by role.
+/// Resident memory of one process, KiB: all of it (VmRSS), and its private part (RssAnon:
+/// without the binary's pages, which every copy of the same program shares).
+#[derive(Clone, Copy)]
+pub struct Rss {
+    pub total: u64,
+    pub anon: u64,
+}
+
+/// Resident memory of a stdio sentinel's descendants, by role.
 #[derive(Default, Clone)]
 pub struct ChildMemory {
     /// The MCP servers (the programs the launchers run).
-    pub servers: Vec<u64>,
+    pub servers: Vec<Rss>,
     /// The launchers: `mcp-sentinel launch-child`, one per server.
-    pub launchers: Vec<u64>,
+    pub launchers: Vec<Rss>,
 }
 
-/// The VmRSS of every descendant of `root` now, each as a server or a launcher.
+/// The resident memory of every descendant of `root` now, each as a server or a launcher.
 pub fn child_memory(root: u32) -> ChildMemory {
     let mut out = ChildMemory::default();
     for pid in tree(root).into_iter().skip(1) {
-        let Some(rss) = status_kib(pid, "VmRSS:") else {
+        let (Some(total), Some(anon)) = (status_kib(pid, "VmRSS:"), status_kib(pid, "RssAnon:"))
+        else {
             continue;
         };
+        let rss = Rss { total, anon };
         let launcher = fs::read(format!("/proc/{pid}/cmdline"))
             .is_ok_and(|argv| argv.split(|b| *b == 0).nth(1) == Some(b"launch-child"));
         if launcher {

@@ -393,22 +393,27 @@ fn child_memory_line(targets: &[&str], cells: &[Cell]) -> Option<String> {
         servers.extend(&c.servers);
         launchers.extend(&c.launchers);
     }
-    let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
-    let stats = |v: &[u64]| {
+    let mb = |kib: f64| kib * 1024.0 / 1e6;
+    let stats = |v: &[crate::procs::Rss]| {
         if v.is_empty() {
             return "none seen".to_owned();
         }
-        let avg = v.iter().sum::<u64>() as f64 / v.len() as f64;
+        let avg = |pick: fn(&crate::procs::Rss) -> u64| {
+            v.iter().map(pick).sum::<u64>() as f64 / v.len() as f64
+        };
+        let max = |pick: fn(&crate::procs::Rss) -> u64| v.iter().map(pick).max().unwrap_or(0);
         format!(
-            "avg {:.2} MB, max {:.2} MB ({} samples)",
-            mb(avg as u64),
-            mb(*v.iter().max().expect("not empty")),
+            "avg {:.2} MB, max {:.2} MB (private: avg {:.2} MB, max {:.2} MB; {} samples)",
+            mb(avg(|r| r.total)),
+            mb(max(|r| r.total) as f64),
+            mb(avg(|r| r.anon)),
+            mb(max(|r| r.anon) as f64),
             v.len()
         )
     };
     Some(format!(
-        "  RSS per child (VmRSS at the end of each run): server {}; launcher \
-         (mcp-sentinel launch-child) {}",
+        "  RSS per child (VmRSS, private = RssAnon, at the end of each run): server {}; \
+         launcher (mcp-sentinel launch-child) {}",
         stats(&servers),
         stats(&launchers)
     ))
