@@ -84,13 +84,6 @@ pub fn audit_counters(admin: std::net::SocketAddr) -> Vec<String> {
         .collect()
 }
 
-/// Current RSS (VmRSS) of a process, KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Rows the sentinel delivered, then the table dropped.
 pub fn rows_and_drop(pg: &str) -> Result<i64> {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,6 +1,11 @@
 //! The load generator: N keep-alive HTTP/1.1 connections, each closed-loop (one request in
 //! flight), for a fixed time, reading every response body to the end and recording every latency.
 //! It runs on one thread so it takes at most one of the machine's cores; the report shows its CPU.
+//!
+//! Requests are stateless (2025-06-18, no session) unless the target needs sessions
+//! (`sentinel-stdio`: a legacy stdio server answers only inside one): then each connection first
+//! opens a session of its own (`initialize`, `notifications/initialized`), sends every request in
+//! it, and the run ends them all with DELETE after the timed window, outside it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +23,18 @@ use tokio::net::TcpStream;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that fails this often stops; the run then reports its errors.
 const MAX_ERRORS_PER_CONN: u64 = 20;
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcp-sentinel-bench","version":"0.1.0"}}}"#;
+const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+/// The edges of the timed window, where the caller reads the CPU and memory of the processes
+/// under test (every session open at both).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Edge {
+    Open,
+    Close,
+}
 
 /// What one workload sends and how its first answer on each connection is checked.
 pub struct Workload {
@@ -84,10 +101,7 @@ impl Template {
             header::ACCEPT,
             HeaderValue::from_static("application/json, text/event-stream"),
         );
-        headers.insert(
-            "mcp-protocol-version",
-            HeaderValue::from_static("2025-06-18"),
-        );
+        headers.insert(VERSION_HEADER, HeaderValue::from_static("2025-06-18"));
         if let Some((name, value)) = extra {
             headers.insert(name.clone(), value.clone());
         }
@@ -98,12 +112,59 @@ impl Template {
         })
     }
 
-    fn request(&self) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(self.body.clone()));
-        *req.method_mut() = Method::POST;
+    fn request(&self, session: Option<&HeaderValue>) -> Request<Full<Bytes>> {
+        self.build(Method::POST, self.body.clone(), session)
+    }
+
+    fn build(
+        &self,
+        method: Method,
+        body: Bytes,
+        session: Option<&HeaderValue>,
+    ) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
+        if let Some(sid) = session {
+            req.headers_mut().insert(SESSION_HEADER, sid.clone());
+        }
         req
+    }
+
+    /// A new legacy session on this connection: its id, once the server took `initialized`.
+    async fn open_session(&self, sender: &mut Sender) -> Result<HeaderValue> {
+        let mut init = self.build(
+            Method::POST,
+            Bytes::from_static(INITIALIZE.as_bytes()),
+            None,
+        );
+        // Clients send no version header with `initialize`: the version is being agreed.
+        init.headers_mut().remove(VERSION_HEADER);
+        let (parts, body) = exchange(sender, init).await?;
+        ensure!(
+            parts.status == StatusCode::OK,
+            "initialize: status {}: {}",
+            parts.status,
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+        let sid = parts
+            .headers
+            .get(SESSION_HEADER)
+            .cloned()
+            .context("initialize answered without an Mcp-Session-Id")?;
+        let note = self.build(
+            Method::POST,
+            Bytes::from_static(INITIALIZED.as_bytes()),
+            Some(&sid),
+        );
+        let (parts, _) = exchange(sender, note).await?;
+        ensure!(
+            parts.status == StatusCode::ACCEPTED,
+            "notifications/initialized: status {}",
+            parts.status
+        );
+        Ok(sid)
     }
 }
 
@@ -132,36 +193,89 @@ async fn exchange(
     Ok((parts, body))
 }
 
-/// Opens `conns` connections, checks one answer on each, then drives them all for `duration`.
-/// `extra` is a header sent on every request (the `sentinel-jwt` target's `Authorization`).
-/// Must run inside a Tokio runtime (the bench uses a current-thread one).
+/// Opens `conns` connections (with `sessions`, a legacy session on each), checks one answer on
+/// each, then drives them all for `duration`; `edge` is called when the timed window opens and
+/// when it closes. `extra` is a header sent on every request (the `sentinel-jwt` target's
+/// `Authorization`). Must run inside a Tokio runtime (the bench uses a current-thread one).
 pub async fn run(
     addr: SocketAddr,
     workload: &Workload,
     conns: usize,
     duration: Duration,
     extra: Option<&(HeaderName, HeaderValue)>,
+    sessions: bool,
+    edge: &mut dyn FnMut(Edge),
 ) -> Result<Sample> {
     let template = Arc::new(Template::new(addr, workload.body.clone(), extra)?);
-    let mut senders = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        let mut sender = connect(addr).await?;
-        let (parts, body) =
-            tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut sender, template.request()))
+    let mut opened = Vec::new();
+    let outcome = async {
+        let mut senders = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            let mut sender = connect(addr).await?;
+            let session = if sessions {
+                let sid = tokio::time::timeout(REQUEST_TIMEOUT, template.open_session(&mut sender))
+                    .await
+                    .map_err(|_| anyhow!("opening a session timed out"))?
+                    .with_context(|| format!("opening a session at {addr}"))?;
+                opened.push(sid.clone());
+                Some(sid)
+            } else {
+                None
+            };
+            let first = template.request(session.as_ref());
+            let (parts, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut sender, first))
                 .await
                 .map_err(|_| anyhow!("first request timed out"))??;
-        workload
-            .check
-            .validate(&parts, &body)
-            .with_context(|| format!("unexpected answer to {} from {addr}", workload.title))?;
-        senders.push(sender);
+            workload
+                .check
+                .validate(&parts, &body)
+                .with_context(|| format!("unexpected answer to {} from {addr}", workload.title))?;
+            senders.push((sender, session));
+        }
+        Ok::<_, anyhow::Error>(drive_all(addr, &template, senders, duration, edge).await)
     }
+    .await;
+    // Sessions end whatever happened, so their children do not pile up at the proxy.
+    if !opened.is_empty()
+        && let Err(e) = close_sessions(addr, &template, &opened).await
+    {
+        eprintln!("bench: ending the load generator's sessions at {addr}: {e:#}");
+    }
+    outcome?
+}
 
+/// DELETE for each session, on one fresh connection (the run's own may be gone).
+async fn close_sessions(addr: SocketAddr, template: &Template, sids: &[HeaderValue]) -> Result<()> {
+    let mut sender = connect(addr).await?;
+    for sid in sids {
+        let req = template.build(Method::DELETE, Bytes::new(), Some(sid));
+        let (parts, _) = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut sender, req))
+            .await
+            .map_err(|_| anyhow!("DELETE timed out"))??;
+        ensure!(
+            parts.status.is_success(),
+            "DELETE of a session: status {}",
+            parts.status
+        );
+    }
+    Ok(())
+}
+
+async fn drive_all(
+    addr: SocketAddr,
+    template: &Arc<Template>,
+    senders: Vec<(Sender, Option<HeaderValue>)>,
+    duration: Duration,
+    edge: &mut dyn FnMut(Edge),
+) -> Result<Sample> {
+    edge(Edge::Open);
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = senders
         .into_iter()
-        .map(|sender| tokio::spawn(drive(sender, addr, template.clone(), deadline)))
+        .map(|(sender, session)| {
+            tokio::spawn(drive(sender, session, addr, template.clone(), deadline))
+        })
         .collect();
     let mut latencies = Vec::new();
     let mut errors = 0;
@@ -174,6 +288,7 @@ pub async fn run(
         first_error = first_error.or(worker.first_error);
         last = last.max(worker.last);
     }
+    edge(Edge::Close);
     if latencies.is_empty() {
         bail!(
             "no request to {addr} succeeded: {}",
@@ -199,6 +314,7 @@ struct Worker {
 
 async fn drive(
     mut sender: Sender,
+    session: Option<HeaderValue>,
     addr: SocketAddr,
     template: Arc<Template>,
     deadline: Instant,
@@ -214,8 +330,8 @@ async fn drive(
         if t0 >= deadline {
             break;
         }
-        let outcome =
-            tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut sender, template.request())).await;
+        let req = template.request(session.as_ref());
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut sender, req)).await;
         let failure = match outcome {
             Ok(Ok((parts, body))) if parts.status == StatusCode::OK && !body.is_empty() => {
                 let done = Instant::now();

@@ -17,10 +17,17 @@
 //! (BENCH_PG_URL, default the `make services` database; see audit.rs); every other sentinel runs
 //! with audit off. Its bar: p99 under 10% over the unaudited sentinel, and RSS level under load.
 //!
+//! `sentinel-stdio` is the sentinel with the same (unaudited) config in front of the same
+//! upstream over stdio (`run -- <this binary> --serve-stdio-upstream`: the same answers, one
+//! JSON-RPC message a line; see upstream.rs and stdio.rs). A stdio server answers only inside a
+//! legacy session, so the load generator opens one per connection for this target: one child (and
+//! its launcher) per connection. Its CPU per request is the whole process tree's (sentinel,
+//! launchers, servers) and the report adds each child's RSS, read at the end of every timed run.
+//!
 //! Settings (environment): BENCH_SECONDS (per run, default 2), BENCH_ROUNDS (5),
 //! BENCH_WARMUP_SECONDS (0.5), BENCH_CONNS ("1,32"), BENCH_WORKLOADS ("json,sse,list"),
 //! BENCH_TARGETS ("direct,sentinel,sentinel-jwt,sentinel-policy,sentinel-rl-memory,
-//! sentinel-rl-redis,sentinel-audit,nginx"; direct is always measured),
+//! sentinel-rl-redis,sentinel-audit,sentinel-stdio,nginx"; direct is always measured),
 //! BENCH_NGINX_WORKERS (1), SENTINEL_BIN, BENCH_SENTINEL_CONFIG (examples/passthrough.yaml, also
 //! the base of the sentinel-jwt config), NGINX_BIN, BENCH_STRICT=1 (exit 1 when a bar fails).
 
@@ -31,6 +38,7 @@ mod policy;
 mod procs;
 mod ratelimit;
 mod report;
+mod stdio;
 mod upstream;
 
 use std::path::PathBuf;
@@ -46,10 +54,19 @@ use report::{Cell, Measure, Memory};
 
 /// Re-executing this binary with this flag runs the fast upstream instead of the bench.
 const UPSTREAM_ROLE: &str = "--serve-upstream";
+/// ... and this one, the same upstream over stdio (run by `sentinel-stdio`).
+const STDIO_UPSTREAM_ROLE: &str = "--serve-stdio-upstream";
 
 fn main() -> ExitCode {
-    if std::env::args().any(|a| a == UPSTREAM_ROLE) {
-        return match upstream::main() {
+    let role = if std::env::args().any(|a| a == UPSTREAM_ROLE) {
+        Some(upstream::main())
+    } else if std::env::args().any(|a| a == STDIO_UPSTREAM_ROLE) {
+        Some(upstream::main_stdio())
+    } else {
+        None
+    };
+    if let Some(served) = role {
+        return match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bench upstream: {e:#}");
@@ -87,6 +104,7 @@ enum Kind {
     SentinelRlMemory,
     SentinelRlRedis,
     SentinelAudit,
+    SentinelStdio,
     Nginx,
 }
 
@@ -100,6 +118,7 @@ impl Kind {
             Kind::SentinelRlMemory => "sentinel-rl-memory",
             Kind::SentinelRlRedis => "sentinel-rl-redis",
             Kind::SentinelAudit => "sentinel-audit",
+            Kind::SentinelStdio => "sentinel-stdio",
             Kind::Nginx => "nginx",
         }
     }
@@ -152,7 +171,7 @@ impl Settings {
         let mut targets = vec![Kind::Direct];
         for name in env_list(
             "BENCH_TARGETS",
-            "direct,sentinel,sentinel-jwt,sentinel-policy,sentinel-rl-memory,sentinel-rl-redis,sentinel-audit,nginx",
+            "direct,sentinel,sentinel-jwt,sentinel-policy,sentinel-rl-memory,sentinel-rl-redis,sentinel-audit,sentinel-stdio,nginx",
         ) {
             let kind = match name.as_str() {
                 "direct" => continue,
@@ -162,13 +181,13 @@ impl Settings {
                 "sentinel-rl-memory" => Kind::SentinelRlMemory,
                 "sentinel-rl-redis" => Kind::SentinelRlRedis,
                 "sentinel-audit" => Kind::SentinelAudit,
+                "sentinel-stdio" => Kind::SentinelStdio,
                 "nginx" => Kind::Nginx,
                 other => {
                     bail!(
                         "unknown target {other:?} in BENCH_TARGETS (direct, sentinel, \
                          sentinel-jwt, sentinel-policy, sentinel-rl-memory, sentinel-rl-redis, \
-                         sentinel-audit, \
-                         nginx)"
+                         sentinel-audit, sentinel-stdio, nginx)"
                     )
                 }
             };
@@ -286,6 +305,9 @@ struct Target {
     addr: std::net::SocketAddr,
     /// Processes whose CPU is the proxy's (empty for direct).
     pids: Vec<u32>,
+    /// A stdio upstream behind the sentinel: the proxy's CPU is its whole process tree's (taken
+    /// when each timed run starts), and the load generator opens a session per connection.
+    stdio: bool,
     /// Sent on every request (sentinel-jwt: `Authorization: Bearer ...`).
     header: Option<(HeaderName, HeaderValue)>,
 }
@@ -298,11 +320,13 @@ fn bench() -> Result<bool> {
     let audited_base = settings.sentinel_config.clone();
     settings.sentinel_config = audit::unaudited(&audited_base, workdir.path())?;
     let (_upstream, upstream_addr) = procs::start_upstream(UPSTREAM_ROLE)?;
+    let http = procs::Upstream::Http(upstream_addr);
 
     let mut targets = vec![Target {
         kind: Kind::Direct,
         addr: upstream_addr,
         pids: Vec::new(),
+        stdio: false,
         header: None,
     }];
     let sentinel = if settings.targets.contains(&Kind::Sentinel) {
@@ -311,7 +335,7 @@ fn bench() -> Result<bool> {
             &settings,
             workdir.path(),
             &settings.sentinel_config,
-            upstream_addr,
+            &http,
             None,
             &mut targets,
         )?)
@@ -328,7 +352,7 @@ fn bench() -> Result<bool> {
             &settings,
             workdir.path(),
             &config,
-            upstream_addr,
+            &http,
             header,
             &mut targets,
         )?;
@@ -343,7 +367,7 @@ fn bench() -> Result<bool> {
             &settings,
             workdir.path(),
             &config,
-            upstream_addr,
+            &http,
             None,
             &mut targets,
         )?)
@@ -375,7 +399,7 @@ fn bench() -> Result<bool> {
             &settings,
             workdir.path(),
             &config,
-            upstream_addr,
+            &http,
             None,
             &mut targets,
         )?;
@@ -396,7 +420,7 @@ fn bench() -> Result<bool> {
             &settings,
             workdir.path(),
             &config,
-            upstream_addr,
+            &http,
             None,
             &mut targets,
         )?;
@@ -410,6 +434,21 @@ fn bench() -> Result<bool> {
     } else {
         None
     };
+    let sentinel_stdio = if settings.targets.contains(&Kind::SentinelStdio) {
+        let config = stdio::sentinel_config(&settings.sentinel_config, workdir.path())?;
+        let command = stdio::command(STDIO_UPSTREAM_ROLE)?;
+        Some(start_sentinel_target(
+            Kind::SentinelStdio,
+            &settings,
+            workdir.path(),
+            &config,
+            &command,
+            None,
+            &mut targets,
+        )?)
+    } else {
+        None
+    };
     let mut audit_rss = Vec::new();
     let nginx = if settings.targets.contains(&Kind::Nginx) {
         let nginx = procs::start_nginx(workdir.path(), upstream_addr, settings.nginx_workers)?;
@@ -417,6 +456,7 @@ fn bench() -> Result<bool> {
             kind: Kind::Nginx,
             addr: nginx.addr,
             pids: nginx.pids(),
+            stdio: false,
             header: None,
         });
         Some(nginx)
@@ -469,6 +509,16 @@ fn bench() -> Result<bool> {
             policy::RULES
         );
     }
+    if let Some(s) = &sentinel_stdio {
+        println!(
+            "  sentinel-stdio: the sentinel's config, upstream `-- <this bench> {STDIO_UPSTREAM_ROLE}` \
+             (the same answers over stdin/stdout, one thread), {}; one legacy session (so one \
+             child) per connection, ended with DELETE after each run; CPU/req is the sentinel's \
+             process tree's ({} processes after start-up)",
+            stdio::SETTINGS,
+            procs::tree(s.proc.pid()).len()
+        );
+    }
     if let Some(nginx) = &nginx {
         println!(
             "  nginx: {}, worker_processes {} ({} worker process{} running), keepalive to upstream, \
@@ -510,6 +560,8 @@ fn bench() -> Result<bool> {
                     conns,
                     Duration::from_secs_f64(settings.warmup),
                     target.header.as_ref(),
+                    target.stdio,
+                    &mut |_| {},
                 ))
                 .with_context(|| {
                     format!(
@@ -549,7 +601,7 @@ fn bench() -> Result<bool> {
         }
         eprintln!("bench: round {}/{} done", round + 1, settings.rounds);
         if let Some((s, _)) = &audited {
-            audit_rss.extend(audit::rss_kib(s.proc.pid()));
+            audit_rss.extend(procs::status_kib(s.proc.pid(), "VmRSS:"));
         }
     }
 
@@ -564,6 +616,7 @@ fn bench() -> Result<bool> {
         .into_iter()
         .chain(rate_limited.iter().map(|(name, s)| (*name, rss_of(s))))
         .chain(audited.iter().map(|(s, _)| ("sentinel-audit", rss_of(s))))
+        .chain(sentinel_stdio.iter().map(|s| ("sentinel-stdio", rss_of(s))))
         .collect(),
         nginx_kib: nginx.as_ref().and_then(|n| procs::peak_rss_kib(&n.pids())),
     };
@@ -602,7 +655,7 @@ fn start_sentinel_target(
     settings: &Settings,
     workdir: &std::path::Path,
     config: &std::path::Path,
-    upstream: std::net::SocketAddr,
+    upstream: &procs::Upstream,
     header: Option<(HeaderName, HeaderValue)>,
     targets: &mut Vec<Target>,
 ) -> Result<procs::Sentinel> {
@@ -617,6 +670,7 @@ fn start_sentinel_target(
         kind,
         addr: sentinel.addr,
         pids: vec![sentinel.proc.pid()],
+        stdio: matches!(upstream, procs::Upstream::Command(_)),
         header,
     });
     Ok(sentinel)
@@ -629,17 +683,36 @@ fn measure(
     conns: usize,
     duration: Duration,
 ) -> Result<Measure> {
-    let proxy_before = procs::cpu_ns(&target.pids);
-    let gen_before = procs::self_cpu_ns();
+    // Read at the edges of the timed window: a stdio target's children live only while its
+    // sessions do, which the load generator opens before the window and ends after it.
+    let mut pids = target.pids.clone();
+    let (mut proxy_before, mut gen_before) = (None, None);
+    let (mut proxy_after, mut gen_after) = (None, None);
+    let mut children = None;
     let sample = rt.block_on(loadgen::run(
         target.addr,
         workload,
         conns,
         duration,
         target.header.as_ref(),
+        target.stdio,
+        &mut |edge| match edge {
+            loadgen::Edge::Open => {
+                if target.stdio {
+                    pids = procs::tree(target.pids[0]);
+                }
+                proxy_before = procs::cpu_ns(&pids);
+                gen_before = procs::self_cpu_ns();
+            }
+            loadgen::Edge::Close => {
+                proxy_after = procs::cpu_ns(&pids);
+                gen_after = procs::self_cpu_ns();
+                if target.stdio {
+                    children = Some(procs::child_memory(target.pids[0]));
+                }
+            }
+        },
     ))?;
-    let proxy_after = procs::cpu_ns(&target.pids);
-    let gen_after = procs::self_cpu_ns();
     let proxy_cpu_per_req = match (target.pids.is_empty(), proxy_before, proxy_after) {
         (false, Some(before), Some(after)) => Some(Duration::from_nanos(
             after.saturating_sub(before) / sample.requests.max(1),
@@ -660,5 +733,6 @@ fn measure(
         first_error: sample.first_error.clone(),
         proxy_cpu_per_req,
         gen_cpu,
+        children,
     })
 }

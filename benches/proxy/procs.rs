@@ -1,5 +1,6 @@
 //! The processes under test: the fast upstream (this binary, re-executed), the sentinel and nginx.
-//! Each is stopped when its handle drops; CPU time and peak RSS are read from /proc.
+//! Each is stopped when its handle drops; CPU time and peak RSS are read from /proc. A sentinel
+//! with a stdio upstream is a process tree (launchers, and their servers, under it): [`tree`].
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -232,6 +233,14 @@ http {{
     })
 }
 
+/// What a sentinel forwards to.
+pub enum Upstream {
+    /// An HTTP MCP server (`--upstream http://ADDR/mcp`).
+    Http(SocketAddr),
+    /// A stdio MCP server the sentinel runs (`-- PROG ARGS...`).
+    Command(Vec<std::ffi::OsString>),
+}
+
 pub struct Sentinel {
     pub proc: Proc,
     pub addr: SocketAddr,
@@ -245,7 +254,7 @@ pub fn start_sentinel(
     workdir: &Path,
     bin: &Path,
     config: &Path,
-    upstream: SocketAddr,
+    upstream: &Upstream,
 ) -> Result<Sentinel> {
     if !bin.is_file() {
         bail!(
@@ -263,17 +272,20 @@ pub fn start_sentinel(
     let admin = free_port()?;
     let log = workdir.join(format!("{name}.log"));
     let log_file = fs::File::create(&log)?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--admin-listen")
+        .arg(admin.to_string());
+    match upstream {
+        Upstream::Http(upstream) => cmd.arg("--upstream").arg(format!("http://{upstream}/mcp")),
+        Upstream::Command(argv) => cmd.arg("--").args(argv),
+    };
     let mut proc = Proc {
-        child: Command::new(bin)
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .arg("--upstream")
-            .arg(format!("http://{upstream}/mcp"))
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
+        child: cmd
             // Measure the configured defaults, not whatever the caller's shell asks for.
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -360,19 +372,80 @@ fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
-/// CPU time used so far by all threads of these processes, in nanoseconds.
+/// `root` and all its descendants (a snapshot: processes come and go).
+pub fn tree(root: u32) -> Vec<u32> {
+    let mut out = vec![root];
+    let mut next = 0;
+    while next < out.len() {
+        out.extend(children_of(out[next]));
+        next += 1;
+    }
+    out
+}
+
+/// CPU time used so far by all threads of these processes, in nanoseconds. A process gone by now
+/// counts nothing (its time went with it); None when none of them is left.
 pub fn cpu_ns(pids: &[u32]) -> Option<u64> {
     let mut total = 0;
+    let mut found = false;
     for pid in pids {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        found = true;
         // A thread that exits mid-run takes its time with it; the runtimes here keep theirs.
-        for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        for task in tasks.flatten() {
             let Ok(schedstat) = fs::read_to_string(task.path().join("schedstat")) else {
                 continue;
             };
             total += schedstat.split(' ').next()?.parse::<u64>().ok()?;
         }
     }
-    Some(total)
+    found.then_some(total)
+}
+
+/// Resident memory of one process, KiB: all of it (VmRSS), and its private part (RssAnon:
+/// without the binary's pages, which every copy of the same program shares).
+#[derive(Clone, Copy)]
+pub struct Rss {
+    pub total: u64,
+    pub anon: u64,
+}
+
+/// Resident memory of a stdio sentinel's descendants, by role.
+#[derive(Default, Clone)]
+pub struct ChildMemory {
+    /// The MCP servers (the programs the launchers run).
+    pub servers: Vec<Rss>,
+    /// The launchers: `mcp-sentinel launch-child`, one per server.
+    pub launchers: Vec<Rss>,
+}
+
+/// The resident memory of every descendant of `root` now, each as a server or a launcher.
+pub fn child_memory(root: u32) -> ChildMemory {
+    let mut out = ChildMemory::default();
+    for pid in tree(root).into_iter().skip(1) {
+        let (Some(total), Some(anon)) = (status_kib(pid, "VmRSS:"), status_kib(pid, "RssAnon:"))
+        else {
+            continue;
+        };
+        let rss = Rss { total, anon };
+        let launcher = fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|argv| argv.split(|b| *b == 0).nth(1) == Some(b"launch-child"));
+        if launcher {
+            out.launchers.push(rss);
+        } else {
+            out.servers.push(rss);
+        }
+    }
+    out
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok()
 }
 
 pub fn thread_count(pid: u32) -> Option<usize> {
@@ -386,13 +459,7 @@ pub fn self_cpu_ns() -> Option<u64> {
 
 /// Peak resident set size (VmHWM) summed over these processes, in KiB.
 pub fn peak_rss_kib(pids: &[u32]) -> Option<u64> {
-    pids.iter()
-        .map(|pid| {
-            let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .sum()
+    pids.iter().map(|pid| status_kib(*pid, "VmHWM:")).sum()
 }
 
 /// `base` with its top-level `key` set to `section`, written to the work dir as `<name>.yaml`.
@@ -403,13 +470,26 @@ pub fn config_with(
     key: &str,
     section: serde_json::Value,
 ) -> Result<PathBuf> {
+    config_edited(base, workdir, name, |map| {
+        map.insert(key.into(), serde_yaml_ng::to_value(section)?);
+        Ok(())
+    })
+}
+
+/// `base` as `edit` changes its top-level mapping, written to the work dir as `<name>.yaml`.
+pub fn config_edited(
+    base: &Path,
+    workdir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut serde_yaml_ng::Mapping) -> Result<()>,
+) -> Result<PathBuf> {
     let text = fs::read_to_string(base).with_context(|| format!("reading {}", base.display()))?;
     let mut config: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", base.display()))?;
     let map = config
         .as_mapping_mut()
         .with_context(|| format!("{} is not a YAML mapping", base.display()))?;
-    map.insert(key.into(), serde_yaml_ng::to_value(section)?);
+    edit(map).with_context(|| format!("editing {}", base.display()))?;
     let path = workdir.join(format!("{name}.yaml"));
     fs::write(&path, serde_yaml_ng::to_string(&config)?)
         .with_context(|| format!("writing {}", path.display()))?;

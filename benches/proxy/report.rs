@@ -19,6 +19,8 @@ pub struct Measure {
     pub proxy_cpu_per_req: Option<Duration>,
     /// The load generator's CPU use as a fraction of one core.
     pub gen_cpu: Option<f64>,
+    /// A stdio target's children at the end of the run (`sentinel-stdio` only).
+    pub children: Option<crate::procs::ChildMemory>,
 }
 
 /// All rounds of one workload × concurrency, per target (in `targets` order), per round.
@@ -188,9 +190,24 @@ pub fn print(
     }
 
     let mut audit = Vec::new();
+    let mut stdio = Vec::new();
     for cell in cells {
         rate_limit_lines(targets, cell, redis_rtt, &mut rl_lines, &mut bars);
         audit_lines(targets, cell, &mut audit, &mut bars);
+        stdio_lines(targets, cell, &mut stdio, &mut bars);
+    }
+    if !stdio.is_empty() {
+        println!();
+        println!(
+            "Stdio upstream (sentinel-stdio: the same answers over stdin/stdout, a child per \
+             session, a session per connection) — medians over rounds:"
+        );
+        for line in &stdio {
+            println!("{line}");
+        }
+        if let Some(line) = child_memory_line(targets, cells) {
+            println!("{line}");
+        }
     }
     if !audit.is_empty() {
         println!();
@@ -318,6 +335,88 @@ fn rate_limit_lines(
             ),
         }
     }
+}
+
+/// `sentinel-stdio` in one cell: calls/s, latency added over direct and over the HTTP sentinel,
+/// the CPU of the whole process tree per call.
+fn stdio_lines(targets: &[&str], cell: &Cell, lines: &mut Vec<String>, bars: &mut Bars) {
+    let Some(t) = targets.iter().position(|x| *x == "sentinel-stdio") else {
+        return;
+    };
+    let s = summarize(cell, t);
+    let over_http = targets
+        .iter()
+        .position(|x| *x == "sentinel")
+        .map_or(String::new(), |base| {
+            format!(
+                "; over the HTTP sentinel {:+.1} µs p50",
+                added_us(cell, t, base, |m| m.p50)
+            )
+        });
+    let children = cell.runs[t]
+        .iter()
+        .filter_map(|m| m.children.as_ref().map(|c| c.servers.len()))
+        .max();
+    lines.push(format!(
+        "  {:<4} c={:<3} {:>7.0} calls/s ({:.2}× direct), p50 {:.1} µs, p99 {:.1} µs; added p50 \
+         per call over direct {:+.1} µs{over_http}; CPU/call (sentinel + launchers + servers) {}; \
+         {} server processes",
+        cell.workload_key,
+        cell.conns,
+        s.rps,
+        s.ratio,
+        micros(s.p50),
+        micros(s.p99),
+        s.added_p50_us,
+        s.proxy_cpu
+            .map_or("?".to_owned(), |c| format!("{:.1} µs", micros(c))),
+        children.map_or("?".to_owned(), |n| n.to_string()),
+    ));
+    bars.check(
+        s.errors == 0,
+        format!(
+            "no failed requests through sentinel-stdio, {} c={}",
+            cell.workload_key, cell.conns
+        ),
+    );
+}
+
+/// RSS per child of `sentinel-stdio`, over every sample (each child at the end of each run).
+fn child_memory_line(targets: &[&str], cells: &[Cell]) -> Option<String> {
+    let t = targets.iter().position(|x| *x == "sentinel-stdio")?;
+    let samples = cells
+        .iter()
+        .flat_map(|c| &c.runs[t])
+        .filter_map(|m| m.children.as_ref());
+    let (mut servers, mut launchers) = (Vec::new(), Vec::new());
+    for c in samples {
+        servers.extend(&c.servers);
+        launchers.extend(&c.launchers);
+    }
+    let mb = |kib: f64| kib * 1024.0 / 1e6;
+    let stats = |v: &[crate::procs::Rss]| {
+        if v.is_empty() {
+            return "none seen".to_owned();
+        }
+        let avg = |pick: fn(&crate::procs::Rss) -> u64| {
+            v.iter().map(pick).sum::<u64>() as f64 / v.len() as f64
+        };
+        let max = |pick: fn(&crate::procs::Rss) -> u64| v.iter().map(pick).max().unwrap_or(0);
+        format!(
+            "avg {:.2} MB, max {:.2} MB (private: avg {:.2} MB, max {:.2} MB; {} samples)",
+            mb(avg(|r| r.total)),
+            mb(max(|r| r.total) as f64),
+            mb(avg(|r| r.anon)),
+            mb(max(|r| r.anon) as f64),
+            v.len()
+        )
+    };
+    Some(format!(
+        "  RSS per child (VmRSS, private = RssAnon, at the end of each run): server {}; \
+         launcher (mcp-sentinel launch-child) {}",
+        stats(&servers),
+        stats(&launchers)
+    ))
 }
 
 /// Audit's bar: p99 under 10% over the unaudited sentinel, in every cell.

@@ -1,6 +1,10 @@
 //! The fast upstream: a minimal MCP-shaped HTTP/1.1 server on one thread, so that what the bench
 //! measures is the proxy in front of it. It answers statelessly by the JSON-RPC method in the body
 //! and runs as its own process (the bench re-executes itself) so its CPU is not the driver's.
+//!
+//! The same answers over stdio (`sentinel-stdio`'s server, [`main_stdio`]): one JSON-RPC message
+//! per line on stdin, its answer as lines on stdout; the progress tool's ten notifications are
+//! lines before its result, which the sentinel's bridge turns into the same SSE stream.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -128,35 +132,101 @@ async fn handle(
     Ok(answer(&body, &tools_list))
 }
 
-fn answer(body: &[u8], tools_list: &str) -> Response<Body> {
+/// What the upstream answers to one message, whatever carries it.
+enum Reply {
+    /// One JSON-RPC message (a result, or an error with this HTTP status).
+    Json(StatusCode, String),
+    /// `notifications/progress` × [`PROGRESS_EVENTS`] for this token, then the result for `id`.
+    Progress { id: String, token: String },
+    /// A notification or a client's response: nothing to say.
+    Nothing,
+}
+
+fn reply(body: &[u8], tools_list: &str) -> Reply {
     let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(body) else {
-        return json(StatusCode::BAD_REQUEST, PARSE_ERROR.into());
+        return Reply::Json(StatusCode::BAD_REQUEST, PARSE_ERROR.into());
     };
     let (Some(method), Some(id)) = (envelope.method, envelope.id) else {
-        // Notifications and client responses: accepted, no body.
-        return empty(StatusCode::ACCEPTED);
+        return Reply::Nothing;
     };
     let params = envelope.params;
     let tool = params.as_ref().and_then(|p| p.name);
+    let ok = |text: String| Reply::Json(StatusCode::OK, text);
     match method {
         "tools/call" if tool == Some(PROGRESS_TOOL) => {
             let token = params
                 .as_ref()
                 .and_then(|p| p.meta.as_ref())
                 .and_then(|m| m.progress_token);
-            sse_progress(id, token)
+            Reply::Progress {
+                id: id.get().to_owned(),
+                token: token.map_or_else(|| r#""bench""#.to_owned(), |t| t.get().to_owned()),
+            }
         }
-        "tools/call" => json(StatusCode::OK, result(id, CALL_RESULT)),
-        "tools/list" => json(StatusCode::OK, result(id, tools_list)),
-        "initialize" => json(StatusCode::OK, result(id, INIT_RESULT)),
-        "ping" => json(StatusCode::OK, result(id, "{}")),
-        _ => json(
-            StatusCode::OK,
-            format!(
-                r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":-32601,"message":"Method not found"}}}}"#,
-                id.get()
-            ),
-        ),
+        "tools/call" => ok(result(id, CALL_RESULT)),
+        "tools/list" => ok(result(id, tools_list)),
+        "initialize" => ok(result(id, INIT_RESULT)),
+        "ping" => ok(result(id, "{}")),
+        _ => ok(format!(
+            r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":-32601,"message":"Method not found"}}}}"#,
+            id.get()
+        )),
+    }
+}
+
+fn answer(body: &[u8], tools_list: &str) -> Response<Body> {
+    match reply(body, tools_list) {
+        Reply::Json(status, text) => json(status, text),
+        Reply::Progress { id, token } => sse_progress(id, token),
+        // Notifications and client responses: accepted, no body.
+        Reply::Nothing => empty(StatusCode::ACCEPTED),
+    }
+}
+
+/// Message `n` of a progress call: notifications 0..PROGRESS_EVENTS, then the result.
+fn progress_message(n: usize, token: &str, id: &str) -> String {
+    if n < PROGRESS_EVENTS {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":{token},"progress":{},"total":{PROGRESS_EVENTS}}}}}"#,
+            n + 1
+        )
+    } else {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{CALL_RESULT}}}"#)
+    }
+}
+
+/// Serves [`reply`] over stdin/stdout, one message a line, on this thread, until stdin ends.
+/// Each message goes out with its own write (flushed), as the HTTP upstream sends each SSE event
+/// as its own frame.
+pub fn main_stdio() -> Result<()> {
+    use std::io::BufRead;
+    let tools_list = tools_list_result();
+    let mut input = std::io::stdin().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut line = Vec::with_capacity(4096);
+    let mut send = |text: &str| -> Result<()> {
+        out.write_all(text.as_bytes())?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        Ok(())
+    };
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match reply(&line, &tools_list) {
+            Reply::Json(_, text) => send(&text)?,
+            Reply::Progress { id, token } => {
+                for n in 0..=PROGRESS_EVENTS {
+                    send(&progress_message(n, &token, &id))?;
+                }
+            }
+            Reply::Nothing => {}
+        }
     }
 }
 
@@ -172,9 +242,7 @@ fn result(id: &RawValue, result: &str) -> String {
 
 /// Ten progress notifications, then the result, one SSE event per body frame. The task yields
 /// between events so hyper flushes each one as its own write, as a server doing real work would.
-fn sse_progress(id: &RawValue, token: Option<&RawValue>) -> Response<Body> {
-    let token = token.map_or_else(|| r#""bench""#.to_owned(), |t| t.get().to_owned());
-    let id = id.get().to_owned();
+fn sse_progress(id: String, token: String) -> Response<Body> {
     let events = futures_util::stream::unfold((0usize, token, id), |(n, token, id)| async move {
         if n > PROGRESS_EVENTS {
             return None;
@@ -182,14 +250,7 @@ fn sse_progress(id: &RawValue, token: Option<&RawValue>) -> Response<Body> {
         if n > 0 {
             tokio::task::yield_now().await;
         }
-        let data = if n < PROGRESS_EVENTS {
-            format!(
-                r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":{token},"progress":{},"total":{PROGRESS_EVENTS}}}}}"#,
-                n + 1
-            )
-        } else {
-            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{CALL_RESULT}}}"#)
-        };
+        let data = progress_message(n, &token, &id);
         let event = format!("id: {}\nevent: message\ndata: {data}\n\n", n + 1);
         Some((Ok(Frame::data(Bytes::from(event))), (n + 1, token, id)))
     });
