@@ -336,12 +336,12 @@ impl Child {
         let caller_id = peek.id.map(|r| r.get().to_string()).unwrap_or_default();
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let ours = n.to_string();
-        let mut out = json::replace(line, &["id"], &ours).ok_or(ChildError::Unroutable)?;
-        let caller_token = peek.progress_token().map(|t| t.get().to_string());
-        if caller_token.is_some() {
-            out = json::replace(&out, &["params", "_meta", "progressToken"], &ours)
-                .ok_or(ChildError::Unroutable)?;
-        }
+        let id = peek.id.ok_or(ChildError::Unroutable)?;
+        let token = peek.progress_token();
+        let caller_token = token.map(|t| t.get().to_string());
+        let mut edits = vec![(id, ours.as_str())];
+        edits.extend(token.map(|t| (t, ours.as_str())));
+        let out = json::splice(line, &edits).ok_or(ChildError::Unroutable)?;
         let (to, rx) = mpsc::channel(CALL_QUEUE);
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // A call nobody can name gets a key nobody can write.
@@ -389,7 +389,8 @@ impl Child {
         owner: Option<&str>,
     ) -> Result<(), ChildError> {
         if peek.kind() == Kind::Notification && peek.method() == "notifications/cancelled" {
-            let ours = owner.zip(peek.param("requestId")).and_then(|(o, id)| {
+            let named = peek.param("requestId");
+            let ours = owner.zip(named).and_then(|(o, id)| {
                 self.lock()
                     .by_caller_id
                     .get(&caller_key(o, id.get()))
@@ -399,8 +400,9 @@ impl Child {
                 // Nothing of the caller's is in flight under that id.
                 return Ok(());
             };
-            let out = json::replace(line, &["params", "requestId"], &n.to_string())
-                .ok_or(ChildError::Unroutable)?;
+            let named = named.expect("a cancellation found by its id has one");
+            let out =
+                json::splice(line, &[(named, &n.to_string())]).ok_or(ChildError::Unroutable)?;
             return self.write(out.into_bytes()).await;
         }
         self.write(line.as_bytes().to_vec()).await
@@ -493,7 +495,10 @@ impl Child {
         {
             affinity.remember(state, self);
         }
-        match json::replace(text, &["id"], &route.caller_id) {
+        match peek
+            .id
+            .and_then(|id| json::splice(text, &[(id, &route.caller_id)]))
+        {
             Some(out) => deliver_final(&route.to, Bytes::from(out)),
             None => self.fail(route, "the stdio server's answer could not be read"),
         }
@@ -514,7 +519,9 @@ impl Child {
                 .inc();
             return;
         };
-        if let Some(out) = json::replace(text, &["params", "progressToken"], &token)
+        if let Some(out) = peek
+            .param("progressToken")
+            .and_then(|t| json::splice(text, &[(t, &token)]))
             && !route.interim(Bytes::from(out))
         {
             self.metrics.dropped.inc();

@@ -81,19 +81,6 @@ impl<'a> Entries<'a> {
         de.end().ok()?;
         Some(e)
     }
-
-    fn write(&self, out: &mut String) {
-        out.push('{');
-        for (i, (k, v)) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&serde_json::to_string(k).expect("a string encodes"));
-            out.push(':');
-            out.push_str(v.get());
-        }
-        out.push('}');
-    }
 }
 
 impl<'de> Deserialize<'de> for Entries<'de> {
@@ -117,28 +104,34 @@ impl<'de> Deserialize<'de> for Entries<'de> {
     }
 }
 
-/// `raw` (an object) with the value at `path` replaced by `value` (JSON text). `None` when
-/// `raw` is not an object or a key of the path is absent.
-pub fn replace(raw: &str, path: &[&str], value: &str) -> Option<String> {
-    let (first, rest) = path.split_first()?;
-    let mut entries = Entries::read(raw)?;
-    let at = entries.0.iter().position(|(k, _)| k == first)?;
-    let inner;
-    let new: &str = if rest.is_empty() {
-        value
-    } else {
-        inner = replace(entries.0[at].1.get(), rest, value)?;
-        &inner
-    };
-    let boxed = RawValue::from_string(new.to_string()).ok()?;
-    let mut out = String::with_capacity(raw.len() + value.len());
-    // The replaced value lives as long as this function; write it in place of the old one.
-    let kept = std::mem::take(&mut entries.0);
-    let mut with_new: Vec<(String, &RawValue)> = Vec::with_capacity(kept.len());
-    for (i, (k, v)) in kept.into_iter().enumerate() {
-        with_new.push((k, if i == at { &*boxed } else { v }));
+/// `text` with each raw value — a slice of `text` itself, as [`Peek`] borrows them — replaced
+/// by new JSON text. Every other byte stays: ids and tokens are swapped in place, with no
+/// second parse and no re-encoding. `None` when a value is not a slice of `text`, or two
+/// overlap.
+pub fn splice(text: &str, edits: &[(&RawValue, &str)]) -> Option<String> {
+    let base = text.as_ptr() as usize;
+    let mut spans = Vec::with_capacity(edits.len());
+    for (raw, new) in edits {
+        let old = raw.get();
+        let start = (old.as_ptr() as usize).checked_sub(base)?;
+        let end = start.checked_add(old.len())?;
+        if end > text.len() {
+            return None;
+        }
+        spans.push((start, end, *new));
     }
-    Entries(with_new).write(&mut out);
+    spans.sort_unstable_by_key(|s| s.0);
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut at = 0;
+    for (start, end, new) in spans {
+        if start < at {
+            return None;
+        }
+        out.push_str(&text[at..start]);
+        out.push_str(new);
+        at = end;
+    }
+    out.push_str(&text[at..]);
     Some(out)
 }
 
@@ -215,18 +208,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replaces_keeping_every_other_byte() {
+    fn splices_keeping_every_other_byte() {
         let line = r#"{"jsonrpc":"2.0","id":"a\u0041","method":"tools/call","params":{"name":"x","arguments":{"n":1.000000000000000000001,"big":123456789012345678901234567890},"_meta":{"progressToken":"t"}}}"#;
-        let out = replace(line, &["id"], "7").unwrap();
+        let p = Peek::read(line).unwrap();
+        let out = splice(
+            line,
+            &[(p.progress_token().unwrap(), "7"), (p.id.unwrap(), "7")],
+        )
+        .unwrap();
         assert_eq!(
             out,
-            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x","arguments":{"n":1.000000000000000000001,"big":123456789012345678901234567890},"_meta":{"progressToken":"t"}}}"#
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x","arguments":{"n":1.000000000000000000001,"big":123456789012345678901234567890},"_meta":{"progressToken":7}}}"#
         );
-        let out = replace(&out, &["params", "_meta", "progressToken"], "7").unwrap();
-        assert!(out.ends_with(r#""_meta":{"progressToken":7}}}"#), "{out}");
-        assert!(out.contains("123456789012345678901234567890"));
-        assert_eq!(replace(line, &["params", "nope"], "1"), None);
-        assert_eq!(replace("[1]", &["id"], "1"), None);
+        // A value from another text is refused, and so are overlapping edits.
+        let other = Peek::read(r#"{"id":1}"#).unwrap();
+        assert_eq!(splice(line, &[(other.id.unwrap(), "2")]), None);
+        let params = p.params.unwrap();
+        assert_eq!(
+            splice(line, &[(params, "{}"), (p.progress_token().unwrap(), "1")]),
+            None
+        );
     }
 
     #[test]
