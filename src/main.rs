@@ -319,17 +319,23 @@ fn explain(args: &ExplainArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn verify(args: &VerifyArgs) -> ExitCode {
-    use mcp_sentinel::audit::verify;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// A runtime on this thread for the short-lived commands; `fail` is their exit code when it
+/// cannot start.
+fn one_thread_runtime(fail: ExitCode) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+            fail
+        })
+}
+
+fn verify(args: &VerifyArgs) -> ExitCode {
+    use mcp_sentinel::audit::verify;
+    let runtime = match one_thread_runtime(ExitCode::from(2)) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     let lines = runtime.block_on(async {
         if let Some(url) = &args.redis {
@@ -453,15 +459,9 @@ fn stdio(args: StdioArgs) -> ExitCode {
     };
     // Logs go to stderr (telemetry never writes to stdout): stdout carries MCP only.
     mcp_sentinel::telemetry::init(&cfg.log);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match one_thread_runtime(ExitCode::FAILURE) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let input = tokio::io::BufReader::new(tokio::io::stdin());

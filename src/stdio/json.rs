@@ -135,6 +135,17 @@ pub fn splice(text: &str, edits: &[(&RawValue, &str)]) -> Option<String> {
     Some(out)
 }
 
+/// The `result` of an answer (raw JSON); `None` for an error answer or a line that is not one.
+pub fn result_of(line: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct A<'a> {
+        #[serde(borrow, default)]
+        result: Option<&'a RawValue>,
+    }
+    let a: A<'_> = serde_json::from_str(std::str::from_utf8(line).ok()?).ok()?;
+    Some(a.result?.get().to_string())
+}
+
 /// `result.requestState` of an answer (raw JSON), when it has one.
 pub fn request_state(line: &str) -> Option<String> {
     // Most answers have none: look before reading.

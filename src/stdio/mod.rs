@@ -392,16 +392,7 @@ impl Bridge {
                 .inc();
             return false;
         };
-        #[derive(serde::Deserialize)]
-        struct Answer<'a> {
-            #[serde(borrow)]
-            result: Option<&'a RawValue>,
-        }
-        let result = std::str::from_utf8(&line)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Answer>(t).ok())
-            .and_then(|a| a.result.map(|r| r.get().to_string()));
-        let Some(result) = result else {
+        let Some(result) = json::result_of(&line) else {
             tracing::error!("the shared stdio server refused initialize");
             return false;
         };
@@ -711,16 +702,7 @@ impl Bridge {
                 "the stdio server exited before answering initialize",
             );
         }
-        #[derive(serde::Deserialize)]
-        struct Answer<'a> {
-            #[serde(borrow)]
-            result: Option<&'a RawValue>,
-        }
-        let accepted = std::str::from_utf8(&line)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Answer>(t).ok())
-            .is_some_and(|a| a.result.is_some());
-        if !accepted {
+        if json::result_of(&line).is_none() {
             // The server refused (a version it does not speak): no session, no child.
             child.stop();
             return json_response(StatusCode::OK, line, None);
