@@ -961,3 +961,32 @@ async fn what_a_session_has_nobody_reading_is_bounded_in_bytes() {
     let grown = rss_kib().saturating_sub(before);
     assert!(grown < 64 * 1024, "RSS grew {grown} KiB");
 }
+
+#[tokio::test]
+async fn a_2025_03_26_batch_is_answered_element_by_element_in_order() {
+    let s = stdio_sentinel(OPEN, faulty(&[])).await;
+    let (sid, init) = raw_legacy_session(&s.url, "2025-03-26").await;
+    assert_eq!(init.status, 200, "{}", init.body);
+    let sid = sid.unwrap();
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": "b", "method": "tools/call",
+         "params": {"name": "echo", "arguments": {"text": "second"}}},
+        {"jsonrpc": "2.0", "method": "notifications/progress",
+         "params": {"progressToken": "none", "progress": 1}},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+         "params": {"name": "echo", "arguments": {"text": "first"}}},
+    ]);
+    let r = raw_post(&s.url, &legacy_headers("2025-03-26", Some(&sid)), &batch).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let answers: Vec<Value> = serde_json::from_str(&r.body).unwrap_or_else(|_| {
+        panic!("a JSON array: {}", r.body);
+    });
+    let got: Vec<(Value, Value)> = answers
+        .iter()
+        .map(|a| (a["id"].clone(), a["result"]["content"][0]["text"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [(json!("b"), json!("second")), (json!(1), json!("first"))]
+    );
+}
