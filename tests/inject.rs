@@ -1,7 +1,9 @@
 //! The injector's decision on pod fixtures: the JSON Patch it answers with is applied to the pod
 //! the API server sent, the result is read with k8s-openapi, and the containers, ports, probes,
-//! volumes and security context are checked. Pods it cannot inject are admitted unchanged, with
-//! a warning; bodies that are not AdmissionReviews get a clean refusal.
+//! volumes and security context are checked. Only pods labelled mcp-sentinel.io/inject are
+//! injected; opted-in pods it cannot inject are refused, saying what to fix (admitted unchanged,
+//! with a warning, when annotated `on-failure: admit`); bodies that are not AdmissionReviews get
+//! a clean refusal.
 
 use std::path::Path;
 
@@ -10,6 +12,8 @@ use mcp_sentinel::k8s::inject::{self, Answer, InjectResult, Malformed, Mode};
 use mcp_sentinel::k8s::settings::{Settings, TokenReview};
 use serde_json::{Value, json};
 
+#[path = "inject/real_pods.rs"]
+mod real_pods;
 #[path = "inject/stdio.rs"]
 mod stdio;
 
