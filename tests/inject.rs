@@ -684,6 +684,14 @@ fn an_unreadable_object_with_a_uid_is_still_admitted() {
         warnings[0].contains("cannot read the admission request"),
         "{warnings:?}"
     );
+    // With its opt-in label readable, the same kind of request is refused.
+    let mut review = fixture("review-pod.json");
+    review["request"]["object"]["metadata"]["generateName"] = json!(5);
+    let detail = assert_refused_unless_admitted(&review, "unreadable, labelled");
+    assert!(
+        detail.starts_with("cannot read the admission request: "),
+        "{detail}"
+    );
 }
 
 #[test]

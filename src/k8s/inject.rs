@@ -139,22 +139,36 @@ pub fn review_body(body: &[u8], mode: Mode, settings: &Settings) -> Result<Answe
         Some(Value::String(uid)) if !uid.is_empty() => uid.clone(),
         _ => return Err(Malformed::NoRequest),
     };
+    let object = value
+        .pointer("/request/object")
+        .cloned()
+        .unwrap_or_default();
     match serde_json::from_value::<AdmissionReview<DynamicObject>>(value) {
         Ok(review) => match review.try_into() {
             Ok(request) => Ok(review_request(&request, mode, settings)),
             Err(_) => Err(Malformed::NoRequest),
         },
-        // The uid is known, so the pod can still be admitted, unchanged.
+        // The uid is known, so the pod can still be answered: like any pod the injector cannot
+        // protect (refused if it opted in, unless it chose to be admitted anyway).
         Err(e) => {
             let mut resp = AdmissionResponse::invalid("");
             resp.uid = uid;
             resp.allowed = true;
             resp.result = Default::default();
             let detail = format!("cannot read the admission request: {e}");
-            resp.warnings = Some(vec![warning(&detail)]);
+            let (resp, result, detail) = if opted_in(&object) {
+                let verdict = refuse_unprotected::<()>(&object, Err(Verdict::Error(detail)))
+                    .expect_err("an error stays an error");
+                settle(resp, verdict)
+            } else {
+                // Whether it opted in cannot even be read (nor could the API server's selector
+                // have matched it): admitted unchanged, counted as an error.
+                resp.warnings = Some(vec![warning(&detail)]);
+                (resp, InjectResult::Error, detail)
+            };
             Ok(Answer {
                 review: resp.into_review(),
-                result: InjectResult::Error,
+                result,
                 detail,
                 pod: String::new(),
             })
@@ -194,51 +208,56 @@ pub fn review_request(
     let Some(object) = req.object.as_ref().filter(|_| is_pod_create) else {
         return answer(resp, InjectResult::Skipped, "not a pod creation".into());
     };
-    let outcome = serde_json::to_value(object)
+    let json = serde_json::to_value(object).unwrap_or_default();
+    let planned = serde_json::from_value::<Pod>(json.clone())
         .map_err(|e| Verdict::Error(format!("cannot read the pod: {e}")))
-        .and_then(|json| {
-            let planned = serde_json::from_value::<Pod>(json.clone())
-                .map_err(|e| Verdict::Error(format!("cannot read the pod: {e}")))
-                .and_then(|pod| plan(&pod, &json, settings))
-                .and_then(|(ops, warnings)| Ok((verify(&json, ops)?, warnings)));
-            refuse_unprotected(&json, planned)
+        .and_then(|pod| plan(&pod, &json, settings))
+        .and_then(|(ops, warnings)| {
+            let patched = resp
+                .clone()
+                .with_patch(verify(&json, ops)?)
+                .map_err(|e| Verdict::Error(format!("cannot encode the patch: {e}")))?;
+            Ok((patched, warnings))
         });
-    match outcome {
-        Ok((patch, warnings)) => match resp.clone().with_patch(patch) {
-            Ok(mut resp) => {
-                if !warnings.is_empty() {
-                    resp.warnings = Some(warnings);
-                }
-                answer(resp, InjectResult::Injected, String::new())
+    match refuse_unprotected(&json, planned) {
+        Ok((mut resp, warnings)) => {
+            if !warnings.is_empty() {
+                resp.warnings = Some(warnings);
             }
-            Err(e) => {
-                let detail = format!("cannot encode the patch: {e}");
-                let mut resp = resp;
-                resp.warnings = Some(vec![warning(&detail)]);
-                answer(resp, InjectResult::Error, detail)
-            }
-        },
-        Err(Verdict::Skip(detail, warn)) => {
-            let mut resp = resp;
+            answer(resp, InjectResult::Injected, String::new())
+        }
+        Err(verdict) => {
+            let (resp, result, detail) = settle(resp, verdict);
+            answer(resp, result, detail)
+        }
+    }
+}
+
+/// The response (from `resp`, the request's) to a pod that is not patched, what happened, and why.
+fn settle(
+    mut resp: AdmissionResponse,
+    verdict: Verdict,
+) -> (AdmissionResponse, InjectResult, String) {
+    match verdict {
+        Verdict::Skip(detail, warn) => {
             if warn {
                 resp.warnings = Some(vec![warning(&detail)]);
             }
-            answer(resp, InjectResult::Skipped, detail)
+            (resp, InjectResult::Skipped, detail)
         }
-        Err(Verdict::Already) => answer(
+        Verdict::Already => (
             resp,
             InjectResult::AlreadyInjected,
             "already has the sidecar".into(),
         ),
-        Err(Verdict::Error(detail)) => {
-            let mut resp = resp;
+        Verdict::Error(detail) => {
             resp.warnings = Some(vec![format!(
                 "mcp-sentinel: admitted WITHOUT the sentinel ({}: {ADMIT}): {detail}",
                 ann::ON_FAILURE
             )]);
-            answer(resp, InjectResult::Error, detail)
+            (resp, InjectResult::Error, detail)
         }
-        Err(Verdict::Refuse { detail, stdio }) => {
+        Verdict::Refuse { detail, stdio } => {
             let what = if stdio {
                 "a stdio MCP server runs only under its sentinel"
             } else {
@@ -248,10 +267,9 @@ pub fn review_request(
                 "mcp-sentinel: refused: {what}: {detail} (fix that, or annotate the pod {}: {ADMIT} to start it unprotected)",
                 ann::ON_FAILURE
             );
-            let mut resp = resp;
             resp.allowed = false;
             resp.result = kube_core::Status::failure(&message, "Forbidden").with_code(403);
-            answer(resp, InjectResult::Refused, detail)
+            (resp, InjectResult::Refused, detail)
         }
     }
 }
@@ -262,6 +280,7 @@ pub(super) enum Verdict {
     /// Not injected, by choice; `true`: tell the user why.
     Skip(String, bool),
     Already,
+    /// Cannot be injected; after `refuse_unprotected`, a pod that chose to be admitted anyway.
     Error(String),
     /// Not admitted at all; `stdio`: a stdio server's pod.
     Refuse {
@@ -284,7 +303,8 @@ struct Upstream<'p> {
 
 /// A pod (`json`, as sent) that opted in and cannot have its sentinel is refused, whatever the
 /// reason (admitted, it would run without one), unless annotated `on-failure: admit`: then it
-/// is admitted unchanged (`Verdict::Error`). A pod that did not opt in is never refused.
+/// is admitted unchanged (`Verdict::Error`). A pod that did not opt in is never refused (nor
+/// injected: skipped, with the reason as a warning).
 fn refuse_unprotected<T>(json: &Value, planned: Result<T, Verdict>) -> Result<T, Verdict> {
     let annotation = |key: &str| {
         json.pointer(&format!("/metadata/annotations/{}", escape(key)))
@@ -297,6 +317,7 @@ fn refuse_unprotected<T>(json: &Value, planned: Result<T, Verdict>) -> Result<T,
         Err(Verdict::Error(detail) | Verdict::Skip(detail, true)) if opted_in(json) => {
             Err(Verdict::Refuse { detail, stdio })
         }
+        Err(Verdict::Error(why)) => Err(Verdict::Skip(why, true)),
         other => other,
     }
 }
