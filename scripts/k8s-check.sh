@@ -60,6 +60,31 @@ for values in tests/fixtures/k8s/values/*.yaml; do
 done
 k8s_log "helm template: $rendered renderings valid (--strict, Kubernetes ${KUBE_VERSIONS[*]})"
 
+# Only opted-in pods reach the injector: with the defaults, each webhook entry selects pods by the
+# mcp-sentinel.io/inject label with exactly the injector's spellings (OPT_IN_VALUES in
+# src/k8s/mod.rs), and repeats the test in matchConditions from Kubernetes 1.30 (GA) only.
+opt_in=$(sed -n 's/^pub const OPT_IN_VALUES: \[&str; [0-9]*\] = \(\[.*\]\);$/\1/p' src/k8s/mod.rs)
+[ -n "$opt_in" ] || k8s_die "cannot read OPT_IN_VALUES from src/k8s/mod.rs"
+cel_values=${opt_in//\"/\'}
+for kv in "${KUBE_VERSIONS[@]}"; do
+    webhook=$(awk '/^kind: MutatingWebhookConfiguration/,/^---/' "$tmp/defaults-$kv.yaml")
+    entries=$(grep -c '^  - name: .*inject.mcp-sentinel.io$' <<<"$webhook" || true)
+    [ "$entries" = 2 ] || k8s_die "Kubernetes $kv: expected 2 webhook entries, found $entries"
+    selected=$(grep -A4 '^    objectSelector:' <<<"$webhook" | grep -A2 -- '- key: mcp-sentinel.io/inject$' |
+        grep -A1 'operator: In$' | grep -cF "values: $opt_in" || true)
+    [ "$selected" = "$entries" ] ||
+        k8s_die "Kubernetes $kv: not every webhook entry selects pods labelled mcp-sentinel.io/inject In $opt_in"
+    conditions=$(grep -c '^    matchConditions:' <<<"$webhook" || true)
+    cel=$(grep -cF "object.metadata.labels['mcp-sentinel.io/inject'] in $cel_values" <<<"$webhook" || true)
+    case "$kv" in
+    1.29) want=0 ;;
+    *) want=$entries ;;
+    esac
+    [ "$conditions" = "$want" ] && [ "$cel" = "$want" ] ||
+        k8s_die "Kubernetes $kv: expected $want matchConditions on the opt-in label, found $conditions ($cel)"
+done
+k8s_log "webhook: only pods labelled mcp-sentinel.io/inject In $opt_in (matchConditions from 1.30)"
+
 refused=0
 for values in tests/fixtures/k8s/values-invalid/*.yaml; do
     expect=$(sed -n '1s/^# expect: //p' "$values")

@@ -1,7 +1,9 @@
 //! The injector's decision on pod fixtures: the JSON Patch it answers with is applied to the pod
 //! the API server sent, the result is read with k8s-openapi, and the containers, ports, probes,
-//! volumes and security context are checked. Pods it cannot inject are admitted unchanged, with
-//! a warning; bodies that are not AdmissionReviews get a clean refusal.
+//! volumes and security context are checked. Only pods labelled mcp-sentinel.io/inject are
+//! injected; opted-in pods it cannot inject are refused, saying what to fix (admitted unchanged,
+//! with a warning, when annotated `on-failure: admit`); bodies that are not AdmissionReviews get
+//! a clean refusal.
 
 use std::path::Path;
 
@@ -10,6 +12,8 @@ use mcp_sentinel::k8s::inject::{self, Answer, InjectResult, Malformed, Mode};
 use mcp_sentinel::k8s::settings::{Settings, TokenReview};
 use serde_json::{Value, json};
 
+#[path = "inject/real_pods.rs"]
+mod real_pods;
 #[path = "inject/stdio.rs"]
 mod stdio;
 
@@ -421,13 +425,41 @@ fn unnamed_upstream_port_gets_the_default_name_and_a_warning() {
 
 #[test]
 fn pods_not_asking_are_skipped_without_a_word() {
-    let mut review = fixture("review-pod.json");
-    review["request"]["object"]["metadata"]["annotations"] = json!({});
-    let a = answer(&review, Mode::Annotated, &settings());
-    assert_eq!(a.result, InjectResult::Skipped);
-    assert!(unchanged(&review, &a).is_empty());
+    // The annotation alone does not opt in (nor does a label value that is not an opt-in),
+    // even with a bad port or a bad annotation: a pod that did not opt in is never refused.
+    for label in [None, Some("false"), Some("yes")] {
+        let mut review = fixture("review-pod.json");
+        let labels = review["request"]["object"]["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap();
+        labels.remove("mcp-sentinel.io/inject");
+        if let Some(v) = label {
+            labels.insert("mcp-sentinel.io/inject".into(), json!(v));
+        }
+        beside_http(&mut review, "grpc", 9000);
+        annotate(&mut review, "mcp-sentinel.io/upstream-port", "nope");
+        for mode in [Mode::Annotated, Mode::Namespace] {
+            let a = answer(&review, mode, &settings());
+            assert_eq!(a.result, InjectResult::Skipped, "{label:?}");
+            assert_eq!(a.detail, "not labelled mcp-sentinel.io/inject");
+            assert!(unchanged(&review, &a).is_empty());
+        }
+    }
 
-    // In a labelled namespace, "false" opts out.
+    // Every accepted spelling of the label opts in (the same list the chart renders).
+    for v in mcp_sentinel::k8s::OPT_IN_VALUES {
+        let mut review = fixture("review-pod.json");
+        set(
+            &mut review,
+            "/request/object/metadata/labels/mcp-sentinel.io~1inject",
+            json!(v),
+        );
+        let a = answer(&review, Mode::Annotated, &settings());
+        assert_eq!(a.result, InjectResult::Injected, "{v}");
+    }
+
+    // A labelled pod annotated "false" opts out.
+    let mut review = fixture("review-pod.json");
     annotate(&mut review, "mcp-sentinel.io/inject", "false");
     let a = answer(&review, Mode::Namespace, &settings());
     assert_eq!(a.result, InjectResult::Skipped);
@@ -445,23 +477,53 @@ fn pods_not_asking_are_skipped_without_a_word() {
     assert_eq!(a.result, InjectResult::Skipped);
 }
 
-#[test]
-fn host_network_pods_are_skipped_with_a_warning() {
-    let mut review = fixture("review-pod.json");
-    set(&mut review, "/request/object/spec/hostNetwork", json!(true));
-    let a = answer(&review, Mode::Annotated, &settings());
-    assert_eq!(a.result, InjectResult::Skipped);
-    let warnings = unchanged(&review, &a);
-    assert_eq!(
-        warnings,
-        ["mcp-sentinel: not injected: host-network pods are not injected"]
-    );
+/// The message the API server returns for an opted-in HTTP server's pod it cannot protect.
+fn refusal(detail: &str) -> String {
+    format!(
+        "mcp-sentinel: refused: the pod asked for the sentinel and is not started without it: {detail} (fix that, or annotate the pod mcp-sentinel.io/on-failure: admit to start it unprotected)"
+    )
 }
 
-/// Pods the injector was asked to inject but cannot: admitted unchanged, with a warning that
-/// names the problem, and counted as errors.
+/// Refused (403, the message saying what to fix, no patch); and annotated `on-failure: admit`,
+/// admitted unchanged with a warning that says so, counted as an error. Returns the detail.
+fn assert_refused_unless_admitted(review: &Value, what: &str) -> String {
+    let a = answer(review, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::Refused, "{what}: {}", a.detail);
+    let resp = response(&a);
+    assert_eq!(resp["uid"], review["request"]["uid"], "{what}");
+    assert_eq!(resp["allowed"], false, "{what}");
+    assert_eq!(resp["status"]["code"], 403, "{what}");
+    assert_eq!(resp["status"]["message"], refusal(&a.detail), "{what}");
+    assert!(resp.get("patch").is_none(), "{what}");
+
+    let mut admit = review.clone();
+    annotate(&mut admit, "mcp-sentinel.io/on-failure", "admit");
+    let b = answer(&admit, Mode::Annotated, &settings());
+    assert_eq!(b.result, InjectResult::Error, "{what}: {}", b.detail);
+    assert_eq!(b.detail, a.detail, "{what}");
+    assert_eq!(
+        unchanged(&admit, &b),
+        [format!(
+            "mcp-sentinel: admitted WITHOUT the sentinel (mcp-sentinel.io/on-failure: admit): {}",
+            a.detail
+        )],
+        "{what}"
+    );
+    a.detail
+}
+
 #[test]
-fn pods_it_cannot_inject_are_admitted_unchanged_with_a_warning() {
+fn host_network_pods_are_refused() {
+    let mut review = fixture("review-pod.json");
+    set(&mut review, "/request/object/spec/hostNetwork", json!(true));
+    let detail = assert_refused_unless_admitted(&review, "host network");
+    assert_eq!(detail, "host-network pods are not injected");
+}
+
+/// Opted-in pods the injector cannot protect: refused with a message that names the problem,
+/// unless annotated to be admitted anyway.
+#[test]
+fn pods_it_cannot_inject_are_refused_unless_annotated_to_be_admitted() {
     type Edit = fn(&mut Value);
     let cases: Vec<(&str, Edit, &str)> = vec![
         (
@@ -553,7 +615,16 @@ fn pods_it_cannot_inject_are_admitted_unchanged_with_a_warning() {
     ];
     // Annotations it cannot follow: (annotation, value, what the warning says).
     let annotations = [
-        ("inject", "yes", "must be \"true\" or \"false\""),
+        (
+            "inject",
+            "yes",
+            "annotation mcp-sentinel.io/inject=\"yes\" must be \"false\" (to opt out) or absent",
+        ),
+        (
+            "on-failure",
+            "ignore",
+            "annotation mcp-sentinel.io/on-failure=\"ignore\" must be \"admit\" or \"refuse\"",
+        ),
         (
             "upstream-port",
             "grpc",
@@ -590,15 +661,15 @@ fn pods_it_cannot_inject_are_admitted_unchanged_with_a_warning() {
         (what.to_string(), review, expect)
     });
     for (what, review, expect) in annotated.into_iter().chain(edited) {
-        let a = answer(&review, Mode::Annotated, &settings());
-        assert_eq!(a.result, InjectResult::Error, "{what}: {}", a.detail);
-        let warnings = unchanged(&review, &a);
-        assert_eq!(warnings.len(), 1, "{what}");
-        assert!(
-            warnings[0].starts_with("mcp-sentinel: not injected: ") && warnings[0].contains(expect),
-            "{what}: {warnings:?}"
-        );
-        assert!(a.detail.contains(expect), "{what}: {}", a.detail);
+        if what == "on-failure: ignore" {
+            // Its own value is the problem: refused, and no admit annotation to try.
+            let a = answer(&review, Mode::Annotated, &settings());
+            assert_eq!(a.result, InjectResult::Refused, "{what}");
+            assert_eq!(a.detail, expect);
+            continue;
+        }
+        let detail = assert_refused_unless_admitted(&review, &what);
+        assert!(detail.contains(expect), "{what}: {detail}");
     }
 }
 
@@ -612,6 +683,14 @@ fn an_unreadable_object_with_a_uid_is_still_admitted() {
     assert!(
         warnings[0].contains("cannot read the admission request"),
         "{warnings:?}"
+    );
+    // With its opt-in label readable, the same kind of request is refused.
+    let mut review = fixture("review-pod.json");
+    review["request"]["object"]["metadata"]["generateName"] = json!(5);
+    let detail = assert_refused_unless_admitted(&review, "unreadable, labelled");
+    assert!(
+        detail.starts_with("cannot read the admission request: "),
+        "{detail}"
     );
 }
 
@@ -664,4 +743,48 @@ fn webhook_paths_select_the_mode() {
     );
     assert_eq!(Mode::from_path("/inject"), None);
     assert_eq!(Mode::from_path("/"), None);
+}
+
+/// The grace period covers the sentinel's drain deadline plus a margin: raised when the pod's
+/// (30 s when unset) is shorter, never lowered.
+#[test]
+fn the_grace_period_covers_the_drain_deadline() {
+    use std::time::Duration;
+    let grace = |review: &Value, s: &Settings| {
+        typed(&patched(review, &answer(review, Mode::Annotated, s)))
+            .spec
+            .unwrap()
+            .termination_grace_period_seconds
+    };
+    let with = |seconds: Option<i64>| {
+        // The API server defaults it to 30 before the webhook sees the pod; unset, too.
+        let mut review = fixture("review-pod.json");
+        let spec = review["request"]["object"]["spec"].as_object_mut().unwrap();
+        spec.remove("terminationGracePeriodSeconds");
+        if let Some(n) = seconds {
+            spec.insert("terminationGracePeriodSeconds".into(), json!(n));
+        }
+        review
+    };
+    // Default deadline 25 s + 5 s: the kubelet's 30 s default suffices; nothing set.
+    let s = settings();
+    assert_eq!(s.shutdown_deadline, Duration::from_secs(25));
+    assert_eq!(grace(&with(None), &s), None);
+    assert_eq!(grace(&with(Some(10)), &s), Some(30));
+    assert_eq!(grace(&with(Some(30)), &s), Some(30));
+    assert_eq!(grace(&with(Some(120)), &s), Some(120));
+    // A longer deadline (rounded up to whole seconds) raises the unset default too.
+    let mut long = settings();
+    long.shutdown_deadline = Duration::from_millis(40_500);
+    assert_eq!(grace(&with(None), &long), Some(46));
+    assert_eq!(grace(&with(Some(45)), &long), Some(46));
+    assert_eq!(grace(&with(Some(60)), &long), Some(60));
+    // The stdio path too: the sentinel is the container's process.
+    let mut stdio = fixture("review-pod-stdio.json");
+    set(
+        &mut stdio,
+        "/request/object/spec/terminationGracePeriodSeconds",
+        json!(5),
+    );
+    assert_eq!(grace(&stdio, &settings()), Some(30));
 }

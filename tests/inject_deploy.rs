@@ -158,3 +158,30 @@ fn the_deployed_injector_runs_the_image_it_injects() {
     assert_eq!(container["args"][0], "inject");
     assert!(settings.native_sidecar);
 }
+
+/// The webhook configuration deploy/ ships (rendered from the chart) sends the API server's
+/// pods only when they carry the opt-in label, with exactly the spellings the injector accepts.
+#[test]
+fn the_webhook_selects_opted_in_pods_with_the_injectors_spellings() {
+    let docs = documents("injector.yaml");
+    let config = find(
+        &docs,
+        "MutatingWebhookConfiguration",
+        "mcp-sentinel-injector",
+    );
+    let ours: Vec<&str> = mcp_sentinel::k8s::OPT_IN_VALUES.to_vec();
+    let webhooks = config["webhooks"].as_array().unwrap();
+    assert_eq!(webhooks.len(), 2);
+    for w in webhooks {
+        let exprs = w["objectSelector"]["matchExpressions"].as_array().unwrap();
+        let label = exprs
+            .iter()
+            .find(|e| e["key"] == mcp_sentinel::k8s::INJECT_LABEL)
+            .unwrap_or_else(|| panic!("{}: no pod label selector", w["name"]));
+        assert_eq!(label["operator"], "In");
+        assert_eq!(label["values"], serde_json::json!(ours));
+        let ns = &w["namespaceSelector"]["matchExpressions"][0];
+        assert_eq!(ns["key"], mcp_sentinel::k8s::NAMESPACE_LABEL);
+        assert_eq!(ns["values"], serde_json::json!(ours));
+    }
+}

@@ -1,7 +1,10 @@
 //! The injection decision: a pure function from an AdmissionReview (and the injector's settings)
-//! to the answer. A pod it cannot understand is admitted unchanged with a warning, except a
-//! stdio server's (`stdio`), which is refused: it would start without its sentinel. A body that
-//! is not an AdmissionReview at all is refused, and never with a panic.
+//! to the answer. Only pods labelled `mcp-sentinel.io/inject` with an opt-in value are injected
+//! (the API server sends no others; any that still arrive are skipped). An opted-in pod the
+//! injector cannot protect is refused, saying what to fix, since admitted it would run without
+//! its sentinel, unless it is annotated `mcp-sentinel.io/on-failure: admit` (then it is admitted
+//! unchanged with a warning saying so). A body that is not an AdmissionReview at all is
+//! refused, and never with a panic.
 
 use std::collections::BTreeMap;
 
@@ -16,18 +19,16 @@ use super::stdio;
 use super::template::{self, Params, Sidecar};
 use super::validate;
 
-/// Webhook path for pods that opt in with `mcp-sentinel.io/inject: "true"`.
+/// Webhook path for opted-in pods in namespaces not labelled `mcp-sentinel.io/inject`.
 pub const PATH_ANNOTATED: &str = "/inject/annotated";
-/// Webhook path for pods in namespaces labelled for injection: every pod unless it opts out.
+/// Webhook path for opted-in pods in namespaces labelled `mcp-sentinel.io/inject`.
 pub const PATH_NAMESPACE: &str = "/inject/namespace";
 
 /// Which webhook entry called: the MutatingWebhookConfiguration tells them apart by
-/// namespace label, since the AdmissionReview does not carry the namespace's labels.
+/// namespace label. Both decide the same way: the pod label is the opt-in in either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Inject only pods annotated `"true"`.
     Annotated,
-    /// Inject every pod not annotated `"false"`.
     Namespace,
 }
 
@@ -49,9 +50,9 @@ pub enum InjectResult {
     Skipped,
     AlreadyInjected,
     /// Asked for but impossible (bad annotation, no port to take over, a collision, an
-    /// unreadable pod): admitted unchanged with a warning.
+    /// unreadable pod) and annotated `on-failure: admit`: admitted unchanged with a warning.
     Error,
-    /// A stdio server that cannot be wrapped: the pod is refused (not created).
+    /// Asked for but impossible: the pod is refused (not created).
     Refused,
 }
 
@@ -138,22 +139,36 @@ pub fn review_body(body: &[u8], mode: Mode, settings: &Settings) -> Result<Answe
         Some(Value::String(uid)) if !uid.is_empty() => uid.clone(),
         _ => return Err(Malformed::NoRequest),
     };
+    let object = value
+        .pointer("/request/object")
+        .cloned()
+        .unwrap_or_default();
     match serde_json::from_value::<AdmissionReview<DynamicObject>>(value) {
         Ok(review) => match review.try_into() {
             Ok(request) => Ok(review_request(&request, mode, settings)),
             Err(_) => Err(Malformed::NoRequest),
         },
-        // The uid is known, so the pod can still be admitted, unchanged.
+        // The uid is known, so the pod can still be answered: like any pod the injector cannot
+        // protect (refused if it opted in, unless it chose to be admitted anyway).
         Err(e) => {
             let mut resp = AdmissionResponse::invalid("");
             resp.uid = uid;
             resp.allowed = true;
             resp.result = Default::default();
             let detail = format!("cannot read the admission request: {e}");
-            resp.warnings = Some(vec![warning(&detail)]);
+            let (resp, result, detail) = if opted_in(&object) {
+                let verdict = refuse_unprotected::<()>(&object, Err(Verdict::Error(detail)))
+                    .expect_err("an error stays an error");
+                settle(resp, verdict)
+            } else {
+                // Whether it opted in cannot even be read (nor could the API server's selector
+                // have matched it): admitted unchanged, counted as an error.
+                resp.warnings = Some(vec![warning(&detail)]);
+                (resp, InjectResult::Error, detail)
+            };
             Ok(Answer {
                 review: resp.into_review(),
-                result: InjectResult::Error,
+                result,
                 detail,
                 pod: String::new(),
             })
@@ -166,9 +181,11 @@ fn warning(detail: &str) -> String {
 }
 
 /// Answers one admission request.
+///
+/// `_mode` is which webhook entry called; both decide the same way.
 pub fn review_request(
     req: &AdmissionRequest<DynamicObject>,
-    mode: Mode,
+    _mode: Mode,
     settings: &Settings,
 ) -> Answer {
     let resp = AdmissionResponse::from(req);
@@ -191,55 +208,68 @@ pub fn review_request(
     let Some(object) = req.object.as_ref().filter(|_| is_pod_create) else {
         return answer(resp, InjectResult::Skipped, "not a pod creation".into());
     };
-    let outcome = serde_json::to_value(object)
+    let json = serde_json::to_value(object).unwrap_or_default();
+    let planned = serde_json::from_value::<Pod>(json.clone())
         .map_err(|e| Verdict::Error(format!("cannot read the pod: {e}")))
-        .and_then(|json| {
-            let planned = serde_json::from_value::<Pod>(json.clone())
-                .map_err(|e| Verdict::Error(format!("cannot read the pod: {e}")))
-                .and_then(|pod| plan(&pod, &json, mode, settings))
-                .and_then(|(ops, warnings)| Ok((verify(&json, ops)?, warnings)));
-            refuse_unwrapped_stdio(&json, planned)
+        .and_then(|pod| plan(&pod, &json, settings))
+        .and_then(|(ops, warnings)| {
+            let patched = resp
+                .clone()
+                .with_patch(verify(&json, ops)?)
+                .map_err(|e| Verdict::Error(format!("cannot encode the patch: {e}")))?;
+            Ok((patched, warnings))
         });
-    match outcome {
-        Ok((patch, warnings)) => match resp.clone().with_patch(patch) {
-            Ok(mut resp) => {
-                if !warnings.is_empty() {
-                    resp.warnings = Some(warnings);
-                }
-                answer(resp, InjectResult::Injected, String::new())
+    match refuse_unprotected(&json, planned) {
+        Ok((mut resp, warnings)) => {
+            if !warnings.is_empty() {
+                resp.warnings = Some(warnings);
             }
-            Err(e) => {
-                let detail = format!("cannot encode the patch: {e}");
-                let mut resp = resp;
-                resp.warnings = Some(vec![warning(&detail)]);
-                answer(resp, InjectResult::Error, detail)
-            }
-        },
-        Err(Verdict::Skip(detail, warn)) => {
-            let mut resp = resp;
+            answer(resp, InjectResult::Injected, String::new())
+        }
+        Err(verdict) => {
+            let (resp, result, detail) = settle(resp, verdict);
+            answer(resp, result, detail)
+        }
+    }
+}
+
+/// The response (from `resp`, the request's) to a pod that is not patched, what happened, and why.
+fn settle(
+    mut resp: AdmissionResponse,
+    verdict: Verdict,
+) -> (AdmissionResponse, InjectResult, String) {
+    match verdict {
+        Verdict::Skip(detail, warn) => {
             if warn {
                 resp.warnings = Some(vec![warning(&detail)]);
             }
-            answer(resp, InjectResult::Skipped, detail)
+            (resp, InjectResult::Skipped, detail)
         }
-        Err(Verdict::Already) => answer(
+        Verdict::Already => (
             resp,
             InjectResult::AlreadyInjected,
             "already has the sidecar".into(),
         ),
-        Err(Verdict::Error(detail)) => {
-            let mut resp = resp;
-            resp.warnings = Some(vec![warning(&detail)]);
-            answer(resp, InjectResult::Error, detail)
+        Verdict::Error(detail) => {
+            resp.warnings = Some(vec![format!(
+                "mcp-sentinel: admitted WITHOUT the sentinel ({}: {ADMIT}): {detail}",
+                ann::ON_FAILURE
+            )]);
+            (resp, InjectResult::Error, detail)
         }
-        Err(Verdict::Refuse(detail)) => {
+        Verdict::Refuse { detail, stdio } => {
+            let what = if stdio {
+                "a stdio MCP server runs only under its sentinel"
+            } else {
+                "the pod asked for the sentinel and is not started without it"
+            };
             let message = format!(
-                "mcp-sentinel: refused: a stdio MCP server runs only under its sentinel: {detail}"
+                "mcp-sentinel: refused: {what}: {detail} (fix that, or annotate the pod {}: {ADMIT} to start it unprotected)",
+                ann::ON_FAILURE
             );
-            let mut resp = resp;
             resp.allowed = false;
             resp.result = kube_core::Status::failure(&message, "Forbidden").with_code(403);
-            answer(resp, InjectResult::Refused, detail)
+            (resp, InjectResult::Refused, detail)
         }
     }
 }
@@ -250,10 +280,19 @@ pub(super) enum Verdict {
     /// Not injected, by choice; `true`: tell the user why.
     Skip(String, bool),
     Already,
+    /// Cannot be injected; after `refuse_unprotected`, a pod that chose to be admitted anyway.
     Error(String),
-    /// Not admitted at all.
-    Refuse(String),
+    /// Not admitted at all; `stdio`: a stdio server's pod.
+    Refuse {
+        detail: String,
+        stdio: bool,
+    },
 }
+
+/// The `on-failure` annotation's value that admits a pod the injector cannot protect.
+const ADMIT: &str = "admit";
+/// Its default: refuse such a pod.
+const REFUSE: &str = "refuse";
 
 /// The port the sidecar takes over: `spec.containers[container].ports[port]`.
 struct Upstream<'p> {
@@ -262,21 +301,32 @@ struct Upstream<'p> {
     port: &'p ContainerPort,
 }
 
-/// A stdio server's pod (`json`, as sent) that asked for its sentinel and cannot have it is
-/// refused, whatever the reason: admitted, it would run without one.
-fn refuse_unwrapped_stdio<T>(json: &Value, planned: Result<T, Verdict>) -> Result<T, Verdict> {
-    let is_stdio = json
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            escape(ann::STDIO_COMMAND)
-        ))
-        .is_some();
+/// A pod (`json`, as sent) that opted in and cannot have its sentinel is refused, whatever the
+/// reason (admitted, it would run without one), unless annotated `on-failure: admit`: then it
+/// is admitted unchanged (`Verdict::Error`). A pod that did not opt in is never refused (nor
+/// injected: skipped, with the reason as a warning).
+fn refuse_unprotected<T>(json: &Value, planned: Result<T, Verdict>) -> Result<T, Verdict> {
+    let annotation = |key: &str| {
+        json.pointer(&format!("/metadata/annotations/{}", escape(key)))
+            .and_then(Value::as_str)
+    };
+    let stdio = annotation(ann::STDIO_COMMAND).is_some();
+    let admit = annotation(ann::ON_FAILURE) == Some(ADMIT);
     match planned {
-        Err(Verdict::Error(why) | Verdict::Skip(why, true)) if is_stdio => {
-            Err(Verdict::Refuse(why))
+        Err(Verdict::Error(why) | Verdict::Skip(why, true)) if admit => Err(Verdict::Error(why)),
+        Err(Verdict::Error(detail) | Verdict::Skip(detail, true)) if opted_in(json) => {
+            Err(Verdict::Refuse { detail, stdio })
         }
+        Err(Verdict::Error(why)) => Err(Verdict::Skip(why, true)),
         other => other,
     }
+}
+
+/// Whether the pod (as sent) carries the opt-in label.
+fn opted_in(json: &Value) -> bool {
+    json.pointer(&format!("/metadata/labels/{}", escape(super::INJECT_LABEL)))
+        .and_then(Value::as_str)
+        .is_some_and(|v| super::OPT_IN_VALUES.contains(&v))
 }
 
 /// The JSON Patch that adds the sentinel to `json` (the pod as the API server sent it), and the
@@ -284,26 +334,37 @@ fn refuse_unwrapped_stdio<T>(json: &Value, planned: Result<T, Verdict>) -> Resul
 fn plan(
     pod: &Pod,
     json: &Value,
-    mode: Mode,
     settings: &Settings,
 ) -> Result<(Vec<Value>, Vec<String>), Verdict> {
     let empty = BTreeMap::new();
     let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     let get = |key: &str| annotations.get(key).map(String::as_str);
     let stdio_command = get(ann::STDIO_COMMAND);
-    let inject = match get(ann::INJECT) {
-        Some("true") => true,
-        Some("false") => false,
+    if !opted_in(json) {
+        return Err(Verdict::Skip(
+            format!("not labelled {}", super::INJECT_LABEL),
+            false,
+        ));
+    }
+    match get(ann::INJECT) {
+        Some("false") => return Err(Verdict::Skip("opted out by annotation".into(), false)),
+        Some(v) if super::OPT_IN_VALUES.contains(&v) => {}
+        None => {}
         Some(other) => {
             return Err(Verdict::Error(format!(
-                "annotation {}={other:?} must be \"true\" or \"false\"",
+                "annotation {}={other:?} must be \"false\" (to opt out) or absent",
                 ann::INJECT
             )));
         }
-        None => mode == Mode::Namespace || stdio_command.is_some(),
-    };
-    if !inject {
-        return Err(Verdict::Skip("injection not requested".into(), false));
+    }
+    match get(ann::ON_FAILURE) {
+        None | Some(ADMIT | REFUSE) => {}
+        Some(other) => {
+            return Err(Verdict::Error(format!(
+                "annotation {}={other:?} must be \"{ADMIT}\" or \"{REFUSE}\"",
+                ann::ON_FAILURE
+            )));
+        }
     }
     let spec = pod
         .spec
@@ -383,7 +444,30 @@ fn plan(
         )?,
     };
     metadata_ops(&mut ops, json, annotations, &sidecar, &mut warnings);
+    if let Some(seconds) = grace_period(spec.termination_grace_period_seconds, settings) {
+        ops.push(add(
+            "/spec/terminationGracePeriodSeconds",
+            &Value::from(seconds),
+        ));
+    }
     Ok((ops, warnings))
+}
+
+/// The kubelet's `terminationGracePeriodSeconds` when a pod sets none.
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
+/// Seconds on top of the sentinel's drain deadline: the SIGTERM's delivery and the exit.
+pub const GRACE_MARGIN_SECONDS: i64 = 5;
+
+/// The grace period to set on a pod whose own is `current`: the sentinel's drain deadline plus
+/// `GRACE_MARGIN_SECONDS`, when the pod's (`DEFAULT_GRACE_SECONDS` if unset) is shorter; `None`
+/// when it already suffices (a longer one is never lowered).
+pub fn grace_period(current: Option<i64>, settings: &Settings) -> Option<i64> {
+    let deadline = settings.shutdown_deadline;
+    let seconds = deadline.as_secs() + u64::from(deadline.subsec_nanos() > 0);
+    let needed = i64::try_from(seconds)
+        .unwrap_or(i64::MAX)
+        .saturating_add(GRACE_MARGIN_SECONDS);
+    (current.unwrap_or(DEFAULT_GRACE_SECONDS) < needed).then_some(needed)
 }
 
 /// The sidecar beside an HTTP server: the container, the upstream's port renamed, the volumes.

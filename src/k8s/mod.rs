@@ -11,8 +11,12 @@ pub mod webhook;
 
 /// Every annotation the injector reads, on the pod.
 pub mod annotations {
-    /// `"true"`: inject (the only way outside labelled namespaces); `"false"`: never inject.
+    /// `"false"`: never inject (an opt-out only: the opt-in is the pod label `INJECT_LABEL`,
+    /// which the API server filters on; an annotation cannot widen what reaches the webhook).
     pub const INJECT: &str = "mcp-sentinel.io/inject";
+    /// `admit`: an opted-in pod the injector cannot protect is admitted unchanged, with a
+    /// warning, instead of refused. `refuse` (the default) refuses it.
+    pub const ON_FAILURE: &str = "mcp-sentinel.io/on-failure";
     /// The upstream's container port, by name or number. Default: the pod's only container port.
     pub const UPSTREAM_PORT: &str = "mcp-sentinel.io/upstream-port";
     /// The upstream's MCP path. Default: the injector's `upstream_path` (`/mcp`).
@@ -35,5 +39,14 @@ pub mod annotations {
     pub const MEMORY_LIMIT: &str = "mcp-sentinel.io/memory-limit";
 }
 
-/// The namespace label that turns injection on for every pod in it (unless opted out).
+/// The namespace label that lets the webhook see the opted-in pods of a namespace (with
+/// `webhook.annotatedPods` off, the only namespaces it sees).
 pub const NAMESPACE_LABEL: &str = "mcp-sentinel.io/inject";
+
+/// The pod label that opts a pod in: the webhook's `objectSelector` (and `matchConditions`)
+/// select on it, so the API server sends no other pod to the injector.
+pub const INJECT_LABEL: &str = "mcp-sentinel.io/inject";
+
+/// The values of `INJECT_LABEL` (and `NAMESPACE_LABEL`) that opt in: the spellings people
+/// type. The chart renders the same list (`mcp-sentinel.optInValues`); a test compares them.
+pub const OPT_IN_VALUES: [&str; 2] = ["true", "enabled"];

@@ -3,6 +3,7 @@
 //! the sidecar's config: every key checked, unknown keys rejected, every error listed.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
@@ -95,6 +96,8 @@ pub struct Settings {
     pub default_port_name: String,
     pub resources: Resources,
     pub token_review: Option<TokenReview>,
+    /// The sidecar's `shutdown.deadline`: injected pods get a grace period that covers it.
+    pub shutdown_deadline: Duration,
     pub log: LogConfig,
 }
 
@@ -118,6 +121,7 @@ impl Settings {
                 memory_limit: Some("128Mi".into()),
             },
             token_review: None,
+            shutdown_deadline: Duration::from_secs(25),
             log: LogConfig {
                 level: "info".into(),
                 format: LogFormat::Json,
@@ -170,6 +174,9 @@ impl Settings {
         }
         read_resources(r, top, doc, &mut s.resources);
         read_token_review(r, top, &mut s.token_review);
+        if let Some(v) = r.field(top, "shutdown_deadline", parse::duration) {
+            s.shutdown_deadline = v;
+        }
         s.log.read(r, top);
         Some(s)
     }
@@ -193,6 +200,7 @@ impl Settings {
                 self.upstream_path, self.default_port_name
             ),
             format!("resources: {}", self.resources.to_json()),
+            format!("shutdown_deadline: {:?}", self.shutdown_deadline),
             format!(
                 "token_review: {}",
                 self.token_review

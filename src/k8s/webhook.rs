@@ -309,10 +309,10 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             match a.result {
                 InjectResult::Injected => tracing::info!(pod = %a.pod, "sidecar injected"),
                 InjectResult::Error => {
-                    tracing::warn!(pod = %a.pod, why = %a.detail, "admitted without the sidecar");
+                    tracing::warn!(pod = %a.pod, why = %a.detail, "admitted without the sidecar (on-failure: admit)");
                 }
                 InjectResult::Refused => {
-                    tracing::warn!(pod = %a.pod, why = %a.detail, "stdio server refused");
+                    tracing::warn!(pod = %a.pod, why = %a.detail, "refused: cannot protect the pod");
                 }
                 InjectResult::Skipped | InjectResult::AlreadyInjected => {
                     tracing::debug!(pod = %a.pod, result = a.result.as_str(), why = %a.detail, "not injected");

@@ -163,10 +163,10 @@ fn stdio_injection_is_idempotent() {
 }
 
 #[test]
-fn the_command_annotation_is_the_opt_in_and_false_still_opts_out() {
+fn a_labelled_stdio_pod_is_wrapped_and_false_still_opts_out() {
     let mut review = review();
-    // No inject annotation, no labelled namespace: the command alone asks for it. No args, no
-    // probes and no ports of its own: nothing to remove, lists created.
+    // The label opts in, no inject annotation. No args, no probes and no ports of its own:
+    // nothing to remove, lists created.
     let server = "/request/object/spec/containers/0";
     for field in ["args", "livenessProbe", "command"] {
         review
@@ -244,6 +244,8 @@ fn annotations_choose_the_container_and_the_port_name() {
 
 /// The message the API server returns to whoever created the pod.
 const REFUSED: &str = "mcp-sentinel: refused: a stdio MCP server runs only under its sentinel: ";
+const REFUSED_FIX: &str =
+    " (fix that, or annotate the pod mcp-sentinel.io/on-failure: admit to start it unprotected)";
 
 fn assert_refused(review: &Value, mode: Mode, expect: &str, what: &str) {
     let a = answer(review, mode, &settings());
@@ -255,7 +257,7 @@ fn assert_refused(review: &Value, mode: Mode, expect: &str, what: &str) {
     assert_eq!(resp["status"]["code"], 403, "{what}");
     assert_eq!(
         resp["status"]["message"],
-        format!("{REFUSED}{expect}"),
+        format!("{REFUSED}{expect}{REFUSED_FIX}"),
         "{what}"
     );
     assert!(resp.get("patch").is_none(), "{what}");
@@ -309,7 +311,7 @@ fn a_stdio_pod_that_cannot_be_wrapped_is_refused() {
         (
             "a bad inject annotation",
             |r| annotate(r, "mcp-sentinel.io/inject", "yes"),
-            "annotation mcp-sentinel.io/inject=\"yes\" must be \"true\" or \"false\"".into(),
+            "annotation mcp-sentinel.io/inject=\"yes\" must be \"false\" (to opt out) or absent".into(),
         ),
         (
             "a bad port name",

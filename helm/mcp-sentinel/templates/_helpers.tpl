@@ -25,6 +25,12 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
+{{/* The values of the mcp-sentinel.io/inject label that opt a pod (or a namespace) in, as a
+     JSON list: the same as OPT_IN_VALUES in src/k8s/mod.rs (tests/inject_deploy.rs compares). */}}
+{{- define "mcp-sentinel.optInValues" -}}
+["true", "enabled"]
+{{- end -}}
+
 {{- define "mcp-sentinel.injectorSelectorLabels" -}}
 app.kubernetes.io/name: {{ include "mcp-sentinel.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
