@@ -15,9 +15,9 @@ RELEASE=mcp-sentinel
 
 # file | namespace | helm template arguments
 TARGETS=(
-    "injector.yaml|mcp-sentinel|--set tls.certManager.enabled=true"
-    "example.yaml|mcp-demo|--set injector.enabled=false --set example.enabled=true --set example.serviceMonitor=false"
-    "example-servicemonitor.yaml|mcp-demo|--set injector.enabled=false --set example.enabled=true --show-only templates/example/servicemonitor.yaml"
+    "injector.yaml|mcp-sentinel|--set plainManifests=true --set tls.certManager.enabled=true"
+    "example.yaml|mcp-demo|--set plainManifests=true --set injector.enabled=false --set example.enabled=true --set example.serviceMonitor=false"
+    "example-servicemonitor.yaml|mcp-demo|--set plainManifests=true --set injector.enabled=false --set example.enabled=true --show-only templates/example/servicemonitor.yaml"
 )
 
 render() { # out_dir

@@ -185,3 +185,33 @@ fn the_webhook_selects_opted_in_pods_with_the_injectors_spellings() {
         assert_eq!(ns["values"], serde_json::json!(ours));
     }
 }
+
+/// deploy/ is for `kubectl apply`: no label claims Helm manages its objects (a Helm upgrade over
+/// them, or a tool that trusts those labels, would be misled).
+#[test]
+fn deploy_manifests_carry_no_helm_only_labels() {
+    const HELM_ONLY: [&str; 2] = ["helm.sh/chart", "app.kubernetes.io/managed-by"];
+    fn walk(v: &Value, seen: &mut usize) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::Object(labels)) = map.get("labels") {
+                    *seen += usize::from(labels.contains_key("app.kubernetes.io/name"));
+                    for key in HELM_ONLY {
+                        assert!(!labels.contains_key(key), "deploy/ carries {key}: {labels:?}");
+                    }
+                }
+                map.values().for_each(|v| walk(v, seen));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, seen)),
+            _ => {}
+        }
+    }
+    let mut seen = 0;
+    for file in ["injector.yaml", "example.yaml", "example-servicemonitor.yaml"] {
+        for doc in documents(file) {
+            walk(&doc, &mut seen);
+        }
+    }
+    // The chart's own labels were there to check (the walk is not vacuous).
+    assert!(seen >= 5, "only {seen} label sets with app.kubernetes.io/name");
+}

@@ -18,11 +18,15 @@
 {{- end -}}
 
 {{- define "mcp-sentinel.labels" -}}
+{{- if not .Values.plainManifests }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
 app.kubernetes.io/name: {{ include "mcp-sentinel.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- if not .Values.plainManifests }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
 {{- end -}}
 
 {{/* The values of the mcp-sentinel.io/inject label that opt a pod (or a namespace) in, as a
