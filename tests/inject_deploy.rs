@@ -197,7 +197,10 @@ fn deploy_manifests_carry_no_helm_only_labels() {
                 if let Some(Value::Object(labels)) = map.get("labels") {
                     *seen += usize::from(labels.contains_key("app.kubernetes.io/name"));
                     for key in HELM_ONLY {
-                        assert!(!labels.contains_key(key), "deploy/ carries {key}: {labels:?}");
+                        assert!(
+                            !labels.contains_key(key),
+                            "deploy/ carries {key}: {labels:?}"
+                        );
                     }
                 }
                 map.values().for_each(|v| walk(v, seen));
@@ -207,11 +210,18 @@ fn deploy_manifests_carry_no_helm_only_labels() {
         }
     }
     let mut seen = 0;
-    for file in ["injector.yaml", "example.yaml", "example-servicemonitor.yaml"] {
+    for file in [
+        "injector.yaml",
+        "example.yaml",
+        "example-servicemonitor.yaml",
+    ] {
         for doc in documents(file) {
             walk(&doc, &mut seen);
         }
     }
     // The chart's own labels were there to check (the walk is not vacuous).
-    assert!(seen >= 5, "only {seen} label sets with app.kubernetes.io/name");
+    assert!(
+        seen >= 5,
+        "only {seen} label sets with app.kubernetes.io/name"
+    );
 }
