@@ -20,6 +20,15 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 RUN ["/mcp-sentinel", "--version"]
 
 FROM gcr.io/distroless/static-debian12:nonroot
+# OCI annotations (`make docker` passes the version and the commit).
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="mcp-sentinel" \
+      org.opencontainers.image.description="Security gateway sidecar for MCP servers" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot"
 COPY --from=build /mcp-sentinel /mcp-sentinel
 # distroless "nonroot"; numeric so Kubernetes runAsNonRoot can verify it.
 USER 65532:65532

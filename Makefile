@@ -82,8 +82,11 @@ bench: build ## direct vs sentinel (passthrough, JWT, rate-limited, audited, std
 	cp "$(BIN)" "$(BENCH_SENTINEL).tmp" && mv -f "$(BENCH_SENTINEL).tmp" "$(BENCH_SENTINEL)"
 	SENTINEL_BIN="$(BENCH_SENTINEL)" $(CARGO) bench --bench proxy
 
-docker: ## container image $(IMAGE) (needs a Docker engine)
-	docker build -t $(IMAGE) .
+docker: ## container image $(IMAGE) (needs a Docker engine), with OCI labels
+	@docker info >/dev/null 2>&1 || { echo "make docker: no Docker engine answers here (docker info failed)" >&2; exit 1; }
+	docker build -t $(IMAGE) \
+		--build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1) \
+		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) .
 
 clean: ## this crate's outputs in the shared target dir (dependencies stay cached)
 	$(CARGO) clean -p mcp-sentinel

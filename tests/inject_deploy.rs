@@ -225,3 +225,28 @@ fn deploy_manifests_carry_no_helm_only_labels() {
         "only {seen} label sets with app.kubernetes.io/name"
     );
 }
+
+/// The image says what it is: OCI labels, with the crate's version and licence as defaults.
+#[test]
+fn the_image_carries_oci_labels_that_match_the_crate() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let field = |name: &str| {
+        cargo
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("Cargo.toml has no {name}"))
+            .to_string()
+    };
+    let final_stage = dockerfile.rsplit_once("\nFROM ").expect("a final stage").1;
+    for want in [
+        "org.opencontainers.image.title=\"mcp-sentinel\"".to_string(),
+        format!("org.opencontainers.image.licenses=\"{}\"", field("license")),
+        "org.opencontainers.image.version=\"${VERSION}\"".to_string(),
+        "org.opencontainers.image.revision=\"${REVISION}\"".to_string(),
+        format!("ARG VERSION={}", field("version")),
+    ] {
+        assert!(final_stage.contains(&want), "the final stage lacks {want}");
+    }
+}
