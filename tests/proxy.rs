@@ -7,8 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::client::{
-    ClientOptions, Era, call_with_progress, connect, exercise_all, legacy_headers, modern_headers,
-    modern_request, parse_sse, raw_legacy_session, raw_post, raw_request, raw_send, tool_call,
+    ClientOptions, Era, assert_progress_streams, connect, exercise_all, legacy_headers,
+    modern_headers, modern_request, parse_sse, raw_legacy_session, raw_post, raw_request, raw_send,
+    tool_call,
 };
 use common::metrics::metric_value;
 use common::sentinel;
@@ -43,27 +44,7 @@ async fn every_era_gets_the_same_results_through_the_sentinel() {
 async fn progress_reaches_the_client_before_the_result() {
     let upstream = spawn_upstream().await;
     let s = sentinel::start(&upstream.url()).await;
-    for era in [
-        Era::Legacy(rmcp::model::ProtocolVersion::V_2025_11_25),
-        Era::Modern,
-    ] {
-        let client = connect(&s.url, &era, &ClientOptions::default())
-            .await
-            .unwrap();
-        let run = call_with_progress(&client, "slow", json!({"steps": 5, "delay_ms": 150})).await;
-        assert!(run.result.is_ok(), "{}: {:?}", era.label(), run.result);
-        assert_eq!(run.progress.len(), 5, "{}", era.label());
-        // Streamed, not buffered: the first progress event arrived well before the result.
-        let lead = run
-            .first_progress_lead()
-            .expect("progress before the result");
-        assert!(
-            lead >= Duration::from_millis(400),
-            "{}: lead {lead:?}",
-            era.label()
-        );
-        let _ = client.cancel().await;
-    }
+    assert_progress_streams(&s.url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

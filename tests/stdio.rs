@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::client::{
-    Era, RawResponse, call_with_progress, connect, exercise_all, legacy_headers, modern_headers,
-    modern_request, raw_legacy_session, raw_post, raw_request, tool_call,
+    Era, RawResponse, assert_progress_streams, connect, exercise_all, legacy_headers,
+    modern_headers, modern_request, raw_legacy_session, raw_post, raw_request, tool_call,
 };
 use common::sentinel::{TempDir, TestSentinel, start, start_with};
 use common::stdio::{OPEN, SENTINEL, demo_stdio, faulty, stdio_config};
@@ -679,24 +679,7 @@ async fn the_stdio_front_speaks_lines_with_policy_and_audit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_streams_through_in_both_eras() {
     let s = stdio_sentinel(OPEN, demo_stdio()).await;
-    for era in [
-        Era::Legacy(rmcp::model::ProtocolVersion::V_2025_11_25),
-        Era::Modern,
-    ] {
-        let client = connect(&s.url, &era, &Default::default()).await.unwrap();
-        let run = call_with_progress(&client, "slow", json!({"steps": 5, "delay_ms": 150})).await;
-        assert!(run.result.is_ok(), "{}: {:?}", era.label(), run.result);
-        assert_eq!(run.progress.len(), 5, "{}", era.label());
-        let lead = run
-            .first_progress_lead()
-            .expect("progress before the result");
-        assert!(
-            lead >= Duration::from_millis(400),
-            "{}: streamed, lead {lead:?}",
-            era.label()
-        );
-        let _ = client.cancel().await;
-    }
+    assert_progress_streams(&s.url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -681,7 +681,9 @@ impl Bridge {
                     "the stdio server did not answer initialize in time (upstream.stdio.start_timeout)",
                 );
             }
-            Ok(None) => {
+            Ok(Some(line)) if !child.is_ended() => line,
+            // Gone, or what came was the error every call gets when its child ends.
+            Ok(_) => {
                 self.lock_backoff().crashed(started.elapsed());
                 return error(
                     StatusCode::BAD_GATEWAY,
@@ -690,18 +692,7 @@ impl Bridge {
                     "the stdio server exited before answering initialize",
                 );
             }
-            Ok(Some(line)) => line,
         };
-        if child.is_ended() {
-            // What came was the error every call gets when its child ends.
-            self.lock_backoff().crashed(started.elapsed());
-            return error(
-                StatusCode::BAD_GATEWAY,
-                id,
-                -32603,
-                "the stdio server exited before answering initialize",
-            );
-        }
         if json::result_of(&line).is_none() {
             // The server refused (a version it does not speak): no session, no child.
             child.stop();

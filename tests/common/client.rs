@@ -424,6 +424,26 @@ pub async fn call_with_progress(client: &McpClient, tool: &str, arguments: Value
     }
 }
 
+/// A `slow` call with 5 progress steps, in a legacy and the modern era, through `url`: every
+/// progress event reaches the client, streamed — the first one well before the result.
+pub async fn assert_progress_streams(url: &str) {
+    for era in [Era::Legacy(ProtocolVersion::V_2025_11_25), Era::Modern] {
+        let client = connect(url, &era, &ClientOptions::default()).await.unwrap();
+        let run = call_with_progress(&client, "slow", json!({"steps": 5, "delay_ms": 150})).await;
+        assert!(run.result.is_ok(), "{}: {:?}", era.label(), run.result);
+        assert_eq!(run.progress.len(), 5, "{}", era.label());
+        let lead = run
+            .first_progress_lead()
+            .expect("progress before the result");
+        assert!(
+            lead >= Duration::from_millis(400),
+            "{}: streamed, lead {lead:?}",
+            era.label()
+        );
+        let _ = client.cancel().await;
+    }
+}
+
 /// Every result `exercise_all` saw, keyed by operation, as JSON.
 pub type Transcript = BTreeMap<String, Value>;
 
