@@ -520,6 +520,34 @@ fn host_network_pods_are_refused() {
     assert_eq!(detail, "host-network pods are not injected");
 }
 
+/// A hostPort on the server's port forwards the node's port straight to the server, around any
+/// sidecar: refused. A hostPort on another port of the pod is not the injector's business.
+#[test]
+fn a_host_port_on_the_servers_port_is_refused() {
+    let mut review = fixture("review-pod.json");
+    set(
+        &mut review,
+        "/request/object/spec/containers/0/ports/0/hostPort",
+        json!(8080),
+    );
+    let detail = assert_refused_unless_admitted(&review, "host port");
+    assert_eq!(
+        detail,
+        "the MCP server's port 8080 has hostPort 8080, which reaches it around the sentinel; remove hostPort and reach the server through a Service"
+    );
+    let mut review = fixture("review-pod.json");
+    set_ports(
+        &mut review,
+        json!([
+            {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": 9100, "hostPort": 9100, "protocol": "TCP"},
+        ]),
+    );
+    annotate(&mut review, "mcp-sentinel.io/upstream-port", "http");
+    let a = answer(&review, Mode::Namespace, &settings());
+    assert_eq!(a.result, InjectResult::Injected, "{}", a.detail);
+}
+
 /// Opted-in pods the injector cannot protect: refused with a message that names the problem,
 /// unless annotated to be admitted anyway.
 #[test]

@@ -159,6 +159,43 @@ fn the_deployed_injector_runs_the_image_it_injects() {
     assert!(settings.native_sidecar);
 }
 
+/// The injector's only API access is the Service check's: list Services, nothing else, bound to
+/// its own service account, whose token is mounted for that alone.
+#[test]
+fn the_deployed_injector_may_only_list_services() {
+    let docs = documents("injector.yaml");
+    let settings = injector_settings();
+    assert!(settings.service_check.is_some(), "the Service check is on");
+    let role = find(&docs, "ClusterRole", "mcp-sentinel-injector-service-check");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["services"], "verbs": ["list"]}])
+    );
+    let binding = find(
+        &docs,
+        "ClusterRoleBinding",
+        "mcp-sentinel-injector-service-check",
+    );
+    assert_eq!(
+        binding["roleRef"]["name"],
+        "mcp-sentinel-injector-service-check"
+    );
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "mcp-sentinel-injector", "namespace": "mcp-sentinel"}])
+    );
+    let roles = docs
+        .iter()
+        .filter(|d| matches!(d["kind"].as_str(), Some("Role" | "ClusterRole")))
+        .count();
+    assert_eq!(roles, 1, "no other role");
+    let deployment = find(&docs, "Deployment", "mcp-sentinel-injector");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        true
+    );
+}
+
 /// The webhook configuration deploy/ ships (rendered from the chart) sends the API server's
 /// pods only when they carry the opt-in label, with exactly the spellings the injector accepts.
 #[test]

@@ -10,10 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::apiserver::{ApiServer, OWN_TOKEN, Reply};
+use common::metrics::metric_value;
+use common::sentinel::TempDir;
 use common::tls::TestCa;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mcp_sentinel::k8s::settings::Settings;
+use k8s_openapi::api::core::v1::Service;
+use mcp_sentinel::k8s::settings::{ServiceCheck, Settings};
 use mcp_sentinel::k8s::webhook::{Injector, InjectorOptions};
 use mcp_sentinel::tls::TlsFiles;
 use rustls::pki_types::pem::PemObject;
@@ -78,13 +82,21 @@ fn fixture(name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+fn settings() -> Settings {
+    Settings::with_image("registry.example.com/mcp-sentinel:0.1.0")
+}
+
 async fn start(volume: &SecretVolume, drain_delay: Duration) -> Injector {
+    start_with(volume, drain_delay, settings()).await
+}
+
+async fn start_with(volume: &SecretVolume, drain_delay: Duration, settings: Settings) -> Injector {
     Injector::start(InjectorOptions {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         tls: volume.files(),
         tls_reload_interval: Duration::from_millis(100),
-        settings: Settings::with_image("registry.example.com/mcp-sentinel:0.1.0"),
+        settings,
         drain_delay,
     })
     .await
@@ -399,4 +411,106 @@ async fn a_missing_certificate_stops_the_start() {
     .err()
     .expect("no certificate, no start");
     assert!(err.to_string().starts_with("TLS: cannot read "), "{err}");
+}
+
+/// With `service_check` on, the injector lists the pod's namespace's Services through the API
+/// server (the real ServiceList wire shape) and warns about each one that reaches the MCP server
+/// around the sentinel. A check that cannot finish in time still admits the patched pod, saying
+/// the check failed. Each ending is counted.
+#[tokio::test]
+async fn services_that_reach_the_server_around_the_sentinel_are_warned_about() {
+    let api = ApiServer::start(|_| Reply::Hang).await;
+    let service = |name: &str, target: Value| -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "tools"},
+            "spec": {
+                "selector": {"app.kubernetes.io/name": "weather-mcp"},
+                "ports": [{"name": "mcp", "port": 80, "targetPort": target, "protocol": "TCP"}],
+            },
+        }))
+        .unwrap()
+    };
+    api.set_services(
+        "tools",
+        vec![
+            service("weather", json!("http")),
+            service("weather-direct", json!(8080)),
+        ],
+    );
+    let dir = TempDir::new("service-check");
+    let mut settings = settings();
+    settings.service_check = Some(ServiceCheck {
+        kubeconfig: Some(api.kubeconfig(&dir.0)),
+        timeout: Duration::from_millis(500),
+    });
+    let ca = TestCa::named("service check CA");
+    let (cert, key) = ca.leaf(INJECTOR_NAMES);
+    let mut volume = SecretVolume::new("service-check");
+    volume.publish(&cert, &key);
+    let injector = start_with(&volume, Duration::ZERO, settings).await;
+    let review = serde_json::to_vec(&fixture("review-pod.json")).unwrap();
+    let ca_pem = ca.ca_pem();
+    let post = || {
+        send(
+            injector.addr(),
+            &ca_pem,
+            false,
+            "POST",
+            "/inject/annotated",
+            "application/json",
+            review.clone(),
+        )
+    };
+
+    let (status, answer) = post().await;
+    assert_eq!(status, 200, "{answer}");
+    let resp = &answer["response"];
+    assert_eq!(resp["allowed"], true);
+    assert!(resp["patch"].is_string(), "{answer}");
+    assert_eq!(
+        resp["warnings"],
+        json!([
+            "mcp-sentinel: Service weather-direct port \"mcp\" (80) reaches the MCP server's port 8080 directly (targetPort by number), around the sentinel: set its targetPort to \"http\", the name that now leads to the sentinel"
+        ])
+    );
+    let lists: Vec<_> = api
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "GET")
+        .collect();
+    assert_eq!(lists.len(), 1);
+    assert_eq!(lists[0].path, "/api/v1/namespaces/tools/services");
+    assert_eq!(
+        lists[0].authorization.as_deref(),
+        Some(format!("Bearer {OWN_TOKEN}").as_str())
+    );
+
+    api.hang_lists();
+    let started = Instant::now();
+    let (status, answer) = post().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "bounded by the timeout"
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"]["patch"].is_string(), "{answer}");
+    assert_eq!(
+        answer["response"]["warnings"],
+        json!([
+            "mcp-sentinel: could not check whether a Service reaches the MCP server's port 8080 around the sentinel: no answer within 500ms"
+        ])
+    );
+
+    let (_, text) = admin(&injector, "/metrics").await;
+    for (result, n) in [("clear", 0.0), ("exposed", 1.0), ("failed", 1.0)] {
+        assert_eq!(
+            metric_value(
+                &text,
+                &format!("mcp_sentinel_injector_service_checks_total{{result=\"{result}\"}}")
+            ),
+            n,
+            "{result}"
+        );
+    }
 }

@@ -44,7 +44,7 @@ pub enum ReviewerError {
     Kubeconfig { path: String, why: String },
     #[error("in-cluster Kubernetes config: {0}")]
     InCluster(String),
-    #[error("Kubernetes client for TokenReview: {0}")]
+    #[error("Kubernetes client: {0}")]
     Client(kube::Error),
     #[error("TokenReview metrics: {0}")]
     Metrics(prometheus::Error),
@@ -147,32 +147,12 @@ impl TokenReviewer {
     /// registry fails (the metric names are taken).
     pub async fn new(cfg: KubernetesConfig, registry: &Registry) -> Result<Self, ReviewerError> {
         cfg.validate()?;
-        let mut config = match &cfg.kubeconfig {
-            Some(path) => {
-                let failed = |e: &dyn std::fmt::Display| ReviewerError::Kubeconfig {
-                    path: path.display().to_string(),
-                    why: config_error(e),
-                };
-                let kubeconfig = Kubeconfig::read_from(path).map_err(|e| failed(&e))?;
-                Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                    .await
-                    .map_err(|e| failed(&e))?
-            }
-            None => Config::incluster().map_err(|e| ReviewerError::InCluster(config_error(&e)))?,
-        };
-        if let Some(file) = &cfg.token_file {
-            config.auth_info.token = None;
-            config.auth_info.token_file = Some(file.display().to_string());
-        }
-        // The whole review is bounded by `timeout` below; these make the client give up at the
-        // same point rather than keep a dead connection around.
-        config.connect_timeout = Some(cfg.timeout);
-        config.read_timeout = Some(cfg.timeout);
-        config.write_timeout = Some(cfg.timeout);
-        // No retries inside the client: a request on the authentication path either answers
-        // within `timeout` or the caller gets a 401 and retries itself.
-        config.default_retry = false;
-        let client = kube::Client::try_from(config).map_err(ReviewerError::Client)?;
+        let client = client(
+            cfg.kubeconfig.as_deref(),
+            cfg.token_file.as_deref(),
+            cfg.timeout,
+        )
+        .await?;
         let metrics = Metrics::register(registry).map_err(ReviewerError::Metrics)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -299,6 +279,41 @@ impl TokenReviewer {
 /// A config loading error fit for the log. The YAML parser's message quotes the offending
 /// lines of the kubeconfig (which may hold our own token) below its first line, and type errors
 /// quote scalar values: keep the first line, quoted strings masked.
+/// A kube client from `kubeconfig` (its current context) or, without one, the in-cluster
+/// config; `token_file` replaces its credential (re-read as the kubelet rotates it). Every
+/// request gives up after `timeout`, and none is retried. Does not contact the API server.
+pub async fn client(
+    kubeconfig: Option<&std::path::Path>,
+    token_file: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<kube::Client, ReviewerError> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let failed = |e: &dyn std::fmt::Display| ReviewerError::Kubeconfig {
+                path: path.display().to_string(),
+                why: config_error(e),
+            };
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| failed(&e))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| failed(&e))?
+        }
+        None => Config::incluster().map_err(|e| ReviewerError::InCluster(config_error(&e)))?,
+    };
+    if let Some(file) = token_file {
+        config.auth_info.token = None;
+        config.auth_info.token_file = Some(file.display().to_string());
+    }
+    // The caller bounds each request by `timeout`; these make the client give up at the same
+    // point rather than keep a dead connection around.
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    // No retries inside the client: the caller answers within its own deadline.
+    config.default_retry = false;
+    kube::Client::try_from(config).map_err(ReviewerError::Client)
+}
+
 fn config_error(e: &dyn std::fmt::Display) -> String {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default();

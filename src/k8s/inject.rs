@@ -481,6 +481,13 @@ fn sidecar_ops<'a>(
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<Value>, Sidecar), Verdict> {
     let upstream = find_upstream(spec, get(ann::UPSTREAM_PORT))?;
+    if let Some(host_port) = upstream.port.host_port {
+        // The node's port forwards straight to the server's: a path no sidecar can close.
+        return Err(Verdict::Error(format!(
+            "the MCP server's port {} has hostPort {host_port}, which reaches it around the sentinel; remove hostPort and reach the server through a Service",
+            upstream.port.container_port
+        )));
+    }
     let path = match get(ann::UPSTREAM_PATH) {
         Some(p) => {
             validate::http_path(p).map_err(|e| bad_annotation(ann::UPSTREAM_PATH, e))?;

@@ -1,7 +1,9 @@
 //! Kubernetes: the sidecar injector. `template` renders the one sidecar spec shared with the Helm
 //! chart, `inject` decides what happens to a pod (a pure function of the AdmissionReview),
-//! `webhook` serves it over HTTPS, `settings` reads the injector's config file.
+//! `webhook` serves it over HTTPS, `settings` reads the injector's config file, `exposure` warns
+//! about Services that reach an injected pod's server around the sentinel.
 
+pub mod exposure;
 pub mod inject;
 pub mod settings;
 pub mod stdio;

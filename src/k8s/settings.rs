@@ -80,6 +80,18 @@ pub struct TokenReview {
     pub expiration_seconds: i64,
 }
 
+/// Whether Services reach an injected pod's MCP server around the sentinel (`exposure`): the
+/// injector lists the pod's namespace's Services (read-only) and warns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceCheck {
+    /// `None`: in-cluster config (the injector's service-account token).
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Upper bound on listing the Services; the webhook's own timeout must leave room for it.
+    pub timeout: Duration,
+}
+
+pub const DEFAULT_SERVICE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub source: String,
@@ -98,6 +110,8 @@ pub struct Settings {
     pub token_review: Option<TokenReview>,
     /// The sidecar's `shutdown.deadline`: injected pods get a grace period that covers it.
     pub shutdown_deadline: Duration,
+    /// Off (`None`) unless the file turns it on: it needs `list services` in the namespaces.
+    pub service_check: Option<ServiceCheck>,
     pub log: LogConfig,
 }
 
@@ -122,6 +136,7 @@ impl Settings {
             },
             token_review: None,
             shutdown_deadline: Duration::from_secs(25),
+            service_check: None,
             log: LogConfig {
                 level: "info".into(),
                 format: LogFormat::Json,
@@ -177,6 +192,7 @@ impl Settings {
         if let Some(v) = r.field(top, "shutdown_deadline", parse::duration) {
             s.shutdown_deadline = v;
         }
+        s.service_check = read_service_check(r, top);
         s.log.read(r, top);
         Some(s)
     }
@@ -201,6 +217,18 @@ impl Settings {
             ),
             format!("resources: {}", self.resources.to_json()),
             format!("shutdown_deadline: {:?}", self.shutdown_deadline),
+            format!(
+                "service_check: {}",
+                self.service_check
+                    .as_ref()
+                    .map_or("off".to_string(), |c| format!(
+                        "on ({}, timeout {:?})",
+                        c.kubeconfig
+                            .as_ref()
+                            .map_or("in-cluster".to_string(), |p| p.display().to_string()),
+                        c.timeout
+                    ))
+            ),
             format!(
                 "token_review: {}",
                 self.token_review
@@ -274,6 +302,26 @@ fn read_resources(r: &mut Reader, top: &mut Section<'_>, doc: &Value, out: &mut 
     }
 }
 
+fn read_service_check(r: &mut Reader, top: &mut Section<'_>) -> Option<ServiceCheck> {
+    let mut sc = r.child(top, "service_check");
+    let enabled = r.field(&mut sc, "enabled", parse::boolean).unwrap_or(false);
+    let kubeconfig = r.field(&mut sc, "kubeconfig", parse::string);
+    let timeout = r.field(&mut sc, "timeout", |v| {
+        parse::duration(v).and_then(|d| {
+            if d.is_zero() || d > Duration::from_secs(10) {
+                Err("must be more than 0 and at most 10s (the webhook's timeout bounds the whole answer)".into())
+            } else {
+                Ok(d)
+            }
+        })
+    });
+    r.close(sc);
+    enabled.then(|| ServiceCheck {
+        kubeconfig: kubeconfig.map(Into::into),
+        timeout: timeout.unwrap_or(DEFAULT_SERVICE_CHECK_TIMEOUT),
+    })
+}
+
 fn read_token_review(r: &mut Reader, top: &mut Section<'_>, out: &mut Option<TokenReview>) {
     let mut tr = r.child(top, "token_review");
     let enabled = r.field(&mut tr, "enabled", parse::boolean).unwrap_or(false);
@@ -341,6 +389,39 @@ mod tests {
             })
         );
         assert_eq!(s.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_service_check_is_off_unless_turned_on() {
+        let s = Settings::from_yaml("image: r/s:1\n", "t").unwrap();
+        assert_eq!(s.service_check, None);
+        let s =
+            Settings::from_yaml("image: r/s:1\nservice_check:\n  enabled: true\n", "t").unwrap();
+        assert_eq!(
+            s.service_check,
+            Some(ServiceCheck {
+                kubeconfig: None,
+                timeout: DEFAULT_SERVICE_CHECK_TIMEOUT
+            })
+        );
+        let text =
+            "image: r/s:1\nservice_check:\n  enabled: true\n  kubeconfig: /k\n  timeout: 500ms\n";
+        let s = Settings::from_yaml(text, "t").unwrap();
+        assert_eq!(
+            s.service_check,
+            Some(ServiceCheck {
+                kubeconfig: Some("/k".into()),
+                timeout: Duration::from_millis(500)
+            })
+        );
+        let errs = Settings::from_yaml(
+            "image: r/s:1\nservice_check:\n  enabled: true\n  timeout: 30s\n  colour: red\n",
+            "t",
+        )
+        .unwrap_err()
+        .0;
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["service_check.timeout", "service_check.colour"]);
     }
 
     #[test]

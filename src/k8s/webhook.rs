@@ -19,6 +19,7 @@ use prometheus::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::exposure::{CheckResult, ServiceLister};
 use super::inject::{self, InjectResult, Mode};
 use super::settings::Settings;
 use crate::readiness::Readiness;
@@ -52,6 +53,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Bind(#[from] crate::server::BindError),
+    #[error("service_check: {0}")]
+    ServiceCheck(#[from] crate::auth::kubernetes::ReviewerError),
 }
 
 /// The injector's metrics, in its own registry (it is a different process from the sidecar).
@@ -61,6 +64,7 @@ pub struct InjectorMetrics {
     requests: IntCounterVec,
     duration: Histogram,
     ready: IntGauge,
+    service_checks: IntCounterVec,
 }
 
 impl InjectorMetrics {
@@ -100,6 +104,17 @@ impl InjectorMetrics {
         .expect("valid metric");
         let ready = IntGauge::new("mcp_sentinel_ready", "1 while /readyz answers 200")
             .expect("valid metric");
+        let service_checks = IntCounterVec::new(
+            Opts::new(
+                "mcp_sentinel_injector_service_checks_total",
+                "Injected pods checked for Services that reach the MCP server around the sentinel, by result (clear, exposed, failed)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for r in CheckResult::ALL {
+            service_checks.with_label_values(&[r.as_str()]);
+        }
         let build = IntGaugeVec::new(
             Opts::new("mcp_sentinel_build_info", "Build information; always 1"),
             &["version"],
@@ -111,6 +126,7 @@ impl InjectorMetrics {
             Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(ready.clone()),
+            Box::new(service_checks.clone()),
             Box::new(build),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -123,6 +139,7 @@ impl InjectorMetrics {
                 requests,
                 duration,
                 ready,
+                service_checks,
             },
             tls,
         )
@@ -136,6 +153,8 @@ impl InjectorMetrics {
 struct State {
     settings: Settings,
     metrics: InjectorMetrics,
+    /// With `service_check` on.
+    services: Option<ServiceLister>,
 }
 
 /// A running injector. Call `shutdown` to stop it.
@@ -161,6 +180,10 @@ impl Injector {
             },
             Some(tls_metrics),
         )?;
+        let services = match &opts.settings.service_check {
+            Some(cfg) => Some(ServiceLister::new(cfg).await?),
+            None => None,
+        };
         let (listener, addr) = crate::server::bind(opts.listen).await?;
         let (admin, admin_addr) = crate::server::bind(opts.admin_listen).await?;
         let readiness = Arc::new(Readiness::new(metrics.ready.clone(), &[]));
@@ -168,6 +191,7 @@ impl Injector {
         let state = Arc::new(State {
             settings: opts.settings,
             metrics,
+            services,
         });
         let stop = CancellationToken::new();
         let admin_stop = CancellationToken::new();
@@ -230,6 +254,44 @@ impl Injector {
         tokio::time::sleep(self.drain_delay).await;
         self.stop.cancel();
         self.done.await.unwrap_or(false)
+    }
+}
+
+/// Adds a warning for every Service that reaches the injected pod's server around the sentinel.
+async fn check_services(
+    state: &State,
+    lister: &ServiceLister,
+    body: &[u8],
+    a: &mut inject::Answer,
+) {
+    let Some(resp) = a.review.response.as_mut() else {
+        return;
+    };
+    let review: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let patch: Vec<serde_json::Value> = resp
+        .patch
+        .as_deref()
+        .and_then(|p| serde_json::from_slice(p).ok())
+        .unwrap_or_default();
+    let namespace = review["request"]["namespace"].as_str().unwrap_or_default();
+    let (warnings, result) = lister
+        .check(
+            namespace,
+            &review["request"]["object"],
+            &patch,
+            &state.settings.default_port_name,
+        )
+        .await;
+    state
+        .metrics
+        .service_checks
+        .with_label_values(&[result.as_str()])
+        .inc();
+    for w in &warnings {
+        tracing::warn!(pod = %a.pod, warning = %w, "a Service reaches the MCP server around the sentinel");
+    }
+    if !warnings.is_empty() {
+        resp.warnings.get_or_insert_with(Vec::new).extend(warnings);
     }
 }
 
@@ -304,7 +366,12 @@ async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         Err(_) => return refuse(StatusCode::BAD_REQUEST, "cannot read the body"),
     };
     match inject::review_body(&body, mode, &state.settings) {
-        Ok(a) => {
+        Ok(mut a) => {
+            if a.result == InjectResult::Injected
+                && let Some(lister) = &state.services
+            {
+                check_services(state, lister, &body, &mut a).await;
+            }
             state.metrics.injections(a.result).inc();
             match a.result {
                 InjectResult::Injected => tracing::info!(pod = %a.pod, "sidecar injected"),

@@ -1,6 +1,6 @@
 //! A fake Kubernetes API server: real HTTPS (rustls, a certificate from a throwaway rcgen CA),
-//! the real TokenReview wire shapes (k8s-openapi types both ways), and the kubeconfig that
-//! points the kube client at it.
+//! the real TokenReview and ServiceList wire shapes (k8s-openapi types both ways), and the
+//! kubeconfig that points the kube client at it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus, UserInfo};
+use k8s_openapi::api::core::v1::Service;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
@@ -45,6 +48,14 @@ pub enum Reply {
 
 type Handler = Arc<dyn Fn(&TokenReview) -> Reply + Send + Sync>;
 
+/// What `GET /api/v1/namespaces/{ns}/services` answers: the Services set per namespace (none:
+/// an empty list), or never an answer.
+#[derive(Default)]
+struct Lists {
+    services: HashMap<String, Vec<Service>>,
+    hang: bool,
+}
+
 /// One request the fake API server received.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -59,6 +70,7 @@ pub struct ApiServer {
     pub addr: SocketAddr,
     pub ca_pem: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    lists: Arc<Mutex<Lists>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -91,6 +103,8 @@ impl ApiServer {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
+        let lists = Arc::new(Mutex::new(Lists::default()));
+        let served = lists.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -99,6 +113,7 @@ impl ApiServer {
                 let acceptor = acceptor.clone();
                 let handler = handler.clone();
                 let log = log.clone();
+                let served = served.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -106,7 +121,8 @@ impl ApiServer {
                     let service = service_fn(move |req| {
                         let handler = handler.clone();
                         let log = log.clone();
-                        async move { Ok::<_, hyper::Error>(answer(req, &handler, &log).await) }
+                        let served = served.clone();
+                        async move { Ok::<_, hyper::Error>(answer(req, &handler, &log, &served).await) }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
@@ -118,8 +134,20 @@ impl ApiServer {
             addr,
             ca_pem: ca.ca_pem(),
             seen,
+            lists,
             task,
         }
+    }
+
+    /// The Services `namespace` lists from now on.
+    pub fn set_services(&self, namespace: &str, services: Vec<Service>) {
+        let mut lists = self.lists.lock().unwrap();
+        lists.services.insert(namespace.to_string(), services);
+    }
+
+    /// Lists are never answered from now on.
+    pub fn hang_lists(&self) {
+        self.lists.lock().unwrap().hang = true;
     }
 
     pub fn url(&self) -> String {
@@ -170,6 +198,7 @@ async fn answer(
     req: Request<Incoming>,
     handler: &Handler,
     log: &Mutex<Vec<Seen>>,
+    lists: &Mutex<Lists>,
 ) -> Response<Full<Bytes>> {
     let header = |name: &str| {
         req.headers()
@@ -188,6 +217,14 @@ async fn answer(
     let review = seen.review.clone();
     let authorized = seen.authorization.as_deref() == Some(&format!("Bearer {OWN_TOKEN}"));
     let right_place = seen.method == "POST" && seen.path == TOKENREVIEW_PATH;
+    let services_of = (seen.method == "GET")
+        .then(|| {
+            seen.path
+                .strip_prefix("/api/v1/namespaces/")?
+                .strip_suffix("/services")
+                .map(str::to_string)
+        })
+        .flatten();
     log.lock().unwrap().push(seen);
 
     if !authorized {
@@ -195,6 +232,23 @@ async fn answer(
             StatusCode::UNAUTHORIZED,
             k8s_status(401, "Unauthorized", "Unauthorized"),
         );
+    }
+    if let Some(namespace) = services_of {
+        let (items, hang) = {
+            let lists = lists.lock().unwrap();
+            (
+                lists.services.get(&namespace).cloned().unwrap_or_default(),
+                lists.hang,
+            )
+        };
+        if hang {
+            return std::future::pending().await;
+        }
+        let list = k8s_openapi::List::<Service> {
+            items,
+            metadata: Default::default(),
+        };
+        return json_response(StatusCode::OK, serde_json::to_string(&list).unwrap());
     }
     if !right_place {
         return json_response(

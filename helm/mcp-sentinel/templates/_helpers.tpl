@@ -75,6 +75,9 @@ app.kubernetes.io/component: injector
 {{- if and $tr.serviceAccounts (not $tr.enabled) -}}
 {{- fail "sidecar.tokenReview.serviceAccounts is set but sidecar.tokenReview.enabled is false" -}}
 {{- end -}}
+{{- if and .Values.injector.serviceCheck.enabled (ge (int .Values.injector.serviceCheck.timeoutSeconds) (int .Values.webhook.timeoutSeconds)) -}}
+{{- fail "injector.serviceCheck.timeoutSeconds must be less than webhook.timeoutSeconds: the check runs inside the webhook's answer" -}}
+{{- end -}}
 {{- if and .Values.tls.certManager.issuerRef (not .Values.tls.certManager.enabled) -}}
 {{- fail "tls.certManager.issuerRef is set but tls.certManager.enabled is false" -}}
 {{- end -}}
