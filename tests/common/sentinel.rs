@@ -184,18 +184,35 @@ pub struct Child {
 /// Runs the real binary with the example config on ephemeral ports; the bound addresses are
 /// read from its start-up log line.
 pub fn spawn_binary(upstream: &str, stdout: Stdio) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"))
-        .args([
-            "run",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/passthrough.yaml"),
-            "--upstream",
-            upstream,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"));
+    cmd.args([
+        "run",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/passthrough.yaml"),
+        "--upstream",
+        upstream,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    spawn_command(cmd, stdout)
+}
+
+/// Runs `mcp-sentinel run` the way the Kubernetes sidecar does: no flags, everything from the
+/// `MCP_SENTINEL_*` environment (`env`), on ephemeral ports.
+pub fn spawn_sidecar(env: &[(&str, &str)], stdout: Stdio) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"));
+    cmd.arg("run")
+        .env("MCP_SENTINEL_LISTEN", "127.0.0.1:0")
+        .env("MCP_SENTINEL_ADMIN_LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied());
+    spawn_command(cmd, stdout)
+}
+
+/// Starts `cmd` (a `run`) and reads the bound addresses from its JSON start-up log line.
+fn spawn_command(mut cmd: Command, stdout: Stdio) -> Child {
+    let mut child = cmd
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(stdout)
