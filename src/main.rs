@@ -13,6 +13,21 @@ use mcp_sentinel::{EXIT_CONFIG, Sentinel};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `println!` for the commands' answers: when stdout is gone (`mcp-sentinel check … | head -1`),
+/// the process ends with 141, as a program killed by SIGPIPE does, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(141);
+            }
+            eprintln!("mcp-sentinel: cannot write the answer: {e}");
+            std::process::exit(74);
+        }
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "mcp-sentinel",
@@ -202,7 +217,7 @@ fn main() -> ExitCode {
         } => verify(&args),
         Command::InstallTo { dir } => match mcp_sentinel::k8s::stdio::install_to(&dir) {
             Ok(path) => {
-                println!("installed {}", path.display());
+                say!("installed {}", path.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -221,9 +236,9 @@ fn report(errors: &ConfigErrors) -> ExitCode {
 fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     match Config::load(path) {
         Ok(cfg) => {
-            println!("{}: valid", path.display());
+            say!("{}: valid", path.display());
             for line in cfg.summary() {
-                println!("  {line}");
+                say!("  {line}");
             }
             let warnings = cfg.policy.as_ref().map_or_else(Vec::new, |p| {
                 let issuers: Vec<String> = cfg
@@ -310,11 +325,11 @@ fn explain(args: &ExplainArgs) -> ExitCode {
         args: call_args.as_ref().map_or(CallArgs::None, CallArgs::Some),
     };
     let d = policy.decide(&p, &op);
-    println!("decision: {}", d.effect.as_str());
-    println!("reason: {}", d.reason.as_str());
-    println!("rule: {}", d.rule_name());
+    say!("decision: {}", d.effect.as_str());
+    say!("reason: {}", d.reason.as_str());
+    say!("rule: {}", d.rule_name());
     if let Some(scopes) = &d.scopes {
-        println!("missing scopes: {}", scopes.join(" "));
+        say!("missing scopes: {}", scopes.join(" "));
     }
     ExitCode::SUCCESS
 }
@@ -354,12 +369,12 @@ fn verify(args: &VerifyArgs) -> ExitCode {
         }
     };
     let report = verify::verify_lines(&lines, args.allow_trimmed);
-    println!("{report}");
+    say!("{report}");
     if report.broken.is_some() {
         ExitCode::from(1)
     } else {
         for (chain, n) in &report.chains {
-            println!("  {chain}: {n} records");
+            say!("  {chain}: {n} records");
         }
         ExitCode::SUCCESS
     }

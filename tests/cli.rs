@@ -382,3 +382,36 @@ policy:
         ]
     );
 }
+
+/// An answer written to a reader that is gone (`mcp-sentinel check … | head -c0`) ends the
+/// command as SIGPIPE ends a Unix tool (141), never with a panic.
+#[test]
+fn a_closed_stdout_ends_the_command_without_a_panic() {
+    for args in [
+        &["check", "--config", "examples/passthrough.yaml"][..],
+        &[
+            "explain",
+            "--config",
+            "examples/passthrough.yaml",
+            "--subject",
+            "alice",
+            "--method",
+            "tools/call",
+            "--tool",
+            "echo",
+        ][..],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+    }
+}
