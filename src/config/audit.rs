@@ -126,6 +126,10 @@ impl std::fmt::Debug for SinkKind {
     }
 }
 
+/// Every `type` of sink: the config's reference document (src/config/reference.yaml) shows
+/// each, so the schema generated from it knows every sink's keys.
+pub const SINK_TYPES: [&str; 5] = ["stdout", "stderr", "file", "redis", "postgres"];
+
 pub const DEFAULT_QUEUE: usize = 10_000;
 pub const DEFAULT_BATCH: usize = 512;
 
@@ -248,7 +252,7 @@ impl AuditConfig {
         cfg.redact.fields = read_rules(r, "audit.redact.fields", fields);
         // Its keys are tool names, not config keys: read as data, never closed.
         let tools = r.child(&mut red, "tools");
-        if let Some(map) = tools.mapping() {
+        if let Some(map) = r.entries(&tools) {
             for (tool, rules) in map {
                 let Some(tool) = tool.as_str() else {
                     r.error("audit.redact.tools", "keys must be tool names");
@@ -359,7 +363,7 @@ fn read_rules(r: &mut Reader, path: &str, items: &[Value]) -> Vec<FieldRule> {
 fn read_sink(r: &mut Reader, path: &str, item: &Value) -> Option<SinkConfig> {
     let mut s = r.section(path, Some(item));
     let kind_name = r.field(&mut s, "type", |v| match v.as_str() {
-        Some(t @ ("stdout" | "stderr" | "file" | "redis" | "postgres")) => Ok(t.to_string()),
+        Some(t) if SINK_TYPES.contains(&t) => Ok(t.to_string()),
         _ => Err("must be stdout, stderr, file, redis or postgres".to_string()),
     });
     if !s.has("type") {

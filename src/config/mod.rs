@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod ratelimit;
+pub mod schema;
 pub mod stdio;
 pub mod upstream;
 
