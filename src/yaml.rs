@@ -225,6 +225,27 @@ impl Reader {
         }
     }
 
+    /// Reads `key` of `section` as one of the words of `choices` (each with what it means);
+    /// the error lists the words, and a survey records them.
+    pub fn choice<T: Copy>(
+        &mut self,
+        section: &mut Section<'_>,
+        key: &'static str,
+        choices: &[(&'static str, T)],
+    ) -> Option<T> {
+        let words: Vec<&'static str> = choices.iter().map(|(w, _)| *w).collect();
+        let value = self.field(section, key, |v| {
+            v.as_str()
+                .and_then(|w| choices.iter().find(|(c, _)| *c == w))
+                .map(|(_, t)| *t)
+                .ok_or_else(|| format!("must be {}", one_of(&words)))
+        });
+        if let Some(s) = &mut self.survey {
+            s.choices(&section.path, key, &words);
+        }
+        value
+    }
+
     /// Reads `key` of `section` as a list, borrowed from the document; empty when absent (an
     /// error when not a list).
     pub fn list<'v>(
@@ -278,6 +299,15 @@ impl Reader {
                 None => self.error(section.path.clone(), "keys must be strings"),
             }
         }
+    }
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn one_of(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
     }
 }
 
@@ -445,6 +475,23 @@ mod tests {
         assert_eq!(parse_byte_size("2 KiB"), Ok(2048));
         assert!(parse_byte_size("4 parsecs").is_err());
         assert!(parse_byte_size("MiB").is_err());
+    }
+
+    #[test]
+    fn a_choice_names_its_words() {
+        let read = |text: &str| {
+            super::read_document(text, "t", |r, top, _| {
+                Some(r.choice(top, "k", &[("a", 1), ("b", 2), ("c", 3)]))
+            })
+        };
+        assert_eq!(read("k: b").unwrap(), Some(2));
+        assert_eq!(read("{}").unwrap(), None);
+        let errs = read("k: d").unwrap_err().0;
+        assert_eq!(
+            (errs[0].key.as_str(), errs[0].why.as_str()),
+            ("k", "must be a, b or c")
+        );
+        assert_eq!(super::one_of(&["x", "y"]), "x or y");
     }
 
     #[test]

@@ -158,6 +158,10 @@ mod tests {
             p["upstream"]["properties"]["env"],
             json!({"type": "object", "additionalProperties": {"type": ["boolean", "number", "string"]}})
         );
+        assert_eq!(
+            p["log"]["properties"]["format"],
+            json!({"type": "string", "enum": ["json", "text"]})
+        );
         let rule = &p["policy"]["properties"]["rules"]["items"];
         assert_eq!(rule["additionalProperties"], json!(false));
         assert_eq!(

@@ -45,6 +45,8 @@ struct Key {
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Shape {
     types: BTreeSet<&'static str>,
+    /// The words of a `Reader::choice`.
+    choices: BTreeSet<&'static str>,
     pattern: Option<&'static str>,
     items: Option<Box<Shape>>,
     values: Option<Box<Shape>>,
@@ -140,6 +142,13 @@ impl Survey {
         k.shape.merge(shape);
     }
 
+    /// `key` of the section at `path` is one of `words` (`Reader::choice`).
+    pub fn choices(&mut self, path: &str, key: &'static str, words: &[&'static str]) {
+        if let Some(k) = self.node(path).keys.get_mut(key) {
+            k.shape.choices.extend(words);
+        }
+    }
+
     /// Keys the reader knows that no surveyed document wrote, lists none of which had an item,
     /// and data-keyed sections with no entry: what a reference document is missing.
     pub fn missing(&self) -> Vec<String> {
@@ -222,8 +231,11 @@ fn join(path: &str, key: &str) -> String {
 
 impl Shape {
     fn merge(&mut self, other: Shape) {
+        self.choices.extend(other.choices.iter());
         if self.types.is_empty() {
+            let choices = std::mem::take(&mut self.choices);
             *self = other;
+            self.choices = choices;
             return;
         }
         if other.types.is_empty() {
@@ -260,6 +272,9 @@ impl Shape {
                     _ => json!(types),
                 },
             );
+        }
+        if !self.choices.is_empty() {
+            out.insert("enum".into(), json!(self.choices));
         }
         if let Some(p) = self.pattern {
             out.insert("pattern".into(), json!(p));
@@ -365,6 +380,7 @@ mod tests {
     fn tiny(r: &mut Reader, top: &mut Section<'_>) {
         r.field(top, "a", parse::duration);
         r.field(top, "b", parse::strings);
+        r.choice(top, "g", &[("on", true), ("off", false)]);
         let mut c = r.child(top, "c");
         r.field(&mut c, "d", parse::byte_size);
         r.close(c);
@@ -377,9 +393,12 @@ mod tests {
 
     #[test]
     fn schema_from_what_the_reader_took() {
-        let s = survey("a: 30s\nb: [x]\nc: {d: 4MiB}\ne: [{f: true}]\n", tiny);
+        let s = survey(
+            "a: 30s\nb: [x]\nc: {d: 4MiB}\ne: [{f: true}]\ng: off\n",
+            tiny,
+        );
         assert_eq!(s.missing(), Vec::<String>::new());
-        assert_eq!(s.paths(), ["a", "b", "c", "e", "c.d", "e[].f"]);
+        assert_eq!(s.paths(), ["a", "b", "c", "e", "g", "c.d", "e[].f"]);
         assert_eq!(
             s.schema("", &[]),
             json!({
@@ -393,7 +412,8 @@ mod tests {
                         "type": "object", "additionalProperties": false, "properties": {
                             "f": {"type": "boolean"}
                         }
-                    }}
+                    }},
+                    "g": {"type": "string", "enum": ["off", "on"]}
                 }
             })
         );
@@ -403,7 +423,7 @@ mod tests {
                 .unwrap()
                 .keys()
                 .collect::<Vec<_>>(),
-            ["b", "c", "e"]
+            ["b", "c", "e", "g"]
         );
     }
 
@@ -411,7 +431,7 @@ mod tests {
     /// the coverage check reports: a reader key added without a reference value fails it.
     #[test]
     fn a_key_without_a_reference_value_is_missing() {
-        let s = survey("a: 30s\nc: {}\ne: []\n", tiny);
+        let s = survey("a: 30s\nc: {}\ne: []\ng: on\n", tiny);
         assert_eq!(s.missing(), ["b", "e[]", "c.d"]);
     }
 
