@@ -25,7 +25,7 @@ ADMIN_LISTEN ?= 127.0.0.1:15090
 RUN_DIR ?= $(CARGO_TARGET_DIR)/local/demo
 IMAGE ?= mcp-sentinel:dev
 
-.PHONY: help build run test services lint bench docker clean distclean deploy
+.PHONY: help build run test services lint bench docker clean distclean deploy schema
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
@@ -57,6 +57,9 @@ test: lint services ## lint, Kubernetes checks, then every test target with next
 
 deploy: ## regenerate deploy/ from the Helm chart
 	scripts/k8s-generate.sh
+
+schema: ## regenerate the chart's schema for sidecar.config from the config reader
+	scripts/schema-generate.sh
 
 services: ## make sure Redis :6379 and PostgreSQL :5432 (db test) are up for the tests
 	scripts/services.sh

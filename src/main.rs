@@ -68,6 +68,22 @@ enum Command {
     /// server's pod, whose image has no shell and no cp.
     #[command(hide = true)]
     InstallTo { dir: PathBuf },
+    /// Print a JSON Schema generated from the config reader (scripts/schema-generate.sh).
+    #[command(hide = true)]
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// The config file's schema.
+    Config {
+        /// The Helm chart's `sidecar.config`: without the keys the sidecar spec sets.
+        #[arg(long)]
+        sidecar: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -215,6 +231,9 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify(args),
         } => verify(&args),
+        Command::Schema {
+            command: SchemaCommand::Config { sidecar },
+        } => schema(sidecar),
         Command::InstallTo { dir } => match mcp_sentinel::k8s::stdio::install_to(&dir) {
             Ok(path) => {
                 say!("installed {}", path.display());
@@ -263,6 +282,27 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => report(&errors),
+    }
+}
+
+fn schema(sidecar: bool) -> ExitCode {
+    use mcp_sentinel::config::schema;
+    let generated = if sidecar {
+        schema::sidecar_schema()
+    } else {
+        schema::config_schema()
+    };
+    match generated {
+        Ok(s) => {
+            println!("{s:#}");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("mcp-sentinel schema: {p}");
+            }
+            ExitCode::FAILURE
+        }
     }
 }
 

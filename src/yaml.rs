@@ -7,6 +7,10 @@ use std::fmt;
 
 use serde_yaml_ng::{Mapping, Value};
 
+pub mod survey;
+
+use survey::{Kind, Survey};
+
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -86,10 +90,36 @@ pub fn read_document<T>(
     Ok(value.expect("a reader that reported no error returns a value"))
 }
 
+/// Reads every document of the YAML stream `text` with `read` in survey mode (see [`survey`]):
+/// the survey of them all, and every error `read` reported.
+pub fn survey_documents(
+    text: &str,
+    source: &str,
+    mut read: impl FnMut(&mut Reader, &mut Section<'_>, &Value),
+) -> Result<(Survey, Vec<ConfigError>), ConfigErrors> {
+    use serde::Deserialize;
+    let mut survey = Survey::default();
+    let mut errors = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
+        let doc = Value::deserialize(document)
+            .map_err(|e| ConfigErrors::file(source, format!("not valid YAML: {e}")))?;
+        let mut r = Reader::surveying(source, survey);
+        let mut top = r.section("", Some(&doc));
+        read(&mut r, &mut top, &doc);
+        r.close(top);
+        let (s, e) = r.into_survey();
+        survey = s.expect("a surveying reader keeps its survey");
+        errors.extend(e);
+    }
+    Ok((survey, errors))
+}
+
 /// Collects errors while sections of a document are read.
 pub struct Reader {
     file: String,
     errors: Vec<ConfigError>,
+    /// Set while surveying: every key asked for is recorded (see [`survey`]).
+    survey: Option<Survey>,
 }
 
 /// A mapping being read: keys taken are remembered so the rest can be reported as unknown.
@@ -109,7 +139,21 @@ impl Reader {
         Self {
             file: file.into(),
             errors: Vec::new(),
+            survey: None,
         }
+    }
+
+    /// A reader that also records every key it is asked for into `survey`.
+    pub fn surveying(file: impl Into<String>, survey: Survey) -> Self {
+        Self {
+            survey: Some(survey),
+            ..Self::new(file)
+        }
+    }
+
+    /// The survey (`None` when not surveying) and the errors, once a document is read.
+    pub fn into_survey(self) -> (Option<Survey>, Vec<ConfigError>) {
+        (self.survey, self.errors)
     }
 
     pub fn error(&mut self, key: impl Into<String>, why: impl Into<String>) {
@@ -140,6 +184,9 @@ impl Reader {
 
     /// Opens `value` as a mapping at `path`. A missing or null value is an empty section.
     pub fn section<'v>(&mut self, path: &str, value: Option<&'v Value>) -> Section<'v> {
+        if let Some(s) = &mut self.survey {
+            s.section(path);
+        }
         let map = match value {
             None | Some(Value::Null) => None,
             Some(Value::Mapping(m)) => Some(m),
@@ -156,12 +203,17 @@ impl Reader {
     }
 
     /// Reads `key` from `section`, converting it with `parse`; `None` when absent or invalid.
+    /// (A survey also tries `parse` on other forms of the value, to learn the forms it takes.)
     pub fn field<T>(
         &mut self,
         section: &mut Section<'_>,
         key: &'static str,
-        parse: impl FnOnce(&Value) -> Result<T, String>,
+        parse: impl Fn(&Value) -> Result<T, String>,
     ) -> Option<T> {
+        if let Some(s) = &mut self.survey {
+            let value = section.peek(key);
+            s.key(&section.path, key, Kind::Field, value, |v| parse(v).is_ok());
+        }
         let value = section.take(key)?;
         match parse(value) {
             Ok(v) => Some(v),
@@ -173,6 +225,27 @@ impl Reader {
         }
     }
 
+    /// Reads `key` of `section` as one of the words of `choices` (each with what it means);
+    /// the error lists the words, and a survey records them.
+    pub fn choice<T: Copy>(
+        &mut self,
+        section: &mut Section<'_>,
+        key: &'static str,
+        choices: &[(&'static str, T)],
+    ) -> Option<T> {
+        let words: Vec<&'static str> = choices.iter().map(|(w, _)| *w).collect();
+        let value = self.field(section, key, |v| {
+            v.as_str()
+                .and_then(|w| choices.iter().find(|(c, _)| *c == w))
+                .map(|(_, t)| *t)
+                .ok_or_else(|| format!("must be {}", one_of(&words)))
+        });
+        if let Some(s) = &mut self.survey {
+            s.choices(&section.path, key, &words);
+        }
+        value
+    }
+
     /// Reads `key` of `section` as a list, borrowed from the document; empty when absent (an
     /// error when not a list).
     pub fn list<'v>(
@@ -181,6 +254,9 @@ impl Reader {
         key: &'static str,
         what: &str,
     ) -> &'v [Value] {
+        if let Some(s) = &mut self.survey {
+            s.key(&section.path, key, Kind::List, section.peek(key), |_| true);
+        }
         match section.take(key) {
             None => &[],
             Some(Value::Sequence(items)) => items,
@@ -194,9 +270,20 @@ impl Reader {
 
     /// Opens a nested mapping `key` of `section`.
     pub fn child<'v>(&mut self, section: &mut Section<'v>, key: &'static str) -> Section<'v> {
+        if let Some(s) = &mut self.survey {
+            s.key(&section.path, key, Kind::Child, section.peek(key), |_| true);
+        }
         let path = section.key_path(key);
         let value = section.take(key);
         self.section(&path, value)
+    }
+
+    /// The mapping as written, for sections whose keys are data (names), not settings.
+    pub fn entries<'v>(&mut self, section: &Section<'v>) -> Option<&'v Mapping> {
+        if let Some(s) = &mut self.survey {
+            s.data_keyed(&section.path, section.map);
+        }
+        section.map
     }
 
     /// Reports every key of `section` that was not taken.
@@ -215,15 +302,19 @@ impl Reader {
     }
 }
 
+/// `a`, `a or b`, `a, b or c`.
+fn one_of(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
 impl<'v> Section<'v> {
     /// The section was written in the document (as a mapping).
     pub fn is_present(&self) -> bool {
         self.map.is_some()
-    }
-
-    /// The mapping as written, for sections whose keys are data (names), not settings.
-    pub fn mapping(&self) -> Option<&'v Mapping> {
-        self.map
     }
 
     /// `key` is written in this section (and not null), valid or not.
@@ -235,6 +326,11 @@ impl<'v> Section<'v> {
 
     fn take(&mut self, key: &'static str) -> Option<&'v Value> {
         self.taken.push(key);
+        self.peek(key)
+    }
+
+    /// The value of `key` (`None` when absent or null), not taken.
+    fn peek(&self, key: &str) -> Option<&'v Value> {
         match self.map?.get(key) {
             None | Some(Value::Null) => None,
             Some(v) => Some(v),
@@ -379,6 +475,23 @@ mod tests {
         assert_eq!(parse_byte_size("2 KiB"), Ok(2048));
         assert!(parse_byte_size("4 parsecs").is_err());
         assert!(parse_byte_size("MiB").is_err());
+    }
+
+    #[test]
+    fn a_choice_names_its_words() {
+        let read = |text: &str| {
+            super::read_document(text, "t", |r, top, _| {
+                Some(r.choice(top, "k", &[("a", 1), ("b", 2), ("c", 3)]))
+            })
+        };
+        assert_eq!(read("k: b").unwrap(), Some(2));
+        assert_eq!(read("{}").unwrap(), None);
+        let errs = read("k: d").unwrap_err().0;
+        assert_eq!(
+            (errs[0].key.as_str(), errs[0].why.as_str()),
+            ("k", "must be a, b or c")
+        );
+        assert_eq!(super::one_of(&["x", "y"]), "x or y");
     }
 
     #[test]

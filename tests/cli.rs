@@ -1,6 +1,6 @@
 //! The command-line contract: `--version`, `check` (exit 64 with every error listed), `run`
-//! refusing a bad config, environment variables standing in for flags, and every shipped
-//! example config being valid.
+//! refusing a bad config, environment variables standing in for flags, every shipped
+//! example config being valid, and the hidden `schema config`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -414,4 +414,38 @@ fn a_closed_stdout_ends_the_command_without_a_panic() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
     }
+
+/// The hidden `schema config` prints the config's JSON Schema; with `--sidecar`, exactly the
+/// chart's `sidecar.config` (which scripts/schema-generate.sh writes from it).
+#[test]
+fn schema_config_prints_the_generated_schema() {
+    let out = run(&["schema", "config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let full: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(full["additionalProperties"], false);
+    assert_eq!(full["properties"]["listen"]["type"], "string");
+    let out = run(&["schema", "config", "--sidecar"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sidecar: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let chart = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/helm/mcp-sentinel/values.schema.json"
+    );
+    let chart: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(chart).unwrap()).unwrap();
+    assert_eq!(
+        sidecar,
+        chart["properties"]["sidecar"]["properties"]["config"]
+    );
+    assert_eq!(sidecar["properties"]["listen"], serde_json::Value::Null);
+    let help = String::from_utf8(run(&["--help"]).stdout).unwrap();
+    assert!(!help.contains("schema"), "hidden: {help}");
 }

@@ -126,6 +126,10 @@ impl std::fmt::Debug for SinkKind {
     }
 }
 
+/// Every `type` of sink: the config's reference document (src/config/reference.yaml) shows
+/// each, so the schema generated from it knows every sink's keys.
+pub const SINK_TYPES: [&str; 5] = ["stdout", "stderr", "file", "redis", "postgres"];
+
 pub const DEFAULT_QUEUE: usize = 10_000;
 pub const DEFAULT_BATCH: usize = 512;
 
@@ -248,7 +252,7 @@ impl AuditConfig {
         cfg.redact.fields = read_rules(r, "audit.redact.fields", fields);
         // Its keys are tool names, not config keys: read as data, never closed.
         let tools = r.child(&mut red, "tools");
-        if let Some(map) = tools.mapping() {
+        if let Some(map) = r.entries(&tools) {
             for (tool, rules) in map {
                 let Some(tool) = tool.as_str() else {
                     r.error("audit.redact.tools", "keys must be tool names");
@@ -336,12 +340,15 @@ fn read_rules(r: &mut Reader, path: &str, items: &[Value]) -> Vec<FieldRule> {
             }
             Ok(p)
         });
-        let action = r.field(&mut s, "action", |v| match v.as_str() {
-            Some("drop") => Ok(RedactAction::Drop),
-            Some("hash") => Ok(RedactAction::Hash),
-            Some("keep") => Ok(RedactAction::Keep),
-            _ => Err("must be drop, hash or keep".to_string()),
-        });
+        let action = r.choice(
+            &mut s,
+            "action",
+            &[
+                ("drop", RedactAction::Drop),
+                ("hash", RedactAction::Hash),
+                ("keep", RedactAction::Keep),
+            ],
+        );
         if !has_pointer {
             r.error(format!("{p}.pointer"), "is required");
         }
@@ -358,10 +365,7 @@ fn read_rules(r: &mut Reader, path: &str, items: &[Value]) -> Vec<FieldRule> {
 
 fn read_sink(r: &mut Reader, path: &str, item: &Value) -> Option<SinkConfig> {
     let mut s = r.section(path, Some(item));
-    let kind_name = r.field(&mut s, "type", |v| match v.as_str() {
-        Some(t @ ("stdout" | "stderr" | "file" | "redis" | "postgres")) => Ok(t.to_string()),
-        _ => Err("must be stdout, stderr, file, redis or postgres".to_string()),
-    });
+    let kind_name = r.choice(&mut s, "type", &SINK_TYPES.map(|t| (t, t)));
     if !s.has("type") {
         r.error(format!("{path}.type"), "is required");
     }
@@ -371,7 +375,7 @@ fn read_sink(r: &mut Reader, path: &str, item: &Value) -> Option<SinkConfig> {
             r.error(format!("{path}.{key}"), "is required");
         }
     };
-    let kind = match kind_name.as_deref() {
+    let kind = match kind_name {
         Some("stdout") => Some(SinkKind::Stdout),
         Some("stderr") => Some(SinkKind::Stderr),
         Some("file") => {

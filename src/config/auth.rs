@@ -155,11 +155,7 @@ impl AuthConfig {
     /// Reads the `auth` section.
     pub fn read(r: &mut Reader, s: &mut Section<'_>) -> Self {
         let mut cfg = Self::default();
-        if let Some(v) = r.field(s, "anonymous", |v| match v.as_str() {
-            Some("allow") => Ok(true),
-            Some("deny") => Ok(false),
-            _ => Err("must be allow or deny".to_string()),
-        }) {
+        if let Some(v) = r.choice(s, "anonymous", &[("allow", true), ("deny", false)]) {
             cfg.anonymous = v;
         }
         cfg.resource = r.field(s, "resource", |v| {
@@ -277,12 +273,15 @@ impl AuthConfig {
         let mut mt = r.child(s, "mtls");
         if mt.is_present() {
             let identity = r
-                .field(&mut mt, "identity", |v| match v.as_str() {
-                    Some("auto") => Ok(CertIdentity::Auto),
-                    Some("san_uri") => Ok(CertIdentity::SanUri),
-                    Some("common_name") => Ok(CertIdentity::CommonName),
-                    _ => Err("must be auto, san_uri or common_name".to_string()),
-                })
+                .choice(
+                    &mut mt,
+                    "identity",
+                    &[
+                        ("auto", CertIdentity::Auto),
+                        ("san_uri", CertIdentity::SanUri),
+                        ("common_name", CertIdentity::CommonName),
+                    ],
+                )
                 .unwrap_or(CertIdentity::Auto);
             let trust_domain_prefix = r
                 .field(&mut mt, "trust_domain_prefix", parse::string)

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod ratelimit;
+pub mod schema;
 pub mod stdio;
 pub mod upstream;
 
@@ -365,11 +366,11 @@ impl LogConfig {
         }) {
             self.level = v;
         }
-        if let Some(v) = r.field(&mut log, "format", |v| match v.as_str() {
-            Some("json") => Ok(LogFormat::Json),
-            Some("text") => Ok(LogFormat::Text),
-            _ => Err("must be json or text".to_string()),
-        }) {
+        if let Some(v) = r.choice(
+            &mut log,
+            "format",
+            &[("json", LogFormat::Json), ("text", LogFormat::Text)],
+        ) {
             self.format = v;
         }
         r.close(log);

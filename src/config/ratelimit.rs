@@ -129,18 +129,18 @@ impl RateLimitConfig {
             return None;
         }
         let backend_name = r
-            .field(s, "backend", |v| match v.as_str() {
-                Some(b @ ("memory" | "redis")) => Ok(b.to_string()),
-                _ => Err("must be memory or redis".to_string()),
-            })
-            .unwrap_or_else(|| "memory".into());
+            .choice(s, "backend", &[("memory", "memory"), ("redis", "redis")])
+            .unwrap_or("memory");
         let failure_mode = r
-            .field(s, "failure_mode", |v| match v.as_str() {
-                Some("closed") => Ok(FailureMode::Closed),
-                Some("open") => Ok(FailureMode::Open),
-                Some("local") => Ok(FailureMode::Local),
-                _ => Err("must be closed, open or local".to_string()),
-            })
+            .choice(
+                s,
+                "failure_mode",
+                &[
+                    ("closed", FailureMode::Closed),
+                    ("open", FailureMode::Open),
+                    ("local", FailureMode::Local),
+                ],
+            )
             .unwrap_or(FailureMode::Closed);
 
         let mut mem = r.child(s, "memory");
@@ -158,7 +158,7 @@ impl RateLimitConfig {
         let redis_present = rs.is_present();
         let redis = read_redis(r, &mut rs);
         r.close(rs);
-        let backend = match (backend_name.as_str(), redis) {
+        let backend = match (backend_name, redis) {
             ("redis", Some(cfg)) => Backend::Redis(cfg),
             ("redis", None) => {
                 if !redis_present {

@@ -161,11 +161,11 @@ impl StdioSettings {
             cfg.cwd = Some(cwd);
         }
         let mut s = r.child(up, "stdio");
-        if let Some(v) = r.field(&mut s, "sharing", |v| match parse::string(v)?.as_str() {
-            "session" => Ok(Sharing::Session),
-            "shared" => Ok(Sharing::Shared),
-            other => Err(format!("{other:?} is not one of session, shared")),
-        }) {
+        if let Some(v) = r.choice(
+            &mut s,
+            "sharing",
+            &[("session", Sharing::Session), ("shared", Sharing::Shared)],
+        ) {
             cfg.sharing = v;
         }
         if let Some(v) = r.field(&mut s, "pool", positive) {

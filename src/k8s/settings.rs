@@ -249,7 +249,7 @@ fn non_empty(v: &Value) -> Result<String, String> {
 
 fn checked(
     check: fn(&str) -> Result<(), validate::Invalid>,
-) -> impl FnOnce(&Value) -> Result<String, String> {
+) -> impl Fn(&Value) -> Result<String, String> {
     move |v| {
         let s = parse::string(v)?;
         check(&s).map_err(|e| e.to_string())?;

@@ -33,6 +33,9 @@ pub struct PolicyConfig {
     pub initial: Arc<Policy>,
 }
 
+/// A rule's `effect`, and the policy's `default`.
+const EFFECTS: &[(&str, Effect)] = &[("allow", Effect::Allow), ("deny", Effect::Deny)];
+
 /// The keys of a policy document, inline or in a file.
 const DOC_KEYS: [&str; 4] = ["default", "answer", "builtin_rules", "rules"];
 
@@ -141,12 +144,7 @@ pub(super) fn hash_hex(bytes: &[u8]) -> String {
 }
 
 fn read_doc(r: &mut Reader, s: &mut Section<'_>, prefix: &str, hash: String) -> Option<Policy> {
-    let effect = |v: &Value| match v.as_str() {
-        Some("allow") => Ok(Effect::Allow),
-        Some("deny") => Ok(Effect::Deny),
-        _ => Err("must be allow or deny".to_string()),
-    };
-    let default = r.field(s, "default", effect);
+    let default = r.choice(s, "default", EFFECTS);
     if default.is_none() && !r.has_error_at(&format!("{prefix}default")) {
         r.error(
             format!("{prefix}default"),
@@ -154,11 +152,14 @@ fn read_doc(r: &mut Reader, s: &mut Section<'_>, prefix: &str, hash: String) -> 
         );
     }
     let answer = r
-        .field(s, "answer", |v| match v.as_str() {
-            Some("unknown") => Ok(AnswerStyle::Unknown),
-            Some("forbidden") => Ok(AnswerStyle::Forbidden),
-            _ => Err("must be unknown or forbidden".to_string()),
-        })
+        .choice(
+            s,
+            "answer",
+            &[
+                ("unknown", AnswerStyle::Unknown),
+                ("forbidden", AnswerStyle::Forbidden),
+            ],
+        )
         .unwrap_or(AnswerStyle::Unknown);
     let builtin = r.field(s, "builtin_rules", parse::boolean).unwrap_or(true);
     let items = r.list(s, "rules", "rules");
@@ -167,7 +168,7 @@ fn read_doc(r: &mut Reader, s: &mut Section<'_>, prefix: &str, hash: String) -> 
     for (i, item) in items.iter().enumerate() {
         let path = format!("{prefix}rules[{i}]");
         let mut rs = r.section(&path, Some(item));
-        if let Some(rule) = read_rule(r, &mut rs, &path, effect)
+        if let Some(rule) = read_rule(r, &mut rs, &path)
             && let Some(rule) = rule_named(r, &path, rule, &mut names)
         {
             rules.push(rule);
@@ -201,12 +202,7 @@ fn rule_named(
     Some(rule)
 }
 
-fn read_rule(
-    r: &mut Reader,
-    s: &mut Section<'_>,
-    path: &str,
-    effect: impl Fn(&Value) -> Result<Effect, String>,
-) -> Option<Rule> {
+fn read_rule(r: &mut Reader, s: &mut Section<'_>, path: &str) -> Option<Rule> {
     let name = r.field(s, "name", |v| {
         let n = parse::string(v)?;
         if n.is_empty() {
@@ -214,7 +210,7 @@ fn read_rule(
         }
         Ok(n)
     });
-    let rule_effect = r.field(s, "effect", effect);
+    let rule_effect = r.choice(s, "effect", EFFECTS);
     r.field(s, "description", parse::string);
     let globs = |v: &Value| parse::strings(v).map(|l| l.iter().map(|p| Pattern::glob(p)).collect());
     let subjects = r.field(s, "subjects", globs).unwrap_or_default();
