@@ -414,6 +414,7 @@ fn a_closed_stdout_ends_the_command_without_a_panic() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
     }
+}
 
 /// The hidden `schema config` prints the config's JSON Schema; with `--sidecar`, exactly the
 /// chart's `sidecar.config` (which scripts/schema-generate.sh writes from it).
