@@ -14,6 +14,8 @@ use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview,
 use serde_json::{Value, json};
 
 use super::annotations as ann;
+use super::mesh;
+use super::probes;
 use super::settings::Settings;
 use super::stdio;
 use super::template::{self, Params, Sidecar};
@@ -419,6 +421,7 @@ fn plan(
         .map_err(|e| Verdict::Error(format!("sidecar resources: {e}")))?;
     probe.config_map = config_map;
     probe.resources = resources.to_json();
+    (probe.traffic_port, probe.admin_port) = ports(&get, settings)?;
 
     let (mut ops, sidecar) = match stdio_command {
         Some(command) => {
@@ -451,6 +454,28 @@ fn plan(
         ));
     }
     Ok((ops, warnings))
+}
+
+/// The sidecar's traffic and admin ports: the settings', or the pod's `traffic-port` and
+/// `admin-port` annotations; distinct.
+fn ports<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    settings: &Settings,
+) -> Result<(u16, u16), Verdict> {
+    let port = |key: &str, default: u16| match get(key) {
+        Some(v) => validate::port_number(v).map_err(|e| bad_annotation(key, e)),
+        None => Ok(default),
+    };
+    let traffic = port(ann::TRAFFIC_PORT, settings.traffic_port)?;
+    let admin = port(ann::ADMIN_PORT, settings.admin_port)?;
+    if traffic == admin {
+        return Err(Verdict::Error(format!(
+            "the sidecar's traffic and admin ports are both {traffic}; set {} or {} to another",
+            ann::TRAFFIC_PORT,
+            ann::ADMIN_PORT
+        )));
+    }
+    Ok((traffic, admin))
 }
 
 /// The kubelet's `terminationGracePeriodSeconds` when a pod sets none.
@@ -511,8 +536,11 @@ fn sidecar_ops<'a>(
         "containers"
     };
     match (json.pointer(&format!("/spec/{entry}")), sidecar.native) {
-        (Some(Value::Array(_)), true) => {
-            ops.push(add(&format!("/spec/{entry}/0"), &sidecar.container))
+        (Some(Value::Array(init)), true) => {
+            let at = mesh::native_sidecar_position(
+                init.iter().map(|c| c["name"].as_str().unwrap_or_default()),
+            );
+            ops.push(add(&format!("/spec/{entry}/{at}"), &sidecar.container))
         }
         (Some(Value::Array(_)), false) => {
             ops.push(add(&format!("/spec/{entry}/-"), &sidecar.container))
@@ -526,6 +554,14 @@ fn sidecar_ops<'a>(
         ),
         &Value::from(sidecar.upstream_port_name.as_str()),
     ));
+    if let Some(old) = &upstream.port.name {
+        ops.extend(probes::renamed_port_ops(
+            json,
+            upstream.container,
+            old,
+            upstream.port.container_port,
+        ));
+    }
     append(&mut ops, json, "/spec/volumes", &sidecar.volumes);
     Ok((ops, sidecar))
 }
@@ -561,6 +597,8 @@ fn template_probe(settings: &Settings) -> Params {
         image_pull_policy: settings.image_pull_policy.clone(),
         upstream_url: String::new(),
         traffic_port_name: settings.default_port_name.clone(),
+        traffic_port: settings.traffic_port,
+        admin_port: settings.admin_port,
         resources: settings.resources.to_json(),
         config_map: settings.config_map.clone(),
         secret: settings.secret.clone(),
@@ -579,8 +617,10 @@ fn all_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
         .chain(spec.init_containers.iter().flatten())
 }
 
+/// The upstream's port: the one `wanted` names (by name or number), else the pod's only port.
+/// A mesh's proxy (`mesh`) is never the upstream: its ports are not counted, nor may be chosen.
 fn find_upstream<'p>(spec: &'p PodSpec, wanted: Option<&str>) -> Result<Upstream<'p>, Verdict> {
-    let ports: Vec<Upstream<'p>> = spec
+    let (ports, proxies): (Vec<Upstream<'p>>, Vec<Upstream<'p>>) = spec
         .containers
         .iter()
         .enumerate()
@@ -595,7 +635,7 @@ fn find_upstream<'p>(spec: &'p PodSpec, wanted: Option<&str>) -> Result<Upstream
                     port: p,
                 })
         })
-        .collect();
+        .partition(|u| mesh::mesh_of(&spec.containers[u.container].name).is_none());
     let n = ports.len();
     let found = match wanted {
         Some(w) => {
@@ -603,18 +643,24 @@ fn find_upstream<'p>(spec: &'p PodSpec, wanted: Option<&str>) -> Result<Upstream
             if by_number.is_none() {
                 validate::port_name(w).map_err(|e| bad_annotation(ann::UPSTREAM_PORT, e))?;
             }
-            ports
-                .into_iter()
-                .find(|u| match by_number {
-                    Some(n) => u.port.container_port == n,
-                    None => u.port.name.as_deref() == Some(w),
-                })
-                .ok_or_else(|| {
-                    Verdict::Error(format!(
-                        "annotation {}: no container declares port {w:?}",
-                        ann::UPSTREAM_PORT
-                    ))
-                })?
+            let matches = |u: &Upstream<'_>| match by_number {
+                Some(n) => u.port.container_port == n,
+                None => u.port.name.as_deref() == Some(w),
+            };
+            if let Some(u) = proxies.iter().find(|u| matches(u)) {
+                let c = &spec.containers[u.container].name;
+                return Err(Verdict::Error(format!(
+                    "annotation {}: port {w:?} is the {} proxy's (container {c}), not the MCP server's",
+                    ann::UPSTREAM_PORT,
+                    mesh::mesh_of(c).map_or("mesh", |m| m.name),
+                )));
+            }
+            ports.into_iter().find(|u| matches(u)).ok_or_else(|| {
+                Verdict::Error(format!(
+                    "annotation {}: no container declares port {w:?}",
+                    ann::UPSTREAM_PORT
+                ))
+            })?
         }
         None if n == 1 => ports.into_iter().next().expect("one port"),
         None => {
@@ -653,6 +699,31 @@ fn check_collisions(
             ann::TRAFFIC_PORT_NAME
         )));
     }
+    // Which annotation moves the sidecar's port `n`.
+    let moved_by = |n: i64| {
+        if n == i64::from(sidecar.traffic_port) {
+            ann::TRAFFIC_PORT
+        } else {
+            ann::ADMIN_PORT
+        }
+    };
+    // A mesh's proxy listens on more ports than it declares (Envoy's 15001, 15006...).
+    for c in all_containers(spec) {
+        let Some(m) = mesh::mesh_of(&c.name) else {
+            continue;
+        };
+        if let Some((_, n)) = ours
+            .iter()
+            .find(|(_, n)| u16::try_from(*n).is_ok_and(|n| m.holds(n)))
+        {
+            return Err(Verdict::Error(format!(
+                "the sidecar's port {n} is one of {}'s (container {}); set {} to another",
+                m.name,
+                c.name,
+                moved_by(*n)
+            )));
+        }
+    }
     // Init containers too: a native sidecar of the pod's own may listen as well.
     let containers = spec
         .containers
@@ -664,8 +735,9 @@ fn check_collisions(
         for (pi, p) in c.ports.iter().flatten().enumerate() {
             if let Some((_, n)) = ours.iter().find(|(_, n)| i64::from(p.container_port) == *n) {
                 return Err(Verdict::Error(format!(
-                    "container {} already uses port {n}, which the sidecar needs",
-                    c.name
+                    "container {} already uses port {n}, which the sidecar needs; set {} to another",
+                    c.name,
+                    moved_by(*n)
                 )));
             }
             let is_upstream =

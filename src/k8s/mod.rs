@@ -1,8 +1,11 @@
 //! Kubernetes: the sidecar injector. `template` renders the one sidecar spec shared with the Helm
 //! chart, `inject` decides what happens to a pod (a pure function of the AdmissionReview),
-//! `webhook` serves it over HTTPS, `settings` reads the injector's config file.
+//! `webhook` serves it over HTTPS, `settings` reads the injector's config file, `mesh` knows the
+//! service meshes' proxies it coexists with.
 
 pub mod inject;
+pub mod mesh;
+pub mod probes;
 pub mod settings;
 pub mod stdio;
 pub mod template;
@@ -23,6 +26,11 @@ pub mod annotations {
     pub const UPSTREAM_PATH: &str = "mcp-sentinel.io/upstream-path";
     /// The port name the sidecar's traffic port takes. Default: the upstream port's name.
     pub const TRAFFIC_PORT_NAME: &str = "mcp-sentinel.io/traffic-port-name";
+    /// The sidecar's traffic port number. Default: the injector's `traffic_port` (9480).
+    pub const TRAFFIC_PORT: &str = "mcp-sentinel.io/traffic-port";
+    /// The sidecar's admin port number (`/healthz`, `/readyz`, `/metrics`). Default: the
+    /// injector's `admin_port` (9481).
+    pub const ADMIN_PORT: &str = "mcp-sentinel.io/admin-port";
     /// The ConfigMap holding `config.yaml` and `policy.yaml`. Default: the injector's `config_map`.
     pub const CONFIG: &str = "mcp-sentinel.io/config";
     /// A stdio MCP server: its argv as a JSON array of strings. The sentinel runs it as its

@@ -11,11 +11,13 @@ use super::settings::TokenReview;
 pub const SIDECAR_TEMPLATE: &str = include_str!("../../helm/mcp-sentinel/files/sidecar.yaml");
 
 /// Every placeholder the template may hold; each is replaced by a JSON value.
-pub const PLACEHOLDERS: [&str; 9] = [
+pub const PLACEHOLDERS: [&str; 11] = [
     "IMAGE",
     "IMAGE_PULL_POLICY",
     "UPSTREAM_URL",
     "TRAFFIC_PORT_NAME",
+    "TRAFFIC_PORT",
+    "ADMIN_PORT",
     "RESOURCES",
     "CONFIG_MAP",
     "SECRET",
@@ -46,6 +48,9 @@ pub struct Params {
     pub upstream_url: String,
     /// The name Services target, taken over from the upstream's port.
     pub traffic_port_name: String,
+    /// The sidecar's ports: traffic (MCP) and admin (`/healthz`, `/readyz`, `/metrics`).
+    pub traffic_port: u16,
+    pub admin_port: u16,
     /// The container's `resources` object.
     pub resources: Value,
     pub config_map: String,
@@ -66,6 +71,8 @@ pub struct Sidecar {
     pub pod_annotations: Map<String, Value>,
     /// What the upstream's port is renamed to.
     pub upstream_port_name: String,
+    pub traffic_port: u16,
+    pub admin_port: u16,
     /// For a stdio server, in place of the sidecar.
     pub stdio: Stdio,
 }
@@ -173,6 +180,8 @@ pub fn render_from(template: &str, p: &Params) -> Result<Sidecar, TemplateError>
         ("IMAGE_PULL_POLICY", p.image_pull_policy.as_str().into()),
         ("UPSTREAM_URL", p.upstream_url.as_str().into()),
         ("TRAFFIC_PORT_NAME", p.traffic_port_name.as_str().into()),
+        ("TRAFFIC_PORT", p.traffic_port.into()),
+        ("ADMIN_PORT", p.admin_port.into()),
         ("RESOURCES", p.resources.clone()),
         ("CONFIG_MAP", p.config_map.as_str().into()),
         ("SECRET", p.secret.as_str().into()),
@@ -269,6 +278,8 @@ pub fn render_from(template: &str, p: &Params) -> Result<Sidecar, TemplateError>
         pod_labels,
         pod_annotations,
         upstream_port_name,
+        traffic_port: p.traffic_port,
+        admin_port: p.admin_port,
         stdio,
     })
 }
@@ -300,6 +311,8 @@ mod tests {
             image_pull_policy: "Always".into(),
             upstream_url: "http://127.0.0.1:8080/mcp".into(),
             traffic_port_name: "http".into(),
+            traffic_port: 9480,
+            admin_port: 9481,
             resources: serde_json::json!({}),
             config_map: "cm".into(),
             secret: "s".into(),
@@ -334,6 +347,39 @@ mod tests {
             render_from(&no_stdio, &params()),
             Err(TemplateError::Shape("stdio"))
         ));
+    }
+
+    #[test]
+    fn the_ports_follow_the_params() {
+        let s = render(&Params {
+            traffic_port: 8480,
+            admin_port: 8481,
+            ..params()
+        })
+        .unwrap();
+        assert_eq!(
+            s.ports(),
+            [
+                ("http".to_string(), 8480),
+                ("sentinel-admin".to_string(), 8481)
+            ]
+        );
+        let env: Vec<(&str, &str)> = s.container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+            .filter(|(n, _)| n.ends_with("LISTEN"))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("MCP_SENTINEL_LISTEN", "0.0.0.0:8480"),
+                ("MCP_SENTINEL_ADMIN_LISTEN", "0.0.0.0:8481")
+            ]
+        );
+        assert_eq!(s.pod_annotations["prometheus.io/port"], "8481");
+        assert_eq!((s.traffic_port, s.admin_port), (8480, 8481));
     }
 
     #[test]

@@ -14,6 +14,18 @@ pub enum Invalid {
     HttpPath(String),
     #[error("{0:?} is not a quantity such as 100m, 0.5 or 128Mi")]
     Quantity(String),
+    #[error("{0:?} is not a port number (1-65535)")]
+    PortNumber(String),
+}
+
+/// A TCP port number, 1-65535, written in decimal digits only.
+pub fn port_number(s: &str) -> Result<u16, Invalid> {
+    s.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| s.parse::<u16>().ok())
+        .flatten()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Invalid::PortNumber(s.to_string()))
 }
 
 /// A container port name (IANA_SVC_NAME): 1–15 characters of `a-z`, `0-9` and `-`, at least
@@ -114,6 +126,20 @@ pub fn quantity(s: &str) -> Result<f64, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_numbers() {
+        assert_eq!(port_number("9480"), Ok(9480));
+        assert_eq!(port_number("1"), Ok(1));
+        assert_eq!(port_number("65535"), Ok(65535));
+        for bad in ["0", "65536", "", "+80", "-1", " 80", "80a", "0x50", "http"] {
+            assert_eq!(
+                port_number(bad),
+                Err(Invalid::PortNumber(bad.into())),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn port_names() {

@@ -75,6 +75,9 @@ app.kubernetes.io/component: injector
 {{- if and $tr.serviceAccounts (not $tr.enabled) -}}
 {{- fail "sidecar.tokenReview.serviceAccounts is set but sidecar.tokenReview.enabled is false" -}}
 {{- end -}}
+{{- if eq (int .Values.sidecar.trafficPort) (int .Values.sidecar.adminPort) -}}
+{{- fail (printf "sidecar.trafficPort and sidecar.adminPort must differ (both are %d)" (int .Values.sidecar.adminPort)) -}}
+{{- end -}}
 {{- if and .Values.tls.certManager.issuerRef (not .Values.tls.certManager.enabled) -}}
 {{- fail "tls.certManager.issuerRef is set but tls.certManager.enabled is false" -}}
 {{- end -}}
