@@ -18,6 +18,8 @@ mod ports;
 mod real_pods;
 #[path = "inject/stdio.rs"]
 mod stdio;
+#[path = "inject/strict.rs"]
+mod strict;
 
 const IMAGE: &str = "registry.example.com/mcp-sentinel:0.1.0";
 
