@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 mod ports;
 #[path = "inject/real_pods.rs"]
 mod real_pods;
+#[path = "inject/socket.rs"]
+mod socket;
 #[path = "inject/stdio.rs"]
 mod stdio;
 #[path = "inject/strict.rs"]

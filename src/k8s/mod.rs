@@ -9,6 +9,7 @@ pub mod probes;
 pub mod settings;
 pub mod stdio;
 pub mod template;
+pub mod upstream;
 pub mod validate;
 pub mod webhook;
 
@@ -22,6 +23,13 @@ pub mod annotations {
     pub const ON_FAILURE: &str = "mcp-sentinel.io/on-failure";
     /// The upstream's container port, by name or number. Default: the pod's only container port.
     pub const UPSTREAM_PORT: &str = "mcp-sentinel.io/upstream-port";
+    /// The path of a Unix socket the server listens on instead of a port (`unix:` upstream):
+    /// an emptyDir in memory is mounted at its directory in the server's container
+    /// (`kubectl.kubernetes.io/default-container`'s, or the only one) and the sidecar's; no
+    /// port is renamed.
+    pub const UPSTREAM_SOCKET: &str = "mcp-sentinel.io/upstream-socket";
+    /// With `UPSTREAM_SOCKET`: the server container's env var that gets the socket's path.
+    pub const UPSTREAM_SOCKET_ENV: &str = "mcp-sentinel.io/upstream-socket-env";
     /// The upstream's MCP path. Default: the injector's `upstream_path` (`/mcp`).
     pub const UPSTREAM_PATH: &str = "mcp-sentinel.io/upstream-path";
     /// The port name the sidecar's traffic port takes. Default: the upstream port's name.

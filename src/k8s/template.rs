@@ -75,6 +75,8 @@ pub struct Sidecar {
     pub admin_port: u16,
     /// For a stdio server, in place of the sidecar.
     pub stdio: Stdio,
+    /// For an upstream on a Unix socket: the volume the sidecar and the server share.
+    pub socket_volume: Value,
 }
 
 /// The template's `stdio` section: what a stdio server's pod gets instead of a sidecar.
@@ -124,6 +126,10 @@ impl Sidecar {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    pub fn socket_volume_name(&self) -> &str {
+        self.socket_volume["name"].as_str().unwrap_or_default()
     }
 
     pub fn volume_names(&self) -> Vec<&str> {
@@ -242,12 +248,16 @@ pub fn render_from(template: &str, p: &Params) -> Result<Sidecar, TemplateError>
         _ => return Err(TemplateError::Shape("stdio")),
     };
 
+    let socket_volume = take("socket")
+        .and_then(|mut s| s.get_mut("volume").map(Value::take))
+        .ok_or(TemplateError::Shape("socket"))?;
+
     let container = Value::Object(container);
     // The typed view must accept what we produced: a template edit that breaks the container
     // fails here (and in the tests), not in the API server.
     serde_json::from_value::<Container>(container.clone())
         .map_err(|_| TemplateError::Shape("container (as a Kubernetes Container)"))?;
-    for v in volumes.iter().chain([&stdio.volume]) {
+    for v in volumes.iter().chain([&stdio.volume, &socket_volume]) {
         serde_json::from_value::<Volume>(v.clone())
             .map_err(|_| TemplateError::Shape("volumes (as Kubernetes Volumes)"))?;
     }
@@ -281,6 +291,7 @@ pub fn render_from(template: &str, p: &Params) -> Result<Sidecar, TemplateError>
         traffic_port: p.traffic_port,
         admin_port: p.admin_port,
         stdio,
+        socket_volume,
     })
 }
 
@@ -346,6 +357,23 @@ mod tests {
         assert!(matches!(
             render_from(&no_stdio, &params()),
             Err(TemplateError::Shape("stdio"))
+        ));
+    }
+
+    #[test]
+    fn the_socket_volume_is_in_memory_and_required() {
+        let s = render(&params()).unwrap();
+        assert_eq!(s.socket_volume_name(), "mcp-sentinel-socket");
+        assert_eq!(
+            s.socket_volume["emptyDir"],
+            serde_json::json!({"medium": "Memory", "sizeLimit": "1Mi"})
+        );
+        let start = SIDECAR_TEMPLATE.find("\nsocket:").unwrap();
+        let end = SIDECAR_TEMPLATE[start..].find("\n\n").unwrap() + start;
+        let no_socket = format!("{}{}", &SIDECAR_TEMPLATE[..start], &SIDECAR_TEMPLATE[end..]);
+        assert!(matches!(
+            render_from(&no_socket, &params()),
+            Err(TemplateError::Shape("socket"))
         ));
     }
 
