@@ -100,3 +100,31 @@ fn bad_port_annotations_refuse_the_pod() {
         );
     }
 }
+
+/// A stdio server's container runs the sentinel on the annotated ports: its flags and declared
+/// ports follow.
+#[test]
+fn a_stdio_servers_ports_follow_the_annotations() {
+    let mut review = fixture("review-pod-stdio.json");
+    annotate(&mut review, "mcp-sentinel.io/traffic-port", "8480");
+    annotate(&mut review, "mcp-sentinel.io/admin-port", "8481");
+    let a = answer(&review, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::Injected, "{}", a.detail);
+    let pod = typed(&patched(&review, &a));
+    let server = &pod.spec.unwrap().containers[0];
+    let command = server.command.as_ref().unwrap();
+    let flag = |name: &str| {
+        let i = command.iter().position(|a| a == name).unwrap();
+        command[i + 1].as_str()
+    };
+    assert_eq!(flag("--listen"), "0.0.0.0:8480");
+    assert_eq!(flag("--admin-listen"), "0.0.0.0:8481");
+    assert_eq!(
+        ports(server),
+        [("mcp".into(), 8480), ("sentinel-admin".into(), 8481)]
+    );
+    assert_eq!(
+        pod.metadata.annotations.unwrap()["prometheus.io/port"],
+        "8481"
+    );
+}
