@@ -12,10 +12,16 @@ use mcp_sentinel::k8s::inject::{self, Answer, InjectResult, Malformed, Mode};
 use mcp_sentinel::k8s::settings::{Settings, TokenReview};
 use serde_json::{Value, json};
 
+#[path = "inject/ports.rs"]
+mod ports;
 #[path = "inject/real_pods.rs"]
 mod real_pods;
+#[path = "inject/socket.rs"]
+mod socket;
 #[path = "inject/stdio.rs"]
 mod stdio;
+#[path = "inject/strict.rs"]
+mod strict;
 
 const IMAGE: &str = "registry.example.com/mcp-sentinel:0.1.0";
 
@@ -152,15 +158,15 @@ fn annotated_pod_gets_a_native_sidecar_that_takes_its_port_name() {
         env(s, "MCP_SENTINEL_CONFIG"),
         "/etc/mcp-sentinel/config/config.yaml"
     );
-    assert_eq!(env(s, "MCP_SENTINEL_LISTEN"), "0.0.0.0:15080");
-    assert_eq!(env(s, "MCP_SENTINEL_ADMIN_LISTEN"), "0.0.0.0:15090");
+    assert_eq!(env(s, "MCP_SENTINEL_LISTEN"), "0.0.0.0:9480");
+    assert_eq!(env(s, "MCP_SENTINEL_ADMIN_LISTEN"), "0.0.0.0:9481");
 
     // Port names: Services that target "http" now reach the sentinel.
     assert_eq!(
         ports(s),
         [
-            ("http".to_string(), 15080),
-            ("sentinel-admin".to_string(), 15090)
+            ("http".to_string(), 9480),
+            ("sentinel-admin".to_string(), 9481)
         ]
     );
     let server = container(&spec.containers, "server");
@@ -257,7 +263,7 @@ fn annotated_pod_gets_a_native_sidecar_that_takes_its_port_name() {
     assert_eq!(labels["app.kubernetes.io/name"], "weather-mcp");
     let ann = pod.metadata.annotations.as_ref().unwrap();
     assert_eq!(ann["prometheus.io/scrape"], "true");
-    assert_eq!(ann["prometheus.io/port"], "15090");
+    assert_eq!(ann["prometheus.io/port"], "9481");
     assert_eq!(ann["prometheus.io/path"], "/metrics");
     assert_eq!(ann["mcp-sentinel.io/inject"], "true");
 
@@ -297,7 +303,7 @@ fn regular_container_when_native_sidecars_are_off() {
     let sidecar = &spec.containers[1];
     assert_eq!(sidecar.restart_policy, None);
     assert!(sidecar.startup_probe.is_some());
-    assert_eq!(ports(sidecar)[0], ("http".to_string(), 15080));
+    assert_eq!(ports(sidecar)[0], ("http".to_string(), 9480));
 }
 
 #[test]
@@ -320,7 +326,7 @@ fn annotations_choose_port_path_config_and_resources() {
         env(s, "MCP_SENTINEL_UPSTREAM"),
         "http://127.0.0.1:3000/api/mcp"
     );
-    assert_eq!(ports(s)[0], ("mcp".to_string(), 15080));
+    assert_eq!(ports(s)[0], ("mcp".to_string(), 9480));
     // Only the upstream's port is renamed.
     assert_eq!(
         ports(container(&spec.containers, "server")),
@@ -415,7 +421,7 @@ fn unnamed_upstream_port_gets_the_default_name_and_a_warning() {
     let spec = pod.spec.unwrap();
     assert_eq!(
         ports(&spec.init_containers.unwrap()[0])[0],
-        ("mcp".to_string(), 15080)
+        ("mcp".to_string(), 9480)
     );
     assert_eq!(
         ports(&spec.containers[0]),
@@ -576,19 +582,19 @@ fn pods_it_cannot_inject_are_refused_unless_annotated_to_be_admitted() {
         (
             "sidecar port taken",
             |r| {
-                beside_http(r, "other", 15090);
+                beside_http(r, "other", 9481);
                 annotate(r, "mcp-sentinel.io/upstream-port", "http");
             },
-            "already uses port 15090",
+            "container server already uses port 9481, which the sidecar needs; set mcp-sentinel.io/admin-port to another",
         ),
         (
             "sidecar port taken by an init container",
             |r| {
                 let proxy = json!([{"name": "proxy", "image": "p", "restartPolicy": "Always",
-                    "ports": [{"containerPort": 15080}]}]);
+                    "ports": [{"containerPort": 9480}]}]);
                 set(r, "/request/object/spec/initContainers", proxy);
             },
-            "container proxy already uses port 15080",
+            "container proxy already uses port 9480, which the sidecar needs; set mcp-sentinel.io/traffic-port to another",
         ),
         (
             "UDP upstream",

@@ -103,6 +103,53 @@ fn the_static_example_carries_the_injectors_sidecar() {
     assert_eq!(injected["spec"], static_pod["spec"]);
 }
 
+/// The chart's ports are the injector's defaults (off every mesh's); the NetworkPolicy opens the
+/// traffic port by number and the admin port by name; the injector's own admin port is its
+/// binary's default.
+#[test]
+fn the_deployed_ports_are_the_defaults() {
+    use mcp_sentinel::k8s::settings::{DEFAULT_ADMIN_PORT, DEFAULT_TRAFFIC_PORT};
+    let s = injector_settings();
+    assert_eq!(
+        (s.traffic_port, s.admin_port),
+        (DEFAULT_TRAFFIC_PORT, DEFAULT_ADMIN_PORT)
+    );
+    let policy = find(
+        &documents("example.yaml"),
+        "NetworkPolicy",
+        "mcp-sentinel-upstream",
+    );
+    let ports: Vec<&Value> = policy["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rule| &rule["ports"][0]["port"])
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            &Value::from(DEFAULT_TRAFFIC_PORT),
+            &Value::from("sentinel-admin")
+        ]
+    );
+    let injector = find(
+        &documents("injector.yaml"),
+        "Deployment",
+        "mcp-sentinel-injector",
+    );
+    let args = &injector["spec"]["template"]["spec"]["containers"][0]["args"];
+    let admin = format!(
+        "--admin-listen={}",
+        mcp_sentinel::k8s::webhook::DEFAULT_ADMIN_LISTEN
+    );
+    assert!(
+        args.as_array()
+            .unwrap()
+            .contains(&Value::from(admin.as_str())),
+        "{args}"
+    );
+}
+
 #[test]
 fn shipped_sidecar_configs_pass_check() {
     for (file, namespace) in [

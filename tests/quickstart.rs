@@ -137,6 +137,8 @@ fn sidecar() -> Value {
         image_pull_policy: settings.image_pull_policy.clone(),
         upstream_url: "http://127.0.0.1:8080/mcp".into(),
         traffic_port_name: "http".into(),
+        traffic_port: settings.traffic_port,
+        admin_port: settings.admin_port,
         resources: settings.resources.to_json(),
         config_map: settings.config_map.clone(),
         secret: settings.secret.clone(),

@@ -8,15 +8,18 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::{Value, json};
 
 use super::annotations as ann;
+use super::mesh;
+use super::probes;
 use super::settings::Settings;
 use super::stdio;
 use super::template::{self, Params, Sidecar};
+use super::upstream::{self, Socket, Upstream};
 use super::validate;
 
 /// Webhook path for opted-in pods in namespaces not labelled `mcp-sentinel.io/inject`.
@@ -294,13 +297,6 @@ const ADMIT: &str = "admit";
 /// Its default: refuse such a pod.
 const REFUSE: &str = "refuse";
 
-/// The port the sidecar takes over: `spec.containers[container].ports[port]`.
-struct Upstream<'p> {
-    container: usize,
-    port_index: usize,
-    port: &'p ContainerPort,
-}
-
 /// A pod (`json`, as sent) that opted in and cannot have its sentinel is refused, whatever the
 /// reason (admitted, it would run without one), unless annotated `on-failure: admit`: then it
 /// is admitted unchanged (`Verdict::Error`). A pod that did not opt in is never refused (nor
@@ -419,17 +415,25 @@ fn plan(
         .map_err(|e| Verdict::Error(format!("sidecar resources: {e}")))?;
     probe.config_map = config_map;
     probe.resources = resources.to_json();
+    (probe.traffic_port, probe.admin_port) = ports(&get, settings)?;
 
     let (mut ops, sidecar) = match stdio_command {
         Some(command) => {
             // The server has no port of its own: Services target the traffic port's name.
             probe.traffic_port_name =
                 traffic_port_name.unwrap_or_else(|| settings.default_port_name.clone());
+            if get(ann::UPSTREAM_SOCKET).is_some() {
+                return Err(Verdict::Error(format!(
+                    "annotations {} and {} both name the upstream; keep one",
+                    ann::STDIO_COMMAND,
+                    ann::UPSTREAM_SOCKET
+                )));
+            }
             let argv = stdio::argv(command).map_err(Verdict::Error)?;
             let container = stdio::container(spec, &get)?;
             let sidecar = template::render(&probe)
                 .map_err(|e| Verdict::Error(format!("cannot render the sidecar: {e}")))?;
-            check_collisions(spec, None, &sidecar)?;
+            check_collisions(spec, None, Some(sidecar.stdio.volume_name()), &sidecar)?;
             let ops = stdio::wrap(json, spec, container, &argv, &sidecar, &mut warnings)?;
             (ops, sidecar)
         }
@@ -453,6 +457,28 @@ fn plan(
     Ok((ops, warnings))
 }
 
+/// The sidecar's traffic and admin ports: the settings', or the pod's `traffic-port` and
+/// `admin-port` annotations; distinct.
+fn ports<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    settings: &Settings,
+) -> Result<(u16, u16), Verdict> {
+    let port = |key: &str, default: u16| match get(key) {
+        Some(v) => validate::port_number(v).map_err(|e| bad_annotation(key, e)),
+        None => Ok(default),
+    };
+    let traffic = port(ann::TRAFFIC_PORT, settings.traffic_port)?;
+    let admin = port(ann::ADMIN_PORT, settings.admin_port)?;
+    if traffic == admin {
+        return Err(Verdict::Error(format!(
+            "the sidecar's traffic and admin ports are both {traffic}; set {} or {} to another",
+            ann::TRAFFIC_PORT,
+            ann::ADMIN_PORT
+        )));
+    }
+    Ok((traffic, admin))
+}
+
 /// The kubelet's `terminationGracePeriodSeconds` when a pod sets none.
 pub const DEFAULT_GRACE_SECONDS: i64 = 30;
 /// Seconds on top of the sentinel's drain deadline: the SIGTERM's delivery and the exit.
@@ -470,7 +496,14 @@ pub fn grace_period(current: Option<i64>, settings: &Settings) -> Option<i64> {
     (current.unwrap_or(DEFAULT_GRACE_SECONDS) < needed).then_some(needed)
 }
 
-/// The sidecar beside an HTTP server: the container, the upstream's port renamed, the volumes.
+/// How the sidecar reaches the server: a port it takes over, or a socket.
+enum Reach<'p> {
+    Port(Upstream<'p>),
+    Socket(Socket),
+}
+
+/// The sidecar beside an HTTP server: the container, the upstream's port renamed (or the
+/// socket's volume shared), the volumes.
 fn sidecar_ops<'a>(
     spec: &PodSpec,
     json: &Value,
@@ -480,12 +513,17 @@ fn sidecar_ops<'a>(
     traffic_port_name: Option<String>,
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<Value>, Sidecar), Verdict> {
-    let upstream = find_upstream(spec, get(ann::UPSTREAM_PORT))?;
-    if let Some(host_port) = upstream.port.host_port {
+    let reach = match upstream::socket(spec, get)? {
+        Some(socket) => Reach::Socket(socket),
+        None => Reach::Port(upstream::find_port(spec, get(ann::UPSTREAM_PORT))?),
+    };
+    if let Reach::Port(u) = &reach
+        && let Some(host_port) = u.port.host_port
+    {
         // The node's port forwards straight to the server's: a path no sidecar can close.
         return Err(Verdict::Error(format!(
             "the MCP server's port {} has hostPort {host_port}, which reaches it around the sentinel; remove hostPort and reach the server through a Service",
-            upstream.port.container_port
+            u.port.container_port
         )));
     }
     let path = match get(ann::UPSTREAM_PATH) {
@@ -495,21 +533,35 @@ fn sidecar_ops<'a>(
         }
         None => settings.upstream_path.as_str(),
     };
-    probe.traffic_port_name = match (traffic_port_name, &upstream.port.name) {
+    probe.traffic_port_name = match (traffic_port_name, &reach) {
         (Some(n), _) => n,
-        (None, Some(n)) => n.clone(),
-        (None, None) => {
-            warnings.push(format!(
-                "mcp-sentinel: the upstream port {} has no name; Services must target port name {:?}",
-                upstream.port.container_port, settings.default_port_name
-            ));
-            settings.default_port_name.clone()
-        }
+        (None, Reach::Port(u)) => match &u.port.name {
+            Some(n) => n.clone(),
+            None => {
+                warnings.push(format!(
+                    "mcp-sentinel: the upstream port {} has no name; Services must target port name {:?}",
+                    u.port.container_port, settings.default_port_name
+                ));
+                settings.default_port_name.clone()
+            }
+        },
+        // No port to take a name from: Services target the default name, as for stdio.
+        (None, Reach::Socket(_)) => settings.default_port_name.clone(),
     };
-    probe.upstream_url = format!("http://127.0.0.1:{}{path}", upstream.port.container_port);
-    let sidecar = template::render(&probe)
+    probe.upstream_url = match &reach {
+        Reach::Port(u) => format!("http://127.0.0.1:{}{path}", u.port.container_port),
+        Reach::Socket(s) => format!("unix:{}:{path}", s.path),
+    };
+    let mut sidecar = template::render(&probe)
         .map_err(|e| Verdict::Error(format!("cannot render the sidecar: {e}")))?;
-    check_collisions(spec, Some(&upstream), &sidecar)?;
+    match &reach {
+        Reach::Port(u) => check_collisions(spec, Some(u), None, &sidecar)?,
+        Reach::Socket(s) => {
+            check_collisions(spec, None, Some(sidecar.socket_volume_name()), &sidecar)?;
+            let volume = sidecar.socket_volume_name().to_string();
+            s.mount_into(&mut sidecar.container, &volume)?;
+        }
+    }
 
     let mut ops = Vec::new();
     let entry = if sidecar.native {
@@ -518,22 +570,42 @@ fn sidecar_ops<'a>(
         "containers"
     };
     match (json.pointer(&format!("/spec/{entry}")), sidecar.native) {
-        (Some(Value::Array(_)), true) => {
-            ops.push(add(&format!("/spec/{entry}/0"), &sidecar.container))
+        (Some(Value::Array(init)), true) => {
+            let at = mesh::native_sidecar_position(
+                init.iter().map(|c| c["name"].as_str().unwrap_or_default()),
+            );
+            ops.push(add(&format!("/spec/{entry}/{at}"), &sidecar.container))
         }
         (Some(Value::Array(_)), false) => {
             ops.push(add(&format!("/spec/{entry}/-"), &sidecar.container))
         }
         _ => ops.push(add(&format!("/spec/{entry}"), &json!([sidecar.container]))),
     }
-    ops.push(add(
-        &format!(
-            "/spec/containers/{}/ports/{}/name",
-            upstream.container, upstream.port_index
-        ),
-        &Value::from(sidecar.upstream_port_name.as_str()),
-    ));
-    append(&mut ops, json, "/spec/volumes", &sidecar.volumes);
+    let mut volumes = sidecar.volumes.clone();
+    match &reach {
+        Reach::Port(u) => {
+            ops.push(add(
+                &format!(
+                    "/spec/containers/{}/ports/{}/name",
+                    u.container, u.port_index
+                ),
+                &Value::from(sidecar.upstream_port_name.as_str()),
+            ));
+            if let Some(old) = &u.port.name {
+                ops.extend(probes::renamed_port_ops(
+                    json,
+                    u.container,
+                    old,
+                    u.port.container_port,
+                ));
+            }
+        }
+        Reach::Socket(s) => {
+            ops.extend(s.server_ops(json, spec, sidecar.socket_volume_name())?);
+            volumes.push(sidecar.socket_volume.clone());
+        }
+    }
+    append(&mut ops, json, "/spec/volumes", &volumes);
     Ok((ops, sidecar))
 }
 
@@ -568,6 +640,8 @@ fn template_probe(settings: &Settings) -> Params {
         image_pull_policy: settings.image_pull_policy.clone(),
         upstream_url: String::new(),
         traffic_port_name: settings.default_port_name.clone(),
+        traffic_port: settings.traffic_port,
+        admin_port: settings.admin_port,
         resources: settings.resources.to_json(),
         config_map: settings.config_map.clone(),
         secret: settings.secret.clone(),
@@ -586,64 +660,13 @@ fn all_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
         .chain(spec.init_containers.iter().flatten())
 }
 
-fn find_upstream<'p>(spec: &'p PodSpec, wanted: Option<&str>) -> Result<Upstream<'p>, Verdict> {
-    let ports: Vec<Upstream<'p>> = spec
-        .containers
-        .iter()
-        .enumerate()
-        .flat_map(|(ci, c)| {
-            c.ports
-                .iter()
-                .flatten()
-                .enumerate()
-                .map(move |(pi, p)| Upstream {
-                    container: ci,
-                    port_index: pi,
-                    port: p,
-                })
-        })
-        .collect();
-    let n = ports.len();
-    let found = match wanted {
-        Some(w) => {
-            let by_number = w.parse::<i32>().ok();
-            if by_number.is_none() {
-                validate::port_name(w).map_err(|e| bad_annotation(ann::UPSTREAM_PORT, e))?;
-            }
-            ports
-                .into_iter()
-                .find(|u| match by_number {
-                    Some(n) => u.port.container_port == n,
-                    None => u.port.name.as_deref() == Some(w),
-                })
-                .ok_or_else(|| {
-                    Verdict::Error(format!(
-                        "annotation {}: no container declares port {w:?}",
-                        ann::UPSTREAM_PORT
-                    ))
-                })?
-        }
-        None if n == 1 => ports.into_iter().next().expect("one port"),
-        None => {
-            return Err(Verdict::Error(format!(
-                "the pod declares {n} container ports; set {} to the MCP server's",
-                ann::UPSTREAM_PORT
-            )));
-        }
-    };
-    match found.port.protocol.as_deref() {
-        None | Some("TCP") => Ok(found),
-        Some(other) => Err(Verdict::Error(format!(
-            "the upstream port uses {other}; the sentinel forwards TCP"
-        ))),
-    }
-}
-
 /// The sentinel's ports and volumes against the pod's: with `upstream`, the sidecar's (which
-/// renames the upstream's port); without, a stdio server's (no port renamed, the binary's volume).
+/// renames the upstream's port); without, a stdio server's or a socket's (no port renamed).
+/// `extra_volume`: the binary's or the socket's volume, added too.
 fn check_collisions(
     spec: &PodSpec,
     upstream: Option<&Upstream<'_>>,
+    extra_volume: Option<&str>,
     sidecar: &Sidecar,
 ) -> Result<(), Verdict> {
     let ours = sidecar.ports();
@@ -660,6 +683,31 @@ fn check_collisions(
             ann::TRAFFIC_PORT_NAME
         )));
     }
+    // Which annotation moves the sidecar's port `n`.
+    let moved_by = |n: i64| {
+        if n == i64::from(sidecar.traffic_port) {
+            ann::TRAFFIC_PORT
+        } else {
+            ann::ADMIN_PORT
+        }
+    };
+    // A mesh's proxy listens on more ports than it declares (Envoy's 15001, 15006...).
+    for c in all_containers(spec) {
+        let Some(m) = mesh::mesh_of(&c.name) else {
+            continue;
+        };
+        if let Some((_, n)) = ours
+            .iter()
+            .find(|(_, n)| u16::try_from(*n).is_ok_and(|n| m.holds(n)))
+        {
+            return Err(Verdict::Error(format!(
+                "the sidecar's port {n} is one of {}'s (container {}); set {} to another",
+                m.name,
+                c.name,
+                moved_by(*n)
+            )));
+        }
+    }
     // Init containers too: a native sidecar of the pod's own may listen as well.
     let containers = spec
         .containers
@@ -671,8 +719,9 @@ fn check_collisions(
         for (pi, p) in c.ports.iter().flatten().enumerate() {
             if let Some((_, n)) = ours.iter().find(|(_, n)| i64::from(p.container_port) == *n) {
                 return Err(Verdict::Error(format!(
-                    "container {} already uses port {n}, which the sidecar needs",
-                    c.name
+                    "container {} already uses port {n}, which the sidecar needs; set {} to another",
+                    c.name,
+                    moved_by(*n)
                 )));
             }
             let is_upstream =
@@ -696,9 +745,7 @@ fn check_collisions(
         .map(|v| v.name.as_str())
         .collect();
     let mut volumes = sidecar.volume_names();
-    if upstream.is_none() {
-        volumes.push(sidecar.stdio.volume_name());
-    }
+    volumes.extend(extra_volume);
     if let Some(v) = volumes.into_iter().find(|v| taken.contains(v)) {
         return Err(Verdict::Error(format!(
             "the pod already has a volume named {v:?}"

@@ -1,13 +1,17 @@
 //! Kubernetes: the sidecar injector. `template` renders the one sidecar spec shared with the Helm
 //! chart, `inject` decides what happens to a pod (a pure function of the AdmissionReview),
-//! `webhook` serves it over HTTPS, `settings` reads the injector's config file, `exposure` warns
-//! about Services that reach an injected pod's server around the sentinel.
+//! `webhook` serves it over HTTPS, `settings` reads the injector's config file, `mesh` knows the
+//! service meshes' proxies it coexists with, `exposure` warns about Services that reach an
+//! injected pod's server around the sentinel.
 
 pub mod exposure;
 pub mod inject;
+pub mod mesh;
+pub mod probes;
 pub mod settings;
 pub mod stdio;
 pub mod template;
+pub mod upstream;
 pub mod validate;
 pub mod webhook;
 
@@ -21,10 +25,22 @@ pub mod annotations {
     pub const ON_FAILURE: &str = "mcp-sentinel.io/on-failure";
     /// The upstream's container port, by name or number. Default: the pod's only container port.
     pub const UPSTREAM_PORT: &str = "mcp-sentinel.io/upstream-port";
+    /// The path of a Unix socket the server listens on instead of a port (`unix:` upstream):
+    /// an emptyDir in memory is mounted at its directory in the server's container
+    /// (`kubectl.kubernetes.io/default-container`'s, or the only one) and the sidecar's; no
+    /// port is renamed.
+    pub const UPSTREAM_SOCKET: &str = "mcp-sentinel.io/upstream-socket";
+    /// With `UPSTREAM_SOCKET`: the server container's env var that gets the socket's path.
+    pub const UPSTREAM_SOCKET_ENV: &str = "mcp-sentinel.io/upstream-socket-env";
     /// The upstream's MCP path. Default: the injector's `upstream_path` (`/mcp`).
     pub const UPSTREAM_PATH: &str = "mcp-sentinel.io/upstream-path";
     /// The port name the sidecar's traffic port takes. Default: the upstream port's name.
     pub const TRAFFIC_PORT_NAME: &str = "mcp-sentinel.io/traffic-port-name";
+    /// The sidecar's traffic port number. Default: the injector's `traffic_port` (9480).
+    pub const TRAFFIC_PORT: &str = "mcp-sentinel.io/traffic-port";
+    /// The sidecar's admin port number (`/healthz`, `/readyz`, `/metrics`). Default: the
+    /// injector's `admin_port` (9481).
+    pub const ADMIN_PORT: &str = "mcp-sentinel.io/admin-port";
     /// The ConfigMap holding `config.yaml` and `policy.yaml`. Default: the injector's `config_map`.
     pub const CONFIG: &str = "mcp-sentinel.io/config";
     /// A stdio MCP server: its argv as a JSON array of strings. The sentinel runs it as its

@@ -91,6 +91,10 @@ pub struct ServiceCheck {
 }
 
 pub const DEFAULT_SERVICE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The sidecar's traffic port unless set otherwise: off every known mesh's ports (`mesh`).
+pub const DEFAULT_TRAFFIC_PORT: u16 = 9480;
+/// The sidecar's admin port (`/healthz`, `/readyz`, `/metrics`) unless set otherwise.
+pub const DEFAULT_ADMIN_PORT: u16 = 9481;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -106,6 +110,10 @@ pub struct Settings {
     pub upstream_path: String,
     /// The traffic port's name when the upstream's port has none.
     pub default_port_name: String,
+    /// The sidecar's traffic and admin ports (per pod: the `traffic-port` and `admin-port`
+    /// annotations); distinct.
+    pub traffic_port: u16,
+    pub admin_port: u16,
     pub resources: Resources,
     pub token_review: Option<TokenReview>,
     /// The sidecar's `shutdown.deadline`: injected pods get a grace period that covers it.
@@ -128,6 +136,8 @@ impl Settings {
             secret: "mcp-sentinel-api-keys".into(),
             upstream_path: "/mcp".into(),
             default_port_name: "mcp".into(),
+            traffic_port: DEFAULT_TRAFFIC_PORT,
+            admin_port: DEFAULT_ADMIN_PORT,
             resources: Resources {
                 cpu_request: Some("50m".into()),
                 memory_request: Some("32Mi".into()),
@@ -187,6 +197,23 @@ impl Settings {
         if let Some(v) = r.field(top, "default_port_name", checked(validate::port_name)) {
             s.default_port_name = v;
         }
+        let traffic = r.field(top, "traffic_port", port);
+        let admin = r.field(top, "admin_port", port);
+        s.traffic_port = traffic.unwrap_or(s.traffic_port);
+        s.admin_port = admin.unwrap_or(s.admin_port);
+        if s.traffic_port == s.admin_port && (traffic.is_some() || admin.is_some()) {
+            r.error(
+                if admin.is_some() {
+                    "admin_port"
+                } else {
+                    "traffic_port"
+                },
+                format!(
+                    "the traffic and admin ports must differ (both are {})",
+                    s.traffic_port
+                ),
+            );
+        }
         read_resources(r, top, doc, &mut s.resources);
         read_token_review(r, top, &mut s.token_review);
         if let Some(v) = r.field(top, "shutdown_deadline", parse::duration) {
@@ -214,6 +241,10 @@ impl Settings {
             format!(
                 "upstream_path: {}, default_port_name: {}",
                 self.upstream_path, self.default_port_name
+            ),
+            format!(
+                "ports: traffic {}, admin {}",
+                self.traffic_port, self.admin_port
             ),
             format!("resources: {}", self.resources.to_json()),
             format!("shutdown_deadline: {:?}", self.shutdown_deadline),
@@ -255,6 +286,13 @@ fn checked(
         check(&s).map_err(|e| e.to_string())?;
         Ok(s)
     }
+}
+
+fn port(v: &Value) -> Result<u16, String> {
+    v.as_u64()
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "must be a port number, 1-65535".to_string())
 }
 
 fn quantity(v: &Value) -> Result<String, String> {
@@ -364,14 +402,57 @@ mod tests {
             serde_json::json!({"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}})
         );
         assert!(s.token_review.is_none());
+        assert_eq!((s.traffic_port, s.admin_port), (9480, 9481));
+    }
+
+    #[test]
+    fn ports_are_numbers_and_distinct() {
+        for (text, key, why) in [
+            (
+                "traffic_port: 0",
+                "traffic_port",
+                "must be a port number, 1-65535",
+            ),
+            (
+                "admin_port: 65536",
+                "admin_port",
+                "must be a port number, 1-65535",
+            ),
+            (
+                "admin_port: \"9481\"",
+                "admin_port",
+                "must be a port number, 1-65535",
+            ),
+            (
+                "admin_port: 9480",
+                "admin_port",
+                "the traffic and admin ports must differ (both are 9480)",
+            ),
+            (
+                "traffic_port: 9481",
+                "traffic_port",
+                "the traffic and admin ports must differ (both are 9481)",
+            ),
+        ] {
+            let errs = Settings::from_yaml(&format!("image: i\n{text}\n"), "t")
+                .unwrap_err()
+                .0;
+            assert_eq!(errs.len(), 1, "{text}: {errs:?}");
+            assert_eq!(errs[0].key, key, "{text}");
+            assert_eq!(errs[0].why, why, "{text}");
+        }
+        let s =
+            Settings::from_yaml("image: i\ntraffic_port: 9481\nadmin_port: 9480\n", "t").unwrap();
+        assert_eq!((s.traffic_port, s.admin_port), (9481, 9480));
     }
 
     #[test]
     fn full_file() {
-        let text = "image: r/s:2\nimage_pull_policy: Always\nnative_sidecar: false\nconfig_map: c\nsecret: k\nupstream_path: /api/mcp\ndefault_port_name: web\nresources:\n  requests:\n    cpu: 100m\n  limits:\n    cpu: 1\n    memory: 64Mi\ntoken_review:\n  enabled: true\n  audience: https://kubernetes.default.svc\n  expiration_seconds: 7200\nlog:\n  level: debug\n  format: text\n";
+        let text = "image: r/s:2\nimage_pull_policy: Always\nnative_sidecar: false\nconfig_map: c\nsecret: k\nupstream_path: /api/mcp\ndefault_port_name: web\ntraffic_port: 8480\nadmin_port: 8481\nresources:\n  requests:\n    cpu: 100m\n  limits:\n    cpu: 1\n    memory: 64Mi\ntoken_review:\n  enabled: true\n  audience: https://kubernetes.default.svc\n  expiration_seconds: 7200\nlog:\n  level: debug\n  format: text\n";
         let s = Settings::from_yaml(text, "t").unwrap();
         assert!(!s.native_sidecar);
         assert_eq!(s.upstream_path, "/api/mcp");
+        assert_eq!((s.traffic_port, s.admin_port), (8480, 8481));
         assert_eq!(
             s.resources,
             Resources {

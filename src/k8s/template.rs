@@ -11,11 +11,13 @@ use super::settings::TokenReview;
 pub const SIDECAR_TEMPLATE: &str = include_str!("../../helm/mcp-sentinel/files/sidecar.yaml");
 
 /// Every placeholder the template may hold; each is replaced by a JSON value.
-pub const PLACEHOLDERS: [&str; 9] = [
+pub const PLACEHOLDERS: [&str; 11] = [
     "IMAGE",
     "IMAGE_PULL_POLICY",
     "UPSTREAM_URL",
     "TRAFFIC_PORT_NAME",
+    "TRAFFIC_PORT",
+    "ADMIN_PORT",
     "RESOURCES",
     "CONFIG_MAP",
     "SECRET",
@@ -46,6 +48,9 @@ pub struct Params {
     pub upstream_url: String,
     /// The name Services target, taken over from the upstream's port.
     pub traffic_port_name: String,
+    /// The sidecar's ports: traffic (MCP) and admin (`/healthz`, `/readyz`, `/metrics`).
+    pub traffic_port: u16,
+    pub admin_port: u16,
     /// The container's `resources` object.
     pub resources: Value,
     pub config_map: String,
@@ -66,8 +71,12 @@ pub struct Sidecar {
     pub pod_annotations: Map<String, Value>,
     /// What the upstream's port is renamed to.
     pub upstream_port_name: String,
+    pub traffic_port: u16,
+    pub admin_port: u16,
     /// For a stdio server, in place of the sidecar.
     pub stdio: Stdio,
+    /// For an upstream on a Unix socket: the volume the sidecar and the server share.
+    pub socket_volume: Value,
 }
 
 /// The template's `stdio` section: what a stdio server's pod gets instead of a sidecar.
@@ -117,6 +126,10 @@ impl Sidecar {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    pub fn socket_volume_name(&self) -> &str {
+        self.socket_volume["name"].as_str().unwrap_or_default()
     }
 
     pub fn volume_names(&self) -> Vec<&str> {
@@ -173,6 +186,8 @@ pub fn render_from(template: &str, p: &Params) -> Result<Sidecar, TemplateError>
         ("IMAGE_PULL_POLICY", p.image_pull_policy.as_str().into()),
         ("UPSTREAM_URL", p.upstream_url.as_str().into()),
         ("TRAFFIC_PORT_NAME", p.traffic_port_name.as_str().into()),
+        ("TRAFFIC_PORT", p.traffic_port.into()),
+        ("ADMIN_PORT", p.admin_port.into()),
         ("RESOURCES", p.resources.clone()),
         ("CONFIG_MAP", p.config_map.as_str().into()),
         ("SECRET", p.secret.as_str().into()),
@@ -233,12 +248,16 @@ pub fn render_from(template: &str, p: &Params) -> Result<Sidecar, TemplateError>
         _ => return Err(TemplateError::Shape("stdio")),
     };
 
+    let socket_volume = take("socket")
+        .and_then(|mut s| s.get_mut("volume").map(Value::take))
+        .ok_or(TemplateError::Shape("socket"))?;
+
     let container = Value::Object(container);
     // The typed view must accept what we produced: a template edit that breaks the container
     // fails here (and in the tests), not in the API server.
     serde_json::from_value::<Container>(container.clone())
         .map_err(|_| TemplateError::Shape("container (as a Kubernetes Container)"))?;
-    for v in volumes.iter().chain([&stdio.volume]) {
+    for v in volumes.iter().chain([&stdio.volume, &socket_volume]) {
         serde_json::from_value::<Volume>(v.clone())
             .map_err(|_| TemplateError::Shape("volumes (as Kubernetes Volumes)"))?;
     }
@@ -269,7 +288,10 @@ pub fn render_from(template: &str, p: &Params) -> Result<Sidecar, TemplateError>
         pod_labels,
         pod_annotations,
         upstream_port_name,
+        traffic_port: p.traffic_port,
+        admin_port: p.admin_port,
         stdio,
+        socket_volume,
     })
 }
 
@@ -300,6 +322,8 @@ mod tests {
             image_pull_policy: "Always".into(),
             upstream_url: "http://127.0.0.1:8080/mcp".into(),
             traffic_port_name: "http".into(),
+            traffic_port: 9480,
+            admin_port: 9481,
             resources: serde_json::json!({}),
             config_map: "cm".into(),
             secret: "s".into(),
@@ -334,6 +358,56 @@ mod tests {
             render_from(&no_stdio, &params()),
             Err(TemplateError::Shape("stdio"))
         ));
+    }
+
+    #[test]
+    fn the_socket_volume_is_in_memory_and_required() {
+        let s = render(&params()).unwrap();
+        assert_eq!(s.socket_volume_name(), "mcp-sentinel-socket");
+        assert_eq!(
+            s.socket_volume["emptyDir"],
+            serde_json::json!({"medium": "Memory", "sizeLimit": "1Mi"})
+        );
+        let start = SIDECAR_TEMPLATE.find("\nsocket:").unwrap();
+        let end = SIDECAR_TEMPLATE[start..].find("\n\n").unwrap() + start;
+        let no_socket = format!("{}{}", &SIDECAR_TEMPLATE[..start], &SIDECAR_TEMPLATE[end..]);
+        assert!(matches!(
+            render_from(&no_socket, &params()),
+            Err(TemplateError::Shape("socket"))
+        ));
+    }
+
+    #[test]
+    fn the_ports_follow_the_params() {
+        let s = render(&Params {
+            traffic_port: 8480,
+            admin_port: 8481,
+            ..params()
+        })
+        .unwrap();
+        assert_eq!(
+            s.ports(),
+            [
+                ("http".to_string(), 8480),
+                ("sentinel-admin".to_string(), 8481)
+            ]
+        );
+        let env: Vec<(&str, &str)> = s.container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+            .filter(|(n, _)| n.ends_with("LISTEN"))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("MCP_SENTINEL_LISTEN", "0.0.0.0:8480"),
+                ("MCP_SENTINEL_ADMIN_LISTEN", "0.0.0.0:8481")
+            ]
+        );
+        assert_eq!(s.pod_annotations["prometheus.io/port"], "8481");
+        assert_eq!((s.traffic_port, s.admin_port), (8480, 8481));
     }
 
     #[test]

@@ -14,6 +14,61 @@ pub enum Invalid {
     HttpPath(String),
     #[error("{0:?} is not a quantity such as 100m, 0.5 or 128Mi")]
     Quantity(String),
+    #[error("{0:?} is not a port number (1-65535)")]
+    PortNumber(String),
+    #[error(
+        "{0:?} is not a socket path such as /var/run/mcp/mcp.sock (absolute, in a directory other than /, no empty, '.' or '..' segments, no ':', at most 107 bytes)"
+    )]
+    SocketPath(String),
+    #[error(
+        "{0:?} is not an environment variable name (letters, digits and '_', not starting with a digit)"
+    )]
+    EnvName(String),
+}
+
+/// A Unix socket's path, for a `unix:<path>:<mcp path>` upstream and an emptyDir mounted at its
+/// directory, which is returned: absolute, normalised, no `:` (the URL's separator), within
+/// `sun_path` (108 bytes with the NUL), and not directly in `/` (nothing mounts there).
+pub fn socket_path(s: &str) -> Result<&str, Invalid> {
+    let bad = || Invalid::SocketPath(s.to_string());
+    let rest = s.strip_prefix('/').ok_or_else(bad)?;
+    let segments_ok = rest
+        .split('/')
+        .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    let chars_ok = s
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b':' | b'"' | b'\\'));
+    if !segments_ok || !chars_ok || s.len() > 107 {
+        return Err(bad());
+    }
+    match s.rfind('/') {
+        Some(i) if i > 0 => Ok(&s[..i]),
+        _ => Err(bad()),
+    }
+}
+
+/// An environment variable name the way shells write them: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn env_name(s: &str) -> Result<(), Invalid> {
+    let ok = s
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::EnvName(s.to_string()))
+    }
+}
+
+/// A TCP port number, 1-65535, written in decimal digits only.
+pub fn port_number(s: &str) -> Result<u16, Invalid> {
+    s.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| s.parse::<u16>().ok())
+        .flatten()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Invalid::PortNumber(s.to_string()))
 }
 
 /// A container port name (IANA_SVC_NAME): 1–15 characters of `a-z`, `0-9` and `-`, at least
@@ -114,6 +169,56 @@ pub fn quantity(s: &str) -> Result<f64, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_paths() {
+        assert_eq!(socket_path("/var/run/mcp/mcp.sock"), Ok("/var/run/mcp"));
+        assert_eq!(socket_path("/run/s"), Ok("/run"));
+        let long = format!("/run/{}", "a".repeat(102));
+        assert_eq!(socket_path(&long), Ok("/run"));
+        for bad in [
+            "mcp.sock",
+            "/mcp.sock",
+            "/",
+            "/run/",
+            "/run//s.sock",
+            "/run/./s.sock",
+            "/run/../s.sock",
+            "/run/a:b.sock",
+            "/run/a b.sock",
+            &format!("/run/{}", "a".repeat(103)),
+        ] {
+            assert_eq!(
+                socket_path(bad),
+                Err(Invalid::SocketPath(bad.into())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_names() {
+        for ok in ["MCP_SOCKET", "_x", "a1"] {
+            assert_eq!(env_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "1X", "MCP-SOCKET", "A B", "Ä"] {
+            assert_eq!(env_name(bad), Err(Invalid::EnvName(bad.into())), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_numbers() {
+        assert_eq!(port_number("9480"), Ok(9480));
+        assert_eq!(port_number("1"), Ok(1));
+        assert_eq!(port_number("65535"), Ok(65535));
+        for bad in ["0", "65536", "", "+80", "-1", " 80", "80a", "0x50", "http"] {
+            assert_eq!(
+                port_number(bad),
+                Err(Invalid::PortNumber(bad.into())),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn port_names() {

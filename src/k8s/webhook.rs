@@ -27,7 +27,8 @@ use crate::server::ServeOptions;
 use crate::tls::{ReloadingTls, TlsError, TlsFiles, TlsMetrics, TlsOptions};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9443";
-pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:15090";
+/// Off Istio's 15000-15100 (the injector may run in a mesh too): the sidecar's admin port.
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9481";
 /// The API server sends one pod per review; pods are limited to ~1.5 MiB by etcd.
 const MAX_BODY: usize = 8 << 20;
 /// HTTP/1 clients must send the request head within this.

@@ -1,6 +1,7 @@
 //! The injector's decision on pods as the API server sends them from real workloads: a
-//! Deployment's pod, an Istio-injected pod, a Linkerd-injected pod, a multi-container pod and a
-//! Job's pod without ports. Each is patched, or refused with the message that says what to fix
+//! Deployment's pod (and one whose probes name its port), an Istio-injected pod (its proxy a
+//! container, or a native sidecar), a Linkerd-injected pod, a multi-container pod and a Job's pod
+//! without ports. Each is patched, or refused with the message that says what to fix
 //! (and admitted unchanged, with a warning saying so, when annotated `on-failure: admit`).
 
 use mcp_sentinel::k8s::inject::{InjectResult, Mode};
@@ -41,44 +42,141 @@ fn a_deployments_pod_is_patched() {
     let spec = pod.spec.unwrap();
     let init = spec.init_containers.unwrap();
     assert_eq!(init[0].name, "mcp-sentinel");
-    assert_eq!(ports(&init[0])[0], ("http".to_string(), 15080));
+    assert_eq!(ports(&init[0])[0], ("http".to_string(), 9480));
     assert_eq!(ports(&spec.containers[0]), [("mcp-upstream".into(), 8080)]);
     // The API server's default 30 s already covers the default 25 s deadline + 5 s.
     assert_eq!(spec.termination_grace_period_seconds, Some(30));
 }
 
-/// Istio's proxy declares Envoy's Prometheus port 15090, the sentinel's admin port: refused,
-/// saying so, rather than started without the sentinel.
-#[test]
-fn an_istio_injected_pod_is_refused_over_the_admin_port() {
-    let mut review = fixture("review-pod-istio.json");
-    refused(&review, "istio, no port chosen", &no_choice(2));
-    annotate(&mut review, "mcp-sentinel.io/upstream-port", "http");
-    refused(
-        &review,
-        "istio, port chosen",
-        "container istio-proxy already uses port 15090, which the sidecar needs",
-    );
+/// The names of the pod's init containers, in order.
+fn init_names(pod: &Value) -> Vec<String> {
+    pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
-/// Linkerd's proxy comes first with two ports of its own: once the MCP server's port is
-/// chosen, the sentinel goes in beside it and Linkerd's containers are left as they were.
+/// Every port number declared by the pod's containers and init containers, each once: the
+/// sentinel's are off the mesh's.
+fn assert_no_port_clash(pod: &Value) {
+    let spec = typed(pod).spec.unwrap();
+    let mut numbers: Vec<i32> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| ports(c).into_iter().map(|(_, n)| n))
+        .collect();
+    let all = numbers.len();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), all, "{numbers:?}");
+}
+
+/// Istio's proxy (a regular container) declares Envoy's Prometheus port 15090 and holds
+/// 15000-15100: its port is not the MCP server's, and the sentinel's ports are off Istio's, so
+/// the pod is patched without an annotation, the sentinel after istio-init. An annotation that
+/// puts the sentinel on one of Istio's ports, or makes Envoy's port the upstream, is refused.
 #[test]
-fn a_linkerd_injected_pod_is_patched_once_the_port_is_chosen() {
-    let mut review = fixture("review-pod-linkerd.json");
-    refused(&review, "linkerd, no port chosen", &no_choice(3));
-    annotate(&mut review, "mcp-sentinel.io/upstream-port", "http");
+fn an_istio_injected_pod_is_patched_without_an_annotation() {
+    let mut review = fixture("review-pod-istio.json");
     let pod = injected(&review);
+    assert_no_port_clash(&pod);
+    assert_eq!(init_names(&pod), ["istio-init", "mcp-sentinel"]);
     let before = &review["request"]["object"]["spec"];
-    assert_eq!(pod["spec"]["containers"][0], before["containers"][0]);
+    assert_eq!(pod["spec"]["containers"][1], before["containers"][1]);
     assert_eq!(
-        pod["spec"]["initContainers"][1],
+        pod["spec"]["initContainers"][0],
         before["initContainers"][0]
     );
     let spec = typed(&pod).spec.unwrap();
     let init = spec.init_containers.unwrap();
-    assert_eq!(init[0].name, "mcp-sentinel");
-    assert_eq!(init[1].name, "linkerd-init");
+    assert_eq!(
+        ports(&init[1]),
+        [("http".into(), 9480), ("sentinel-admin".into(), 9481)]
+    );
+    assert_eq!(
+        ports(container(&spec.containers, "server")),
+        [("mcp-upstream".into(), 8080)]
+    );
+    assert_eq!(
+        ports(container(&spec.containers, "istio-proxy")),
+        [("http-envoy-prom".into(), 15090)]
+    );
+
+    let mut mesh_port = review.clone();
+    annotate(&mut mesh_port, "mcp-sentinel.io/admin-port", "15090");
+    refused(
+        &mesh_port,
+        "istio, admin port 15090",
+        "the sidecar's port 15090 is one of Istio's (container istio-proxy); set mcp-sentinel.io/admin-port to another",
+    );
+    // Not declared by istio-proxy, but Envoy's outbound listener all the same.
+    let mut outbound = review.clone();
+    annotate(&mut outbound, "mcp-sentinel.io/traffic-port", "15001");
+    refused(
+        &outbound,
+        "istio, traffic port 15001",
+        "the sidecar's port 15001 is one of Istio's (container istio-proxy); set mcp-sentinel.io/traffic-port to another",
+    );
+    annotate(
+        &mut review,
+        "mcp-sentinel.io/upstream-port",
+        "http-envoy-prom",
+    );
+    refused(
+        &review,
+        "istio, Envoy's port chosen",
+        "annotation mcp-sentinel.io/upstream-port: port \"http-envoy-prom\" is the Istio proxy's (container istio-proxy), not the MCP server's",
+    );
+}
+
+/// Istio 1.2x with native sidecars (`ENABLE_NATIVE_SIDECARS`): istio-proxy is an init container
+/// with `restartPolicy: Always` after istio-init. The sentinel goes after it, so Envoy and its
+/// iptables rules are up before the sentinel dials out, and before the app's init containers.
+#[test]
+fn beside_istios_native_proxy_the_sentinel_starts_after_it() {
+    let mut review = fixture("review-pod-istio-native.json");
+    let pod = injected(&review);
+    assert_no_port_clash(&pod);
+    assert_eq!(
+        init_names(&pod),
+        ["istio-init", "istio-proxy", "mcp-sentinel"]
+    );
+    let before = &review["request"]["object"]["spec"];
+    assert_eq!(
+        pod["spec"]["initContainers"][1],
+        before["initContainers"][1]
+    );
+
+    let migrate = serde_json::json!({"name": "migrate", "image": "registry.example.com/migrate:1"});
+    review["request"]["object"]["spec"]["initContainers"]
+        .as_array_mut()
+        .unwrap()
+        .push(migrate);
+    assert_eq!(
+        init_names(&injected(&review)),
+        ["istio-init", "istio-proxy", "mcp-sentinel", "migrate"]
+    );
+}
+
+/// Linkerd's proxy comes first with two ports of its own, which are not the MCP server's: the
+/// pod is patched without an annotation, the sentinel after linkerd-init, and Linkerd's
+/// containers are left as they were.
+#[test]
+fn a_linkerd_injected_pod_is_patched_without_an_annotation() {
+    let review = fixture("review-pod-linkerd.json");
+    let pod = injected(&review);
+    assert_no_port_clash(&pod);
+    let before = &review["request"]["object"]["spec"];
+    assert_eq!(pod["spec"]["containers"][0], before["containers"][0]);
+    assert_eq!(
+        pod["spec"]["initContainers"][0],
+        before["initContainers"][0]
+    );
+    assert_eq!(init_names(&pod), ["linkerd-init", "mcp-sentinel"]);
+    let spec = typed(&pod).spec.unwrap();
     assert_eq!(
         ports(container(&spec.containers, "server")),
         [("mcp-upstream".into(), 8080)]
@@ -90,6 +188,39 @@ fn a_linkerd_injected_pod_is_patched_once_the_port_is_chosen() {
             ("linkerd-admin".into(), 4191)
         ]
     );
+}
+
+/// The upstream's port is renamed `mcp-upstream`: its probes and lifecycle hooks that named it
+/// `http` now name its number, in the same patch; numbers and the `metrics` port's name stay.
+#[test]
+fn probes_that_name_the_renamed_port_use_its_number() {
+    let review = fixture("review-pod-probes.json");
+    let pod = injected(&review);
+    let server = &pod["spec"]["containers"][0];
+    let before = &review["request"]["object"]["spec"]["containers"][0];
+    assert_eq!(server["livenessProbe"]["httpGet"]["port"], 8080);
+    assert_eq!(server["readinessProbe"]["tcpSocket"]["port"], 8080);
+    assert_eq!(server["lifecycle"]["preStop"]["httpGet"]["port"], 8080);
+    assert_eq!(server["startupProbe"], before["startupProbe"]);
+    assert_eq!(
+        server["lifecycle"]["postStart"],
+        before["lifecycle"]["postStart"]
+    );
+    assert_eq!(
+        server["lifecycle"]["postStart"]["httpGet"]["port"],
+        "metrics"
+    );
+    // Only the port fields changed.
+    let mut expected = before.clone();
+    for pointer in [
+        "/livenessProbe/httpGet/port",
+        "/readinessProbe/tcpSocket/port",
+        "/lifecycle/preStop/httpGet/port",
+    ] {
+        *expected.pointer_mut(pointer).unwrap() = 8080.into();
+    }
+    expected["ports"][0]["name"] = "mcp-upstream".into();
+    assert_eq!(*server, expected);
 }
 
 #[test]

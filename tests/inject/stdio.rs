@@ -6,7 +6,9 @@ use k8s_openapi::api::core::v1::{Container, Volume};
 use mcp_sentinel::k8s::inject::{InjectResult, Mode};
 use serde_json::{Value, json};
 
-use super::{IMAGE, annotate, answer, fixture, patched, response, set, settings, typed, unchanged};
+use super::{
+    IMAGE, annotate, answer, fixture, patched, ports, response, set, settings, typed, unchanged,
+};
 
 const STDIO: &str = "mcp-sentinel.io/stdio-command";
 
@@ -44,9 +46,9 @@ fn wrapped(argv: &[&str]) -> Vec<String> {
         "--config",
         "/etc/mcp-sentinel/config/config.yaml",
         "--listen",
-        "0.0.0.0:15080",
+        "0.0.0.0:9480",
         "--admin-listen",
-        "0.0.0.0:15090",
+        "0.0.0.0:9481",
         "--",
     ]
     .map(String::from)
@@ -100,8 +102,8 @@ fn a_stdio_server_runs_as_the_sentinels_child_in_its_own_container() {
         "command": wrapped(&["npx", "-y", "@modelcontextprotocol/server-everything", "stdio"]),
         "env": [{"name": "HOME", "value": "/home/node"},
                 {"name": "npm_config_cache", "value": "/home/node/.npm"}],
-        "ports": [{"name": "mcp", "containerPort": 15080, "protocol": "TCP"},
-                  {"name": "sentinel-admin", "containerPort": 15090, "protocol": "TCP"}],
+        "ports": [{"name": "mcp", "containerPort": 9480, "protocol": "TCP"},
+                  {"name": "sentinel-admin", "containerPort": 9481, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
         "volumeMounts": [
             {"name": "kube-api-access-x7k2p", "readOnly": true,
@@ -141,7 +143,7 @@ fn a_stdio_server_runs_as_the_sentinels_child_in_its_own_container() {
     let labels = pod.metadata.labels.as_ref().unwrap();
     assert_eq!(labels["mcp-sentinel.io/sidecar"], "true");
     let ann = pod.metadata.annotations.as_ref().unwrap();
-    assert_eq!(ann["prometheus.io/port"], "15090");
+    assert_eq!(ann["prometheus.io/port"], "9481");
     assert_eq!(a.pod, "tools/everything-mcp-7f9c6d5b84-*");
 }
 
@@ -237,7 +239,7 @@ fn annotations_choose_the_container_and_the_port_name() {
             .collect();
         assert_eq!(
             ports,
-            [(Some("mcp-http"), 15080), (Some("sentinel-admin"), 15090)]
+            [(Some("mcp-http"), 9480), (Some("sentinel-admin"), 9481)]
         );
     }
 }
@@ -325,8 +327,8 @@ fn a_stdio_pod_that_cannot_be_wrapped_is_refused() {
         ),
         (
             "the sentinel's port taken",
-            |r| set(r, "/request/object/spec/containers/0/ports", json!([{"containerPort": 15080}])),
-            "container everything already uses port 15080, which the sidecar needs".into(),
+            |r| set(r, "/request/object/spec/containers/0/ports", json!([{"containerPort": 9480}])),
+            "container everything already uses port 9480, which the sidecar needs; set mcp-sentinel.io/traffic-port to another".into(),
         ),
         (
             "the binary's volume name taken",
@@ -335,8 +337,8 @@ fn a_stdio_pod_that_cannot_be_wrapped_is_refused() {
         ),
         (
             "an unreadable pod",
-            |r| set(r, "/request/object/spec/containers/0/ports", json!("15080")),
-            "cannot read the pod: invalid type: string \"15080\", expected a sequence".into(),
+            |r| set(r, "/request/object/spec/containers/0/ports", json!("9480")),
+            "cannot read the pod: invalid type: string \"9480\", expected a sequence".into(),
         ),
         (
             "the config's mount path taken",
@@ -351,17 +353,40 @@ fn a_stdio_pod_that_cannot_be_wrapped_is_refused() {
     }
 }
 
-/// Istio's injector runs first (its webhook's name sorts first). Its proxy declares Envoy's
-/// Prometheus port 15090, the sentinel's admin port: the pod is refused, saying so, rather than
-/// started without its sentinel.
+/// Istio's injector runs first (its webhook's name sorts first). The sentinel's ports are off
+/// Envoy's (15000-15100): the server is wrapped beside istio-proxy, whose ports stay its own; an
+/// annotation that puts the sentinel on one of Istio's ports refuses the pod, naming the clash.
 #[test]
-fn beside_istio_the_admin_port_clash_refuses_the_pod() {
-    let review = fixture("review-pod-stdio-istio.json");
+fn beside_istio_the_server_is_wrapped_and_istios_ports_are_refused() {
+    let mut review = fixture("review-pod-stdio-istio.json");
+    let a = answer(&review, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::Injected, "{}", a.detail);
+    let pod = patched(&review, &a);
+    let before = &review["request"]["object"]["spec"];
+    let spec = &pod["spec"];
+    let proxy = |s: &Value| {
+        s["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "istio-proxy")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(proxy(spec), proxy(before));
+    let c = as_container(spec["containers"][0].clone());
+    assert_eq!(c.name, "everything");
+    assert_eq!(
+        ports(&c),
+        [("mcp".into(), 9480), ("sentinel-admin".into(), 9481)]
+    );
+
+    annotate(&mut review, "mcp-sentinel.io/admin-port", "15090");
     assert_refused(
         &review,
         Mode::Annotated,
-        "container istio-proxy already uses port 15090, which the sidecar needs",
-        "istio",
+        "the sidecar's port 15090 is one of Istio's (container istio-proxy); set mcp-sentinel.io/admin-port to another",
+        "istio, admin port 15090",
     );
 }
 

@@ -78,6 +78,9 @@ app.kubernetes.io/component: injector
 {{- if and .Values.injector.serviceCheck.enabled (ge (int .Values.injector.serviceCheck.timeoutSeconds) (int .Values.webhook.timeoutSeconds)) -}}
 {{- fail "injector.serviceCheck.timeoutSeconds must be less than webhook.timeoutSeconds: the check runs inside the webhook's answer" -}}
 {{- end -}}
+{{- if eq (int .Values.sidecar.trafficPort) (int .Values.sidecar.adminPort) -}}
+{{- fail (printf "sidecar.trafficPort and sidecar.adminPort must differ (both are %d)" (int .Values.sidecar.adminPort)) -}}
+{{- end -}}
 {{- if and .Values.tls.certManager.issuerRef (not .Values.tls.certManager.enabled) -}}
 {{- fail "tls.certManager.issuerRef is set but tls.certManager.enabled is false" -}}
 {{- end -}}

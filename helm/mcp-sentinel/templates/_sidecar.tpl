@@ -16,6 +16,8 @@ Use: $s := include "mcp-sentinel.sidecar" (dict "root" $ "upstreamUrl" ... ) | f
       "IMAGE_PULL_POLICY" $v.image.pullPolicy
       "UPSTREAM_URL" .upstreamUrl
       "TRAFFIC_PORT_NAME" .trafficPortName
+      "TRAFFIC_PORT" (int $v.sidecar.trafficPort)
+      "ADMIN_PORT" (int $v.sidecar.adminPort)
       "RESOURCES" (include "mcp-sentinel.sidecarResources" .root | fromJson)
       "CONFIG_MAP" $v.sidecar.configMapName
       "SECRET" $v.sidecar.secretName
