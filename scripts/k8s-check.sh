@@ -2,7 +2,8 @@
 # The Kubernetes checks of `make test`: helm lint; helm template with every values file in
 # tests/fixtures/k8s/values/, each rendering validated with kubernetes-validate --strict against
 # Kubernetes 1.29 and 1.33; every file in tests/fixtures/k8s/values-invalid/ refused with the
-# error its first line expects; deploy/ validated and checked to be what the chart generates.
+# error its first line expects; the GitOps certificate modes rendered byte-identical twice;
+# deploy/ validated and checked to be what the chart generates.
 # Helm and kubernetes-validate come from pinned registry packages (scripts/k8s-tools.sh).
 set -euo pipefail
 
@@ -99,6 +100,25 @@ for values in tests/fixtures/k8s/values-invalid/*.yaml; do
     refused=$((refused + 1))
 done
 k8s_log "helm template: $refused invalid values files refused"
+
+# GitOps (Argo CD renders with helm template, where `lookup` finds nothing): with cert-manager or
+# tls.existingSecret two renders are byte-identical; the self-signed mode makes a new CA per
+# render, which is why it is not for GitOps.
+for values in cert-manager existing-secret defaults; do
+    for n in 1 2; do
+        "$HELM" template mcp-sentinel "$CHART" --namespace mcp-sentinel \
+            -f "tests/fixtures/k8s/values/$values.yaml" >"$tmp/gitops-$values-$n.yaml"
+    done
+    if cmp -s "$tmp/gitops-$values-1.yaml" "$tmp/gitops-$values-2.yaml"; then
+        [ "$values" != defaults ] || k8s_die "self-signed mode: two renders are identical (no new CA?)"
+    else
+        [ "$values" = defaults ] || {
+            diff "$tmp/gitops-$values-1.yaml" "$tmp/gitops-$values-2.yaml" >&2 || true
+            k8s_die "$values.yaml: two renders differ (a perpetual diff under GitOps)"
+        }
+    fi
+done
+k8s_log "certificates: cert-manager and tls.existingSecret render byte-identical; self-signed differs"
 
 for f in deploy/*.yaml; do
     [ "$(basename "$f")" = kustomization.yaml ] && continue
