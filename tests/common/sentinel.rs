@@ -184,8 +184,8 @@ pub struct Child {
 /// Runs the real binary with the example config on ephemeral ports; the bound addresses are
 /// read from its start-up log line.
 pub fn spawn_binary(upstream: &str, stdout: Stdio) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"))
-        .args([
+    let (child, started) = spawn_logged(
+        &[
             "run",
             "--config",
             concat!(env!("CARGO_MANIFEST_DIR"), "/examples/passthrough.yaml"),
@@ -195,7 +195,23 @@ pub fn spawn_binary(upstream: &str, stdout: Stdio) -> Child {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
-        ])
+        ],
+        "mcp-sentinel started",
+        stdout,
+    );
+    Child {
+        child,
+        traffic: format!("http://{}/mcp", started["traffic"].as_str().unwrap()),
+        admin: format!("http://{}", started["admin"].as_str().unwrap()),
+    }
+}
+
+/// Runs the real binary with `args` (JSON logs on stderr) and returns it with the log line whose
+/// message is `started`, which names the addresses it bound. The rest of the log is drained so
+/// the child never blocks on a full pipe.
+pub fn spawn_logged(args: &[&str], started: &str, stdout: Stdio) -> (std::process::Child, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"))
+        .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(stdout)
@@ -203,22 +219,17 @@ pub fn spawn_binary(upstream: &str, stdout: Stdio) -> Child {
         .spawn()
         .expect("the binary starts");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = loop {
+    let line = loop {
         let line = lines
             .next()
-            .expect("a start-up log line")
+            .unwrap_or_else(|| panic!("the binary exited before logging {started:?}"))
             .expect("utf-8 log");
         let v: Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("JSON log line: {line}"));
-        if v["message"] == "mcp-sentinel started" {
+        if v["message"] == started {
             break v;
         }
     };
-    // Keep draining the log so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Child {
-        child,
-        traffic: format!("http://{}/mcp", started["traffic"].as_str().unwrap()),
-        admin: format!("http://{}", started["admin"].as_str().unwrap()),
-    }
+    (child, line)
 }
