@@ -2,8 +2,11 @@
 # The Kubernetes checks of `make test`: helm lint; helm template with every values file in
 # tests/fixtures/k8s/values/, each rendering validated with kubernetes-validate --strict against
 # Kubernetes 1.29 and 1.33; every file in tests/fixtures/k8s/values-invalid/ refused with the
-# error its first line expects; deploy/ validated and checked to be what the chart generates.
-# Helm and kubernetes-validate come from pinned registry packages (scripts/k8s-tools.sh).
+# error its first line expects; the PrometheusRule checked and unit-tested with promtool
+# (tests/fixtures/k8s/alerts/); the GitOps certificate modes rendered byte-identical twice;
+# deploy/ validated and checked to be what the chart generates.
+# Helm and kubernetes-validate come from pinned registry packages (scripts/k8s-tools.sh);
+# promtool from Debian's prometheus package (.ci/run installs it).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -99,6 +102,58 @@ for values in tests/fixtures/k8s/values-invalid/*.yaml; do
     refused=$((refused + 1))
 done
 k8s_log "helm template: $refused invalid values files refused"
+
+# Alerts: the rendered rules pass promtool's checks, every alert has unit tests, and the tests pass
+# (each alert fires where expected and nowhere else, on the real metric names and labels).
+command -v promtool >/dev/null ||
+    k8s_die "promtool is missing: apt-get install --no-install-recommends prometheus (.ci/run does)"
+alerts="$tmp/alerts"
+mkdir "$alerts"
+"$HELM" template mcp-sentinel "$CHART" --namespace mcp-sentinel \
+    --set monitoring.prometheusRule.enabled=true --set monitoring.serviceMonitor.enabled=true \
+    --show-only templates/prometheusrule.yaml >"$alerts/rule.yaml"
+# The rule groups are the PrometheusRule's spec (its last key), one level less indented.
+sed -n '/^spec:$/,$p' "$alerts/rule.yaml" | tail -n +2 | sed 's/^  //' >"$alerts/rules.yaml"
+promtool check rules "$alerts/rules.yaml" >"$tmp/err" 2>&1 || {
+    cat "$tmp/err" >&2
+    k8s_die "promtool check rules: the PrometheusRule's rules are invalid"
+}
+cp tests/fixtures/k8s/alerts/*.yaml "$alerts/"
+defined=$(grep -o 'alert: MCPSentinel[A-Za-z]*' "$alerts/rules.yaml" | sed 's/^alert: //' | sort -u)
+tested=$(cd tests/fixtures/k8s/alerts && grep -ho 'alertname: MCPSentinel[A-Za-z]*' ./*.yaml |
+    sed 's/^alertname: //' | sort -u)
+[ "$defined" = "$tested" ] || {
+    diff <(echo "$defined") <(echo "$tested") >&2 || true
+    k8s_die "every alert needs unit tests in tests/fixtures/k8s/alerts/ (< rules, > tests)"
+}
+unit_tests=()
+for f in tests/fixtures/k8s/alerts/*.yaml; do
+    unit_tests+=("$(basename "$f")")
+done
+(cd "$alerts" && promtool test rules "${unit_tests[@]}") >"$tmp/err" 2>&1 || {
+    cat "$tmp/err" >&2
+    k8s_die "promtool test rules failed"
+}
+k8s_log "alerts: $(echo "$defined" | wc -l) rules valid and unit-tested (promtool $(promtool --version 2>&1 | sed -n '1s/^promtool, version \([^ ]*\).*/\1/p'))"
+
+# GitOps (Argo CD renders with helm template, where `lookup` finds nothing): with cert-manager or
+# tls.existingSecret two renders are byte-identical; the self-signed mode makes a new CA per
+# render, which is why it is not for GitOps.
+for values in cert-manager existing-secret defaults; do
+    for n in 1 2; do
+        "$HELM" template mcp-sentinel "$CHART" --namespace mcp-sentinel \
+            -f "tests/fixtures/k8s/values/$values.yaml" >"$tmp/gitops-$values-$n.yaml"
+    done
+    if cmp -s "$tmp/gitops-$values-1.yaml" "$tmp/gitops-$values-2.yaml"; then
+        [ "$values" != defaults ] || k8s_die "self-signed mode: two renders are identical (no new CA?)"
+    else
+        [ "$values" = defaults ] || {
+            diff "$tmp/gitops-$values-1.yaml" "$tmp/gitops-$values-2.yaml" >&2 || true
+            k8s_die "$values.yaml: two renders differ (a perpetual diff under GitOps)"
+        }
+    fi
+done
+k8s_log "certificates: cert-manager and tls.existingSecret render byte-identical; self-signed differs"
 
 for f in deploy/*.yaml; do
     [ "$(basename "$f")" = kustomization.yaml ] && continue

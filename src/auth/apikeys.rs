@@ -110,6 +110,10 @@ impl ApiKeys {
             ),
             &["result"],
         )?;
+        // Both series from the start at 0: an alert on increase() sees the first failure.
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
         let count = IntGauge::new("mcp_sentinel_api_keys", "API keys loaded")?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(count.clone()))?;

@@ -184,19 +184,21 @@ pub struct Child {
 /// Runs the real binary with the example config on ephemeral ports; the bound addresses are
 /// read from its start-up log line.
 pub fn spawn_binary(upstream: &str, stdout: Stdio) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"));
-    cmd.args([
-        "run",
-        "--config",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/passthrough.yaml"),
-        "--upstream",
-        upstream,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
-    spawn_command(cmd, stdout)
+    started_child(spawn_logged(
+        &[
+            "run",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/passthrough.yaml"),
+            "--upstream",
+            upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        "mcp-sentinel started",
+        stdout,
+    ))
 }
 
 /// Runs `mcp-sentinel run` the way the Kubernetes sidecar does: no flags, everything from the
@@ -207,11 +209,28 @@ pub fn spawn_sidecar(env: &[(&str, &str)], stdout: Stdio) -> Child {
         .env("MCP_SENTINEL_LISTEN", "127.0.0.1:0")
         .env("MCP_SENTINEL_ADMIN_LISTEN", "127.0.0.1:0")
         .envs(env.iter().copied());
-    spawn_command(cmd, stdout)
+    started_child(spawn_command(cmd, "mcp-sentinel started", stdout))
 }
 
-/// Starts `cmd` (a `run`) and reads the bound addresses from its JSON start-up log line.
-fn spawn_command(mut cmd: Command, stdout: Stdio) -> Child {
+fn started_child((child, started): (std::process::Child, Value)) -> Child {
+    Child {
+        child,
+        traffic: format!("http://{}/mcp", started["traffic"].as_str().unwrap()),
+        admin: format!("http://{}", started["admin"].as_str().unwrap()),
+    }
+}
+
+/// Runs the real binary with `args` (JSON logs on stderr) and returns it with the log line whose
+/// message is `started`, which names the addresses it bound. The rest of the log is drained so
+/// the child never blocks on a full pipe.
+pub fn spawn_logged(args: &[&str], started: &str, stdout: Stdio) -> (std::process::Child, Value) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"));
+    cmd.args(args);
+    spawn_command(cmd, started, stdout)
+}
+
+/// `spawn_logged` for a command already built.
+fn spawn_command(mut cmd: Command, started: &str, stdout: Stdio) -> (std::process::Child, Value) {
     let mut child = cmd
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -220,22 +239,17 @@ fn spawn_command(mut cmd: Command, stdout: Stdio) -> Child {
         .spawn()
         .expect("the binary starts");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = loop {
+    let line = loop {
         let line = lines
             .next()
-            .expect("a start-up log line")
+            .unwrap_or_else(|| panic!("the binary exited before logging {started:?}"))
             .expect("utf-8 log");
         let v: Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("JSON log line: {line}"));
-        if v["message"] == "mcp-sentinel started" {
+        if v["message"] == started {
             break v;
         }
     };
-    // Keep draining the log so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Child {
-        child,
-        traffic: format!("http://{}/mcp", started["traffic"].as_str().unwrap()),
-        admin: format!("http://{}", started["admin"].as_str().unwrap()),
-    }
+    (child, line)
 }

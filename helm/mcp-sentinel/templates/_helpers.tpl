@@ -49,9 +49,14 @@ app.kubernetes.io/component: injector
 {{- end -}}
 {{- end -}}
 
-{{/* The TLS Secret both certificate modes write to. */}}
+{{/* The injector's TLS Secret: the user's (tls.existingSecret), or the one the chart's
+     self-signed mode or cert-manager writes. */}}
 {{- define "mcp-sentinel.tlsSecret" -}}
+{{- if .Values.tls.existingSecret -}}
+{{- .Values.tls.existingSecret -}}
+{{- else -}}
 {{- printf "%s-tls" (include "mcp-sentinel.injectorName" .) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* DNS names the API server may use for the injector's Service. */}}
