@@ -12,6 +12,9 @@ use mcp_sentinel::k8s::inject::{self, Answer, InjectResult, Malformed, Mode};
 use mcp_sentinel::k8s::settings::{Settings, TokenReview};
 use serde_json::{Value, json};
 
+#[path = "common/k8s.rs"]
+#[allow(dead_code)]
+mod k8s_tools;
 #[path = "inject/ports.rs"]
 mod ports;
 #[path = "inject/real_pods.rs"]

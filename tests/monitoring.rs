@@ -9,9 +9,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 
+use common::k8s;
 use common::sentinel::{TempDir, spawn_logged};
 use common::tls::{TestCa, https_post, write_file};
 use serde_json::Value;
@@ -20,50 +21,10 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// helm 3.10 from scripts/k8s-tools.sh (installed into its cache when missing); no helm, no test.
-fn helm() -> PathBuf {
-    let out = Command::new("bash")
-        .current_dir(root())
-        .args([
-            "-c",
-            "source scripts/k8s-tools.sh && k8s_tools >&2 && printf %s \"$HELM\"",
-        ])
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "scripts/k8s-tools.sh cannot provide helm: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap())
-}
-
 /// `helm template` of the chart (release mcp-sentinel, namespace mcp-sentinel) with `sets`.
 fn render(sets: &[&str]) -> Vec<Value> {
-    let mut cmd = Command::new(helm());
-    cmd.current_dir(root()).args([
-        "template",
-        "mcp-sentinel",
-        "helm/mcp-sentinel",
-        "--namespace",
-        "mcp-sentinel",
-        "--kube-version",
-        "1.33.0",
-    ]);
-    for s in sets {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd.output().expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm template {sets:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
+    let args: Vec<&str> = sets.iter().flat_map(|s| ["--set", s]).collect();
+    k8s::documents(&k8s::helm_template(&args))
 }
 
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {

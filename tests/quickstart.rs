@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::k8s;
 use common::sentinel::{TempDir, spawn_sidecar};
 use common::upstream::spawn_upstream;
 use mcp_sentinel::k8s::settings::Settings;
@@ -58,24 +59,6 @@ fn step(steps: &[(u32, String)], n: u32) -> &str {
     &steps.iter().find(|(k, _)| *k == n).unwrap().1
 }
 
-/// The pinned helm, installed into the tool cache if missing; fails loudly when it cannot be.
-fn helm() -> PathBuf {
-    let out = Command::new("bash")
-        .current_dir(ROOT)
-        .args([
-            "-c",
-            "source scripts/k8s-tools.sh && k8s_tools >&2 && printf %s \"$HELM\"",
-        ])
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "scripts/k8s-tools.sh could not provide helm: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap())
-}
-
 /// Runs `script` in bash in `dir` with `helm`, `kubectl`, `make` and `docker` replaced by
 /// recorders (helm install → helm template into `rendered.yaml`); returns stdout.
 fn run_bash(dir: &Path, helm: &Path, script: &str) -> String {
@@ -117,16 +100,14 @@ cd {dir}
 
 /// The ConfigMap `name` in `namespace` from a multi-document rendering.
 fn config_map(rendered: &str, namespace: &str, name: &str) -> Value {
-    for doc in serde_yaml_ng::Deserializer::from_str(rendered) {
-        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
-        if v["kind"] == "ConfigMap"
-            && v["metadata"]["name"] == name
-            && v["metadata"]["namespace"] == namespace
-        {
-            return v;
-        }
-    }
-    panic!("the rendering has no ConfigMap {namespace}/{name}");
+    k8s::documents(rendered)
+        .into_iter()
+        .find(|v| {
+            v["kind"] == "ConfigMap"
+                && v["metadata"]["name"] == name
+                && v["metadata"]["namespace"] == namespace
+        })
+        .unwrap_or_else(|| panic!("the rendering has no ConfigMap {namespace}/{name}"))
 }
 
 /// The sidecar as the injector renders it: its volume mounts and environment.
@@ -152,7 +133,7 @@ fn sidecar() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_kubernetes_quick_start_works_as_written() {
     let steps = steps();
-    let helm = helm();
+    let helm = k8s::helm();
     let dir = TempDir::new("quickstart");
 
     // Steps 1-5: the image, the policy, the install, the key, the label.

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod bed;
 pub mod client;
 pub mod idp;
+pub mod k8s;
 pub mod keys;
 pub mod metrics;
 pub mod process;

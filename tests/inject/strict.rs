@@ -3,7 +3,7 @@
 //! against): a patch the API server would refuse fails here. The validator comes from
 //! scripts/k8s-tools.sh, as for scripts/k8s-check.sh; a test that cannot get it fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use mcp_sentinel::k8s::inject::{InjectResult, Mode};
@@ -19,24 +19,6 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The path of kubernetes-validate, installed by scripts/k8s-tools.sh when missing.
-fn kube_validate() -> PathBuf {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(r#"source scripts/k8s-tools.sh && k8s_tools >&2 && echo "$KUBE_VALIDATE""#)
-        .current_dir(root())
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "cannot get kubernetes-validate through scripts/k8s-tools.sh:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    assert!(path.is_file(), "{} is not a file", path.display());
-    path
-}
-
 /// The names of every pod fixture: `review-pod*.json`.
 fn pod_fixtures() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(root().join("tests/fixtures/k8s"))
@@ -50,7 +32,7 @@ fn pod_fixtures() -> Vec<String> {
 
 #[test]
 fn every_patched_fixture_validates_strictly() {
-    let validator = kube_validate();
+    let validator = super::k8s_tools::kube_validate();
     let dir = std::env::temp_dir().join(format!("mcp-sentinel-strict-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut files = Vec::new();

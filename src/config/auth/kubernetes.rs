@@ -74,6 +74,7 @@ impl KubernetesConfig {
             k.audiences = v;
         }
         k.kubeconfig = r.field(s, "kubeconfig", |v| parse::string(v).map(PathBuf::from));
+        k.token_file = r.field(s, "token_file", |v| parse::string(v).map(PathBuf::from));
         if let Some(v) = r.field(s, "cache_ttl", parse::duration) {
             k.cache_ttl = v;
         }
