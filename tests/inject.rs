@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 #[path = "common/k8s.rs"]
 #[allow(dead_code)]
 mod k8s_tools;
+#[path = "inject/loopback.rs"]
+mod loopback;
 #[path = "inject/ports.rs"]
 mod ports;
 #[path = "inject/real_pods.rs"]

@@ -591,6 +591,9 @@ fn sidecar_ops<'a>(
                 ),
                 &Value::from(sidecar.upstream_port_name.as_str()),
             ));
+            if let Some(name) = get(ann::UPSTREAM_HOST_ENV) {
+                ops.extend(upstream::loopback_ops(json, spec, u, name)?);
+            }
             if let Some(old) = &u.port.name {
                 ops.extend(probes::renamed_port_ops(
                     json,
@@ -601,6 +604,14 @@ fn sidecar_ops<'a>(
             }
         }
         Reach::Socket(s) => {
+            if get(ann::UPSTREAM_HOST_ENV).is_some() {
+                return Err(Verdict::Error(format!(
+                    "annotations {} and {}: a server on a Unix socket has no address to bind (use {})",
+                    ann::UPSTREAM_HOST_ENV,
+                    ann::UPSTREAM_SOCKET,
+                    ann::UPSTREAM_SOCKET_ENV
+                )));
+            }
             ops.extend(s.server_ops(json, spec, sidecar.socket_volume_name())?);
             volumes.push(sidecar.socket_volume.clone());
         }

@@ -32,6 +32,9 @@ pub mod annotations {
     pub const UPSTREAM_SOCKET: &str = "mcp-sentinel.io/upstream-socket";
     /// With `UPSTREAM_SOCKET`: the server container's env var that gets the socket's path.
     pub const UPSTREAM_SOCKET_ENV: &str = "mcp-sentinel.io/upstream-socket-env";
+    /// A server on a port that reads its bind address from this env var: the injector sets it
+    /// to 127.0.0.1 in the server's container, so only the pod (the sentinel) reaches it.
+    pub const UPSTREAM_HOST_ENV: &str = "mcp-sentinel.io/upstream-host-env";
     /// The upstream's MCP path. Default: the injector's `upstream_path` (`/mcp`).
     pub const UPSTREAM_PATH: &str = "mcp-sentinel.io/upstream-path";
     /// The port name the sidecar's traffic port takes. Default: the upstream port's name.

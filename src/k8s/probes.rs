@@ -33,6 +33,25 @@ pub fn renamed_port_ops(pod: &Value, index: usize, old: &str, number: i32) -> Ve
     ops
 }
 
+/// The probes and hooks (`HOLDERS`, as `livenessProbe`, `lifecycle/preStop`) of
+/// `/spec/containers/{index}` that the kubelet sends to the port `number` (named `name`), by
+/// `httpGet` or `tcpSocket`, from the node.
+pub fn holders_of(pod: &Value, index: usize, name: Option<&str>, number: i32) -> Vec<&'static str> {
+    HOLDERS
+        .into_iter()
+        .filter(|holder| {
+            HANDLERS.iter().any(|handler| {
+                let path = format!("/spec/containers/{index}/{holder}/{handler}/port");
+                match pod.pointer(&path) {
+                    Some(Value::String(s)) => Some(s.as_str()) == name,
+                    Some(v) => v.as_i64() == Some(i64::from(number)),
+                    None => false,
+                }
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

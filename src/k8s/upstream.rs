@@ -205,26 +205,83 @@ impl Socket {
         let mut ops = Vec::new();
         let mount = json!({ "name": volume, "mountPath": self.dir });
         append(&mut ops, json, &at("volumeMounts"), &[mount]);
-        let Some(name) = &self.env else {
-            return Ok(ops);
-        };
-        match server.env.iter().flatten().find(|e| e.name == *name) {
-            None => append(
-                &mut ops,
+        if let Some(name) = &self.env {
+            ops.extend(set_env(
                 json,
-                &at("env"),
-                &[json!({ "name": name, "value": self.path })],
-            ),
-            Some(e) if e.value_from.is_none() && e.value.as_deref() == Some(&self.path) => {}
-            Some(_) => {
-                return Err(Verdict::Error(format!(
-                    "container {} already sets {name}, to another value than the socket's path {}; annotation {}",
-                    server.name,
-                    self.path,
-                    ann::UPSTREAM_SOCKET_ENV
-                )));
-            }
+                spec,
+                self.container,
+                (name, &self.path),
+                ann::UPSTREAM_SOCKET_ENV,
+            )?);
         }
         Ok(ops)
     }
+}
+
+/// The address a server bound to loopback (`upstream-host-env`) is told to listen on.
+pub(super) const LOOPBACK: &str = "127.0.0.1";
+
+/// A server on a port that binds loopback only (`upstream-host-env: NAME`): NAME set to
+/// `LOOPBACK` in its container, so nothing outside the pod reaches it, whatever the Services and
+/// the NetworkPolicy. The kubelet's `httpGet`/`tcpSocket` probes and hooks come from the node,
+/// which such a server does not answer: a container that has one on the server's port is refused.
+pub(super) fn loopback_ops(
+    json: &Value,
+    spec: &PodSpec,
+    upstream: &Upstream<'_>,
+    name: &str,
+) -> Result<Vec<Value>, Verdict> {
+    validate::env_name(name).map_err(|e| bad_annotation(ann::UPSTREAM_HOST_ENV, e))?;
+    let server = &spec.containers[upstream.container];
+    if let Some(holder) = super::probes::holders_of(
+        json,
+        upstream.container,
+        upstream.port.name.as_deref(),
+        upstream.port.container_port,
+    )
+    .first()
+    {
+        return Err(Verdict::Error(format!(
+            "container {}'s {holder} reaches port {} from the node, which a server bound to {LOOPBACK} (annotation {}) does not answer: remove it or make it an exec probe (the sentinel's readiness already fails while the server does not answer)",
+            server.name,
+            upstream.port.container_port,
+            ann::UPSTREAM_HOST_ENV
+        )));
+    }
+    set_env(
+        json,
+        spec,
+        upstream.container,
+        (name, LOOPBACK),
+        ann::UPSTREAM_HOST_ENV,
+    )
+}
+
+/// `name=value` in `spec.containers[container]`'s env: added, kept when already so, refused when
+/// the container sets `name` to anything else (`annotation` asked for it).
+fn set_env(
+    json: &Value,
+    spec: &PodSpec,
+    container: usize,
+    (name, value): (&str, &str),
+    annotation: &str,
+) -> Result<Vec<Value>, Verdict> {
+    let server = &spec.containers[container];
+    let mut ops = Vec::new();
+    match server.env.iter().flatten().find(|e| e.name == name) {
+        None => append(
+            &mut ops,
+            json,
+            &format!("/spec/containers/{container}/env"),
+            &[json!({ "name": name, "value": value })],
+        ),
+        Some(e) if e.value_from.is_none() && e.value.as_deref() == Some(value) => {}
+        Some(_) => {
+            return Err(Verdict::Error(format!(
+                "container {} already sets {name}, to another value than {value}; annotation {annotation}",
+                server.name
+            )));
+        }
+    }
+    Ok(ops)
 }

@@ -119,7 +119,7 @@ fn the_socket_env_is_set_once_and_never_overridden() {
     );
     assert_eq!(
         assert_refused_unless_admitted(&review, "env set elsewhere"),
-        "container server already sets MCP_SOCKET, to another value than the socket's path /var/run/mcp/mcp.sock; annotation mcp-sentinel.io/upstream-socket-env"
+        "container server already sets MCP_SOCKET, to another value than /var/run/mcp/mcp.sock; annotation mcp-sentinel.io/upstream-socket-env"
     );
 }
 
