@@ -827,3 +827,99 @@ fn the_grace_period_covers_the_drain_deadline() {
     );
     assert_eq!(grace(&stdio, &settings()), Some(30));
 }
+
+/// Paths around the sentinel a pod spec can hold, each refused naming it: the server's port
+/// declared twice (a second name Services could target, a hostPort the node forwards), a port on
+/// the number the NetworkPolicy opens for the sentinel, a container that takes the sidecar's name
+/// without being it, an only declared port that may not be the server's, and a pod that runs to
+/// completion beside a regular sidecar container.
+#[test]
+fn paths_around_the_sentinel_in_the_pod_spec_are_refused() {
+    type Edit = fn(&mut Value);
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "the server's port twice",
+            |r| {
+                set_ports(
+                    r,
+                    json!([
+                        {"name": "http", "containerPort": 8080},
+                        {"name": "direct", "containerPort": 8080, "hostPort": 18080},
+                    ]),
+                );
+                annotate(r, "mcp-sentinel.io/upstream-port", "http");
+            },
+            "container server declares the MCP server's port 8080 a second time (as \"direct\"): it would reach the server around the sentinel; declare it once",
+        ),
+        (
+            "the server's port in another container",
+            |r| {
+                let c = json!({"name": "debug", "image": "busybox", "ports": [{"containerPort": 8080, "hostPort": 8080}]});
+                r["request"]["object"]["spec"]["containers"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(c);
+                annotate(r, "mcp-sentinel.io/upstream-port", "http");
+            },
+            "container debug declares the MCP server's port 8080 a second time: it would reach the server around the sentinel; declare it once",
+        ),
+        (
+            "the NetworkPolicy's port",
+            |r| {
+                set_ports(r, json!([{"name": "http", "containerPort": 9480}]));
+                annotate(r, "mcp-sentinel.io/traffic-port", "9490");
+            },
+            "container server declares port 9480, which the NetworkPolicy opens for the sentinel on every pod (sidecar.trafficPort): move it off 9480, or change sidecar.trafficPort",
+        ),
+        (
+            "a container named like the sidecar",
+            |r| {
+                let c = json!({"name": "mcp-sentinel", "image": "busybox", "command": ["sleep", "inf"]});
+                r["request"]["object"]["spec"]["containers"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(c);
+            },
+            "container mcp-sentinel is not the sentinel (image busybox): the name is the sidecar's; rename it",
+        ),
+        (
+            "the only declared port is an exporter's",
+            |r| {
+                set(r, "/request/object/spec/containers/0/ports", json!(null));
+                let c = json!({"name": "exporter", "image": "prom/statsd-exporter", "ports": [{"name": "metrics", "containerPort": 9102}]});
+                r["request"]["object"]["spec"]["containers"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(c);
+            },
+            "the pod's only declared port (9102) is container exporter's, and the pod has 2 containers; set mcp-sentinel.io/upstream-port to the MCP server's",
+        ),
+    ];
+    for (what, edit, expect) in cases {
+        let mut review = fixture("review-pod.json");
+        edit(&mut review);
+        assert_eq!(
+            assert_refused_unless_admitted(&review, what),
+            expect,
+            "{what}"
+        );
+    }
+
+    let mut review = fixture("review-pod.json");
+    set(
+        &mut review,
+        "/request/object/spec/restartPolicy",
+        json!("Never"),
+    );
+    let mut regular = settings();
+    regular.native_sidecar = false;
+    let a = answer(&review, Mode::Namespace, &regular);
+    assert_eq!(a.result, InjectResult::Refused, "{}", a.detail);
+    assert_eq!(
+        a.detail,
+        "the pod runs to completion (restartPolicy Never), which it would never reach beside the sentinel as a regular container; turn native sidecars on (sidecar.nativeSidecar, Kubernetes 1.29+)"
+    );
+    // Native sidecars stop by themselves once the app's containers have.
+    let a = answer(&review, Mode::Namespace, &settings());
+    assert_eq!(a.result, InjectResult::Injected, "{}", a.detail);
+}

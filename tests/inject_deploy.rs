@@ -334,3 +334,31 @@ fn the_image_carries_oci_labels_that_match_the_crate() {
         assert!(final_stage.contains(&want), "the final stage lacks {want}");
     }
 }
+
+/// The NetworkPolicy closes the server's port on pods with the sidecar and on pods that asked
+/// for it (the opt-in label, with the injector's spellings): a labelled pod admitted without its
+/// sidecar (failurePolicy Ignore during an outage, on-failure: admit) stays closed too. Both
+/// policies open the same ports: the sentinel's.
+#[test]
+fn the_network_policy_closes_pods_that_asked_for_the_sentinel_too() {
+    let docs = documents("example.yaml");
+    let with_sidecar = find(&docs, "NetworkPolicy", "mcp-sentinel-upstream");
+    let opted_in = find(&docs, "NetworkPolicy", "mcp-sentinel-opted-in");
+    assert_eq!(
+        with_sidecar["spec"]["podSelector"],
+        serde_json::json!({"matchLabels": {"mcp-sentinel.io/sidecar": "true"}})
+    );
+    assert_eq!(
+        opted_in["spec"]["podSelector"],
+        serde_json::json!({"matchExpressions": [{
+            "key": mcp_sentinel::k8s::INJECT_LABEL,
+            "operator": "In",
+            "values": mcp_sentinel::k8s::OPT_IN_VALUES,
+        }]})
+    );
+    assert_eq!(with_sidecar["spec"]["ingress"], opted_in["spec"]["ingress"]);
+    assert_eq!(
+        opted_in["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+}

@@ -370,8 +370,30 @@ fn plan(
     let defaults = template::render(&probe)
         .map_err(|e| Verdict::Error(format!("cannot render the sidecar: {e}")))?;
     let ours = [defaults.name(), defaults.stdio.install_name()];
-    if all_containers(spec).any(|c| ours.contains(&c.name.as_str())) {
-        return Err(Verdict::Already);
+    if let Some(c) = all_containers(spec).find(|c| ours.contains(&c.name.as_str())) {
+        // Only the sentinel itself makes a pod "already injected": a container that merely
+        // takes its name would otherwise opt the pod out unseen.
+        let repository = |image: &str| {
+            let image = image.split('@').next().unwrap_or_default();
+            match image.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => repo.to_string(),
+                _ => image.to_string(),
+            }
+        };
+        let first_arg = c.args.iter().flatten().next().map(String::as_str);
+        let is_sentinel = c
+            .image
+            .as_deref()
+            .is_some_and(|i| repository(i) == repository(&settings.image))
+            && matches!(first_arg, Some("run" | "install-to"));
+        if is_sentinel {
+            return Err(Verdict::Already);
+        }
+        return Err(Verdict::Error(format!(
+            "container {} is not the sentinel (image {}): the name is the sidecar's; rename it",
+            c.name,
+            c.image.as_deref().unwrap_or("none")
+        )));
     }
     if spec.host_network == Some(true) {
         return Err(Verdict::Skip(
@@ -433,7 +455,13 @@ fn plan(
             let container = stdio::container(spec, &get)?;
             let sidecar = template::render(&probe)
                 .map_err(|e| Verdict::Error(format!("cannot render the sidecar: {e}")))?;
-            check_collisions(spec, None, Some(sidecar.stdio.volume_name()), &sidecar)?;
+            check_collisions(
+                spec,
+                None,
+                Some(sidecar.stdio.volume_name()),
+                &sidecar,
+                settings,
+            )?;
             let ops = stdio::wrap(json, spec, container, &argv, &sidecar, &mut warnings)?;
             (ops, sidecar)
         }
@@ -555,14 +583,50 @@ fn sidecar_ops<'a>(
     let mut sidecar = template::render(&probe)
         .map_err(|e| Verdict::Error(format!("cannot render the sidecar: {e}")))?;
     match &reach {
-        Reach::Port(u) => check_collisions(spec, Some(u), None, &sidecar)?,
+        Reach::Port(u) => check_collisions(spec, Some(u), None, &sidecar, settings)?,
         Reach::Socket(s) => {
-            check_collisions(spec, None, Some(sidecar.socket_volume_name()), &sidecar)?;
+            check_collisions(
+                spec,
+                None,
+                Some(sidecar.socket_volume_name()),
+                &sidecar,
+                settings,
+            )?;
             let volume = sidecar.socket_volume_name().to_string();
             s.mount_into(&mut sidecar.container, &volume)?;
         }
     }
 
+    if !sidecar.native
+        && let Some(policy @ ("Never" | "OnFailure")) = spec.restart_policy.as_deref()
+    {
+        // A regular sidecar container never exits by itself: the pod would never complete.
+        return Err(Verdict::Error(format!(
+            "the pod runs to completion (restartPolicy {policy}), which it would never reach beside the sentinel as a regular container; turn native sidecars on (sidecar.nativeSidecar, Kubernetes 1.29+)"
+        )));
+    }
+    if let Reach::Socket(s) = &reach {
+        let server = &spec.containers[s.container()];
+        let declared: Vec<String> = server
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                p.name.as_deref().map_or_else(
+                    || p.container_port.to_string(),
+                    |n| format!("{n} ({})", p.container_port),
+                )
+            })
+            .collect();
+        if !declared.is_empty() {
+            warnings.push(format!(
+                "mcp-sentinel: the server's container {} still declares port {}: Services that target it reach the server, not the sentinel (which serves port name {:?})",
+                server.name,
+                declared.join(", "),
+                probe.traffic_port_name
+            ));
+        }
+    }
     let mut ops = Vec::new();
     let entry = if sidecar.native {
         "initContainers"
@@ -679,6 +743,7 @@ fn check_collisions(
     upstream: Option<&Upstream<'_>>,
     extra_volume: Option<&str>,
     sidecar: &Sidecar,
+    settings: &Settings,
 ) -> Result<(), Verdict> {
     let ours = sidecar.ports();
     let mut names: Vec<&str> = ours.iter().map(|(n, _)| n.as_str()).collect();
@@ -737,6 +802,30 @@ fn check_collisions(
             }
             let is_upstream =
                 upstream.is_some_and(|u| ci == Some(u.container) && pi == u.port_index);
+            // The NetworkPolicy opens the settings' traffic port by number on every pod: a
+            // server's port there would be open to all, around the sentinel.
+            if i64::from(p.container_port) == i64::from(settings.traffic_port) {
+                return Err(Verdict::Error(format!(
+                    "container {} declares port {}, which the NetworkPolicy opens for the sentinel on every pod (sidecar.trafficPort): move it off {}, or change sidecar.trafficPort",
+                    c.name, p.container_port, p.container_port
+                )));
+            }
+            // The server's port declared a second time (another name, a hostPort): a path to it
+            // that is not renamed, and that Services or the node could use.
+            if let Some(u) = upstream.filter(|u| {
+                !is_upstream
+                    && p.container_port == u.port.container_port
+                    && p.protocol.as_deref().is_none_or(|proto| proto == "TCP")
+            }) {
+                return Err(Verdict::Error(format!(
+                    "container {} declares the MCP server's port {} a second time{}: it would reach the server around the sentinel; declare it once",
+                    c.name,
+                    u.port.container_port,
+                    p.name
+                        .as_deref()
+                        .map_or_else(String::new, |n| format!(" (as {n:?})"))
+                )));
+            }
             if let Some(name) = p
                 .name
                 .as_deref()

@@ -65,7 +65,25 @@ pub(super) fn find_port<'p>(
                 ))
             })?
         }
-        None if n == 1 => ports.into_iter().next().expect("one port"),
+        None if n == 1 => {
+            let only = ports.into_iter().next().expect("one port");
+            let containers = spec
+                .containers
+                .iter()
+                .filter(|c| mesh::mesh_of(&c.name).is_none())
+                .count();
+            if containers > 1 {
+                // A server may listen without declaring its port: the one declared port could be
+                // another container's (an exporter's), and the server left without a sentinel.
+                return Err(Verdict::Error(format!(
+                    "the pod's only declared port ({}) is container {}'s, and the pod has {containers} containers; set {} to the MCP server's",
+                    only.port.container_port,
+                    spec.containers[only.container].name,
+                    ann::UPSTREAM_PORT
+                )));
+            }
+            only
+        }
         None => {
             return Err(Verdict::Error(format!(
                 "the pod declares {n} container ports; set {} to the MCP server's",
@@ -154,6 +172,11 @@ fn server_container<'a>(
 }
 
 impl Socket {
+    /// The server's container: `spec.containers[container()]`.
+    pub fn container(&self) -> usize {
+        self.container
+    }
+
     /// Mounts `volume` at the socket's directory in the sidecar's `container`, which must not
     /// mount anything there, above or below.
     pub fn mount_into(&self, container: &mut Value, volume: &str) -> Result<(), Verdict> {

@@ -81,7 +81,16 @@ fn no_port_is_renamed_and_the_traffic_port_takes_the_default_name() {
     let mut review = fixture("review-pod.json");
     annotate(&mut review, SOCKET, "/run/mcp.sock");
     annotate(&mut review, "mcp-sentinel.io/upstream-path", "/api/mcp");
-    let pod = typed(&injected(&review));
+    let a = answer(&review, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::Injected, "{}", a.detail);
+    // The port the server still declares is not the sentinel's: said so.
+    assert_eq!(
+        response(&a)["warnings"],
+        json!([
+            "mcp-sentinel: the server's container server still declares port http (8080): Services that target it reach the server, not the sentinel (which serves port name \"mcp\")"
+        ])
+    );
+    let pod = typed(&patched(&review, &a));
     let spec = pod.spec.unwrap();
     let s = &spec.init_containers.as_ref().unwrap()[0];
     assert_eq!(
@@ -92,8 +101,12 @@ fn no_port_is_renamed_and_the_traffic_port_takes_the_default_name() {
     assert_eq!(ports(&spec.containers[0]), [("http".into(), 8080)]);
 
     annotate(&mut review, "mcp-sentinel.io/traffic-port-name", "mcp-api");
-    let pod = typed(&injected(&review));
-    let init = pod.spec.unwrap().init_containers.unwrap();
+    let a = answer(&review, Mode::Annotated, &settings());
+    let init = typed(&patched(&review, &a))
+        .spec
+        .unwrap()
+        .init_containers
+        .unwrap();
     assert_eq!(ports(&init[0])[0], ("mcp-api".into(), 9480));
 }
 

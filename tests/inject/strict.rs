@@ -1,7 +1,10 @@
 //! Every pod fixture patched by the injector, as a Pod manifest, validated with
 //! kubernetes-validate --strict for Kubernetes 1.29 and 1.33 (the versions the chart is checked
-//! against): a patch the API server would refuse fails here. The validator comes from
-//! scripts/k8s-tools.sh, as for scripts/k8s-check.sh; a test that cannot get it fails.
+//! against): the OpenAPI schema, field by field. The validator comes from scripts/k8s-tools.sh,
+//! as for scripts/k8s-check.sh; a test that cannot get it fails. The schema does not hold the API
+//! server's cross-field rules, so `semantics` checks those a patch could break: unique container
+//! names, unique port names and numbers in range, and named probe and hook ports that resolve in
+//! their container.
 
 use std::path::Path;
 use std::process::Command;
@@ -54,6 +57,7 @@ fn every_patched_fixture_validates_strictly() {
             let prefix = pod["metadata"]["generateName"].as_str().unwrap_or("pod-");
             pod["metadata"]["name"] = format!("{prefix}x7k2p").into();
         }
+        semantics(&name, &pod);
         assert_eq!(pod["apiVersion"], "v1", "{name}");
         assert_eq!(pod["kind"], "Pod", "{name}");
         let path = dir.join(name.replace(".json", ".yaml"));
@@ -77,4 +81,63 @@ fn every_patched_fixture_validates_strictly() {
         assert_eq!(passed, files.len(), "Kubernetes {version}:\n{text}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The API server's own validation rules (pkg/apis/core/validation) that a patch could break and
+/// the OpenAPI schema does not express.
+fn semantics(name: &str, pod: &Value) {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|k| pod["spec"][k].as_array().into_iter().flatten())
+        .collect();
+    let mut names: Vec<&str> = containers
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    let n = names.len();
+    names.dedup();
+    assert_eq!(names.len(), n, "{name}: container names are unique");
+    let mut port_names = Vec::new();
+    for c in &containers {
+        let ports = c["ports"].as_array().cloned().unwrap_or_default();
+        for p in &ports {
+            let number = p["containerPort"].as_i64().unwrap();
+            assert!((1..=65535).contains(&number), "{name}: port {number}");
+            if let Some(n) = p["name"].as_str() {
+                assert!(
+                    n.len() <= 15,
+                    "{name}: port name {n} is at most 15 characters"
+                );
+                port_names.push(n.to_string());
+            }
+        }
+        for holder in ["livenessProbe", "readinessProbe", "startupProbe"]
+            .into_iter()
+            .map(|h| &c[h])
+            .chain(
+                ["postStart", "preStop"]
+                    .into_iter()
+                    .map(|h| &c["lifecycle"][h]),
+            )
+        {
+            for handler in ["httpGet", "tcpSocket"] {
+                if let Some(port) = holder[handler]["port"].as_str() {
+                    assert!(
+                        ports.iter().any(|p| p["name"] == port),
+                        "{name}: container {} names port {port}, which it does not declare",
+                        c["name"]
+                    );
+                }
+            }
+        }
+    }
+    let total = port_names.len();
+    port_names.sort_unstable();
+    port_names.dedup();
+    assert_eq!(
+        port_names.len(),
+        total,
+        "{name}: port names are unique in the pod"
+    );
 }
