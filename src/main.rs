@@ -13,6 +13,41 @@ use mcp_sentinel::{EXIT_CONFIG, Sentinel};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's options for a long-running sentinel, which it reads from the environment as the
+/// process starts (before `main`): its arena committed as it is used rather than up front, and
+/// freed pages given back at once. Measured (release build, idle and under load, same CPU per
+/// request): peak RSS 21 → 16 MB in front of one upstream, and a 1,000-rule policy's parse no
+/// longer left resident (35 → 15 MB). Stdio children never see them (their environment is
+/// built from scratch).
+const ALLOCATOR_ENV: [(&str, &str); 2] = [
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ("MIMALLOC_PURGE_DELAY", "0"),
+];
+
+/// Runs this binary again, same process, arguments and environment, plus the `ALLOCATOR_ENV`
+/// options the caller did not set; returns only when they are all set already or the exec
+/// failed (then the sentinel runs on mimalloc's defaults).
+fn with_allocator_options() {
+    use std::os::unix::process::CommandExt;
+    let missing: Vec<_> = ALLOCATOR_ENV
+        .iter()
+        .filter(|(k, _)| std::env::var_os(k).is_none())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        cmd.arg0(arg0);
+    }
+    cmd.args(args).envs(missing.iter().map(|(k, v)| (k, v)));
+    let _failed = cmd.exec();
+}
+
 /// `println!` for the commands' answers: when stdout is gone (`mcp-sentinel check … | head -1`),
 /// the process ends with 141, as a program killed by SIGPIPE does, instead of panicking.
 macro_rules! say {
@@ -222,6 +257,12 @@ fn main() -> ExitCode {
         return ExitCode::from(127);
     }
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Stdio(_) | Command::Inject(_)
+    ) {
+        with_allocator_options();
+    }
     match cli.command {
         Command::Check { config, strict } => check(&config, strict),
         Command::Explain(args) => explain(&args),

@@ -450,3 +450,58 @@ fn schema_config_prints_the_generated_schema() {
     let help = String::from_utf8(run(&["--help"]).stdout).unwrap();
     assert!(!help.contains("schema"), "hidden: {help}");
 }
+
+/// A long-running sentinel runs with mimalloc's memory-saving options (see `ALLOCATOR_ENV` in
+/// src/main.rs), set by running itself again when its caller did not set them; a caller's own
+/// value is kept. Same process: the pid the caller started is the sentinel.
+#[test]
+fn a_running_sentinel_has_the_allocator_options() {
+    for (given, expect) in [
+        (
+            None,
+            ["MIMALLOC_ARENA_EAGER_COMMIT=0", "MIMALLOC_PURGE_DELAY=0"],
+        ),
+        (
+            Some(("MIMALLOC_PURGE_DELAY", "7")),
+            ["MIMALLOC_ARENA_EAGER_COMMIT=0", "MIMALLOC_PURGE_DELAY=7"],
+        ),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-sentinel"));
+        cmd.args([
+            "run",
+            "--config",
+            "examples/passthrough.yaml",
+            "--upstream",
+            "http://127.0.0.1:9/mcp",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
+        .env_remove("MIMALLOC_PURGE_DELAY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        if let Some((k, v)) = given {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        assert!(
+            lines.any(|l| l.unwrap().contains("mcp-sentinel started")),
+            "the sentinel starts"
+        );
+        let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let environ: Vec<String> = environ
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .filter(|v| v.starts_with("MIMALLOC_"))
+            .collect();
+        let mut environ = environ;
+        environ.sort();
+        assert_eq!(environ, expect, "{given:?}");
+    }
+}
