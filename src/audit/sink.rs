@@ -6,8 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-
 use super::record::{Cols, Line};
 use crate::config::audit::SinkKind;
 
@@ -36,23 +34,56 @@ pub enum SinkError {
     TimedOut(&'static str),
 }
 
-/// The records as JSON lines, in one write.
-async fn write_lines<W: tokio::io::AsyncWrite + Unpin>(
-    out: &mut W,
-    batch: &[Line],
-) -> Result<(), SinkError> {
-    let mut buf = Vec::with_capacity(batch.iter().map(|l| l.text.len() + 1).sum());
+/// The records as JSON lines, appended to `buf`.
+fn lines_into(buf: &mut Vec<u8>, batch: &[Line]) {
+    buf.reserve(batch.iter().map(|l| l.text.len() + 1).sum());
     for l in batch {
         buf.extend_from_slice(l.text.as_bytes());
         buf.push(b'\n');
     }
-    out.write_all(&buf).await?;
-    Ok(out.flush().await?)
+}
+
+/// What a batch buffer may keep between batches; a larger one (huge records) is let go.
+const KEPT_BUFFER: usize = 1024 * 1024;
+
+/// stdout or stderr: each batch written as JSON lines, in one write, from a buffer the sink
+/// keeps, on a blocking thread (a slow reader must not stall the audit thread). Until the
+/// write returns, the batch is not delivered.
+pub struct StdSink {
+    stderr: bool,
+    buf: Vec<u8>,
+}
+
+impl StdSink {
+    async fn deliver(&mut self, batch: &[Line]) -> Result<(), SinkError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        lines_into(&mut buf, batch);
+        let stderr = self.stderr;
+        let (mut buf, r) = tokio::task::spawn_blocking(move || {
+            let r = if stderr {
+                write_flushed(&mut std::io::stderr().lock(), &buf)
+            } else {
+                write_flushed(&mut std::io::stdout().lock(), &buf)
+            };
+            (buf, r)
+        })
+        .await?;
+        if buf.capacity() <= KEPT_BUFFER {
+            buf.clear();
+            self.buf = buf;
+        }
+        Ok(r?)
+    }
+}
+
+fn write_flushed(out: &mut impl Write, buf: &[u8]) -> std::io::Result<()> {
+    out.write_all(buf)?;
+    out.flush()
 }
 
 pub enum Sink {
-    Stdout(tokio::io::Stdout),
-    Stderr(tokio::io::Stderr),
+    Std(StdSink),
     File(Option<FileSink>),
     Redis(RedisSink),
     Postgres(PgSink),
@@ -61,8 +92,10 @@ pub enum Sink {
 impl Sink {
     pub fn new(kind: &SinkKind) -> Result<Self, SinkError> {
         Ok(match kind {
-            SinkKind::Stdout => Sink::Stdout(tokio::io::stdout()),
-            SinkKind::Stderr => Sink::Stderr(tokio::io::stderr()),
+            SinkKind::Stdout | SinkKind::Stderr => Sink::Std(StdSink {
+                stderr: matches!(kind, SinkKind::Stderr),
+                buf: Vec::new(),
+            }),
             SinkKind::File {
                 path,
                 max_bytes,
@@ -112,8 +145,7 @@ impl Sink {
 
     pub async fn deliver(&mut self, batch: &[Line]) -> Result<(), SinkError> {
         match self {
-            Sink::Stdout(out) => write_lines(out, batch).await,
-            Sink::Stderr(out) => write_lines(out, batch).await,
+            Sink::Std(out) => out.deliver(batch).await,
             Sink::File(slot) => {
                 let Some(mut f) = slot.take() else {
                     return Err(SinkError::Busy);
@@ -144,11 +176,8 @@ pub struct FileSink {
 
 impl FileSink {
     fn write(&mut self, batch: &[Line]) -> Result<(), SinkError> {
-        let mut buf = Vec::with_capacity(batch.iter().map(|l| l.text.len() + 1).sum());
-        for l in batch {
-            buf.extend_from_slice(l.text.as_bytes());
-            buf.push(b'\n');
-        }
+        let mut buf = Vec::new();
+        lines_into(&mut buf, batch);
         if self.file.is_some() && self.len > 0 && self.len + buf.len() as u64 > self.max_bytes {
             self.rotate().map_err(SinkError::Rotate)?;
         }
@@ -388,34 +417,20 @@ mod tests {
         writes: usize,
     }
 
-    impl tokio::io::AsyncWrite for Counted {
-        fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
+    impl Write for Counted {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.writes += 1;
             self.out.extend_from_slice(buf);
-            std::task::Poll::Ready(Ok(buf.len()))
+            Ok(buf.len())
         }
 
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
 
-    #[tokio::test]
-    async fn a_batch_is_one_write_of_its_records_in_order_and_verifies() {
+    #[test]
+    fn a_batch_is_one_write_of_its_records_in_order_and_verifies() {
         use crate::audit::verify;
         let mut head = ChainHead::new("t");
         let mut out = Counted::default();
@@ -433,7 +448,10 @@ mod tests {
                 })
                 .collect();
             sealed.extend(lines.iter().map(|l| l.text.to_string()));
-            write_lines(&mut out, &lines).await.unwrap();
+            let mut buf = b"stale".to_vec();
+            buf.clear();
+            lines_into(&mut buf, &lines);
+            write_flushed(&mut out, &buf).unwrap();
         }
         assert_eq!(out.writes, 3, "one write per batch");
         let text = String::from_utf8(out.out).unwrap();
