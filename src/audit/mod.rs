@@ -306,6 +306,10 @@ async fn open(
         dropped: dropped.clone(),
         redactor: Redactor::new(&cfg.redact),
         lost: lost.clone(),
+        cols: cfg
+            .sinks
+            .iter()
+            .any(|s| matches!(s.kind, crate::config::audit::SinkKind::Postgres { .. })),
     };
     let mut tasks = vec![tokio::spawn(sealer.run())];
     tasks.extend(workers);

@@ -130,8 +130,9 @@ struct DecisionOut<'a> {
 
 #[derive(Serialize)]
 struct ClientOut<'a> {
+    /// Written as its text (`Display`), without an allocation.
     #[serde(skip_serializing_if = "Option::is_none")]
-    address: Option<String>,
+    address: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_agent: Option<&'a str>,
 }
@@ -140,11 +141,11 @@ struct ClientOut<'a> {
 #[derive(Serialize)]
 struct Out<'a> {
     v: u32,
-    id: &'a str,
+    id: RecordId<'a>,
     instance: &'a str,
     seq: u64,
     prev: &'a str,
-    ts: String,
+    ts: Timestamp,
     request_id: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_id: Option<&'a str>,
@@ -185,8 +186,9 @@ pub struct Line {
     pub at_ms: u64,
     /// The JSON text, without a newline.
     pub text: Arc<str>,
-    /// The fields a table indexes, so a sink need not parse the text.
-    pub cols: Arc<Cols>,
+    /// The fields a table indexes, so a sink need not parse the text; only made when a sink
+    /// uses them (PostgreSQL), else `None` (see [`Line::cols`]).
+    pub cols: Option<Arc<Cols>>,
 }
 
 /// A record's indexed fields (the PostgreSQL sink's columns).
@@ -202,7 +204,8 @@ pub struct Cols {
 
 /// Where a record sits in its chain: what `seal::ChainHead` fills in.
 pub struct Link<'a> {
-    pub id: &'a str,
+    /// The run id, prefix of the record's `id` (`<boot>-<seq, 12 digits>`).
+    pub boot: &'a str,
     pub instance: &'a str,
     pub seq: u64,
     pub prev: &'a str,
@@ -211,20 +214,23 @@ pub struct Link<'a> {
 }
 
 impl Draft {
-    /// The record's JSON text at `link`, without its `hash` field (the chain appends it), and
-    /// its indexed columns.
-    pub fn serialize(&self, link: &Link<'_>) -> (String, Cols) {
+    /// Appends the record's JSON text at `link`, without its `hash` field (the chain appends
+    /// it), to `buf`: the sealer serializes every record into one reused buffer.
+    pub fn serialize_into(&self, link: &Link<'_>, buf: &mut Vec<u8>) {
         let out = Out {
             v: SCHEMA_VERSION,
-            id: link.id,
+            id: RecordId {
+                boot: link.boot,
+                seq: link.seq,
+            },
             instance: link.instance,
             seq: link.seq,
             prev: link.prev,
-            ts: rfc3339_ms(link.at_ms),
+            ts: Timestamp::of_ms(link.at_ms),
             request_id: self.request_id,
             trace_id: self.trace_id.as_deref(),
             client: ClientOut {
-                address: self.client.map(|a| a.to_string()),
+                address: self.client,
                 user_agent: self.user_agent.as_deref(),
             },
             principal: self.principal.as_deref().map(|p| PrincipalOut {
@@ -245,7 +251,7 @@ impl Draft {
             }),
             denial: self.denial,
             rate_limit: self.rate_limit.as_ref(),
-            outcome: self.outcome.unwrap_or(AuditOutcome::ClientGone),
+            outcome: self.outcome(),
             status: self.status,
             jsonrpc_error: self.jsonrpc_error,
             is_error: self.is_error,
@@ -255,16 +261,82 @@ impl Draft {
             arguments: self.arguments.as_ref(),
             elements: self.elements.as_deref(),
         };
-        let text = serde_json::to_string(&out).expect("a record serializes");
-        let cols = Cols {
+        serde_json::to_writer(buf, &out).expect("a record serializes");
+    }
+
+    /// The record's indexed columns (the PostgreSQL sink's), for the record at `link`.
+    pub fn cols(&self, link: &Link<'_>) -> Cols {
+        Cols {
             subject: self.principal.as_ref().map(|p| p.subject.clone()),
             method: self.method.clone(),
             target: self.target.as_ref().map(|t| t.name.clone()),
-            outcome: out.outcome.as_str().to_string(),
+            outcome: self.outcome().as_str().to_string(),
             status: i32::from(self.status),
-            id: link.id.to_string(),
+            id: RecordId {
+                boot: link.boot,
+                seq: link.seq,
+            }
+            .to_string(),
+        }
+    }
+
+    fn outcome(&self) -> AuditOutcome {
+        self.outcome.unwrap_or(AuditOutcome::ClientGone)
+    }
+}
+
+/// A record's `id`: the run id and the sequence number, `<boot>-<seq, 12 digits>`.
+struct RecordId<'a> {
+    boot: &'a str,
+    seq: u64,
+}
+
+impl std::fmt::Display for RecordId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{:012}", self.boot, self.seq)
+    }
+}
+
+impl Serialize for RecordId<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// `2026-01-02T03:04:05.678Z`, formatted on the stack.
+struct Timestamp([u8; 24]);
+
+impl Timestamp {
+    fn of_ms(ms: u64) -> Self {
+        let secs = ms / 1000;
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (y, m, d) = civil_from_days(days as i64);
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut n: u64| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
         };
-        (text, cols)
+        // Years past 9999 do not fit the format; they never come from a real clock.
+        put(0, 4, y.clamp(0, 9999) as u64);
+        put(5, 2, u64::from(m));
+        put(8, 2, u64::from(d));
+        put(11, 2, rem / 3600);
+        put(14, 2, rem % 3600 / 60);
+        put(17, 2, rem % 60);
+        put(20, 3, ms % 1000);
+        Self(b)
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("ASCII digits")
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -297,15 +369,23 @@ impl Line {
             seq: p.seq,
             at_ms: parse_rfc3339_ms(&p.ts)?,
             text: text.into(),
-            cols: Arc::new(Cols {
+            cols: Some(Arc::new(Cols {
                 id: p.id,
                 subject: p.principal.map(|n| n.name),
                 method: p.method,
                 target: p.target.map(|n| n.name),
                 outcome: p.outcome,
                 status: p.status,
-            }),
+            })),
         })
+    }
+
+    /// The indexed columns: those made when sealing, else read from the text.
+    pub fn cols(&self) -> Option<Arc<Cols>> {
+        match &self.cols {
+            Some(c) => Some(c.clone()),
+            None => Line::parse(&self.text).and_then(|l| l.cols),
+        }
     }
 }
 
@@ -325,6 +405,19 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
+/// The SHA-256 of `data` as 64 lowercase hex digits, on the stack (the sealer's per-record
+/// hash, without an allocation).
+pub fn sha256_hex_array(data: &[u8]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 64];
+    for (i, b) in digest.as_ref().iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+    }
+    out
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -337,16 +430,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// `2026-01-02T03:04:05.678Z`
 pub fn rfc3339_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+    Timestamp::of_ms(ms).as_str().to_string()
 }
 
 /// The inverse of `rfc3339_ms`, for records read back (spool, verify); `None` for any other
@@ -402,6 +486,81 @@ mod tests {
         }
         assert_eq!(parse_rfc3339_ms("2024-13-01T00:00:00.000Z"), None);
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+
+    /// The text, byte for byte, that the hash covers: fields, order, formats (the id's 12-digit
+    /// sequence, the timestamp, the address as text, v4 and v6).
+    #[test]
+    fn a_record_serializes_exactly() {
+        let link = Link {
+            boot: "9f1c2e3d4b5a6978",
+            instance: "pod-a/9f1c2e3d4b5a6978",
+            seq: 42,
+            prev: GENESIS,
+            at_ms: 1_709_251_199_123,
+        };
+        let text = |d: &Draft| {
+            let mut buf = b"left over".to_vec();
+            buf.clear();
+            d.serialize_into(&link, &mut buf);
+            String::from_utf8(buf).unwrap()
+        };
+        let v4 = Draft {
+            request_id: 7,
+            client: Some("10.1.2.3".parse().unwrap()),
+            user_agent: Some("ua \"x\"".into()),
+            status: 200,
+            latency_us: 5,
+            ..Draft::default()
+        };
+        assert_eq!(
+            text(&v4),
+            format!(
+                "{{\"v\":1,\"id\":\"9f1c2e3d4b5a6978-000000000042\",\"instance\":\"pod-a/9f1c2e3d4b5a6978\",\
+                 \"seq\":42,\"prev\":\"{GENESIS}\",\"ts\":\"2024-02-29T23:59:59.123Z\",\"request_id\":7,\
+                 \"client\":{{\"address\":\"10.1.2.3\",\"user_agent\":\"ua \\\"x\\\"\"}},\"principal\":null,\
+                 \"era\":null,\"method\":null,\"target\":null,\"decision\":null,\"denial\":null,\
+                 \"outcome\":\"client_gone\",\"status\":200,\"jsonrpc_error\":null,\"latency_us\":5,\
+                 \"bytes_in\":0,\"bytes_out\":0}}"
+            )
+        );
+        for ip in ["2001:db8::1", "::ffff:10.1.2.3", "::1"] {
+            let addr: IpAddr = ip.parse().unwrap();
+            let v: Value = serde_json::from_str(&text(&Draft {
+                client: Some(addr),
+                ..Draft::default()
+            }))
+            .unwrap();
+            assert_eq!(v["client"]["address"], addr.to_string());
+        }
+        let cols = v4.cols(&link);
+        assert_eq!(cols.id, "9f1c2e3d4b5a6978-000000000042");
+        assert_eq!(cols.outcome, "client_gone");
+    }
+
+    #[test]
+    fn columns_read_back_match_those_made_when_sealing() {
+        use crate::audit::seal::ChainHead;
+        use crate::identity::AuthMethod;
+        let mut head = ChainHead::new("pod-a");
+        let made = head.seal(&Draft {
+            principal: Some(Arc::new(Principal::new("alice", AuthMethod::Jwt))),
+            method: Some("tools/call".into()),
+            target: Some(TargetNote {
+                kind: "tool",
+                name: "echo".into(),
+            }),
+            status: 200,
+            outcome: Some(AuditOutcome::Allowed),
+            ..Draft::default()
+        });
+        let bare = Line {
+            cols: None,
+            ..made.clone()
+        };
+        let (a, b) = (made.cols().unwrap(), bare.cols().unwrap());
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_eq!(a.subject.as_deref(), Some("alice"));
     }
 
     #[test]

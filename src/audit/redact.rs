@@ -72,9 +72,10 @@ fn remove(v: &mut Value, pointer: &str) {
     }
 }
 
-/// Masks secrets under `v` (at JSON pointer `path`), except under `kept` pointers.
+/// Masks secrets under `v` (at JSON pointer `path`), except under `kept` pointers. The path is
+/// only built when there are `kept` pointers to compare it with.
 fn mask(v: &mut Value, path: &mut String, kept: &[&str], sensitive_key: bool) {
-    if kept.contains(&path.as_str()) {
+    if !kept.is_empty() && kept.contains(&path.as_str()) {
         return;
     }
     match v {
@@ -86,8 +87,10 @@ fn mask(v: &mut Value, path: &mut String, kept: &[&str], sensitive_key: bool) {
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
-                path.push('/');
-                path.push_str(&i.to_string());
+                if !kept.is_empty() {
+                    path.push('/');
+                    path.push_str(&i.to_string());
+                }
                 mask(item, path, kept, sensitive_key);
                 path.truncate(len);
             }
@@ -95,8 +98,10 @@ fn mask(v: &mut Value, path: &mut String, kept: &[&str], sensitive_key: bool) {
         Value::Object(m) => {
             for (k, item) in m.iter_mut() {
                 let len = path.len();
-                path.push('/');
-                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                if !kept.is_empty() {
+                    path.push('/');
+                    path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                }
                 mask(item, path, kept, sensitive_key || sensitive_name(k));
                 path.truncate(len);
             }
@@ -105,21 +110,38 @@ fn mask(v: &mut Value, path: &mut String, kept: &[&str], sensitive_key: bool) {
     }
 }
 
-/// Field names whose string values are secrets whatever they look like.
+/// Field names whose string values are secrets whatever they look like: the name, lowercased
+/// and without `-` and `_`, contains one of these.
 fn sensitive_name(k: &str) -> bool {
-    let k = k.to_ascii_lowercase().replace(['-', '_'], "");
-    [
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "apikey",
-        "authorization",
-        "privatekey",
-        "credential",
-    ]
-    .iter()
-    .any(|n| k.contains(n))
+    const NAMES: [&[u8]; 8] = [
+        b"password",
+        b"passwd",
+        b"secret",
+        b"token",
+        b"apikey",
+        b"authorization",
+        b"privatekey",
+        b"credential",
+    ];
+    // Normalized on the stack (names are short); a longer name gets a heap copy.
+    let mut stack = [0u8; 64];
+    let mut heap = Vec::new();
+    let normal = k
+        .bytes()
+        .filter(|b| !matches!(b, b'-' | b'_'))
+        .map(|b| b.to_ascii_lowercase());
+    let k: &[u8] = if k.len() <= stack.len() {
+        let mut n = 0;
+        for b in normal {
+            stack[n] = b;
+            n += 1;
+        }
+        &stack[..n]
+    } else {
+        heap.extend(normal);
+        &heap
+    };
+    NAMES.iter().any(|n| k.windows(n.len()).any(|w| w == *n))
 }
 
 /// What kind of secret `s` looks like, if any.
@@ -127,8 +149,10 @@ pub fn secret_kind(s: &str) -> Option<&'static str> {
     if s.contains("-----BEGIN") && s.contains("PRIVATE KEY") {
         return Some("private_key");
     }
-    let lower_start = s.trim_start().get(..7).map(str::to_ascii_lowercase);
-    if lower_start.as_deref() == Some("bearer ") {
+    if s.trim_start()
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+    {
         return Some("bearer");
     }
     s.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
@@ -143,8 +167,8 @@ fn token_kind(t: &str) -> Option<&'static str> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     // A JWT: three base64url parts, the header a JSON object (`eyJ` is `{"`).
-    let parts: Vec<&str> = t.split('.').collect();
-    if parts.len() == 3 && t.starts_with("eyJ") && parts.iter().all(|p| b64url(p)) && t.len() > 30 {
+    if t.split('.').count() == 3 && t.starts_with("eyJ") && t.split('.').all(b64url) && t.len() > 30
+    {
         return Some("jwt");
     }
     for (prefix, len) in [("AKIA", 16), ("ASIA", 16)] {
@@ -224,6 +248,32 @@ mod tests {
             ("eyJ.not.a.jwt", None),
         ] {
             assert_eq!(secret_kind(s), kind, "{s}");
+        }
+    }
+
+    #[test]
+    fn sensitive_names_ignore_case_dashes_and_underscores() {
+        let long = format!("{}_Pass-Word", "x".repeat(80));
+        for (k, sensitive) in [
+            ("password", true),
+            ("DB_PASSWORD", true),
+            ("x-api-key", true),
+            ("Api_Key", true),
+            ("PRIVATE-KEY", true),
+            ("access_token", true),
+            ("Authorization", true),
+            ("credentials", true),
+            ("client-secret", true),
+            ("pass", false),
+            ("text", false),
+            ("api", false),
+            ("", false),
+            (long.as_str(), true),
+            ("ÄPI_KEY", false),
+            ("ÄPI_KEYö", false),
+            ("tökén", false),
+        ] {
+            assert_eq!(sensitive_name(k), sensitive, "{k}");
         }
     }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::has_arguments;
-use super::record::{Draft, GENESIS, Line, Link, TargetNote, hex, sha256_hex};
+use super::record::{Draft, GENESIS, Line, Link, TargetNote, hex, sha256_hex_array};
 use super::redact::Redactor;
 use super::worker::SinkState;
 use crate::mcp::Method;
@@ -31,6 +31,8 @@ pub struct ChainHead {
     pub boot: String,
     pub seq: u64,
     pub prev: String,
+    /// The record being sealed, reused from one record to the next.
+    buf: Vec<u8>,
 }
 
 impl ChainHead {
@@ -49,37 +51,53 @@ impl ChainHead {
             boot,
             seq: 0,
             prev: GENESIS.to_string(),
+            buf: Vec::with_capacity(1024),
         }
     }
 
-    /// Links `draft` after the previous record and serializes it.
+    /// Links `draft` after the previous record and serializes it, with its indexed columns.
+    #[cfg(test)]
     pub fn seal(&mut self, d: &Draft) -> Line {
+        self.link(d, true)
+    }
+
+    /// Links `draft` after the previous record and serializes it; `cols`: also make its
+    /// indexed columns (only a PostgreSQL sink reads them).
+    pub fn link(&mut self, d: &Draft, cols: bool) -> Line {
         self.seq += 1;
         let seq = self.seq;
         let at = d.at.unwrap_or_else(SystemTime::now);
         let at_ms = at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |t| t.as_millis() as u64);
-        let id = format!("{}-{seq:012}", self.boot);
-        let (mut text, cols) = d.serialize(&Link {
-            id: &id,
+        let link = Link {
+            boot: &self.boot,
             instance: &self.instance,
             seq,
             prev: &self.prev,
             at_ms,
-        });
-        let hash = sha256_hex(text.as_bytes());
-        text.pop();
-        text.push_str(",\"hash\":\"");
-        text.push_str(&hash);
-        text.push_str("\"}");
-        self.prev = hash;
+        };
+        // One buffer for every record: serialized, hashed and sealed in place, then copied
+        // once into the line the sinks share.
+        let buf = &mut self.buf;
+        buf.clear();
+        d.serialize_into(&link, buf);
+        let cols = cols.then(|| Arc::new(d.cols(&link)));
+        let hash = sha256_hex_array(buf);
+        buf.pop();
+        buf.extend_from_slice(b",\"hash\":\"");
+        buf.extend_from_slice(&hash);
+        buf.extend_from_slice(b"\"}");
+        let text = std::str::from_utf8(buf).expect("serde_json writes UTF-8");
+        self.prev.clear();
+        self.prev
+            .push_str(std::str::from_utf8(&hash).expect("hex digits"));
         Line {
             instance: self.instance.clone(),
             seq,
             at_ms,
             text: text.into(),
-            cols: Arc::new(cols),
+            cols,
         }
     }
 }
@@ -94,15 +112,20 @@ pub(super) struct Sealer {
     pub dropped: Vec<prometheus::IntCounter>,
     pub redactor: Redactor,
     pub lost: Arc<AtomicU64>,
+    /// A sink reads the records' indexed columns (PostgreSQL): make them when sealing.
+    pub cols: bool,
 }
 
 impl Sealer {
     pub async fn run(mut self) {
-        // Idle, it waits to be woken by the next draft. Busy, it takes what has queued up
-        // every tick, unwoken: a traffic thread's hand-over is then a push onto a queue.
+        // Idle, it waits to be woken by the next draft. Then it takes what has queued up every
+        // tick, unwoken, until a tick finds nothing: a traffic thread's hand-over is then a push
+        // onto a queue. (Going back to waiting after every draft that found no other queued
+        // behind it made one connection's calls, one at a time, a wake-up each.)
         while let Some(first) = self.rx.recv().await {
             self.seal(*first);
             loop {
+                tokio::time::sleep(SEAL_TICK).await;
                 let mut taken = 0;
                 loop {
                     match self.rx.try_recv() {
@@ -117,7 +140,6 @@ impl Sealer {
                 if taken == 0 {
                     break;
                 }
-                tokio::time::sleep(SEAL_TICK).await;
             }
         }
     }
@@ -150,7 +172,7 @@ impl Sealer {
         }
         // Records lost before sealing leave their sequence numbers unused: a visible gap.
         self.head.seq += self.lost.swap(0, Ordering::Relaxed);
-        let line = self.head.seal(&d);
+        let line = self.head.link(&d, self.cols);
         for (i, tx) in self.senders.iter().enumerate() {
             match tx.try_send(line.clone()) {
                 Ok(()) => {
@@ -170,7 +192,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicI64};
 
     use super::*;
-    use crate::audit::record::{self, ElementNote, split_hash};
+    use crate::audit::record::{self, ElementNote, sha256_hex, split_hash};
     use crate::audit::verify;
 
     #[test]
@@ -221,6 +243,7 @@ mod tests {
             dropped: vec![prometheus::IntCounter::new("d", "d").unwrap()],
             redactor: Redactor::new(&redact),
             lost,
+            cols: false,
         };
         (sealer, rx)
     }

@@ -132,7 +132,8 @@ impl Worker {
                     () = self.hurry.cancelled() => {}
                 }
             }
-            let mut batch = vec![first];
+            let mut batch = Vec::with_capacity((self.rx.len() + 1).min(self.batch));
+            batch.push(first);
             while batch.len() < self.batch {
                 match self.rx.try_recv() {
                     Ok(l) => batch.push(l),

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use http::{HeaderValue, header};
 use serde_json::Value;
 
@@ -14,6 +15,9 @@ use crate::audit::record::{Draft, ElementNote, TargetNote, sha256_hex};
 use crate::audit::{Auditor, has_arguments};
 use crate::denial::{Denial, Reason};
 use crate::mcp::Target;
+
+/// Call bodies up to this size are copied into the draft rather than shared (see `describe`).
+const COPIED_BODY_MAX: usize = 16 * 1024;
 
 pub struct AuditGate {
     auditor: Arc<Auditor>,
@@ -82,8 +86,15 @@ pub fn describe(ctx: &Ctx, d: &mut Draft) {
     };
     d.era = Some(ctx.era.as_str());
     if env.messages.iter().any(|m| has_arguments(m.method)) {
-        // Read (and redacted) by the sealer, off the traffic thread.
-        d.call_body = Some(ctx.body.clone());
+        // Read (and redacted) by the sealer, off the traffic thread. A body read in one frame
+        // is a slice of the connection's read buffer (8 KiB or more): holding it until the
+        // sealer runs would make the connection allocate a new buffer for its next request.
+        // A small body is copied out instead; a large one is most of its buffer anyway.
+        d.call_body = Some(if ctx.body.len() <= COPIED_BODY_MAX {
+            Bytes::copy_from_slice(&ctx.body)
+        } else {
+            ctx.body.clone()
+        });
     }
     let Some(msg) = env.single() else {
         d.method = Some("batch".into());
