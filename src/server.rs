@@ -24,6 +24,13 @@ use crate::tls::ReloadingTls;
 /// The longest a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// hyper's buffer bound per connection, both ways: the largest HTTP/1 request head read (as
+/// Envoy's 60 KiB default), and how much of a response body is queued for a client that does
+/// not read before the body is polled no more, which stops the upstream read behind it (the
+/// HTTP/2 send buffer likewise). hyper's default, ~400 KiB each way, read megabytes ahead of
+/// slow clients (issue 16).
+pub const CONN_BUF: usize = 64 << 10;
+
 /// A port that could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
@@ -88,11 +95,17 @@ where
 {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(CONN_BUF);
     if let Some(t) = opts.header_read_timeout {
         builder.http1().header_read_timeout(t);
     }
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_send_buf_size(CONN_BUF);
     let make = std::sync::Arc::new(make);
     loop {
         let (stream, peer) = tokio::select! {

@@ -181,6 +181,7 @@ fn edit_event(
     } else {
         Edit::Keep
     };
+    sse::release(data);
     let name_is = |line: &[u8], name: &[u8]| sse::field(line).0 == name;
     match edit {
         Edit::Keep => {

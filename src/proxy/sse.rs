@@ -8,6 +8,10 @@ use std::ops::Range;
 /// The UTF-8 byte order mark, which may open a stream.
 pub const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// Scratch space for events a stream keeps between events; a buffer a larger event grew is
+/// given back once the event is done, not kept for the life of the stream (issue 16).
+pub const KEEP: usize = 8 << 10;
+
 /// Events cut from a stream, incrementally. What is held is bounded by the caller, who knows
 /// what an oversized event should become ([`EventReader::open_len`], [`EventReader::discard`]).
 #[derive(Default)]
@@ -81,6 +85,13 @@ impl EventReader {
                 self.scan = self.pos;
                 Some((start..end, end..end + sep))
             }
+            None if self.pos == self.buf.len() => {
+                // Every event returned: the buffer starts over.
+                self.pos = 0;
+                self.scan = 0;
+                release(&mut self.buf);
+                None
+            }
             None => {
                 // Never search again what was searched, except line terminators at the end:
                 // they may be the first half of the blank line.
@@ -110,6 +121,15 @@ impl EventReader {
         debug_assert!(n <= self.open_len());
         self.pos += n;
         self.scan = self.scan.max(self.pos);
+    }
+}
+
+/// Empties `buf`, and frees it when an event grew it past [`KEEP`].
+pub fn release(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP {
+        *buf = Vec::new();
+    } else {
+        buf.clear();
     }
 }
 
@@ -223,6 +243,21 @@ mod tests {
 
     fn datas(stream: &[u8], chunk: usize) -> Vec<String> {
         events(stream, chunk).into_iter().map(|(d, _)| d).collect()
+    }
+
+    #[test]
+    fn a_large_event_does_not_keep_its_buffer() {
+        let mut r = EventReader::new();
+        let mut big = b"data: ".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 1 << 20));
+        big.extend_from_slice(b"\n\n");
+        r.feed(&big);
+        assert_eq!(r.next_event().map(|(e, _)| e.len()), Some(big.len() - 2));
+        assert!(r.next_event().is_none());
+        assert!(r.buf.capacity() <= KEEP, "{}", r.buf.capacity());
+        r.feed(b"data: 1\n\n");
+        let (event, sep) = r.next_event().unwrap();
+        assert_eq!((event, sep), (&b"data: 1"[..], &b"\n\n"[..]));
     }
 
     #[test]

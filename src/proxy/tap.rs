@@ -80,11 +80,14 @@ impl TaskTap {
         if self.sse {
             self.feed_sse(data);
         } else if !self.done {
-            self.buf.extend_from_slice(data);
-            if self.buf.len() > LIMIT {
+            if self.buf.len() + data.len() > LIMIT {
+                // Too large to inspect: known before copying the piece that makes it so.
                 self.done = true;
                 self.buf = Vec::new();
-            } else if self.interesting(&self.buf)
+                return;
+            }
+            self.buf.extend_from_slice(data);
+            if self.interesting(&self.buf)
                 && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.buf)
             {
                 self.done = true;

@@ -28,6 +28,12 @@ pub enum Dial {
     Bridge(Arc<Bridge>),
 }
 
+/// hyper's read buffer bound on an upstream connection: the largest response head, and the most
+/// of a body read ahead of the client (one buffer, plus one chunk handed to the body). nginx
+/// reads upstream heads into 4–8 KiB; hyper's default, ~400 KiB, held up to a MiB per slow
+/// client (issue 16).
+const UPSTREAM_BUF: usize = 16 << 10;
+
 type Sender = SendRequest<Full<Bytes>>;
 type Conn = http1::Connection<TokioIo<UpstreamStream>, Full<Bytes>>;
 
@@ -194,7 +200,11 @@ impl UpstreamPool {
 
     async fn open(&self) -> Result<UpConn, SendError> {
         let io = self.connector.connect().await.map_err(SendError::Connect)?;
-        let (sender, conn) = http1::handshake(io).await.map_err(SendError::Reset)?;
+        let (sender, conn) = http1::Builder::new()
+            .max_buf_size(UPSTREAM_BUF)
+            .handshake(io)
+            .await
+            .map_err(SendError::Reset)?;
         Ok(UpConn {
             sender,
             conn: Some(Box::pin(conn)),
