@@ -87,12 +87,13 @@ impl TaskTap {
                 return;
             }
             self.buf.extend_from_slice(data);
-            if self.interesting(&self.buf)
-                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.buf)
-            {
-                self.done = true;
-                self.buf = Vec::new();
-                self.message(&v);
+            if self.interesting(&self.buf) {
+                let buf = std::mem::take(&mut self.buf);
+                if self.read(&buf) {
+                    self.done = true;
+                } else {
+                    self.buf = buf;
+                }
             }
         }
     }
@@ -135,8 +136,43 @@ impl TaskTap {
         }
         let mut data = Vec::new();
         sse::data(event, &mut data);
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
-            self.message(&v);
+        self.read(&data);
+    }
+
+    /// Notes what one JSON-RPC message (or batch) in `text` holds; false when it is not JSON
+    /// (yet). A single message is read for the few members the tap looks at, skipping the rest
+    /// (a tool result's content is most of it); anything unusual (a batch, a member of another
+    /// type or written twice) is read whole, with the same outcome.
+    fn read(&mut self, text: &[u8]) -> bool {
+        let object = text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if object
+            && let Ok(peek) = serde_json::from_slice::<Peek<'_>>(text)
+            && let Some((code, is_error, task)) = peek.noted()
+        {
+            self.note((code, is_error, task.as_deref()));
+            return true;
+        }
+        match serde_json::from_slice::<serde_json::Value>(text) {
+            Ok(v) => {
+                self.message(&v);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Records what one message showed.
+    fn note(&mut self, (error_code, is_error, task): (Option<i64>, Option<bool>, Option<&str>)) {
+        if self.results {
+            if let Some(code) = error_code {
+                self.seen.error_code.get_or_insert(code);
+            }
+            if let Some(e) = is_error {
+                self.seen.is_error = Some(e || self.seen.is_error == Some(true));
+            }
+        }
+        if let (Some(bind), Some(id)) = (&self.bind, task) {
+            bind(id);
         }
     }
 
@@ -150,28 +186,94 @@ impl TaskTap {
             }
             return;
         }
-        if self.results {
-            if let Some(code) = v.pointer("/error/code").and_then(serde_json::Value::as_i64) {
-                self.seen.error_code.get_or_insert(code);
-            }
-            if let Some(e) = v
-                .pointer("/result/isError")
-                .and_then(serde_json::Value::as_bool)
-            {
-                self.seen.is_error = Some(e || self.seen.is_error == Some(true));
-            }
-        }
-        let Some(bind) = &self.bind else {
-            return;
-        };
-        let flat = v.pointer("/result/resultType").and_then(|t| t.as_str()) == Some("task");
-        let id = v
-            .pointer("/result/task/taskId")
-            .or_else(|| flat.then(|| v.pointer("/result/taskId")).flatten())
+        let code = v
+            .get("error")
+            .and_then(|e| e.get("code"))
+            .and_then(serde_json::Value::as_i64);
+        let result = v.get("result");
+        let is_error = result
+            .and_then(|r| r.get("isError"))
+            .and_then(serde_json::Value::as_bool);
+        let flat = result
+            .and_then(|r| r.get("resultType"))
+            .and_then(|t| t.as_str())
+            == Some("task");
+        let id = result
+            .and_then(|r| r.get("task"))
+            .and_then(|t| t.get("taskId"))
+            .or_else(|| flat.then(|| result.and_then(|r| r.get("taskId"))).flatten())
             .and_then(serde_json::Value::as_str);
-        if let Some(id) = id {
-            bind(id);
+        self.note((code, is_error, id));
+    }
+}
+
+/// The members of one JSON-RPC message the tap looks at; every other member is skipped unread.
+/// Objects only (serde would also read a struct from an array, which the tree does not), and
+/// each leaf taken as a JSON value of any type, so a member of an unexpected type reads as it
+/// does in the tree (not there); a member written twice fails the read (the tree decides).
+#[derive(serde::Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    error: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    result: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekError {
+    code: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PeekResult<'a> {
+    is_error: Option<serde_json::Value>,
+    result_type: Option<serde_json::Value>,
+    task_id: Option<serde_json::Value>,
+    #[serde(borrow)]
+    task: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PeekTask {
+    task_id: Option<serde_json::Value>,
+}
+
+/// `raw` read as `T` when it is an object; `Ok(None)` when it is anything else (the tree finds
+/// no member in it either); `Err` when it is an object `T` cannot read (a key written twice).
+fn object<'a, T: serde::Deserialize<'a>>(
+    raw: Option<&'a serde_json::value::RawValue>,
+) -> Result<Option<T>, ()> {
+    match raw {
+        Some(r) if r.get().starts_with('{') => {
+            serde_json::from_str(r.get()).map(Some).map_err(|_| ())
         }
+        _ => Ok(None),
+    }
+}
+
+impl Peek<'_> {
+    /// (error code, isError, task id) as the tree path reads them; `None`: read the tree.
+    fn noted(&self) -> Option<(Option<i64>, Option<bool>, Option<String>)> {
+        let error: Option<PeekError> = object(self.error).ok()?;
+        let result: Option<PeekResult<'_>> = object(self.result).ok()?;
+        let task: Option<PeekTask> = object(result.as_ref().and_then(|r| r.task)).ok()?;
+        let code = error.and_then(|e| e.code).and_then(|c| c.as_i64());
+        let is_error = result
+            .as_ref()
+            .and_then(|r| r.is_error.as_ref())
+            .and_then(serde_json::Value::as_bool);
+        let flat = result
+            .as_ref()
+            .and_then(|r| r.result_type.as_ref())
+            .and_then(|t| t.as_str())
+            == Some("task");
+        let id = task
+            .and_then(|t| t.task_id)
+            .or_else(|| flat.then(|| result.and_then(|r| r.task_id)).flatten())
+            .and_then(|v| v.as_str().map(str::to_string));
+        Some((code, is_error, id))
     }
 }
 
@@ -191,6 +293,44 @@ mod tests {
             Box::new(move |id: &str| bindings.bind(Kind::Task, id, owner.clone()))
         };
         (TaskTap::new(sse, bind), bindings, owner)
+    }
+
+    /// A tap noting results and recording the task ids it binds.
+    fn recording() -> (TaskTap, Arc<std::sync::Mutex<Vec<String>>>) {
+        let bound = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = bound.clone();
+        let bind: BindTask = Box::new(move |id: &str| log.lock().unwrap().push(id.to_string()));
+        (TaskTap::new(false, bind).with_results(), bound)
+    }
+
+    /// The members-only read notes exactly what the whole tree shows, whatever the members'
+    /// types, and leaves what it cannot read alone (a batch, a member written twice) to the
+    /// tree.
+    #[test]
+    fn the_peek_reads_what_the_tree_reads() {
+        for text in [
+            HANDLE,
+            FLAT,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[{"type":"text","text":"no"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"isError":"yes"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"isError":false,"isError":true}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"bad"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":"-32602"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":"broken"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"task":"t-1"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":7}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"taskId":"t-2"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":[1,2]}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"error":{"code":-1}},{"jsonrpc":"2.0","id":2,"result":{"task":{"taskId":"t-3"}}}]"#,
+        ] {
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            let (mut tree, by_tree) = recording();
+            tree.message(&v);
+            let (mut peek, by_peek) = recording();
+            assert!(peek.read(text.as_bytes()), "{text}");
+            assert_eq!(peek.seen, tree.seen, "{text}");
+            assert_eq!(*by_peek.lock().unwrap(), *by_tree.lock().unwrap(), "{text}");
+        }
     }
 
     /// 2025-11-25 `CreateTaskResult`.
