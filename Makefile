@@ -76,10 +76,14 @@ lint: ## rustfmt check and clippy with warnings denied
 # p99 bar at 64 connections adds a json cell at 64. sentinel-rl-memory and sentinel-rl-redis add
 # a rate-limit rule on every call (the Redis one needs Redis on 127.0.0.1:6379: make services).
 # sentinel-audit records every call to stdout and PostgreSQL (127.0.0.1:5432, db test: make
-# services); the other sentinels run with audit off. sentinel-stdio runs the bench's upstream as
-# its stdio MCP server (`run -- <bench binary> --serve-stdio-upstream`, a child per session).
+# services). sentinel-shipped is examples/passthrough.yaml as shipped (audit to stdout, a pipe);
+# sentinel-full is JWT + 1,000-rule policy + Redis rate limit + audit to stdout and PostgreSQL;
+# `sentinel` and the other variants run with audit off. sentinel-stdio runs the bench's upstream
+# as its stdio MCP server (`run -- <bench binary> --serve-stdio-upstream`, a child per session).
+# The workloads `streams` (1,000 SSE streams held open) and `large` (eight 10 MiB results to
+# slow readers) measure memory on fresh processes; issue 16's bars close the run.
 BENCH_SENTINEL := $(CARGO_TARGET_DIR)/bench/mcp-sentinel
-bench: build ## direct vs sentinel (passthrough, JWT, rate-limited, audited, stdio) vs nginx, 1/32 (+64) connections
+bench: build ## direct vs sentinel (as shipped, full pipeline, and variants) vs nginx; memory scenarios
 	scripts/ensure-nginx.sh
 	mkdir -p "$(dir $(BENCH_SENTINEL))"
 	cp "$(BIN)" "$(BENCH_SENTINEL).tmp" && mv -f "$(BENCH_SENTINEL).tmp" "$(BENCH_SENTINEL)"

@@ -1,8 +1,10 @@
 //! The audited target: `sentinel-audit` is the passthrough sentinel with the stdout sink (into
 //! its log file, as the bench's spawner redirects stdout) and the PostgreSQL sink (table
-//! `mcp_sentinel_bench_<pid>` in BENCH_PG_URL, default the `make services` database, dropped at
-//! the end) on. Every other sentinel target runs with `audit: {enabled: false}`, so the
-//! difference is audit's. Its RSS is sampled after every round: sustained load must not grow it.
+//! `mcp_sentinel_bench_<pid>_<target>` in BENCH_PG_URL, default the `make services` database,
+//! dropped at the end) on. `sentinel-full` has the same two sinks (its stdout a pipe); the
+//! other sentinel targets but `sentinel-shipped` (the shipped default: stdout only) run with
+//! `audit: {enabled: false}`, so the difference is audit's. Its RSS is sampled after every
+//! round: sustained load must not grow it.
 
 use std::path::{Path, PathBuf};
 
@@ -29,8 +31,13 @@ pub fn pg_url() -> Result<String> {
     Ok(url)
 }
 
-pub fn table() -> String {
-    format!("mcp_sentinel_bench_{}", std::process::id())
+/// The PostgreSQL table of `target`'s records.
+pub fn table(target: &str) -> String {
+    format!(
+        "mcp_sentinel_bench_{}_{}",
+        std::process::id(),
+        target.replace('-', "_")
+    )
 }
 
 fn with_audit(
@@ -54,19 +61,20 @@ pub fn unaudited(base: &Path, workdir: &Path) -> Result<PathBuf> {
 }
 
 pub fn sentinel_config(base: &Path, workdir: &Path, pg: &str) -> Result<PathBuf> {
-    with_audit(
-        base,
-        workdir,
-        "sentinel-audit",
-        json!({
-            "instance": "bench",
-            "spool": {"dir": workdir.join("audit-spool")},
-            "sinks": [
-                {"type": "stdout"},
-                {"type": "postgres", "url": pg, "table": table()},
-            ],
-        }),
-    )
+    let name = "sentinel-audit";
+    with_audit(base, workdir, name, section(workdir, pg, name))
+}
+
+/// Audit to stdout and to PostgreSQL (table [`table`]`(target)`), a spool in the work dir.
+pub fn section(workdir: &Path, pg: &str, target: &str) -> serde_json::Value {
+    json!({
+        "instance": "bench",
+        "spool": {"dir": workdir.join(format!("{target}-spool"))},
+        "sinks": [
+            {"type": "stdout"},
+            {"type": "postgres", "url": pg, "table": table(target)},
+        ],
+    })
 }
 
 /// The sentinel's audit counters (`mcp_sentinel_audit_records_total` lines).
@@ -84,15 +92,15 @@ pub fn audit_counters(admin: std::net::SocketAddr) -> Vec<String> {
         .collect()
 }
 
-/// Rows the sentinel delivered, then the table dropped.
-pub fn rows_and_drop(pg: &str) -> Result<i64> {
+/// Rows `target` delivered, then its table dropped.
+pub fn rows_and_drop(pg: &str, target: &str) -> Result<i64> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let (client, conn) = tokio_postgres::connect(pg, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
-        let t = table();
+        let t = table(target);
         let n: i64 = client
             .query_one(&format!("SELECT count(*) FROM {t}"), &[])
             .await?

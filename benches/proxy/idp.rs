@@ -31,6 +31,8 @@ use tokio_rustls::TlsAcceptor;
 /// The canonical URI of the protected MCP server: `auth.resource`, and the tokens' `aud`.
 pub const RESOURCE: &str = "https://mcp.bench.invalid/mcp";
 const KID: &str = "bench-es256";
+/// The token's `sub`: the principal every request with it is.
+pub const SUBJECT: &str = "bench";
 /// Lifetime of the minted token: longer than any bench run.
 const TOKEN_SECONDS: u64 = 3600;
 
@@ -102,7 +104,7 @@ impl Idp {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let header = json!({"alg": "ES256", "typ": "JWT", "kid": KID});
         let claims = json!({
-            "iss": issuer, "sub": "bench", "aud": RESOURCE,
+            "iss": issuer, "sub": SUBJECT, "aud": RESOURCE,
             "iat": now, "exp": now + TOKEN_SECONDS,
         });
         let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
@@ -153,18 +155,16 @@ impl Idp {
         self.jwks_fetches.load(Ordering::Relaxed)
     }
 
-    /// `base` (the passthrough config) with its `auth` section replaced by one JWT issuer: this
-    /// IdP, ES256, audience [`RESOURCE`]. Everything else stays the same, so the two sentinels
-    /// differ only in authentication. Written to `workdir`.
+    /// `base` (the passthrough config) with its `auth` section replaced by [`Self::auth_section`].
+    /// Everything else stays the same, so the two sentinels differ only in authentication.
+    /// Written to `workdir`.
     pub fn sentinel_config(&self, base: &Path, workdir: &Path) -> Result<PathBuf> {
-        let text =
-            std::fs::read_to_string(base).with_context(|| format!("reading {}", base.display()))?;
-        let mut config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-            .with_context(|| format!("parsing {}", base.display()))?;
-        let map = config
-            .as_mapping_mut()
-            .with_context(|| format!("{} is not a YAML mapping", base.display()))?;
-        let auth = serde_yaml_ng::to_value(json!({
+        crate::procs::config_with(base, workdir, "sentinel-jwt", "auth", self.auth_section())
+    }
+
+    /// One JWT issuer: this IdP, ES256, audience [`RESOURCE`]; no anonymous callers.
+    pub fn auth_section(&self) -> serde_json::Value {
+        json!({
             "resource": RESOURCE,
             "jwt": {"issuers": [{
                 "issuer": self.issuer,
@@ -172,12 +172,7 @@ impl Idp {
                 "algorithms": ["ES256"],
                 "ca_file": self.ca_file,
             }]},
-        }))?;
-        map.insert("auth".into(), auth);
-        let path = workdir.join("sentinel-jwt.yaml");
-        std::fs::write(&path, serde_yaml_ng::to_string(&config)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
+        })
     }
 }
 

@@ -13,8 +13,9 @@ pub const RULES: usize = 1000;
 
 /// 1,000 rules shaped like a large deployment's: 970 per-service allows naming tools literally
 /// (indexed), 20 glob denies and 9 resource-template rules (scanned on every decision), and a
-/// last rule that lets the benchmark's anonymous caller use the bench upstream's tools.
-pub fn text() -> String {
+/// last rule that lets the benchmark's caller (`subject`: `anonymous`, or the JWT's `sub`) use
+/// the bench upstream's tools.
+pub fn text(subject: &str) -> String {
     let mut t = String::from("default: deny\nrules:\n");
     for i in 0..970 {
         t.push_str(&format!(
@@ -33,34 +34,30 @@ pub fn text() -> String {
             "  - {{name: docs-{i}, effect: allow, groups: [team-{i}], resources: [\"file:///docs/{i}/{{+path}}\"]}}\n"
         ));
     }
-    t.push_str(
-        "  - {name: bench-callers, effect: allow, subjects: [anonymous], tools: [echo, progress, \"tool_*\"]}\n",
-    );
+    t.push_str(&format!(
+        "  - {{name: bench-callers, effect: allow, subjects: [{subject}], tools: [echo, progress, \"tool_*\"]}}\n"
+    ));
     t
 }
 
 /// `base` with its `policy` replaced by the 1,000-rule policy file, both written to `workdir`.
 pub fn sentinel_config(base: &Path, workdir: &Path) -> Result<PathBuf> {
-    let policy = workdir.join("policy-1000.yaml");
-    std::fs::write(&policy, text()).with_context(|| format!("writing {}", policy.display()))?;
-    let text =
-        std::fs::read_to_string(base).with_context(|| format!("reading {}", base.display()))?;
-    let mut config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
-    let map = config
-        .as_mapping_mut()
-        .with_context(|| format!("{} is not a YAML mapping", base.display()))?;
-    let section = serde_yaml_ng::to_value(serde_json::json!({"file": policy}))?;
-    map.insert("policy".into(), section);
-    let path = workdir.join("sentinel-policy.yaml");
-    std::fs::write(&path, serde_yaml_ng::to_string(&config)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    let policy = section(workdir, "anonymous")?;
+    crate::procs::config_with(base, workdir, "sentinel-policy", "policy", policy)
+}
+
+/// The `policy` section naming the 1,000-rule file for `subject`, which it writes to `workdir`.
+pub fn section(workdir: &Path, subject: &str) -> Result<serde_json::Value> {
+    let policy = workdir.join(format!("policy-1000-{subject}.yaml"));
+    std::fs::write(&policy, text(subject))
+        .with_context(|| format!("writing {}", policy.display()))?;
+    Ok(serde_json::json!({ "file": policy }))
 }
 
 /// Nanoseconds per decision for each kind of call, best of 5 runs of 200,000.
 pub fn decision_costs() -> Result<Vec<(&'static str, f64)>> {
-    let policy =
-        Policy::from_yaml(&text(), "policy-1000.yaml").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = Policy::from_yaml(&text("anonymous"), "policy-1000.yaml")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut caller = Principal::new("anonymous", AuthMethod::Anonymous);
     caller.groups = vec!["team-3".into(), "staff".into()];
     let args = serde_json::json!({"text": "hello"});

@@ -142,7 +142,14 @@ pub fn nginx_binary() -> PathBuf {
 }
 
 /// nginx as the plain reverse proxy everyone knows: keep-alive both sides, no buffering.
-pub fn start_nginx(workdir: &Path, upstream: SocketAddr, workers: usize) -> Result<Nginx> {
+/// `connections` is its `worker_connections` (each proxied stream takes two).
+pub fn start_nginx(
+    workdir: &Path,
+    name: &str,
+    upstream: SocketAddr,
+    workers: usize,
+    connections: usize,
+) -> Result<Nginx> {
     let bin = nginx_binary();
     let version = Command::new(&bin).arg("-v").output().with_context(|| {
         format!(
@@ -155,7 +162,7 @@ pub fn start_nginx(workdir: &Path, upstream: SocketAddr, workers: usize) -> Resu
         .trim_start_matches("nginx version: ")
         .to_owned();
 
-    let dir = workdir.join("nginx");
+    let dir = workdir.join(name);
     fs::create_dir_all(&dir)?;
     let addr = free_port()?;
     let d = dir.display();
@@ -166,7 +173,7 @@ worker_processes {workers};
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{
-    worker_connections 4096;
+    worker_connections {connections};
 }}
 http {{
     access_log off;
@@ -241,10 +248,22 @@ pub enum Upstream {
     Command(Vec<std::ffi::OsString>),
 }
 
+/// Where a sentinel's stdout goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Stdout {
+    /// Its log file, with stderr.
+    LogFile,
+    /// A pipe, as a container's stdout is: a separate process (this bench binary, `--drain-stdout`)
+    /// reads it and appends what it reads to `<name>.stdout` in the work dir (see drain.rs).
+    Pipe,
+}
+
 pub struct Sentinel {
     pub proc: Proc,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The reader of its stdout pipe ([`Stdout::Pipe`]); stopped after the sentinel.
+    pub _drain: Option<Proc>,
 }
 
 /// The sentinel release binary, waited on until its admin `/readyz` answers 200 (with JWT auth
@@ -255,6 +274,7 @@ pub fn start_sentinel(
     bin: &Path,
     config: &Path,
     upstream: &Upstream,
+    stdout: Stdout,
 ) -> Result<Sentinel> {
     if !bin.is_file() {
         bail!(
@@ -284,12 +304,19 @@ pub fn start_sentinel(
         Upstream::Http(upstream) => cmd.arg("--upstream").arg(format!("http://{upstream}/mcp")),
         Upstream::Command(argv) => cmd.arg("--").args(argv),
     };
+    let (out, drain) = match stdout {
+        Stdout::LogFile => (Stdio::from(log_file.try_clone()?), None),
+        Stdout::Pipe => {
+            let (drain, pipe) = start_drain(&workdir.join(format!("{name}.stdout")))?;
+            (Stdio::from(pipe), Some(drain))
+        }
+    };
     let mut proc = Proc {
         child: cmd
             // Measure the configured defaults, not whatever the caller's shell asks for.
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
+            .stdout(out)
             .stderr(log_file)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?,
@@ -300,7 +327,45 @@ pub fn start_sentinel(
         http_status(admin, "/readyz") == Some(200)
     })
     .with_context(|| format!("waiting for {name}'s /readyz"))?;
-    Ok(Sentinel { proc, addr, admin })
+    Ok(Sentinel {
+        proc,
+        addr,
+        admin,
+        _drain: drain,
+    })
+}
+
+/// This binary in its drain role, appending its stdin to `file`; and the pipe's write end.
+fn start_drain(file: &Path) -> Result<(Proc, ChildStdin)> {
+    let exe = std::env::current_exe().context("locating the bench binary")?;
+    let mut child = Command::new(exe)
+        .arg(crate::DRAIN_ROLE)
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the stdout drain")?;
+    let pipe = child.stdin.take().context("the drain's stdin")?;
+    Ok((
+        Proc {
+            child,
+            log: None,
+            _stdin: None,
+        },
+        pipe,
+    ))
+}
+
+/// Raises this process's soft limit on open files to its hard limit (children inherit it: the
+/// upstream, the sentinels, nginx). Returns the limit now in force.
+pub fn raise_fd_limit() -> Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("raising RLIMIT_NOFILE")?;
+    }
+    Ok(hard)
 }
 
 fn wait_until(
@@ -460,6 +525,25 @@ pub fn self_cpu_ns() -> Option<u64> {
 /// Peak resident set size (VmHWM) summed over these processes, in KiB.
 pub fn peak_rss_kib(pids: &[u32]) -> Option<u64> {
     pids.iter().map(|pid| status_kib(*pid, "VmHWM:")).sum()
+}
+
+/// Resident set size now (VmRSS) summed over these processes, in KiB.
+pub fn rss_kib(pids: &[u32]) -> Option<u64> {
+    pids.iter().map(|pid| status_kib(*pid, "VmRSS:")).sum()
+}
+
+/// Open file descriptors summed over these processes (sockets, pipes, files).
+pub fn open_fds(pids: &[u32]) -> Option<usize> {
+    pids.iter()
+        .map(|pid| Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count()))
+        .sum()
+}
+
+/// Resets the peak (VmHWM) of these processes to their RSS now (`5` to `/proc/<pid>/clear_refs`,
+/// Linux 4.0+). False when the kernel refused for any of them.
+pub fn reset_peak_rss(pids: &[u32]) -> bool {
+    pids.iter()
+        .all(|pid| fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok())
 }
 
 /// `base` with its top-level `key` set to `section`, written to the work dir as `<name>.yaml`.

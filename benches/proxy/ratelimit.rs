@@ -22,10 +22,15 @@ pub fn sentinel_config(
     name: &str,
     redis: Option<SocketAddr>,
 ) -> Result<PathBuf> {
+    crate::procs::config_with(base, workdir, name, "rate_limits", section(redis))
+}
+
+/// The `rate_limits` section: the one rule, in memory or on `redis`.
+pub fn section(redis: Option<SocketAddr>) -> serde_json::Value {
     // A million a second per key, with a burst as large: never refused, always checked.
     let rule = json!({"name": "bench", "limits": [{"rate": "1000000/second", "burst": 1_000_000}],
         "key": ["subject", "tool"]});
-    let section = match redis {
+    match redis {
         None => json!({"backend": "memory", "rules": [rule]}),
         Some(addr) => json!({
             "backend": "redis",
@@ -33,8 +38,7 @@ pub fn sentinel_config(
                 "key_prefix": format!("mcp-sentinel-bench:{}:", std::process::id())},
             "rules": [rule],
         }),
-    };
-    crate::procs::config_with(base, workdir, name, "rate_limits", section)
+    }
 }
 
 /// The Redis the bench uses: BENCH_REDIS_ADDR, answering PING.

@@ -1,6 +1,7 @@
 //! Turns the interleaved rounds into one table per workload × concurrency: medians over rounds,
 //! and ratios to direct taken within each round (so the machine's drift cancels) before the median.
-//! Then the bars the sentinel is held to.
+//! Then the bars the sentinel is held to (issue 16's, for the configurations users run, and the
+//! summary table: summary.rs).
 
 use std::time::Duration;
 
@@ -32,17 +33,17 @@ pub struct Cell {
 }
 
 /// Medians of one target in one cell.
-struct Summary {
-    rps: f64,
+pub struct Summary {
+    pub rps: f64,
     spread: f64,
-    p50: Duration,
-    p99: Duration,
-    ratio: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub ratio: f64,
     added_p50_us: f64,
     added_p99_us: f64,
-    proxy_cpu: Option<Duration>,
+    pub proxy_cpu: Option<Duration>,
     gen_cpu: Option<f64>,
-    errors: u64,
+    pub errors: u64,
     first_error: Option<String>,
 }
 
@@ -52,20 +53,33 @@ pub struct Memory {
     pub nginx_kib: Option<u64>,
 }
 
+impl Memory {
+    /// Peak RSS of a target by name, KiB (None for direct and for what was not read).
+    pub fn peak_kib(&self, name: &str) -> Option<u64> {
+        if name == "nginx" {
+            return self.nginx_kib;
+        }
+        self.sentinels
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, kib)| *kib)
+    }
+}
+
 /// The memory limiter's bar: p50 added over the passthrough sentinel at 1 connection.
 const RL_MEMORY_BAR_US: f64 = 5.0;
 
 /// p50 and p99 of Redis round trips measured by the bench: (PING, the limiter's check).
 pub type RedisRtt = ((Duration, Duration), (Duration, Duration));
 
-/// Direct is always `targets[0]`.
+/// Direct is always `targets[0]`. The bars go to `bars`, printed at the end of the bench.
 pub fn print(
     targets: &[&str],
     cells: &[Cell],
     memory: &Memory,
     redis_rtt: Option<RedisRtt>,
-) -> bool {
-    let mut bars = Bars::default();
+    bars: &mut Bars,
+) {
     let mut jwt_lines = Vec::new();
     let mut rl_lines = Vec::new();
     for cell in cells {
@@ -74,7 +88,7 @@ pub fn print(
         println!();
         println!("{} · {} connection{plural}", cell.workload, cell.conns);
         println!(
-            "  {:<15} {:>9} {:>5} {:>9} {:>9} {:>8} {:>9} {:>9} {:>13} {:>8}",
+            "  {:<18} {:>9} {:>5} {:>9} {:>9} {:>8} {:>9} {:>9} {:>13} {:>8}",
             "target",
             "req/s",
             "±",
@@ -96,7 +110,7 @@ pub fn print(
                 }
             };
             println!(
-                "  {:<15} {:>9.0} {:>4.0}% {:>9.1} {:>9.1} {:>8.2} {:>9} {:>9} {:>13} {:>8}",
+                "  {:<18} {:>9.0} {:>4.0}% {:>9.1} {:>9.1} {:>8.2} {:>9} {:>9} {:>13} {:>8}",
                 name,
                 s.rps,
                 s.spread * 100.0,
@@ -192,9 +206,9 @@ pub fn print(
     let mut audit = Vec::new();
     let mut stdio = Vec::new();
     for cell in cells {
-        rate_limit_lines(targets, cell, redis_rtt, &mut rl_lines, &mut bars);
-        audit_lines(targets, cell, &mut audit, &mut bars);
-        stdio_lines(targets, cell, &mut stdio, &mut bars);
+        rate_limit_lines(targets, cell, redis_rtt, &mut rl_lines, bars);
+        audit_lines(targets, cell, &mut audit, bars);
+        stdio_lines(targets, cell, &mut stdio, bars);
     }
     if !stdio.is_empty() {
         println!();
@@ -275,7 +289,6 @@ pub fn print(
          are taken per round, then the median; proxy CPU/req = the proxy's CPU time per request; gen CPU = the \
          load generator's share of one core"
     );
-    bars.print()
 }
 
 /// The rate-limited targets against `sentinel` in one cell; bars at 1 connection.
@@ -466,7 +479,7 @@ fn audit_lines(targets: &[&str], cell: &Cell, lines: &mut Vec<String>, bars: &mu
     );
 }
 
-fn summarize(cell: &Cell, target: usize) -> Summary {
+pub fn summarize(cell: &Cell, target: usize) -> Summary {
     let runs = &cell.runs[target];
     let direct = &cell.runs[0];
     let rps: Vec<f64> = runs.iter().map(|m| m.rps).collect();
@@ -514,7 +527,7 @@ fn added_us(cell: &Cell, target: usize, base: usize, pick: fn(&Measure) -> Durat
 }
 
 /// Median of the per-round differences in proxy CPU per request.
-fn added_cpu_us(cell: &Cell, target: usize, base: usize) -> Option<f64> {
+pub fn added_cpu_us(cell: &Cell, target: usize, base: usize) -> Option<f64> {
     optional_median(
         cell.runs[target]
             .iter()
@@ -523,7 +536,7 @@ fn added_cpu_us(cell: &Cell, target: usize, base: usize) -> Option<f64> {
     )
 }
 
-fn micros(d: Duration) -> f64 {
+pub fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
@@ -545,18 +558,19 @@ fn optional_median(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     values.filter(|v| !v.is_empty()).map(median)
 }
 
+/// The bars of a run, printed together at its end.
 #[derive(Default)]
-struct Bars {
+pub struct Bars {
     lines: Vec<(bool, String)>,
 }
 
 impl Bars {
-    fn check(&mut self, ok: bool, what: String) {
+    pub fn check(&mut self, ok: bool, what: String) {
         self.lines.push((ok, what));
     }
 
     /// Prints every bar; true when all pass (or there was nothing to check).
-    fn print(&self) -> bool {
+    pub fn print(&self) -> bool {
         if self.lines.is_empty() {
             println!("bars: not checked (the sentinel was not among the targets)");
             return true;

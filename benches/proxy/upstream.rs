@@ -5,6 +5,10 @@
 //! The same answers over stdio (`sentinel-stdio`'s server, [`main_stdio`]): one JSON-RPC message
 //! per line on stdin, its answer as lines on stdout; the progress tool's ten notifications are
 //! lines before its result, which the sentinel's bridge turns into the same SSE stream.
+//!
+//! Two tools serve the memory scenarios (memory.rs): `hold` answers as SSE with one progress
+//! event and then stays open, sending nothing more, until the client goes; `large` answers with
+//! a [`LARGE_BYTES`] JSON result (with a Content-Length), written as fast as the reader takes it.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -13,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
@@ -32,6 +37,14 @@ pub const TOOL_COUNT: usize = 20;
 pub const PROGRESS_EVENTS: usize = 10;
 /// The tool whose call is answered as an SSE stream.
 pub const PROGRESS_TOOL: &str = "progress";
+/// The tool whose SSE answer stays open after its first event.
+pub const HOLD_TOOL: &str = "hold";
+/// The tool whose result is [`LARGE_BYTES`] of text.
+pub const LARGE_TOOL: &str = "large";
+/// The size of the `large` tool's text (the whole answer is some 80 bytes more).
+pub const LARGE_BYTES: usize = 10 << 20;
+/// The last bytes of the `large` tool's text, which the memory scenario checks for.
+pub const LARGE_END: &str = "END-OF-LARGE-RESULT";
 
 const CALL_RESULT: &str =
     r#"{"content":[{"type":"text","text":"hello from the bench upstream"}],"isError":false}"#;
@@ -94,7 +107,10 @@ async fn serve() -> Result<()> {
         std::process::exit(0);
     });
 
-    let tools_list: Arc<str> = tools_list_result().into();
+    let shared = Arc::new(Shared {
+        tools_list: tools_list_result(),
+        large: large_text(),
+    });
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -104,9 +120,9 @@ async fn serve() -> Result<()> {
             }
         };
         let _ = stream.set_nodelay(true);
-        let tools_list = tools_list.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, tools_list.clone()));
+            let service = service_fn(move |req| handle(req, shared.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -114,10 +130,14 @@ async fn serve() -> Result<()> {
     }
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    tools_list: Arc<str>,
-) -> Result<Response<Body>, Infallible> {
+/// What every connection's answers are made of, built once.
+struct Shared {
+    tools_list: String,
+    /// The `large` tool's text, shared by every answer that carries it.
+    large: Bytes,
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
     if req.uri().path() != "/mcp" {
         return Ok(empty(StatusCode::NOT_FOUND));
     }
@@ -129,7 +149,7 @@ async fn handle(
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Ok(empty(StatusCode::BAD_REQUEST)),
     };
-    Ok(answer(&body, &tools_list))
+    Ok(answer(&body, &shared))
 }
 
 /// What the upstream answers to one message, whatever carries it.
@@ -138,6 +158,10 @@ enum Reply {
     Json(StatusCode, String),
     /// `notifications/progress` × [`PROGRESS_EVENTS`] for this token, then the result for `id`.
     Progress { id: String, token: String },
+    /// One `notifications/progress` for this token, then nothing: the answer stays open.
+    Hold { token: String },
+    /// The `large` tool's result for `id`.
+    Large { id: String },
     /// A notification or a client's response: nothing to say.
     Nothing,
 }
@@ -152,17 +176,22 @@ fn reply(body: &[u8], tools_list: &str) -> Reply {
     let params = envelope.params;
     let tool = params.as_ref().and_then(|p| p.name);
     let ok = |text: String| Reply::Json(StatusCode::OK, text);
+    let token = || {
+        params
+            .as_ref()
+            .and_then(|p| p.meta.as_ref())
+            .and_then(|m| m.progress_token)
+            .map_or_else(|| r#""bench""#.to_owned(), |t| t.get().to_owned())
+    };
     match method {
-        "tools/call" if tool == Some(PROGRESS_TOOL) => {
-            let token = params
-                .as_ref()
-                .and_then(|p| p.meta.as_ref())
-                .and_then(|m| m.progress_token);
-            Reply::Progress {
-                id: id.get().to_owned(),
-                token: token.map_or_else(|| r#""bench""#.to_owned(), |t| t.get().to_owned()),
-            }
-        }
+        "tools/call" if tool == Some(PROGRESS_TOOL) => Reply::Progress {
+            id: id.get().to_owned(),
+            token: token(),
+        },
+        "tools/call" if tool == Some(HOLD_TOOL) => Reply::Hold { token: token() },
+        "tools/call" if tool == Some(LARGE_TOOL) => Reply::Large {
+            id: id.get().to_owned(),
+        },
         "tools/call" => ok(result(id, CALL_RESULT)),
         "tools/list" => ok(result(id, tools_list)),
         "initialize" => ok(result(id, INIT_RESULT)),
@@ -174,10 +203,12 @@ fn reply(body: &[u8], tools_list: &str) -> Reply {
     }
 }
 
-fn answer(body: &[u8], tools_list: &str) -> Response<Body> {
-    match reply(body, tools_list) {
+fn answer(body: &[u8], shared: &Shared) -> Response<Body> {
+    match reply(body, &shared.tools_list) {
         Reply::Json(status, text) => json(status, text),
         Reply::Progress { id, token } => sse_progress(id, token),
+        Reply::Hold { token } => sse_hold(&token),
+        Reply::Large { id } => large(&id, shared.large.clone()),
         // Notifications and client responses: accepted, no body.
         Reply::Nothing => empty(StatusCode::ACCEPTED),
     }
@@ -225,6 +256,12 @@ pub fn main_stdio() -> Result<()> {
                     send(&progress_message(n, &token, &id))?;
                 }
             }
+            Reply::Hold { token } => send(&progress_message(0, &token, ""))?,
+            Reply::Large { id } => {
+                let (head, tail) = large_ends(&id);
+                let text = String::from_utf8_lossy(&large_text()).into_owned();
+                send(&format!("{head}{text}{tail}"))?;
+            }
             Reply::Nothing => {}
         }
     }
@@ -259,6 +296,56 @@ fn sse_progress(id: String, token: String) -> Response<Body> {
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .body(StreamBody::new(events).boxed_unsync())
+        .expect("static response parts are valid")
+}
+
+/// One progress event, then an answer that stays open until the client (the proxy) goes: what a
+/// long-running call or a session's GET stream looks like between events.
+fn sse_hold(token: &str) -> Response<Body> {
+    let data = progress_message(0, token, "");
+    let first = Bytes::from(format!("id: 1\nevent: message\ndata: {data}\n\n"));
+    let events = futures_util::stream::once(async move { Ok::<_, Infallible>(Frame::data(first)) })
+        .chain(futures_util::stream::pending());
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(StreamBody::new(events).boxed_unsync())
+        .expect("static response parts are valid")
+}
+
+/// The text of the `large` tool: [`LARGE_BYTES`] of JSON-safe ASCII ending in [`LARGE_END`].
+fn large_text() -> Bytes {
+    let mut text = Vec::with_capacity(LARGE_BYTES);
+    let line = b"0123456789abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.";
+    while text.len() < LARGE_BYTES - LARGE_END.len() {
+        let room = LARGE_BYTES - LARGE_END.len() - text.len();
+        text.extend_from_slice(&line[..line.len().min(room)]);
+    }
+    text.extend_from_slice(LARGE_END.as_bytes());
+    Bytes::from(text)
+}
+
+/// The JSON-RPC response around the large text for `id`: what goes before it and after it.
+fn large_ends(id: &str) -> (String, &'static str) {
+    (
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":""#),
+        r#""}],"isError":false}}"#,
+    )
+}
+
+/// The large result as three frames (the shared text in the middle, not copied), with its
+/// Content-Length, so it is written as fast as the reader (the proxy) takes it.
+fn large(id: &str, text: Bytes) -> Response<Body> {
+    let (head, tail) = large_ends(id);
+    let length = head.len() + text.len() + tail.len();
+    let frames = [Bytes::from(head), text, Bytes::from_static(tail.as_bytes())]
+        .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, length)
+        .body(StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync())
         .expect("static response parts are valid")
 }
 
