@@ -13,6 +13,9 @@
 use std::sync::Arc;
 
 use prometheus::IntCounterVec;
+use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::{OpTarget, Policy, PolicyStore};
@@ -261,8 +264,159 @@ fn may_hold_list(bytes: &[u8]) -> bool {
             || has(b"\"resourceTemplates\""))
 }
 
-impl MessageEdit for AnswerEdit {
-    fn edit(&mut self, message: &[u8]) -> Edit {
+/// A JSON object's members as written, in order, values unparsed. Keys must need no unescaping
+/// (else this fails and the general path, which parses everything, takes the message).
+struct Members<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<&'de str>()? {
+                    out.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+impl<'a> Members<'a> {
+    /// The one value of `key`; `Err` when written twice (readers differ on which counts).
+    fn one(&self, key: &str) -> Result<Option<&'a RawValue>, ()> {
+        let mut found = self.0.iter().filter(|(k, _)| *k == key).map(|(_, v)| *v);
+        let first = found.next();
+        if found.next().is_some() {
+            return Err(());
+        }
+        Ok(first)
+    }
+}
+
+/// The top of a JSON-RPC message, for the fast path: a server request goes the general way.
+#[derive(Deserialize)]
+struct Top<'a> {
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    method: Option<IgnoredAny>,
+}
+
+/// Where `part` (a slice of `whole`) starts in `whole`.
+fn offset(whole: &[u8], part: &str) -> usize {
+    part.as_ptr() as usize - whole.as_ptr() as usize
+}
+
+impl AnswerEdit {
+    /// The usual answer — one response whose result holds list arrays — edited without building
+    /// a tree: each item's name is read from its own text and the items kept are copied as the
+    /// upstream wrote them. `None` sends the message down the general path (which parses it all
+    /// and writes it anew): a batch, a server request, a task list, a modern `input_required`
+    /// result, keys written twice or with escapes, an item whose name is written twice.
+    fn edit_raw(&mut self, policy: &Policy, message: &[u8]) -> Option<Edit> {
+        let top: Top<'_> = serde_json::from_slice(message).ok()?;
+        if top.method.is_some() {
+            return None;
+        }
+        let Some(result) = top.result else {
+            return Some(Edit::Keep);
+        };
+        let Ok(members) = serde_json::from_str::<Members<'_>>(result.get()) else {
+            // Not an object (or unusual keys): the general path decides.
+            return None;
+        };
+        if self.tasks.is_some() && members.one("tasks").ok()?.is_some() {
+            return None;
+        }
+        if self.modern
+            && (members.one("resultType").ok()?.is_some()
+                || members.one("cacheScope").ok()?.is_some())
+        {
+            return None;
+        }
+        let kinds: &[ListKind] = if self.lists { &ListKind::ALL } else { &[] };
+        // (start, end, replacement) of each list array in `message`.
+        let mut splices: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+        let mut hidden_any = false;
+        for &kind in kinds {
+            let (array, field) = kind.fields();
+            let Some(raw) = members.one(array).ok()? else {
+                continue;
+            };
+            let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
+                // Not an array: the general path leaves it, as it leaves anything not a list.
+                return None;
+            };
+            let mut kept = Vec::with_capacity(raw.get().len() + 2);
+            kept.push(b'[');
+            let mut hidden = 0u64;
+            for item in &items {
+                let name = match serde_json::from_str::<Members<'_>>(item.get()) {
+                    Ok(m) => match m.one(field).ok()? {
+                        Some(v) => serde_json::from_str::<std::borrow::Cow<'_, str>>(v.get()).ok(),
+                        None => None,
+                    },
+                    // An item that is not an object has no name: hidden, as on the general
+                    // path; an object with escaped keys goes the general way.
+                    Err(_) if item.get().starts_with('{') => return None,
+                    Err(_) => None,
+                };
+                let visible = name.is_some_and(|name| {
+                    let (method, target) = kind.op(&name);
+                    policy.visible(&self.principal, method, target)
+                });
+                if visible {
+                    if kept.len() > 1 {
+                        kept.push(b',');
+                    }
+                    kept.extend_from_slice(item.get().as_bytes());
+                } else {
+                    hidden += 1;
+                }
+            }
+            kept.push(b']');
+            self.hidden
+                .with_label_values(&[kind.as_str()])
+                .inc_by(hidden);
+            hidden_any |= hidden > 0;
+            let start = offset(message, raw.get());
+            splices.push((start, start + raw.get().len(), kept));
+        }
+        if splices.is_empty() || !(hidden_any || self.modern) {
+            return Some(Edit::Keep);
+        }
+        if self.modern {
+            // The filtered list is this caller's: `cacheScope: "private"`, last in the result.
+            let end = offset(message, result.get()) + result.get().len() - 1;
+            let member: &[u8] = if members.0.is_empty() {
+                b"\"cacheScope\":\"private\""
+            } else {
+                b",\"cacheScope\":\"private\""
+            };
+            splices.push((end, end, member.to_vec()));
+        }
+        splices.sort_by_key(|(start, _, _)| *start);
+        let mut out = Vec::with_capacity(message.len());
+        let mut at = 0;
+        for (start, end, with) in splices {
+            out.extend_from_slice(&message[at..start]);
+            out.extend_from_slice(&with);
+            at = end;
+        }
+        out.extend_from_slice(&message[at..]);
+        Some(Edit::Replace(out))
+    }
+}
+
+impl AnswerEdit {
+    /// The general path: the message parsed whole, edited, and written anew when changed.
+    fn edit_tree(&mut self, policy: &Policy, message: &[u8]) -> Edit {
         let Ok(mut v) = serde_json::from_slice::<Value>(message) else {
             // What cannot be read cannot be shown to be safe when it may be a list.
             return if self.filters() && may_hold_list(message) {
@@ -271,13 +425,12 @@ impl MessageEdit for AnswerEdit {
                 Edit::Keep
             };
         };
-        let policy = self.policy.get();
         let changed = match &mut v {
             Value::Array(items) => {
                 let mut changed = false;
                 let mut kept = Vec::with_capacity(items.len());
                 for mut item in std::mem::take(items) {
-                    match self.message(&policy, &mut item) {
+                    match self.message(policy, &mut item) {
                         Some(c) => {
                             changed |= c;
                             kept.push(item);
@@ -291,7 +444,7 @@ impl MessageEdit for AnswerEdit {
                 *items = kept;
                 changed
             }
-            msg => match self.message(&policy, msg) {
+            msg => match self.message(policy, msg) {
                 None => return Edit::Drop,
                 Some(c) => c,
             },
@@ -300,6 +453,16 @@ impl MessageEdit for AnswerEdit {
             Edit::Replace(serde_json::to_vec(&v).expect("a JSON value serializes"))
         } else {
             Edit::Keep
+        }
+    }
+}
+
+impl MessageEdit for AnswerEdit {
+    fn edit(&mut self, message: &[u8]) -> Edit {
+        let policy = self.policy.get();
+        match self.edit_raw(&policy, message) {
+            Some(edit) => edit,
+            None => self.edit_tree(&policy, message),
         }
     }
 
@@ -378,6 +541,88 @@ mod tests {
         match e {
             Edit::Replace(b) => serde_json::from_slice(&b).unwrap(),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// What a client reads from an edit of `message`.
+    fn read(message: &str, e: Edit) -> Option<Value> {
+        match e {
+            Edit::Keep => Some(serde_json::from_str(message).unwrap_or(Value::Null)),
+            Edit::Replace(b) => Some(serde_json::from_slice(&b).unwrap()),
+            Edit::Drop => None,
+        }
+    }
+
+    /// The fast path reads a list answer as the general path does: for every message it takes,
+    /// the client reads the same JSON from both (the general path writes every list anew, the
+    /// fast one copies the items it keeps), and it counts the same hidden items. What it leaves
+    /// to the general path is what needs a whole tree.
+    #[test]
+    fn the_fast_path_edits_lists_as_the_general_path_does() {
+        let messages = [
+            // Kept and hidden tools, other members around them, escapes inside values.
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}},{"name":"rm"},{"name":"e\u0063ho","description":"a \"quoted\" one"}],"nextCursor":"c"}}"#,
+            // Nothing hidden; whitespace as an upstream may write it.
+            r#"{ "jsonrpc" : "2.0", "id" : 2, "result" : { "tools" : [ { "name" : "echo" } ] } }"#,
+            // Items without a name, with a name that is not a string, not objects at all.
+            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"title":"x"},{"name":5},7,null,{"name":"echo"}]}}"#,
+            // Several lists in one result; an empty one.
+            r#"{"jsonrpc":"2.0","id":4,"result":{"prompts":[{"name":"p"}],"tools":[],"resources":[{"uri":"file:///x"}]}}"#,
+            // Not a list answer: an error, a plain result, a notification.
+            r#"{"jsonrpc":"2.0","id":5,"error":{"code":-32601,"message":"no"}}"#,
+            r#"{"jsonrpc":"2.0","id":6,"result":{"content":[{"type":"text","text":"hi"}]}}"#,
+        ];
+        for modern in [false, true] {
+            for message in messages {
+                let (mut fast, _) = edit(true, false);
+                let (mut tree, _) = edit(true, false);
+                fast.modern = modern;
+                tree.modern = modern;
+                let policy = fast.policy.get();
+                let Some(by_fast) = fast.edit_raw(&policy, message.as_bytes()) else {
+                    panic!("the fast path takes {message}");
+                };
+                let by_tree = tree.edit_tree(&policy, message.as_bytes());
+                assert_eq!(
+                    read(message, by_fast),
+                    read(message, by_tree),
+                    "modern {modern}: {message}"
+                );
+                for kind in ListKind::ALL {
+                    assert_eq!(
+                        fast.hidden.with_label_values(&[kind.as_str()]).get(),
+                        tree.hidden.with_label_values(&[kind.as_str()]).get(),
+                        "{message}"
+                    );
+                }
+            }
+        }
+        // What the fast path leaves to the general path.
+        for message in [
+            // A list written twice: readers differ on which one counts; written anew, once.
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"}],"tools":[{"name":"rm"}]}}"#,
+            // A name written twice in one item.
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","name":"rm"}]}}"#,
+            // A result written twice.
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]},"result":{"tools":[{"name":"rm"}]}}"#,
+            // An escaped key.
+            r#"{"jsonrpc":"2.0","id":1,"result":{"t\u006fols":[{"name":"rm"}]}}"#,
+            // A batch, a server request, a notification.
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"rm"}]}}]"#,
+            r#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage","params":{}}"#,
+        ] {
+            let (mut fast, _) = edit(true, false);
+            let policy = fast.policy.get();
+            assert!(
+                fast.edit_raw(&policy, message.as_bytes()).is_none(),
+                "{message}"
+            );
+            // ... which shows no `rm` to this caller.
+            let (mut e, _) = edit(true, false);
+            if let Some(v) = read(message, e.edit(message.as_bytes())) {
+                assert!(!v.to_string().contains("\"rm\""), "{message}: {v}");
+            }
         }
     }
 
