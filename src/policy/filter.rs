@@ -264,34 +264,61 @@ fn may_hold_list(bytes: &[u8]) -> bool {
             || has(b"\"resourceTemplates\""))
 }
 
-/// A JSON object's members as written, in order, values unparsed. Keys must need no unescaping
-/// (else this fails and the general path, which parses everything, takes the message).
-struct Members<'a>(Vec<(&'a str, &'a RawValue)>);
+/// A member's value as the fast path reads it: unparsed, or — the list arrays of a result —
+/// as its items, each unparsed.
+enum Slot<'a> {
+    Raw(&'a RawValue),
+    Items(Vec<&'a RawValue>),
+}
 
-impl<'de> Deserialize<'de> for Members<'de> {
+impl<'a> Slot<'a> {
+    fn raw(&self) -> Option<&'a RawValue> {
+        match self {
+            Slot::Raw(r) => Some(r),
+            Slot::Items(_) => None,
+        }
+    }
+}
+
+/// A JSON object's members as written, in order, in one pass; with `LISTS` (a result), the list
+/// arrays are read as their items. Keys must need no unescaping (else this fails and the general
+/// path, which parses everything, takes the message).
+struct Members<'a, const LISTS: bool>(Vec<(&'a str, Slot<'a>)>);
+
+impl<'de: 'a, 'a, const LISTS: bool> Deserialize<'de> for Members<'a, LISTS> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> Visitor<'de> for Visit {
-            type Value = Members<'de>;
+        struct Visit<'a, const LISTS: bool>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a, const LISTS: bool> Visitor<'de> for Visit<'a, LISTS> {
+            type Value = Members<'a, LISTS>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members<'a, LISTS>, A::Error> {
                 let mut out = Vec::new();
                 while let Some(key) = map.next_key::<&'de str>()? {
-                    out.push((key, map.next_value::<&'de RawValue>()?));
+                    let is_list = LISTS && ListKind::ALL.iter().any(|k| k.fields().0 == key);
+                    let slot = if is_list {
+                        // Not an array: an error, and the general path, which leaves it.
+                        Slot::Items(map.next_value::<Vec<&'de RawValue>>()?)
+                    } else {
+                        Slot::Raw(map.next_value::<&'de RawValue>()?)
+                    };
+                    out.push((key, slot));
                 }
                 Ok(Members(out))
             }
         }
-        d.deserialize_map(Visit)
+        d.deserialize_map(Visit::<'a, LISTS>(std::marker::PhantomData))
     }
 }
 
-impl<'a> Members<'a> {
+impl<'a, const LISTS: bool> Members<'a, LISTS> {
     /// The one value of `key`; `Err` when written twice (readers differ on which counts).
-    fn one(&self, key: &str) -> Result<Option<&'a RawValue>, ()> {
-        let mut found = self.0.iter().filter(|(k, _)| *k == key).map(|(_, v)| *v);
+    fn one(&self, key: &str) -> Result<Option<&Slot<'a>>, ()> {
+        let mut found = self.0.iter().filter(|(k, _)| *k == key).map(|(_, v)| v);
         let first = found.next();
         if found.next().is_some() {
             return Err(());
@@ -304,7 +331,7 @@ impl<'a> Members<'a> {
 #[derive(Deserialize)]
 struct Top<'a> {
     #[serde(borrow)]
-    result: Option<&'a RawValue>,
+    result: Option<Members<'a, true>>,
     method: Option<IgnoredAny>,
 }
 
@@ -314,51 +341,52 @@ fn offset(whole: &[u8], part: &str) -> usize {
 }
 
 impl AnswerEdit {
-    /// The usual answer — one response whose result holds list arrays — edited without building
-    /// a tree: each item's name is read from its own text and the items kept are copied as the
-    /// upstream wrote them. `None` sends the message down the general path (which parses it all
-    /// and writes it anew): a batch, a server request, a task list, a modern `input_required`
-    /// result, keys written twice or with escapes, an item whose name is written twice.
+    /// The usual answer — one response whose result holds list arrays — edited in one pass
+    /// without building a tree: each item's name is read from its own text and the items kept
+    /// are copied as the upstream wrote them. `None` sends the message down the general path
+    /// (which parses it all and writes it anew): a batch, a server request, a task list, a modern
+    /// `input_required` result, keys written twice or with escapes, an item whose name is written
+    /// twice, a list that is not an array.
     fn edit_raw(&mut self, policy: &Policy, message: &[u8]) -> Option<Edit> {
         let top: Top<'_> = serde_json::from_slice(message).ok()?;
         if top.method.is_some() {
             return None;
         }
-        let Some(result) = top.result else {
+        let Some(members) = top.result else {
             return Some(Edit::Keep);
-        };
-        let Ok(members) = serde_json::from_str::<Members<'_>>(result.get()) else {
-            // Not an object (or unusual keys): the general path decides.
-            return None;
         };
         if self.tasks.is_some() && members.one("tasks").ok()?.is_some() {
             return None;
         }
         if self.modern
-            && (members.one("resultType").ok()?.is_some()
+            && (members.0.is_empty()
+                || members.one("resultType").ok()?.is_some()
                 || members.one("cacheScope").ok()?.is_some())
         {
             return None;
         }
         let kinds: &[ListKind] = if self.lists { &ListKind::ALL } else { &[] };
-        // (start, end, replacement) of each list array in `message`.
+        // (start, end, replacement) of each list's items in `message`.
         let mut splices: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+        let mut lists = 0;
         let mut hidden_any = false;
         for &kind in kinds {
             let (array, field) = kind.fields();
-            let Some(raw) = members.one(array).ok()? else {
+            let Some(Slot::Items(items)) = members.one(array).ok()? else {
                 continue;
             };
-            let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
-                // Not an array: the general path leaves it, as it leaves anything not a list.
-                return None;
+            lists += 1;
+            let (Some(first), Some(last)) = (items.first(), items.last()) else {
+                self.hidden.with_label_values(&[kind.as_str()]).inc_by(0);
+                continue;
             };
-            let mut kept = Vec::with_capacity(raw.get().len() + 2);
-            kept.push(b'[');
+            let start = offset(message, first.get());
+            let end = offset(message, last.get()) + last.get().len();
+            let mut kept = Vec::with_capacity(end - start);
             let mut hidden = 0u64;
-            for item in &items {
-                let name = match serde_json::from_str::<Members<'_>>(item.get()) {
-                    Ok(m) => match m.one(field).ok()? {
+            for item in items {
+                let name = match serde_json::from_str::<Members<'_, false>>(item.get()) {
+                    Ok(m) => match m.one(field).ok()?.and_then(Slot::raw) {
                         Some(v) => serde_json::from_str::<std::borrow::Cow<'_, str>>(v.get()).ok(),
                         None => None,
                     },
@@ -372,7 +400,7 @@ impl AnswerEdit {
                     policy.visible(&self.principal, method, target)
                 });
                 if visible {
-                    if kept.len() > 1 {
+                    if !kept.is_empty() {
                         kept.push(b',');
                     }
                     kept.extend_from_slice(item.get().as_bytes());
@@ -380,26 +408,36 @@ impl AnswerEdit {
                     hidden += 1;
                 }
             }
-            kept.push(b']');
             self.hidden
                 .with_label_values(&[kind.as_str()])
                 .inc_by(hidden);
             hidden_any |= hidden > 0;
-            let start = offset(message, raw.get());
-            splices.push((start, start + raw.get().len(), kept));
+            splices.push((start, end, kept));
         }
-        if splices.is_empty() || !(hidden_any || self.modern) {
+        if lists == 0 || !(hidden_any || self.modern) {
             return Some(Edit::Keep);
         }
         if self.modern {
-            // The filtered list is this caller's: `cacheScope: "private"`, last in the result.
-            let end = offset(message, result.get()) + result.get().len() - 1;
-            let member: &[u8] = if members.0.is_empty() {
-                b"\"cacheScope\":\"private\""
-            } else {
-                b",\"cacheScope\":\"private\""
+            // The filtered list is this caller's: `cacheScope: "private"`, last in the result,
+            // whose `}` is the first byte after its last member's value that is not blank.
+            let last = match &members.0.last()?.1 {
+                Slot::Raw(r) => offset(message, r.get()) + r.get().len(),
+                Slot::Items(items) => {
+                    let tail = items
+                        .last()
+                        .map_or(0, |i| offset(message, i.get()) + i.get().len());
+                    // The array's `]`, then the result's `}`.
+                    tail + message[tail..].iter().position(|b| *b == b']')? + 1
+                }
             };
-            splices.push((end, end, member.to_vec()));
+            let brace = last
+                + message[last..]
+                    .iter()
+                    .position(|b| !b" \t\r\n".contains(b))?;
+            if message[brace] != b'}' {
+                return None;
+            }
+            splices.push((brace, brace, b",\"cacheScope\":\"private\"".to_vec()));
         }
         splices.sort_by_key(|(start, _, _)| *start);
         let mut out = Vec::with_capacity(message.len());
@@ -624,6 +662,16 @@ mod tests {
                 assert!(!v.to_string().contains("\"rm\""), "{message}: {v}");
             }
         }
+    }
+
+    /// A list that is not an array is not the fast path's: the general path leaves it as it is
+    /// (no client reads it as a list).
+    #[test]
+    fn a_list_that_is_not_an_array_takes_the_general_path() {
+        let (mut e, _) = edit(true, false);
+        let policy = e.policy.get();
+        let message = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":{"name":"rm"}}}"#;
+        assert!(e.edit_raw(&policy, message.as_bytes()).is_none());
     }
 
     #[test]
