@@ -11,6 +11,8 @@ pub type BindTask = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Bodies and events larger than this are not inspected.
 const LIMIT: usize = 64 * 1024;
+/// The longest needle `interesting` looks for (`"error"`, `isError`).
+const NEEDLE_MAX: usize = 7;
 
 pub struct TaskTap {
     /// A JSON body, held.
@@ -20,6 +22,8 @@ pub struct TaskTap {
     sse: bool,
     /// JSON: the body was read (or is too large). SSE: inside an oversized event.
     done: bool,
+    /// JSON: what is held so far holds a needle `interesting` looks for.
+    hit: bool,
     /// Binds task handles to their creator.
     bind: Option<BindTask>,
     /// Notes errors for the audit record.
@@ -43,6 +47,7 @@ impl TaskTap {
             events: EventReader::new(),
             sse,
             done: false,
+            hit: false,
             bind: Some(bind),
             results: false,
             seen: Seen::default(),
@@ -56,6 +61,7 @@ impl TaskTap {
             events: EventReader::new(),
             sse,
             done: false,
+            hit: false,
             bind: None,
             results: true,
             seen: Seen::default(),
@@ -86,8 +92,12 @@ impl TaskTap {
                 self.buf = Vec::new();
                 return;
             }
+            // Only the new bytes (and the few before them a needle could start in) are searched:
+            // what was searched before stays searched, so a body in many pieces costs one pass.
+            let from = self.buf.len().saturating_sub(NEEDLE_MAX - 1);
             self.buf.extend_from_slice(data);
-            if self.interesting(&self.buf) {
+            self.hit = self.hit || self.interesting(&self.buf[from..]);
+            if self.hit {
                 let buf = std::mem::take(&mut self.buf);
                 if self.read(&buf) {
                     self.done = true;
@@ -330,6 +340,34 @@ mod tests {
             assert!(peek.read(text.as_bytes()), "{text}");
             assert_eq!(peek.seen, tree.seen, "{text}");
             assert_eq!(*by_peek.lock().unwrap(), *by_tree.lock().unwrap(), "{text}");
+        }
+    }
+
+    /// A body fed a byte at a time (every needle split across pieces) is read as one piece is:
+    /// only the new bytes are searched, with the few before them a needle may start in.
+    #[test]
+    fn needles_split_across_pieces_are_found() {
+        for text in [
+            HANDLE,
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"bad"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#,
+        ] {
+            let (mut whole, by_whole) = recording();
+            whole.feed(text.as_bytes());
+            let (mut split, by_split) = recording();
+            for b in text.as_bytes() {
+                split.feed(std::slice::from_ref(b));
+            }
+            assert_eq!(split.seen, whole.seen, "{text}");
+            assert!(
+                whole.seen != Seen::default() || !by_whole.lock().unwrap().is_empty(),
+                "{text}: something to note"
+            );
+            assert_eq!(
+                *by_split.lock().unwrap(),
+                *by_whole.lock().unwrap(),
+                "{text}"
+            );
         }
     }
 
