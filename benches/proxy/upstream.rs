@@ -291,6 +291,13 @@ fn sse_progress(id: String, token: String) -> Response<Body> {
         let event = format!("id: {}\nevent: message\ndata: {data}\n\n", n + 1);
         Some((Ok(Frame::data(Bytes::from(event))), (n + 1, token, id)))
     });
+    sse_response(events)
+}
+
+/// An SSE answer of `events`.
+fn sse_response(
+    events: impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static,
+) -> Response<Body> {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -306,12 +313,7 @@ fn sse_hold(token: &str) -> Response<Body> {
     let first = Bytes::from(format!("id: 1\nevent: message\ndata: {data}\n\n"));
     let events = futures_util::stream::once(async move { Ok::<_, Infallible>(Frame::data(first)) })
         .chain(futures_util::stream::pending());
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(StreamBody::new(events).boxed_unsync())
-        .expect("static response parts are valid")
+    sse_response(events)
 }
 
 /// The text of the `large` tool: [`LARGE_BYTES`] of JSON-safe ASCII ending in [`LARGE_END`].
