@@ -10,6 +10,7 @@ pub mod config;
 pub mod denial;
 pub mod glob;
 pub mod identity;
+pub mod integrity;
 pub mod k8s;
 pub mod mcp;
 pub mod metrics;

@@ -21,6 +21,8 @@ const FLOORS: &[(&str, u32)] = &[
     ("bindings", 1),
     ("metrics", 1),
     ("tls", 1),
+    // Tool integrity: pins, scanners (read while the config is, used by the policy's edit).
+    ("integrity", 1),
     // Floor 2: the accept loop (TLS included), and the compiled policy.
     ("server", 2),
     ("policy", 2),

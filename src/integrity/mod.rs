@@ -1,0 +1,6 @@
+//! Tool integrity: what servers say about their tools, and what their results carry. Definitions
+//! are fingerprinted and held to their pins (rug pulls), their text scanned for instructions
+//! aimed at the model (tool poisoning), and results scanned for secrets.
+
+pub mod fingerprint;
+pub mod pins;
