@@ -222,7 +222,10 @@ mod tests {
             ("name", json!("echo2")),
             ("title", json!("Echo!")),
             ("description", json!("Echoes ")),
-            ("inputSchema", json!({"type": "object", "required": ["b", "a"]})),
+            (
+                "inputSchema",
+                json!({"type": "object", "required": ["b", "a"]}),
+            ),
             ("outputSchema", json!({"type": "string"})),
             ("annotations", json!({"readOnlyHint": false})),
         ] {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::fingerprint::{Definition, Kind, fingerprint};
+use super::fingerprint::{Definition, Kind};
 
 /// The version a pins file says it is written in.
 pub const FORMAT: u64 = 1;
@@ -226,8 +226,8 @@ impl PinSet {
             }
             top.insert(kind.section().into(), Value::Object(section));
         }
-        let mut text = serde_json::to_string_pretty(&Value::Object(top))
-            .expect("a JSON value serializes");
+        let mut text =
+            serde_json::to_string_pretty(&Value::Object(top)).expect("a JSON value serializes");
         text.push('\n');
         text
     }
@@ -248,13 +248,16 @@ pub fn verdict(pin: &Pin, def: &Definition) -> Verdict {
 
 fn is_fingerprint(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::integrity::fingerprint::fingerprint;
 
     fn def(kind: Kind, v: Value) -> Definition {
         Definition::of(kind, &v).unwrap()
