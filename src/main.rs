@@ -94,6 +94,10 @@ enum Command {
     Explain(ExplainArgs),
     /// Run the sidecar injector: a mutating admission webhook over HTTPS.
     Inject(InjectArgs),
+    /// Print a pins file for a live MCP server: the fingerprint of every tool, prompt and
+    /// resource template it lists (for integrity.pins_file). Exit code 0: written; 1: the
+    /// server could not be reached or answered an error.
+    Pin(PinArgs),
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -147,6 +151,36 @@ struct VerifyArgs {
     /// Chains may start after their first record (a stream trimmed by MAXLEN)
     #[arg(long)]
     allow_trimmed: bool,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("server").required(true).args(["upstream", "command"])))]
+struct PinArgs {
+    /// The MCP server over streamable HTTP: http://127.0.0.1:8080/mcp or unix:/run/mcp.sock:/mcp
+    #[arg(long)]
+    upstream: Option<String>,
+    /// A header for every HTTP request, e.g. 'Authorization: Bearer ...' (repeat for several;
+    /// values are never printed)
+    #[arg(
+        long = "header",
+        value_name = "NAME: VALUE",
+        conflicts_with = "command"
+    )]
+    headers: Vec<String>,
+    /// Longest wait for each answer
+    #[arg(long, default_value = "30s", value_parser = pin_timeout)]
+    timeout: std::time::Duration,
+    /// A stdio MCP server to run: `-- PROG ARGS...` (its stderr is passed through)
+    #[arg(last = true, value_name = "PROG ARGS")]
+    command: Vec<String>,
+}
+
+fn pin_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match mcp_sentinel::yaml::parse::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Args)]
@@ -266,6 +300,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config, strict } => check(&config, strict),
         Command::Explain(args) => explain(&args),
+        Command::Pin(args) => pin(args),
         Command::Run(args) => run(args),
         Command::Stdio(args) => stdio(args),
         Command::Inject(args) => inject(args),
@@ -425,6 +460,33 @@ fn one_thread_runtime(fail: ExitCode) -> Result<tokio::runtime::Runtime, ExitCod
             eprintln!("cannot start the runtime: {e}");
             fail
         })
+}
+
+fn pin(args: PinArgs) -> ExitCode {
+    use mcp_sentinel::app::pin;
+    let server = match pin::Server::from_args(args.upstream.as_deref(), &args.headers, args.command)
+    {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("pin: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match one_thread_runtime(ExitCode::FAILURE) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(pin::pin(&server, args.timeout)) {
+        Ok(pins) => {
+            let text = pins.to_json();
+            say!("{}", text.trim_end_matches('\n'));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pin: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn verify(args: &VerifyArgs) -> ExitCode {

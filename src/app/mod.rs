@@ -68,6 +68,7 @@ pub enum StartError {
 
 /// A started sentinel. Dropping it does not stop it; call `shutdown`.
 pub mod front;
+pub mod pin;
 
 pub struct Sentinel {
     traffic_addr: SocketAddr,
