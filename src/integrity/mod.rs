@@ -4,3 +4,4 @@
 
 pub mod fingerprint;
 pub mod pins;
+pub mod poison;
