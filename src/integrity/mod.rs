@@ -5,3 +5,4 @@
 pub mod fingerprint;
 pub mod pins;
 pub mod poison;
+pub mod secrets;
