@@ -55,10 +55,12 @@ pub enum Reason {
     ConcurrencyLimited,
     RateLimitUnavailable,
     AuditUnavailable,
+    /// Tool integrity: the definition drifted from its pin, is unpinned, or is poisoned.
+    IntegrityBlocked,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::NotFound,
         Reason::MethodNotAllowed,
         Reason::UnsupportedMediaType,
@@ -87,6 +89,7 @@ impl Reason {
         Reason::ConcurrencyLimited,
         Reason::RateLimitUnavailable,
         Reason::AuditUnavailable,
+        Reason::IntegrityBlocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -119,6 +122,7 @@ impl Reason {
             Reason::ConcurrencyLimited => "concurrency_limited",
             Reason::RateLimitUnavailable => "rate_limit_unavailable",
             Reason::AuditUnavailable => "audit_unavailable",
+            Reason::IntegrityBlocked => "integrity_blocked",
         }
     }
 
@@ -185,6 +189,9 @@ impl Reason {
                 (S::SERVICE_UNAVAILABLE, -32603, "Rate limiter unavailable")
             }
             Reason::AuditUnavailable => (S::SERVICE_UNAVAILABLE, -32603, "Audit log unavailable"),
+            // A single request is answered with the "not found" error of what it asked for
+            // and the reason (`pipeline::integrity`); batches and notifications with this.
+            Reason::IntegrityBlocked => (S::FORBIDDEN, -32600, "Blocked by tool integrity"),
         }
     }
 

@@ -189,8 +189,8 @@ struct ExplainArgs {
     #[arg(long, env = "MCP_SENTINEL_CONFIG")]
     config: PathBuf,
     /// The caller's subject
-    #[arg(long)]
-    subject: String,
+    #[arg(long, required_unless_present_any = ["definition", "result"])]
+    subject: Option<String>,
     /// The issuer (`iss`) of a JWT caller's token
     #[arg(long)]
     issuer: Option<String>,
@@ -207,8 +207,8 @@ struct ExplainArgs {
     #[arg(long = "claim")]
     claims: Vec<String>,
     /// The MCP method, e.g. tools/call
-    #[arg(long)]
-    method: String,
+    #[arg(long, required_unless_present_any = ["definition", "result"])]
+    method: Option<String>,
     /// The tool (tools/call)
     #[arg(long, conflicts_with_all = ["uri", "prompt"])]
     tool: Option<String>,
@@ -221,6 +221,15 @@ struct ExplainArgs {
     /// The tools/call arguments, as a JSON object
     #[arg(long)]
     args: Option<String>,
+    /// Instead of a call: judge definitions with the config's `integrity` section. A JSON file
+    /// holding a list result as a server sends it (`{"tools": [...]}`, `prompts`,
+    /// `resourceTemplates`, `resources`) or one tool definition
+    #[arg(long, conflicts_with_all = ["subject", "method", "result"])]
+    definition: Option<PathBuf>,
+    /// Instead of a call: scan a result (JSON, as `tools/call`, `resources/read` or
+    /// `prompts/get` answer it) for secrets with the config's `integrity.secrets`
+    #[arg(long, conflicts_with_all = ["subject", "method"])]
+    result: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -389,6 +398,29 @@ fn explain(args: &ExplainArgs) -> ExitCode {
         Ok(c) => c,
         Err(errors) => return report(&errors),
     };
+    if let Some((path, result)) = args
+        .definition
+        .as_ref()
+        .map(|p| (p, false))
+        .or(args.result.as_ref().map(|p| (p, true)))
+    {
+        return match mcp_sentinel::app::explain_integrity(&cfg, path, result) {
+            Ok(lines) => {
+                for line in lines {
+                    say!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("explain: {why}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let (Some(subject), Some(method_name)) = (&args.subject, &args.method) else {
+        eprintln!("explain: --subject and --method are required");
+        return ExitCode::from(2);
+    };
     let Some(policy) = cfg.policy.as_ref().map(|p| p.initial.clone()) else {
         eprintln!("{}: no policy", args.config.display());
         return ExitCode::from(EXIT_CONFIG as u8);
@@ -406,7 +438,7 @@ fn explain(args: &ExplainArgs) -> ExitCode {
             args.auth_method
         ));
     };
-    let mut p = Principal::new(&args.subject, method);
+    let mut p = Principal::new(subject, method);
     if args.issuer.is_some() && method != AuthMethod::Jwt {
         return usage("--issuer is for --auth-method jwt: only JWT callers have one".into());
     }
@@ -436,7 +468,7 @@ fn explain(args: &ExplainArgs) -> ExitCode {
         _ => OpTarget::None,
     };
     let op = Operation {
-        method: &args.method,
+        method: method_name,
         target,
         args: call_args.as_ref().map_or(CallArgs::None, CallArgs::Some),
     };

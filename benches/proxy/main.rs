@@ -15,6 +15,10 @@
 //! per request in every cell, and a tools/list filtered by 1,000 rules at most 40 µs of CPU over
 //! passthrough (sentinel-policy − sentinel).
 //!
+//! Tool integrity's cost (integrity.rs), BENCH_WORKLOADS entry `integrity`: a 50-tool
+//! tools/list and a 64 KiB result through the sentinel with integrity off and on, interleaved,
+//! with what integrity adds to CPU per request and p50.
+//!
 //! Memory scenarios (memory.rs), BENCH_WORKLOADS entries `streams` and `large`, each on freshly
 //! started direct (upstream), sentinel-shipped, sentinel and nginx: 1,000 SSE answers held open
 //! at once (RSS per open stream at most 16 KiB; memory back within 1 MiB once they close), and
@@ -47,7 +51,7 @@
 //!
 //! Settings (environment): BENCH_SECONDS (per run, default 2), BENCH_ROUNDS (5),
 //! BENCH_WARMUP_SECONDS (0.5), BENCH_CONNS ("1,32"), BENCH_WORKLOADS ("json,sse,list,streams,
-//! large"; only `streams,large` skips the throughput rounds), BENCH_STREAMS (1000),
+//! large,integrity"; without json, sse or list the throughput rounds are skipped), BENCH_STREAMS (1000),
 //! BENCH_TARGETS ("direct,sentinel,sentinel-shipped,sentinel-full,sentinel-jwt,sentinel-policy,
 //! sentinel-rl-memory,sentinel-rl-redis,sentinel-audit,sentinel-stdio,nginx"; direct is always
 //! measured), BENCH_NGINX_WORKERS (1), SENTINEL_BIN, BENCH_SENTINEL_CONFIG
@@ -57,6 +61,7 @@
 mod audit;
 mod deployed;
 mod idp;
+mod integrity;
 mod loadgen;
 mod memory;
 mod policy;
@@ -143,6 +148,10 @@ fn bench() -> Result<bool> {
     let mut bars = report::Bars::default();
     if !settings.workloads.is_empty() {
         throughput::run(&settings, workdir.path(), upstream_addr, &rt, &mut bars)?;
+    }
+    if settings.integrity {
+        integrity::run(&settings, workdir.path(), upstream_addr, &rt)
+            .context("tool integrity's cost")?;
     }
     if !settings.memory.is_empty() {
         memory::run(

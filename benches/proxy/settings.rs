@@ -23,6 +23,8 @@ pub enum Kind {
     SentinelAudit,
     SentinelStdio,
     Nginx,
+    /// The `integrity` scenario's second sentinel (integrity.rs); not a BENCH_TARGETS entry.
+    SentinelIntegrity,
 }
 
 /// Every target, in the default order of BENCH_TARGETS (the order of the tables).
@@ -54,6 +56,7 @@ impl Kind {
             Kind::SentinelAudit => "sentinel-audit",
             Kind::SentinelStdio => "sentinel-stdio",
             Kind::Nginx => "nginx",
+            Kind::SentinelIntegrity => "sentinel-integrity",
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct Settings {
     pub workloads: Vec<Workload>,
     /// The memory scenarios (streams, large), run after the throughput rounds.
     pub memory: Vec<Scenario>,
+    /// BENCH_WORKLOADS holds `integrity`: tool integrity's cost (integrity.rs).
+    pub integrity: bool,
     /// Streams the `streams` scenario holds open at once (BENCH_STREAMS).
     pub streams: usize,
     pub targets: Vec<Kind>,
@@ -114,7 +119,12 @@ impl Settings {
 
         let mut workloads = Vec::new();
         let mut memory = Vec::new();
-        for key in env_list("BENCH_WORKLOADS", "json,sse,list,streams,large") {
+        let mut integrity = false;
+        for key in env_list("BENCH_WORKLOADS", "json,sse,list,streams,large,integrity") {
+            if key == "integrity" {
+                integrity = true;
+                continue;
+            }
             match Scenario::from_key(&key) {
                 Some(scenario) => {
                     if !memory.contains(&scenario) {
@@ -139,7 +149,7 @@ impl Settings {
             }
         }
         ensure!(
-            (!conns.is_empty() && !workloads.is_empty()) || !memory.is_empty(),
+            (!conns.is_empty() && (!workloads.is_empty() || integrity)) || !memory.is_empty(),
             "nothing to measure"
         );
 
@@ -157,6 +167,7 @@ impl Settings {
             conns,
             workloads,
             memory,
+            integrity,
             streams,
             targets,
             nginx_workers,

@@ -14,9 +14,9 @@ use crate::report::{self, Bars, Cell, Measure, Memory};
 use crate::settings::{Kind, Settings};
 use crate::{STDIO_UPSTREAM_ROLE, audit, deployed, idp, policy, ratelimit, stdio, summary};
 
-struct Target {
-    kind: Kind,
-    addr: SocketAddr,
+pub struct Target {
+    pub kind: Kind,
+    pub addr: SocketAddr,
     /// Processes whose CPU is the proxy's (empty for direct).
     pids: Vec<u32>,
     /// A stdio upstream behind the sentinel: the proxy's CPU is its whole process tree's (taken
@@ -24,6 +24,19 @@ struct Target {
     stdio: bool,
     /// Sent on every request (sentinel-jwt, sentinel-full: `Authorization: Bearer ...`).
     header: Option<(HeaderName, HeaderValue)>,
+}
+
+impl Target {
+    /// A sentinel over HTTP, without a header of its own.
+    pub fn new(kind: Kind, addr: SocketAddr, pid: u32) -> Self {
+        Self {
+            kind,
+            addr,
+            pids: vec![pid],
+            stdio: false,
+            header: None,
+        }
+    }
 }
 
 /// Starts the targets, runs the rounds and prints the tables; the bars go to `bars`. Every
@@ -495,7 +508,7 @@ fn print_decision_costs() -> Result<bool> {
     Ok(ok)
 }
 
-fn measure(
+pub fn measure(
     rt: &tokio::runtime::Runtime,
     target: &Target,
     workload: &Workload,

@@ -33,6 +33,14 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Tools in the `tools/list` answer; the load generator checks the count.
 pub const TOOL_COUNT: usize = 20;
+/// Tools in the `tools/list` answer to a request whose cursor is [`FIFTY_CURSOR`] (the
+/// integrity bench's list).
+pub const FIFTY_TOOLS: usize = 50;
+pub const FIFTY_CURSOR: &str = "fifty";
+/// The tool whose result is [`TEXT64K_BYTES`] of log-like text, lines and all (the integrity
+/// bench's result).
+pub const TEXT64K_TOOL: &str = "text64k";
+pub const TEXT64K_BYTES: usize = 64 << 10;
 /// `notifications/progress` events before the result on the SSE workload.
 pub const PROGRESS_EVENTS: usize = 10;
 /// The tool whose call is answered as an SSE stream.
@@ -66,6 +74,8 @@ struct Envelope<'a> {
 struct Params<'a> {
     #[serde(borrow, default)]
     name: Option<&'a str>,
+    #[serde(borrow, default)]
+    cursor: Option<&'a str>,
     #[serde(borrow, default, rename = "_meta")]
     meta: Option<Meta<'a>>,
 }
@@ -108,7 +118,7 @@ async fn serve() -> Result<()> {
     });
 
     let shared = Arc::new(Shared {
-        tools_list: tools_list_result(),
+        canned: Canned::new(),
         large: large_text(),
     });
     loop {
@@ -132,7 +142,7 @@ async fn serve() -> Result<()> {
 
 /// What every connection's answers are made of, built once.
 struct Shared {
-    tools_list: String,
+    canned: Canned,
     /// The `large` tool's text, shared by every answer that carries it.
     large: Bytes,
 }
@@ -166,7 +176,24 @@ enum Reply {
     Nothing,
 }
 
-fn reply(body: &[u8], tools_list: &str) -> Reply {
+/// The answers built once: the two tool lists and the 64 KiB result.
+struct Canned {
+    tools_list: String,
+    tools_list50: String,
+    text64k: String,
+}
+
+impl Canned {
+    fn new() -> Self {
+        Self {
+            tools_list: tools_list_result(TOOL_COUNT),
+            tools_list50: tools_list_result(FIFTY_TOOLS),
+            text64k: text64k_result(),
+        }
+    }
+}
+
+fn reply(body: &[u8], canned: &Canned) -> Reply {
     let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(body) else {
         return Reply::Json(StatusCode::BAD_REQUEST, PARSE_ERROR.into());
     };
@@ -192,8 +219,12 @@ fn reply(body: &[u8], tools_list: &str) -> Reply {
         "tools/call" if tool == Some(LARGE_TOOL) => Reply::Large {
             id: id.get().to_owned(),
         },
+        "tools/call" if tool == Some(TEXT64K_TOOL) => ok(result(id, &canned.text64k)),
         "tools/call" => ok(result(id, CALL_RESULT)),
-        "tools/list" => ok(result(id, tools_list)),
+        "tools/list" if params.as_ref().and_then(|p| p.cursor) == Some(FIFTY_CURSOR) => {
+            ok(result(id, &canned.tools_list50))
+        }
+        "tools/list" => ok(result(id, &canned.tools_list)),
         "initialize" => ok(result(id, INIT_RESULT)),
         "ping" => ok(result(id, "{}")),
         _ => ok(format!(
@@ -204,7 +235,7 @@ fn reply(body: &[u8], tools_list: &str) -> Reply {
 }
 
 fn answer(body: &[u8], shared: &Shared) -> Response<Body> {
-    match reply(body, &shared.tools_list) {
+    match reply(body, &shared.canned) {
         Reply::Json(status, text) => json(status, text),
         Reply::Progress { id, token } => sse_progress(id, token),
         Reply::Hold { token } => sse_hold(&token),
@@ -231,7 +262,7 @@ fn progress_message(n: usize, token: &str, id: &str) -> String {
 /// as its own frame.
 pub fn main_stdio() -> Result<()> {
     use std::io::BufRead;
-    let tools_list = tools_list_result();
+    let canned = Canned::new();
     let mut input = std::io::stdin().lock();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut line = Vec::with_capacity(4096);
@@ -249,7 +280,7 @@ pub fn main_stdio() -> Result<()> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match reply(&line, &tools_list) {
+        match reply(&line, &canned) {
             Reply::Json(_, text) => send(&text)?,
             Reply::Progress { id, token } => {
                 for n in 0..=PROGRESS_EVENTS {
@@ -366,9 +397,9 @@ fn empty(status: StatusCode) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-/// A `tools/list` result of realistic size: twenty tools with input schemas (about 8 KB).
-fn tools_list_result() -> String {
-    let tools: Vec<serde_json::Value> = (0..TOOL_COUNT)
+/// The bench's tool definitions: `count` tools with input schemas (twenty are about 8 KB).
+pub fn tools(count: usize) -> Vec<serde_json::Value> {
+    (0..count)
         .map(|i| {
             let name = match i {
                 0 => "echo".to_owned(),
@@ -395,6 +426,29 @@ fn tools_list_result() -> String {
                 "annotations": {"readOnlyHint": true, "openWorldHint": false}
             })
         })
-        .collect();
-    serde_json::json!({ "tools": tools }).to_string()
+        .collect()
+}
+
+/// A `tools/list` result of realistic size: `count` tools with input schemas.
+fn tools_list_result(count: usize) -> String {
+    serde_json::json!({ "tools": tools(count) }).to_string()
+}
+
+/// A tool result of [`TEXT64K_BYTES`] of text as tools return it: log lines, each ending in a
+/// newline (so the JSON has escapes), and no secret.
+fn text64k_result() -> String {
+    let mut text = String::with_capacity(TEXT64K_BYTES);
+    let mut n = 0;
+    while text.len() < TEXT64K_BYTES {
+        text.push_str(&format!(
+            "2026-12-07T08:{:02}:{:02}Z INFO request {n} served: GET /api/items?page={} 200 in {} ms\n",
+            (n / 60) % 60,
+            n % 60,
+            n % 17,
+            n % 97
+        ));
+        n += 1;
+    }
+    text.truncate(TEXT64K_BYTES);
+    serde_json::json!({"content": [{"type": "text", "text": text}], "isError": false}).to_string()
 }

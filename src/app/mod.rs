@@ -62,13 +62,18 @@ pub enum StartError {
     Audit(#[from] crate::audit::AuditError),
     #[error("traffic TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("integrity: {0}")]
+    Integrity(String),
     #[error(transparent)]
     Bind(#[from] server::BindError),
 }
 
 /// A started sentinel. Dropping it does not stop it; call `shutdown`.
+mod explain;
 pub mod front;
 pub mod pin;
+
+pub use explain::explain_integrity;
 
 pub struct Sentinel {
     traffic_addr: SocketAddr,
@@ -153,6 +158,11 @@ impl Core {
             }
             None => None,
         };
+        let integrity = crate::integrity::Integrity::new(&config.integrity, metrics.registry())
+            .map_err(StartError::Integrity)?;
+        if let Some(i) = &integrity {
+            i.start(stop.clone()).await;
+        }
         let auditor = crate::audit::Auditor::start(&config.audit, metrics.registry()).await?;
         // Last of what can fail: the stdio upstream starts its warm children.
         let (upstream, bridge) = match (&config.upstream.url, &config.upstream.command) {
@@ -188,6 +198,7 @@ impl Core {
                 metadata: auth.metadata,
                 policy: store,
                 mtls: config.auth.mtls.clone().map(Arc::new),
+                integrity,
             },
         ));
         tokio::spawn(probe_upstream(

@@ -109,6 +109,8 @@ pub struct Draft {
     /// `params.arguments` the sealer reads and redacts into `arguments` (or each element's),
     /// off the traffic thread.
     pub call_body: Option<bytes::Bytes>,
+    /// Tool integrity findings: in the answer's lists and results, or what refused the call.
+    pub integrity: Vec<crate::integrity::Note>,
 }
 
 #[derive(Serialize)]
@@ -174,6 +176,8 @@ struct Out<'a> {
     arguments: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     elements: Option<&'a [ElementNote]>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    integrity: &'a [crate::integrity::Note],
 }
 
 /// One chained, serialized record.
@@ -260,6 +264,7 @@ impl Draft {
             bytes_out: self.bytes_out,
             arguments: self.arguments.as_ref(),
             elements: self.elements.as_deref(),
+            integrity: &self.integrity,
         };
         serde_json::to_writer(buf, &out).expect("a record serializes");
     }

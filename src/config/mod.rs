@@ -46,6 +46,8 @@ pub struct Config {
     pub rate_limits: Option<ratelimit::RateLimitConfig>,
     /// Where the record of every request goes; one stdout sink when absent.
     pub audit: audit::AuditConfig,
+    /// Tool integrity (pins, description and secret scanners); off when absent.
+    pub integrity: crate::integrity::IntegrityConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +138,7 @@ impl Default for Config {
             policy: None,
             rate_limits: None,
             audit: audit::AuditConfig::default(),
+            integrity: crate::integrity::IntegrityConfig::default(),
         }
     }
 }
@@ -246,6 +249,9 @@ impl Config {
         let mut audit = r.child(top, "audit");
         cfg.audit = audit::AuditConfig::read(r, &mut audit);
         r.close(audit);
+        let mut integrity = r.child(top, "integrity");
+        cfg.integrity = crate::integrity::IntegrityConfig::read(r, &mut integrity);
+        r.close(integrity);
         if cfg.auth.mtls.is_some() && cfg.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
             r.error(
                 "auth.mtls",
@@ -321,6 +327,7 @@ impl Config {
             },
             rate_limits,
             self.audit.summary(),
+            self.integrity.summary(),
         ]
     }
 }

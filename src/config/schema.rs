@@ -28,8 +28,9 @@ pub fn survey() -> Result<Survey, Vec<String>> {
         .map_err(|e| vec![e.to_string()])?;
     let mut problems: Vec<String> = errors
         .iter()
-        // The policy file the second document names exists in a pod only.
+        // The policy and pins files the second document names exist in a pod only.
         .filter(|e| e.file == REFERENCE_NAME)
+        .filter(|e| !(e.key == "integrity.pins_file" && e.why.contains(": cannot read: ")))
         .map(ToString::to_string)
         .collect();
     problems.extend(
@@ -88,8 +89,8 @@ pub fn sidecar_schema() -> Result<Json, Vec<String>> {
 mod tests {
     use super::*;
 
-    /// The reference reads cleanly (but for the policy file it names, which exists in a pod
-    /// only) and shows every key the reader asks for.
+    /// The reference reads cleanly (but for the policy and pins files it names, which exist in
+    /// a pod only) and shows every key the reader asks for.
     #[test]
     fn the_reference_shows_every_key() {
         if let Err(problems) = survey() {
@@ -100,9 +101,18 @@ mod tests {
         let first = Config::from_yaml(docs[0], "first").unwrap();
         assert_eq!(first.audit.sinks.len(), SINK_TYPES.len());
         let errs = Config::from_yaml(docs[1], "second").unwrap_err().0;
-        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs.len(), 2, "{errs:?}");
         assert_eq!(errs[0].file, "/etc/mcp-sentinel/config/policy.yaml");
         assert!(errs[0].why.starts_with("cannot read"), "{}", errs[0].why);
+        // … and the pins file it names.
+        assert_eq!(errs[1].key, "integrity.pins_file");
+        assert!(
+            errs[1]
+                .why
+                .starts_with("/etc/mcp-sentinel/pins/pins.json: cannot read"),
+            "{}",
+            errs[1].why
+        );
     }
 
     #[test]

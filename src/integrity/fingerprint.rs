@@ -115,6 +115,18 @@ impl Definition {
         })
     }
 
+    /// `item` lists this very definition: its meaningful members are equal (a cheap test,
+    /// without copying or hashing, for a definition listed again unchanged).
+    pub fn same(&self, item: &Value) -> bool {
+        let Some(obj) = item.as_object() else {
+            return false;
+        };
+        self.kind.fields().iter().all(|f| {
+            let theirs = obj.get(*f).filter(|v| !v.is_null());
+            theirs == self.fields.get(*f)
+        })
+    }
+
     /// The members of `self` and `other` that differ, in the kind's order.
     pub fn changed(&self, other: &Map<String, Value>) -> Vec<&'static str> {
         self.kind
@@ -242,7 +254,16 @@ mod tests {
         assert_ne!(print(without.clone()), p);
         let mut null = base.clone();
         null["annotations"] = Value::Null;
-        assert_eq!(print(null), print(without));
+        assert_eq!(print(null), print(without.clone()));
+        // A definition listed again unchanged is recognised without hashing; any change is not.
+        let orig = Definition::of(Kind::Tool, &base).unwrap();
+        assert!(orig.same(&base));
+        let mut reordered = serde_json::Map::new();
+        for (k, v) in base.as_object().unwrap().iter().rev() {
+            reordered.insert(k.clone(), v.clone());
+        }
+        assert!(orig.same(&Value::Object(reordered)));
+        assert!(!orig.same(&without));
         // Members without meaning are left out.
         let mut icons = base.clone();
         icons["icons"] = json!([{"src": "https://x/icon.png"}]);

@@ -9,7 +9,9 @@ use super::{Ctx, Pipeline};
 use crate::bindings::Owner;
 use crate::denial::{Denial, Reason};
 use crate::mcp::{Era, Method};
-use crate::policy::filter::{AnswerEdit, OnBlocked, OwnTasks, PolicyRef, blocked_answer};
+use crate::policy::filter::{
+    AnswerEdit, IntegrityEdit, OnBlocked, OwnTasks, PolicyRef, blocked_answer,
+};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::rewrite::Rewriter;
 use crate::proxy::tap::TaskTap;
@@ -113,17 +115,37 @@ impl Pipeline {
         }
         let stream = ctx.parts.method == HttpMethod::GET;
         let messages = ctx.envelope.as_ref().map_or(&[][..], |e| &e.messages[..]);
+        // What tool integrity reads in this answer: list items, and results (a GET stream
+        // may replay either).
+        let integrity = self.integrity.as_ref().and_then(|i| {
+            let lists = i.checks_lists() && (stream || messages.iter().any(|m| m.method.is_list()));
+            let results = i.scans_results()
+                && (stream
+                    || messages.iter().any(|m| {
+                        matches!(
+                            m.method,
+                            Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead
+                        )
+                    }));
+            (lists || results).then(|| IntegrityEdit {
+                integrity: i.clone(),
+                lists,
+                results,
+                notes: Vec::new(),
+            })
+        });
         // Task lists are cut to the caller's own whatever the policy: ownership is not a rule.
         let tasks = stream || messages.iter().any(|m| m.method == Method::TasksList);
         // Nothing to hide from anyone under the policy this answer is decided with. A GET
         // stream is edited with the live policy, which a reload may change while it runs.
-        if !stream && !tasks && policy.denies_nothing() {
+        let policy_edits = stream || tasks || !policy.denies_nothing();
+        if !policy_edits && integrity.is_none() {
             return Ok(resp);
         }
         let sse = is_sse(&resp);
         let modern = ctx.era == Era::Modern;
         // A GET stream may replay any earlier answer (resumption), so it is always edited.
-        let lists = stream || messages.iter().any(|m| m.method.is_list());
+        let lists = policy_edits && (stream || messages.iter().any(|m| m.method.is_list()));
         let asks_input = modern
             && messages.iter().any(|m| {
                 matches!(
@@ -132,9 +154,11 @@ impl Pipeline {
                 )
             });
         let legacy_stream = sse && !modern;
-        let blocks =
-            stream || ((legacy_stream || asks_input) && policy.blocks_server_requests(principal));
-        if !lists && !blocks && !tasks {
+        let blocks = policy_edits
+            && (stream
+                || ((legacy_stream || asks_input) && policy.blocks_server_requests(principal)));
+        let policy_edits = lists || blocks || tasks;
+        if !policy_edits && integrity.is_none() {
             return Ok(resp);
         }
         if let Some(enc) = resp.headers().get(http::header::CONTENT_ENCODING)
@@ -145,7 +169,7 @@ impl Pipeline {
             return Err(Denial::new(Reason::UpstreamUnavailable)
                 .with_detail("compressed answer that the policy must inspect"));
         }
-        let on_blocked: Option<OnBlocked> = legacy_stream.then(|| {
+        let on_blocked: Option<OnBlocked> = (legacy_stream && policy_edits).then(|| {
             let send = self.proxy.answer_upstream(
                 ctx.session_id.as_deref(),
                 ctx.version.as_deref(),
@@ -174,6 +198,8 @@ impl Pipeline {
             on_blocked,
             hidden: self.metrics.list_items_hidden.clone(),
             blocked: self.metrics.server_requests_blocked.clone(),
+            integrity,
+            policy_edits,
         };
         let (mut parts, body) = resp.into_parts();
         parts.headers.remove(http::header::CONTENT_LENGTH);

@@ -72,6 +72,7 @@ pub fn describe(ctx: &Ctx, d: &mut Draft) {
     d.session = session.map(|s| format!("sha256:{}", &sha256_hex(s.as_bytes())[..16]));
     d.decision = ctx.decision.clone();
     d.rate_limit = ctx.ratelimit.clone();
+    d.integrity.extend(ctx.integrity.iter().cloned());
     d.bytes_in = ctx.body.len() as u64;
     let Some(env) = &ctx.envelope else {
         d.method = Some(

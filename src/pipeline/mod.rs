@@ -20,6 +20,7 @@ pub mod answer;
 pub mod audit;
 pub mod authenticate;
 pub mod authorize;
+pub mod integrity;
 pub mod parse;
 pub mod ratelimit;
 pub mod session;
@@ -85,6 +86,8 @@ pub struct Ctx {
     pub permits: Option<crate::ratelimit::concurrency::Permits>,
     /// The rate limiter's verdict, for the audit record (rate limits configured only).
     pub ratelimit: Option<crate::audit::record::RateNote>,
+    /// What tool integrity refused the request for, for the audit record.
+    pub integrity: Vec<crate::integrity::Note>,
 }
 
 impl Ctx {
@@ -116,6 +119,7 @@ impl Ctx {
             decision: None,
             permits: None,
             ratelimit: None,
+            integrity: Vec::new(),
         }
     }
 
@@ -147,6 +151,7 @@ pub enum Check {
     Authenticate(authenticate::Authenticate),
     Session(Arc<session::Session>),
     Authorize(authorize::Authorize),
+    Integrity(integrity::IntegrityCheck),
     RateLimit(ratelimit::RateLimit),
 }
 
@@ -159,6 +164,7 @@ impl Check {
             Check::Authenticate(_) => "authenticate",
             Check::Session(_) => "session",
             Check::Authorize(_) => "authorize",
+            Check::Integrity(_) => "integrity",
             Check::RateLimit(_) => "ratelimit",
         }
     }
@@ -171,6 +177,7 @@ impl Check {
             Check::Authenticate(c) => c.run(ctx).await,
             Check::Session(c) => c.run(ctx),
             Check::Authorize(c) => c.run(ctx),
+            Check::Integrity(c) => c.run(ctx),
             Check::RateLimit(c) => c.run(ctx).await,
         }
     }
@@ -203,6 +210,8 @@ pub struct Stages {
     pub policy: Arc<PolicyStore>,
     /// Set when the mTLS authenticator is on: how a client certificate becomes an identity.
     pub mtls: Option<Arc<MtlsConfig>>,
+    /// Tool integrity, when configured.
+    pub integrity: Option<Arc<crate::integrity::Integrity>>,
 }
 
 pub struct Pipeline {
@@ -215,6 +224,7 @@ pub struct Pipeline {
     audit: Option<Arc<Auditor>>,
     metadata: Arc<ResourceMetadata>,
     mtls: Option<Arc<MtlsConfig>>,
+    integrity: Option<Arc<crate::integrity::Integrity>>,
     mcp_path: String,
     next_id: AtomicU64,
 }
@@ -233,6 +243,7 @@ impl Pipeline {
             metadata,
             policy,
             mtls,
+            integrity,
         } = stages;
         let gate = audit
             .as_ref()
@@ -255,6 +266,13 @@ impl Pipeline {
             // 5. the policy allows every message (and every target) of the body.
             Check::Authorize(authorize),
         ]);
+        // 5b. calls to a tool, prompt or resource that tool integrity blocks (drifted from its
+        //     pin, unpinned, poisoned); only with `integrity`.
+        checks.extend(
+            integrity
+                .clone()
+                .map(|i| Check::Integrity(integrity::IntegrityCheck::new(i))),
+        );
         // 6. budgets per principal/tool/method and concurrent tool calls (429 over a limit);
         //    only when `rate_limits` is configured. After the identity (and authorization):
         //    a refused call takes no budget.
@@ -273,6 +291,7 @@ impl Pipeline {
             audit,
             metadata,
             mtls,
+            integrity,
             mcp_path: config.mcp_path.clone(),
             next_id: AtomicU64::new(1),
         }

@@ -21,6 +21,9 @@ use serde_json::{Map, Value};
 use super::{OpTarget, Policy, PolicyStore};
 use crate::bindings::{Binding, Bindings, Kind, Owner};
 use crate::identity::Principal;
+use crate::integrity::fingerprint::Kind as DefKind;
+use crate::integrity::state::ItemOutcome;
+use crate::integrity::{Integrity, Note};
 
 /// What to do with one message of an answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,6 +50,10 @@ pub trait MessageEdit: Send + 'static {
     /// An unterminated last SSE event may go out as it is (nothing in it needs editing).
     fn keeps_partial(&self) -> bool {
         true
+    }
+    /// What the edits so far found for the audit record (integrity findings), taken.
+    fn take_notes(&mut self) -> Vec<Note> {
+        Vec::new()
     }
 }
 
@@ -83,6 +90,16 @@ impl ListKind {
             Self::Prompts => ("prompts", "name"),
             Self::Resources => ("resources", "uri"),
             Self::Templates => ("resourceTemplates", "uriTemplate"),
+        }
+    }
+
+    /// The definition kind of this list's items.
+    fn def_kind(self) -> DefKind {
+        match self {
+            Self::Tools => DefKind::Tool,
+            Self::Prompts => DefKind::Prompt,
+            Self::Resources => DefKind::Resource,
+            Self::Templates => DefKind::Template,
         }
     }
 
@@ -147,6 +164,22 @@ pub struct AnswerEdit {
     pub hidden: IntCounterVec,
     /// `server_requests_blocked_total{method}`
     pub blocked: IntCounterVec,
+    /// Tool integrity, when on: `lists` checks list items against pins and the description
+    /// scanner, `results` scans results for secrets.
+    pub integrity: Option<IntegrityEdit>,
+    /// The policy has something to do in this answer (else only integrity edits it).
+    pub policy_edits: bool,
+}
+
+/// The integrity part of an answer's edit.
+pub struct IntegrityEdit {
+    pub integrity: Arc<Integrity>,
+    /// The answer may carry list results to check.
+    pub lists: bool,
+    /// The answer may carry results of `tools/call`, `resources/read` or `prompts/get`.
+    pub results: bool,
+    /// Findings so far, taken by the body for the audit record.
+    pub notes: Vec<Note>,
 }
 
 impl AnswerEdit {
@@ -211,6 +244,13 @@ impl AnswerEdit {
                 changed = true;
             }
         }
+        if let Some(ie) = self.integrity.as_mut().filter(|i| i.lists) {
+            for kind in ListKind::ALL {
+                if let Some(Value::Array(items)) = result.get_mut(kind.fields().0) {
+                    changed |= ie.check_list(kind, items);
+                }
+            }
+        }
         if changed && self.modern {
             result.insert("cacheScope".into(), Value::String("private".into()));
         }
@@ -238,9 +278,10 @@ impl AnswerEdit {
         blocked
     }
 
-    /// Some list in the answer is cut down to what the caller may see.
+    /// Some list in the answer is cut down to what the caller may see (by the policy, the
+    /// caller's tasks, or tool integrity).
     fn filters(&self) -> bool {
-        self.lists || self.tasks.is_some()
+        self.lists || self.tasks.is_some() || self.integrity.as_ref().is_some_and(|i| i.lists)
     }
 
     fn list_error(&self) -> Vec<u8> {
@@ -495,13 +536,81 @@ impl AnswerEdit {
     }
 }
 
+impl IntegrityEdit {
+    /// One list's items, each checked; true when the list changed.
+    fn check_list(&mut self, kind: ListKind, items: &mut Vec<Value>) -> bool {
+        let field = kind.fields().1;
+        let names: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.get(field).and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let mut changed = false;
+        let mut kept = Vec::with_capacity(items.len());
+        for mut item in std::mem::take(items) {
+            let own = item.get(field).and_then(Value::as_str).map(str::to_string);
+            let others: Vec<&str> = names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| Some(*n) != own.as_deref())
+                .collect();
+            match self
+                .integrity
+                .check_item(kind.def_kind(), &mut item, &others, &mut self.notes)
+            {
+                ItemOutcome::Keep => kept.push(item),
+                ItemOutcome::Changed => {
+                    changed = true;
+                    kept.push(item);
+                }
+                ItemOutcome::Remove => changed = true,
+            }
+        }
+        *items = kept;
+        changed
+    }
+
+    /// The message (as edited so far) with the secrets of its results handled.
+    fn scan(&mut self, message: &[u8]) -> Option<Vec<u8>> {
+        if !self.results {
+            return None;
+        }
+        self.integrity.scan_result(message, &mut self.notes)
+    }
+}
+
 impl MessageEdit for AnswerEdit {
     fn edit(&mut self, message: &[u8]) -> Edit {
-        let policy = self.policy.get();
-        match self.edit_raw(&policy, message) {
-            Some(edit) => edit,
-            None => self.edit_tree(&policy, message),
+        let integrity_lists = self.integrity.as_ref().is_some_and(|i| i.lists);
+        let edit = if !self.policy_edits && !integrity_lists {
+            Edit::Keep
+        } else {
+            let policy = self.policy.get();
+            // Integrity reads every list item whole: the general path.
+            let raw = if integrity_lists {
+                None
+            } else {
+                self.edit_raw(&policy, message)
+            };
+            match raw {
+                Some(edit) => edit,
+                None => self.edit_tree(&policy, message),
+            }
+        };
+        let Some(ie) = self.integrity.as_mut().filter(|i| i.results) else {
+            return edit;
+        };
+        match edit {
+            Edit::Drop => Edit::Drop,
+            Edit::Keep => ie.scan(message).map_or(Edit::Keep, Edit::Replace),
+            Edit::Replace(new) => Edit::Replace(ie.scan(&new).unwrap_or(new)),
         }
+    }
+
+    fn take_notes(&mut self) -> Vec<Note> {
+        self.integrity
+            .as_mut()
+            .map(|i| std::mem::take(&mut i.notes))
+            .unwrap_or_default()
     }
 
     /// A list too large to filter is not passed on: the caller gets an error. A server request
@@ -513,6 +622,14 @@ impl MessageEdit for AnswerEdit {
         if self.filters() && !looks_like_request {
             return Oversized::Replace(self.list_error());
         }
+        if let Some(ie) = self.integrity.as_mut().filter(|i| i.results)
+            && !looks_like_request
+        {
+            return match ie.integrity.oversized(head, &mut ie.notes) {
+                Some(error) => Oversized::Replace(error),
+                None => Oversized::Pass,
+            };
+        }
         if looks_like_request && self.on_blocked.is_some() {
             return Oversized::Drop;
         }
@@ -520,7 +637,7 @@ impl MessageEdit for AnswerEdit {
     }
 
     fn keeps_partial(&self) -> bool {
-        !self.filters()
+        !self.filters() && !self.integrity.as_ref().is_some_and(|i| i.results)
     }
 }
 
@@ -569,6 +686,8 @@ mod tests {
             on_blocked,
             hidden: counter("hidden", "list"),
             blocked: counter("blocked", "method"),
+            integrity: None,
+            policy_edits: true,
         };
         (e, answered)
     }

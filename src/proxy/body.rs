@@ -124,6 +124,12 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let item = ready!(this.inner.poll_source(cx));
+        if let (Inner::Rewrite { rewriter, .. }, Some(guard)) = (&mut this.inner, &mut this.guard) {
+            let notes = rewriter.take_notes();
+            if !notes.is_empty() {
+                guard.integrity(notes);
+            }
+        }
         if let (Some(tap), Some(Ok(frame))) = (&mut this.tap, &item)
             && let Some(data) = frame.data_ref()
         {

@@ -64,6 +64,13 @@ impl RequestGuard {
         }
     }
 
+    /// Integrity findings in the answer.
+    pub fn integrity(&mut self, notes: Vec<crate::integrity::Note>) {
+        if let Some(d) = self.draft() {
+            d.integrity.extend(notes);
+        }
+    }
+
     pub fn set_op(&mut self, op: Op) {
         self.op = op;
     }

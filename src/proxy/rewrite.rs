@@ -136,6 +136,11 @@ impl Rewriter {
         }
     }
 
+    /// What the edit found so far for the audit record, taken.
+    pub fn take_notes(&mut self) -> Vec<crate::integrity::Note> {
+        self.edit.take_notes()
+    }
+
     /// The body ended: whatever is left.
     pub fn finish(&mut self) -> Bytes {
         if self.sse {
