@@ -103,6 +103,12 @@ async fn wait_audit(dir: &TempDir, pred: impl Fn(&Value) -> bool) -> Value {
     panic!("no such audit record in {:#?}", audit_records(dir));
 }
 
+/// The `integrity` field of the first audit record of a `method` request that has one.
+async fn integrity_of(dir: &TempDir, method: &str) -> Value {
+    wait_audit(dir, |r| r["method"] == method && r["integrity"].is_array()).await["integrity"]
+        .clone()
+}
+
 fn base_catalog() -> Catalog {
     Catalog {
         tools: vec![
@@ -167,12 +173,9 @@ async fn a_definition_changed_after_it_was_pinned_is_blocked_in_both_eras() {
             // The other tool still works.
             call(&s.url, era, "add").await.unwrap();
         }
-        let listed = wait_audit(&dir, |r| {
-            r["method"] == "tools/list" && r["integrity"].is_array()
-        })
-        .await;
+        let listed = integrity_of(&dir, "tools/list").await;
         assert_eq!(
-            listed["integrity"][0],
+            listed[0],
             json!({"kind": "tool", "name": "echo", "finding": "drift", "action": "block", "detail": "description"})
         );
         let refused = wait_audit(&dir, |r| {
@@ -283,12 +286,9 @@ async fn a_new_unpinned_tool_is_blocked_or_warned_about() {
     .await;
     assert_eq!(list_tools(&s.url, &era).await, ["add", "echo", "exfil"]);
     call(&s.url, &era, "exfil").await.unwrap();
-    let listed = wait_audit(&dir, |r| {
-        r["method"] == "tools/list" && r["integrity"].is_array()
-    })
-    .await;
+    let listed = integrity_of(&dir, "tools/list").await;
     assert_eq!(
-        listed["integrity"],
+        listed,
         json!([{"kind": "tool", "name": "exfil", "finding": "unpinned", "action": "warn"}])
     );
     assert_eq!(
@@ -487,10 +487,13 @@ const GITHUB: &str = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
 fn leaky_catalog() -> Catalog {
     let mut c = base_catalog();
     c.tools.push(tool("leak", "Reads the deploy config"));
-    c.results = vec![(
-        "leak".to_string(),
-        format!("region = eu-west-1\naws_access_key_id = {AWS_KEY}\n{PEM}\n"),
-    )];
+    c.results = vec![
+        (
+            "leak".to_string(),
+            format!("region = eu-west-1\naws_access_key_id = {AWS_KEY}\n{PEM}\n"),
+        ),
+        ("fail".to_string(), format!("cannot log in with {GITHUB}")),
+    ];
     c.text = format!("token: {GITHUB}");
     c
 }
@@ -543,6 +546,14 @@ async fn secrets_in_results_are_redacted_withheld_or_flagged() {
             prompt["messages"][0]["content"]["text"],
             "token: [REDACTED:github_token]"
         );
+        // A failing call's error is read too.
+        let e = error_of(
+            client
+                .call_tool(tool_call("fail", json!({})))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(e.message, "cannot log in with [REDACTED:github_token]");
         // A clean result is untouched.
         let echo = client
             .call_tool(tool_call("echo", json!({"text": "hi"})))
@@ -553,12 +564,9 @@ async fn secrets_in_results_are_redacted_withheld_or_flagged() {
             "{\"text\":\"hi\"}"
         );
         client.cancel().await.unwrap();
-        let record = wait_audit(&dir, |r| {
-            r["method"] == "tools/call" && r["integrity"].is_array()
-        })
-        .await;
+        let record = integrity_of(&dir, "tools/call").await;
         assert_eq!(
-            record["integrity"],
+            record,
             json!([
                 {"kind": "result", "finding": "secret", "action": "redact", "detail": "aws_access_key_id"},
                 {"kind": "result", "finding": "secret", "action": "redact", "detail": "private_key"}
@@ -569,7 +577,7 @@ async fn secrets_in_results_are_redacted_withheld_or_flagged() {
                 "mcp_sentinel_integrity_secrets_total{action=\"redact\",detector=\"github_token\"}"
             )
             .await,
-            2.0
+            3.0
         );
         s.shutdown().await;
 
@@ -594,11 +602,8 @@ async fn secrets_in_results_are_redacted_withheld_or_flagged() {
         let s = start(&up, "  secrets: {action: flag}\n", &dir).await;
         let text = call(&s.url, &era, "leak").await.unwrap()["content"][0]["text"].clone();
         assert!(text.as_str().unwrap().contains(AWS_KEY));
-        let record = wait_audit(&dir, |r| {
-            r["method"] == "tools/call" && r["integrity"].is_array()
-        })
-        .await;
-        assert_eq!(record["integrity"][0]["action"], "flag");
+        let record = integrity_of(&dir, "tools/call").await;
+        assert_eq!(record[0]["action"], "flag");
         assert!(
             !std::fs::read_to_string(dir.path("audit.jsonl"))
                 .unwrap()
@@ -644,12 +649,9 @@ async fn a_result_too_large_to_scan_is_withheld_or_passed_and_noted() {
     .await;
     let text = call(&s.url, &Era::Modern, "big").await.unwrap()["content"][0]["text"].clone();
     assert_eq!(text.as_str().unwrap().len(), 8 * 1024);
-    let record = wait_audit(&dir, |r| {
-        r["method"] == "tools/call" && r["integrity"].is_array()
-    })
-    .await;
+    let record = integrity_of(&dir, "tools/call").await;
     assert_eq!(
-        record["integrity"],
+        record,
         json!([{"kind": "result", "finding": "oversized", "action": "pass", "detail": "larger than max_scan_bytes (4096)"}])
     );
     assert_eq!(
@@ -661,7 +663,8 @@ async fn a_result_too_large_to_scan_is_withheld_or_passed_and_noted() {
 }
 
 /// The answer to a blocked call, on the wire: HTTP 200 and a JSON-RPC error with the request's
-/// id (a batch holding it: 403, the status alone), and a refused notification-free body.
+/// id, naming the drift; a batch holding it (2025-03-26) is refused whole with 403. The upstream
+/// never sees either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_call_gets_an_exact_json_rpc_error() {
     let up = serve(base_catalog(), true).await;
@@ -691,7 +694,17 @@ async fn a_blocked_call_gets_an_exact_json_rpc_error() {
             "data": {"integrity": {"kind": "tool", "name": "echo", "finding": "drift", "detail": "annotations"}}
         }})
     );
-    // The upstream never saw the call.
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "add", "arguments": {}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {}}}
+    ]);
+    let r = raw_post(&s.url, &legacy_headers("2025-03-26", None), &batch).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap()["error"],
+        json!({"code": -32600, "message": "Blocked by tool integrity"})
+    );
+    // The upstream never saw either call.
     assert!(up.catalog.lock().unwrap().calls.is_empty());
     s.shutdown().await;
 }

@@ -639,7 +639,8 @@ impl Integrity {
     }
 
     /// A response message to `tools/call`, `resources/read` or `prompts/get` (or a batch of
-    /// them), scanned for secrets. `Some` replaces it.
+    /// them), scanned for secrets: its result, or its error's message and data. `Some`
+    /// replaces it.
     pub fn scan_result(&self, message: &[u8], notes: &mut Vec<Note>) -> Option<Vec<u8>> {
         let secrets = self.secrets.as_ref()?;
         let cfg = self.cfg.secrets.as_ref()?;
@@ -659,10 +660,12 @@ impl Integrity {
             if obj.contains_key("method") {
                 return;
             }
-            let Some(result) = obj.get_mut("result") else {
+            // The result, or the error a failing call answers with (its message and data can
+            // carry what the result would have).
+            let Some(answer) = obj.get_mut("result").or_else(|| obj.get_mut("error")) else {
                 return;
             };
-            let found = secrets.scan_value(result, cfg.action == SecretAction::Redact);
+            let found = secrets.scan_value(answer, cfg.action == SecretAction::Redact);
             if found.is_empty() {
                 return;
             }

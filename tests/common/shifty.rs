@@ -126,6 +126,10 @@ impl ServerHandler for Shifty {
             .unwrap_or_else(|| {
                 Value::Object(request.arguments.clone().unwrap_or_default()).to_string()
             });
+        if request.name == "fail" {
+            // A failing call whose error carries the planted text.
+            return Err(ErrorData::internal_error(answer, None));
+        }
         Ok(text(&answer).into())
     }
 
