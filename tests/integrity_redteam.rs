@@ -644,3 +644,91 @@ async fn a_duplicated_result_key_hides_a_secret_from_the_scanner() {
     .await;
     assert!(!body.contains(AWS_KEY), "status {status}: {body}");
 }
+
+/// BYPASS for github.com/mark3labs/mcp-go clients (claims a, b, c, d). mcp-go decodes every
+/// answer (JSON body or SSE event) into its `JSONRPCResponse` struct, which has no `method`
+/// field: a message with an `id`, a `result` *and* a `method` member is, for it, the response
+/// to its request (client/transport/streamable_http.go, `handleSSEResponse` and the JSON
+/// case). The sentinel takes any message with a string `method` and an `id` for a
+/// server→client request: `AnswerEdit::message` returns before the list check, and
+/// `Integrity::scan_result` skips it. Expected: a message that is both a request and a
+/// response is refused, or checked as both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_also_names_a_method_skips_list_checks_and_the_scanner() {
+    let evil = json!({"name": EVIL_NAME, "description": EVIL_DESCRIPTION, "inputSchema": {"type": "object"}});
+    let addr = scripted(move |method, id| match method {
+        "tools/list" => json_answer(
+            json!({"jsonrpc": "2.0", "id": id, "method": "ping", "result": {"tools": [echo(), evil.clone()]}})
+                .to_string(),
+        ),
+        "tools/call" => sse_answer(&[&json!({"jsonrpc": "2.0", "id": id, "method": "ping",
+            "result": {"content": [{"type": "text", "text": format!("aws_access_key_id = {AWS_KEY}")}]}})
+        .to_string()]),
+        _ => json_answer(json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string()),
+    })
+    .await;
+    let (s, _dir) = start(addr, "redteam-method-member").await;
+    let (_, list) = legacy(&s.url, 1, "tools/list", json!({})).await;
+    let (_, call) = legacy(
+        &s.url,
+        2,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "hi"}}),
+    )
+    .await;
+    assert!(
+        !list.contains(EVIL_NAME) && !call.contains(AWS_KEY),
+        "list: {list}\ncall: {call}"
+    );
+}
+
+/// BYPASS for mcp-go clients (claim d, e). mcp-go's SSE reader keeps only the *last* `data:`
+/// line of an event (`data = strings.TrimSpace(strings.TrimPrefix(line, "data:"))`), where the
+/// SSE spec (and the sentinel) join them with newlines. An event of two data lines — a clean
+/// message, then the one with the secret — is, joined, not JSON: `scan_result` cannot parse it
+/// and passes it; mcp-go reads the second line and the secret. Expected: an event whose data
+/// cannot be parsed is withheld (and, for practice 13, one with several `data:` lines is
+/// rewritten to one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_event_of_two_data_lines_hides_a_secret() {
+    let addr = scripted(move |_method, id| {
+        let clean = call_result(id, "ok").to_string();
+        let leak = call_result(id, &format!("aws_access_key_id = {AWS_KEY}")).to_string();
+        Canned {
+            status: 200,
+            content_type: "text/event-stream",
+            body: format!("data: {clean}\ndata: {leak}\n\n").into_bytes(),
+        }
+    })
+    .await;
+    let (s, _dir) = start(addr, "redteam-two-data-lines").await;
+    let (status, body) = legacy(
+        &s.url,
+        1,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "hi"}}),
+    )
+    .await;
+    assert!(!body.contains(AWS_KEY), "status {status}: {body}");
+}
+
+/// BYPASS of practice 13, list flavour of `a_duplicated_result_key_hides_a_secret_from_the_scanner`
+/// (same caveat: the mainstream readers named above take the last duplicate). `tools` written
+/// twice, the unpinned tool in the first: serde_json reads the last, finds it a `match`, and
+/// integrity alone (the policy edits nothing) keeps the message byte for byte, both copies
+/// included. (Under a policy that edits lists, the message is written anew with one `tools`.)
+/// Expected: refused, or written anew once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicated_tools_key_is_forwarded_with_both_readings() {
+    let addr = scripted(move |method, id| match method {
+        "tools/list" => json_answer(format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{{"name":"{EVIL_NAME}","description":"x","inputSchema":{{"type":"object"}}}}],"tools":[{}]}}}}"#,
+            echo()
+        )),
+        _ => json_answer(json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string()),
+    })
+    .await;
+    let (s, _dir) = start(addr, "redteam-dup-tools").await;
+    let (status, body) = legacy(&s.url, 1, "tools/list", json!({})).await;
+    assert!(!body.contains(EVIL_NAME), "status {status}: {body}");
+}
