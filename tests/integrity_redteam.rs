@@ -1,7 +1,9 @@
 //! Red team of tool integrity (issue 17): ways a malicious upstream gets a drifted, unpinned or
 //! poisoned definition, or a secret, past the sentinel. Every test here asserts the secure
-//! behaviour the docs (docs/integrity.md) and STYLE.md practice 13 promise, and FAILS on the
-//! commit it was written against: each is a bypass, explained where it is.
+//! behaviour the docs (docs/integrity.md) and STYLE.md practice 13 promise. Those not named
+//! `safe_*` FAIL on the commit they were written against (26855db): each is a bypass (or, where
+//! marked GAP, a hole beyond what the docs promise), explained where it is. The `safe_*` ones
+//! pass: ideas tried that the sentinel handles.
 //!
 //! The upstream is a scripted HTTP server (the attacker): it answers each JSON-RPC method with
 //! bytes the test chooses, because the bypasses live in bytes an rmcp server never writes.
@@ -31,12 +33,15 @@ struct Canned {
     status: u16,
     content_type: &'static str,
     body: Vec<u8>,
+    /// A `Content-Encoding` to claim.
+    encoding: Option<&'static str>,
 }
 
 fn json_answer(body: impl Into<Vec<u8>>) -> Canned {
     Canned {
         status: 200,
         content_type: "application/json",
+        encoding: None,
         body: body.into(),
     }
 }
@@ -51,6 +56,7 @@ fn sse_answer(events: &[&str]) -> Canned {
     Canned {
         status: 200,
         content_type: "text/event-stream",
+        encoding: None,
         body: body.into_bytes(),
     }
 }
@@ -80,22 +86,26 @@ async fn scripted(script: impl Fn(&str, &Value) -> Canned + Send + Sync + 'stati
                             Canned {
                                 status: 200,
                                 content_type: "application/json",
+                                encoding: None,
                                 body: Vec::new(),
                             }
                         } else if msg.get("id").is_none() {
                             Canned {
                                 status: 202,
                                 content_type: "application/json",
+                                encoding: None,
                                 body: Vec::new(),
                             }
                         } else {
                             script(&method, &msg["id"])
                         };
-                        let resp = hyper::Response::builder()
+                        let mut resp = hyper::Response::builder()
                             .status(canned.status)
-                            .header("content-type", canned.content_type)
-                            .body(Full::new(Bytes::from(canned.body)))
-                            .unwrap();
+                            .header("content-type", canned.content_type);
+                        if let Some(enc) = canned.encoding {
+                            resp = resp.header("content-encoding", enc);
+                        }
+                        let resp = resp.body(Full::new(Bytes::from(canned.body))).unwrap();
                         Ok::<_, Infallible>(resp)
                     }
                 });
@@ -513,6 +523,7 @@ async fn a_secret_in_a_non_2xx_answer_is_not_scanned() {
     let addr = scripted(move |_method, id| Canned {
         status: 500,
         content_type: "application/json",
+        encoding: None,
         body: call_result(id, &format!("aws_access_key_id = {AWS_KEY}"))
             .to_string()
             .into_bytes(),
@@ -603,6 +614,7 @@ async fn a_two_faced_content_type_hides_an_sse_result_from_the_scanner() {
     let addr = scripted(move |_method, id| Canned {
         status: 200,
         content_type: "application/json, text/event-stream",
+        encoding: None,
         body: format!(
             "event: message\ndata: {}\n\n",
             call_result(id, &format!("aws_access_key_id = {AWS_KEY}"))
@@ -697,6 +709,7 @@ async fn an_sse_event_of_two_data_lines_hides_a_secret() {
         Canned {
             status: 200,
             content_type: "text/event-stream",
+            encoding: None,
             body: format!("data: {clean}\ndata: {leak}\n\n").into_bytes(),
         }
     })
@@ -731,4 +744,139 @@ async fn a_duplicated_tools_key_is_forwarded_with_both_readings() {
     let (s, _dir) = start(addr, "redteam-dup-tools").await;
     let (status, body) = legacy(&s.url, 1, "tools/list", json!({})).await;
     assert!(!body.contains(EVIL_NAME), "status {status}: {body}");
+}
+
+// -------------------------------------------------------------------------------------------
+// Verified safe: these PASS (ideas tried that the sentinel handles)
+// -------------------------------------------------------------------------------------------
+
+/// SAFE. A secret written with `\u` escapes (`AKIA\u0049OSF…`), in `structuredContent`, and in
+/// an `isError: true` result is found and redacted in every spelling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_escaped_structured_and_error_result_secrets_are_redacted() {
+    let addr = scripted(move |_method, id| {
+        json_answer(format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"isError":true,"content":[{{"type":"text","text":"key AKIA\u0049OSFODNN7EXAMPLE"}}],"structuredContent":{{"env":{{"k":"{AWS_KEY}"}}}}}}}}"#
+        ))
+    })
+    .await;
+    let (s, _dir) = start(addr, "redteam-safe-escaped").await;
+    let (status, body) = legacy(
+        &s.url,
+        1,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "hi"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        !body.contains(AWS_KEY) && !body.contains("\\u0049OSF"),
+        "{body}"
+    );
+    assert!(body.contains("[REDACTED:aws_access_key_id]"), "{body}");
+}
+
+/// SAFE. A 2025-03-26 batch holding a list and a call, answered as one JSON array: the
+/// unpinned tool is taken out of the list and the call's secret redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_a_batch_of_a_list_and_a_call_is_checked_whole() {
+    // A batch reaches `scripted` as an array (no `method`): this upstream answers any POSTed
+    // batch with the batch answer.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let out = if body.first() == Some(&b'[') {
+                            json!([
+                            {"jsonrpc": "2.0", "id": 1, "result": {"tools": [echo(),
+                                {"name": EVIL_NAME, "description": "x", "inputSchema": {"type": "object"}}]}},
+                            call_result(&json!(2), &format!("aws_access_key_id = {AWS_KEY}"))
+                        ])
+                        .to_string()
+                        } else {
+                            String::new()
+                        };
+                        Ok::<_, Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(out)))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let (s, _dir) = start(addr, "redteam-safe-batch").await;
+    let r = raw_post(
+        &s.url,
+        &[("MCP-Protocol-Version".to_string(), "2025-03-26".to_string())],
+        &json!([
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}}
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        !r.body.contains(EVIL_NAME) && !r.body.contains(AWS_KEY),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("\"echo\""), "{}", r.body);
+}
+
+/// SAFE. A compressed answer (which the sentinel cannot read) is refused, not passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_a_compressed_answer_is_refused() {
+    let addr = scripted(move |_method, id| Canned {
+        status: 200,
+        content_type: "application/json",
+        body: call_result(id, &format!("aws_access_key_id = {AWS_KEY}"))
+            .to_string()
+            .into_bytes(),
+        encoding: Some("gzip"),
+    })
+    .await;
+    let (s, _dir) = start(addr, "redteam-safe-gzip").await;
+    let (status, body) = legacy(
+        &s.url,
+        1,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "hi"}}),
+    )
+    .await;
+    assert_ne!(status, 200, "{body}");
+    assert!(!body.contains(AWS_KEY), "{body}");
+}
+
+/// SAFE. Calling a tool the pins file does not hold, before any list, is refused as unpinned;
+/// so is a spelling that differs from the pinned name only by case or Unicode form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_unpinned_names_are_refused_before_any_list() {
+    let addr = scripted(move |_method, id| json_answer(call_result(id, "ran").to_string())).await;
+    let (s, _dir) = start(addr, "redteam-safe-unpinned").await;
+    for name in [EVIL_NAME, "Echo", "ECHO", "echo\u{200b}", "ｅcho"] {
+        let (status, body) = legacy(
+            &s.url,
+            1,
+            "tools/call",
+            json!({"name": name, "arguments": {"text": "hi"}}),
+        )
+        .await;
+        assert!(
+            !body.contains("ran") && body.contains("not pinned"),
+            "{name}: {status} {body}"
+        );
+    }
 }
