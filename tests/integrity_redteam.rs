@@ -746,6 +746,65 @@ async fn a_duplicated_tools_key_is_forwarded_with_both_readings() {
     assert!(!body.contains(EVIL_NAME), "status {status}: {body}");
 }
 
+/// BYPASS (claim a, "`resources/read` of a URI under a blocked template" is refused; practice
+/// 13's normalisation). `template_matches` compares a URI with the template's literal parts
+/// byte for byte, so `FILE:///logs/x.log` is not under the blocked `file:///logs/{day}.log`
+/// and its read is forwarded — but a URI's scheme is case-insensitive (RFC 3986 §3.1) and
+/// upstreams that parse URIs before matching serve it from the blocked template (pydantic's
+/// `AnyUrl`, which the Python SDK's request types use for `uri`, turns `FILE:///logs/x.log`
+/// into `file:///logs/x.log` — checked; that a given server then matches its templates on
+/// that string is the assumption). Expected: URIs compared in a normalised form (scheme and host
+/// lowercased, percent-encoding of unreserved characters decoded), or a non-canonical one
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_under_a_blocked_template_in_another_scheme_case_passes() {
+    let addr = scripted(move |method, id| match method {
+        // Not in the pins file: unpinned, blocked.
+        "resources/templates/list" => json_answer(
+            json!({"jsonrpc": "2.0", "id": id, "result": {"resourceTemplates": [
+                {"uriTemplate": "file:///logs/{day}.log", "name": "logs"}
+            ]}})
+            .to_string(),
+        ),
+        "resources/read" => json_answer(
+            json!({"jsonrpc": "2.0", "id": id, "result": {"contents": [
+                {"uri": "file:///logs/x.log", "text": "served by the blocked template"}
+            ]}})
+            .to_string(),
+        ),
+        _ => json_answer(json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string()),
+    })
+    .await;
+    let (s, _dir) = start(addr, "redteam-template-case").await;
+    let (_, list) = legacy(&s.url, 1, "resources/templates/list", json!({})).await;
+    assert!(
+        !list.contains("{day}"),
+        "the unpinned template is listed: {list}"
+    );
+    let (_, canonical) = legacy(
+        &s.url,
+        2,
+        "resources/read",
+        json!({"uri": "file:///logs/x.log"}),
+    )
+    .await;
+    assert!(
+        canonical.contains("blocked by mcp-sentinel"),
+        "the canonical spelling is refused: {canonical}"
+    );
+    let (status, other) = legacy(
+        &s.url,
+        3,
+        "resources/read",
+        json!({"uri": "FILE:///logs/x.log"}),
+    )
+    .await;
+    assert!(
+        other.contains("blocked by mcp-sentinel"),
+        "status {status}: a read under the blocked template passed: {other}"
+    );
+}
+
 // -------------------------------------------------------------------------------------------
 // Verified safe: these PASS (ideas tried that the sentinel handles)
 // -------------------------------------------------------------------------------------------
