@@ -805,6 +805,37 @@ async fn a_read_under_a_blocked_template_in_another_scheme_case_passes() {
     );
 }
 
+/// BYPASS for mcp-go clients (claims a, b, c, e: "SSE answers split arbitrarily"). The SSE
+/// spec, and the sentinel, end a line at a bare CR; mcp-go's `readSSE` splits lines on `\n`
+/// only. The upstream writes one event whose data, for mcp-go, is
+/// `{"jsonrpc":…,"result":{"nextCursor":"a"<CR>,"tools":[…]}}` (a CR is JSON whitespace).
+/// The sentinel reads a `data:` line ending at the CR, then a line whose field name is
+/// `,"tools"` (ignored): the data it edits is a cut-off JSON text that cannot be parsed, in which
+/// `may_hold_list` finds no `"tools"`, so the event is kept byte for byte and mcp-go lists an
+/// unpinned, poisoned tool. Expected: an event whose data cannot be parsed is dropped or
+/// refused when a list is expected (and, practice 13, events written anew with `\n` only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_cr_inside_an_sse_event_hides_a_list_from_the_sentinel() {
+    let evil = json!({"name": EVIL_NAME, "description": EVIL_DESCRIPTION, "inputSchema": {"type": "object"}});
+    let addr = scripted(move |method, id| match method {
+        "tools/list" => Canned {
+            status: 200,
+            content_type: "text/event-stream",
+            body: format!(
+                "data: {{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{\"nextCursor\":\"a\"\r,\"tools\":[{}, {evil}]}}}}\n\n",
+                echo()
+            )
+            .into_bytes(),
+            encoding: None,
+        },
+        _ => json_answer(json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string()),
+    })
+    .await;
+    let (s, _dir) = start(addr, "redteam-bare-cr").await;
+    let (status, body) = legacy(&s.url, 1, "tools/list", json!({})).await;
+    assert!(!body.contains(EVIL_NAME), "status {status}: {body:?}");
+}
+
 // -------------------------------------------------------------------------------------------
 // Verified safe: these PASS (ideas tried that the sentinel handles)
 // -------------------------------------------------------------------------------------------
