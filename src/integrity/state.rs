@@ -493,7 +493,10 @@ impl Integrity {
         notes: &mut Vec<Note>,
     ) -> ItemOutcome {
         let Some(j) = self.judge(kind, item, others, true) else {
-            return ItemOutcome::Keep;
+            // Without a name (as a string) it can be neither pinned nor called by name, and a
+            // reader that matches names loosely may still show it.
+            self.note(notes, kind, "", "unnamed", "block", String::new());
+            return ItemOutcome::Remove;
         };
         let name = &j.def.name;
         if let Some(pin) = &j.pin {
@@ -612,9 +615,11 @@ impl Integrity {
             return Some(b);
         }
         if kind == Kind::Resource {
-            // A URI under a blocked template is that template's.
+            // A URI under a blocked template is that template's, however its scheme is
+            // spelled or its unreserved characters escaped.
+            let uri = crate::mcp::uri::canonical(name).unwrap_or(std::borrow::Cow::Borrowed(name));
             return seen.iter().find_map(|((k, template), s)| {
-                (*k == Kind::Template && template_matches(template, name))
+                (*k == Kind::Template && template_matches(&scheme_lower(template), &uri))
                     .then(|| s.block.clone())
                     .flatten()
             });
@@ -657,37 +662,37 @@ impl Integrity {
             let Some(obj) = msg.as_object_mut() else {
                 return;
             };
-            if obj.contains_key("method") {
-                return;
-            }
+            // A notification or a server request (a log message, a sampling request) carries
+            // what it says in its params: redacted unless only flagged, never withheld (it is
+            // not the answer the client waits for).
+            let request = obj.contains_key("method");
             // The result, or the error a failing call answers with (its message and data can
             // carry what the result would have).
-            let Some(answer) = obj.get_mut("result").or_else(|| obj.get_mut("error")) else {
+            let key = if request {
+                "params"
+            } else if obj.contains_key("result") {
+                "result"
+            } else {
+                "error"
+            };
+            let part = obj.get_mut(key);
+            let Some(answer) = part else {
                 return;
             };
-            let found = secrets.scan_value(answer, cfg.action == SecretAction::Redact);
+            let action = match cfg.action {
+                SecretAction::Block if request => SecretAction::Redact,
+                a => a,
+            };
+            let found = secrets.scan_value(answer, action == SecretAction::Redact);
             if found.is_empty() {
                 return;
             }
+            let kind = if request { "message" } else { "result" };
             for d in &found {
-                self.metrics
-                    .secrets
-                    .with_label_values(&[d.as_str(), cfg.action.as_str()])
-                    .inc();
-                self.metrics
-                    .findings
-                    .with_label_values(&["result", "secret", cfg.action.as_str()])
-                    .inc();
-                notes.push(Note {
-                    kind: "result",
-                    name: None,
-                    finding: "secret",
-                    action: cfg.action.as_str(),
-                    detail: d.clone(),
-                });
+                self.secret_found(kind, d, action, notes);
             }
-            tracing::warn!(detectors = ?found, action = cfg.action.as_str(), "secret in a result");
-            match cfg.action {
+            tracing::warn!(detectors = ?found, action = action.as_str(), kind, "secret in an answer");
+            match action {
                 SecretAction::Flag => {}
                 SecretAction::Redact => changed = true,
                 SecretAction::Block => {
@@ -706,6 +711,73 @@ impl Integrity {
             msg => scan(msg),
         }
         changed.then(|| serde_json::to_vec(&v).expect("a JSON value serializes"))
+    }
+
+    fn secret_found(
+        &self,
+        kind: &'static str,
+        detector: &str,
+        action: SecretAction,
+        notes: &mut Vec<Note>,
+    ) {
+        self.metrics
+            .secrets
+            .with_label_values(&[detector, action.as_str()])
+            .inc();
+        self.metrics
+            .findings
+            .with_label_values(&[kind, "secret", action.as_str()])
+            .inc();
+        notes.push(Note {
+            kind,
+            name: None,
+            finding: "secret",
+            action: action.as_str(),
+            detail: detector.to_string(),
+        });
+    }
+
+    /// An answer that is not JSON-RPC (a non-2xx status's body), scanned as text: secrets are
+    /// redacted (only noted with `flag`); `Some` replaces it.
+    pub fn scan_text(&self, body: &[u8], notes: &mut Vec<Note>) -> Option<Vec<u8>> {
+        let secrets = self.secrets.as_ref()?;
+        let cfg = self.cfg.secrets.as_ref()?;
+        if body.len() > cfg.max_scan_bytes {
+            return self.oversized(body.get(..4096).unwrap_or(body), notes);
+        }
+        let text = String::from_utf8_lossy(body);
+        let (redacted, found) = secrets.redact_text(&text)?;
+        let action = match cfg.action {
+            SecretAction::Flag => SecretAction::Flag,
+            _ => SecretAction::Redact,
+        };
+        for d in &found {
+            self.secret_found("answer", d, action, notes);
+        }
+        tracing::warn!(detectors = ?found, action = action.as_str(), "secret in an error answer");
+        (action == SecretAction::Redact).then(|| redacted.into_bytes())
+    }
+
+    /// An answer message that other readers could read another way: replaced by an error.
+    pub fn ambiguous(&self, id: Value, why: &str, notes: &mut Vec<Note>) -> Vec<u8> {
+        self.metrics
+            .findings
+            .with_label_values(&["answer", "ambiguous", "block"])
+            .inc();
+        notes.push(Note {
+            kind: "answer",
+            name: None,
+            finding: "ambiguous",
+            action: "block",
+            detail: why.to_string(),
+        });
+        tracing::warn!(why, "answer withheld: it can be read more than one way");
+        serde_json::to_vec(&withheld(
+            id,
+            &format!("it can be read more than one way ({why})"),
+            Value::Null,
+        ))
+        .expect("a JSON value serializes")
     }
 
     /// A result too large to scan: the configured rule, never silence.
@@ -750,15 +822,14 @@ impl Integrity {
 
 /// The error that replaces a result the sentinel may not pass on.
 fn withheld(id: Value, why: &str, data: Value) -> Value {
-    json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "error": {
-            "code": -32603,
-            "message": format!("Result withheld by mcp-sentinel: {why}"),
-            "data": data,
-        }
-    })
+    let mut error = json!({
+        "code": -32603,
+        "message": format!("Result withheld by mcp-sentinel: {why}"),
+    });
+    if !data.is_null() {
+        error["data"] = data;
+    }
+    json!({"jsonrpc": "2.0", "id": id, "error": error})
 }
 
 /// The `id` of a message from its first bytes, when written before anything long.
@@ -774,6 +845,16 @@ fn id_of(head: &[u8]) -> Option<Value> {
     match de.next()? {
         Ok(v @ (Value::Number(_) | Value::String(_))) => Some(v),
         _ => None,
+    }
+}
+
+/// `uri` with its scheme in lower case (schemes are case-insensitive).
+fn scheme_lower(uri: &str) -> std::borrow::Cow<'_, str> {
+    match uri.find(':') {
+        Some(i) if uri[..i].bytes().any(|b| b.is_ascii_uppercase()) => {
+            std::borrow::Cow::Owned(format!("{}{}", uri[..i].to_ascii_lowercase(), &uri[i..]))
+        }
+        _ => std::borrow::Cow::Borrowed(uri),
     }
 }
 

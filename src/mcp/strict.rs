@@ -25,6 +25,8 @@ pub enum Ambiguity {
     MisspelledField,
     #[error("a value other parsers read differently")]
     Unreadable,
+    #[error("a message is both a request and a response")]
+    RequestAndResponse,
     #[error("not JSON")]
     Json,
 }
@@ -38,6 +40,7 @@ impl Ambiguity {
             Ambiguity::CaseFoldedKeys => "case_folded_keys",
             Ambiguity::MisspelledField => "misspelled_field",
             Ambiguity::Unreadable => "unreadable_value",
+            Ambiguity::RequestAndResponse => "request_and_response",
             Ambiguity::Json => "json",
         }
     }
@@ -53,6 +56,18 @@ enum Level {
     Ref,
     Notifications,
     Meta,
+    /// An answer's body: one message or a batch of them.
+    AnswerBody,
+    /// A message of an answer (a response, or a server notification or request).
+    Answer,
+    /// A response's `result`.
+    Result,
+    /// A response's `error`.
+    Error,
+    /// A list of definitions (`result.tools`, …): its items are definitions.
+    Items,
+    /// One listed tool, prompt, resource or resource template.
+    Item,
     /// Anything else (arguments, results, values): only the per-object key rules apply.
     Other,
 }
@@ -75,7 +90,38 @@ impl Level {
             Level::Ref => &["type", "name", "uri"],
             Level::Notifications => &["resourceSubscriptions", "toolsListChanged"],
             Level::Meta => &[super::META_PROTOCOL_VERSION, "progressToken", "traceparent"],
-            Level::Body | Level::Other => &[],
+            Level::Answer => &["jsonrpc", "id", "method", "params", "result", "error"],
+            Level::Result => &[
+                "tools",
+                "prompts",
+                "resources",
+                "resourceTemplates",
+                "nextCursor",
+                "content",
+                "structuredContent",
+                "isError",
+                "contents",
+                "messages",
+                "tasks",
+                "resultType",
+                "inputRequests",
+                "cacheScope",
+                "_meta",
+            ],
+            Level::Error => &["code", "message", "data"],
+            Level::Item => &[
+                "name",
+                "title",
+                "description",
+                "inputSchema",
+                "outputSchema",
+                "annotations",
+                "uri",
+                "uriTemplate",
+                "mimeType",
+                "arguments",
+            ],
+            Level::Body | Level::AnswerBody | Level::Items | Level::Other => &[],
         }
     }
 
@@ -86,6 +132,11 @@ impl Level {
             (Level::Params, "ref") => Level::Ref,
             (Level::Params, "notifications") => Level::Notifications,
             (Level::Params, "_meta") => Level::Meta,
+            (Level::Answer, "result") => Level::Result,
+            (Level::Answer, "error") => Level::Error,
+            (Level::Result, "tools" | "prompts" | "resources" | "resourceTemplates") => {
+                Level::Items
+            }
             _ => Level::Other,
         }
     }
@@ -96,6 +147,19 @@ impl Level {
 /// their own way (a number out of `f64` range, a lone surrogate, nesting deeper than 128) —
 /// the caller refuses both, since no key check ran past that point.
 pub fn check(body: &[u8]) -> Result<(), Ambiguity> {
+    walk(body, Level::Body)
+}
+
+/// Checks an answer (one message or a batch, as a JSON body or an SSE event's data) by the same
+/// rules, with the fields the sentinel reads in answers: a message's, a result's and an error's
+/// members, and the members of each listed definition (a `"Name"` or `"DESCRIPTION"` that Go's
+/// decoder would read as the definition's own is refused); and a message that names a method
+/// while carrying a result or an error is refused.
+pub fn check_answer(body: &[u8]) -> Result<(), Ambiguity> {
+    walk(body, Level::AnswerBody)
+}
+
+fn walk(body: &[u8], top: Level) -> Result<(), Ambiguity> {
     let text = std::str::from_utf8(body).map_err(|_| Ambiguity::NotUtf8)?;
     let mut de = serde_json::Deserializer::from_str(text);
     let mut state = State {
@@ -103,7 +167,7 @@ pub fn check(body: &[u8]) -> Result<(), Ambiguity> {
         keys: Vec::new(),
     };
     let walked = Walk {
-        level: Level::Body,
+        level: top,
         state: &mut state,
     }
     .deserialize(&mut de)
@@ -219,11 +283,13 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        // Only the body's own array holds messages; arrays elsewhere hold plain values.
-        let level = if self.level == Level::Body {
-            Level::Message
-        } else {
-            Level::Other
+        // Only the body's own array holds messages, and a list's its definitions; arrays
+        // elsewhere hold plain values.
+        let level = match self.level {
+            Level::Body => Level::Message,
+            Level::AnswerBody => Level::Answer,
+            Level::Items => Level::Item,
+            _ => Level::Other,
         };
         while seq
             .next_element_seed(Walk {
@@ -240,16 +306,31 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let level = if self.level == Level::Body {
-            Level::Message
-        } else {
-            self.level
+        let level = match self.level {
+            Level::Body => Level::Message,
+            Level::AnswerBody => Level::Answer,
+            Level::Items => Level::Other,
+            other => other,
         };
         let fields = level.fields();
         let base = self.state.keys.len();
         let mut folded: Option<HashSet<String>> = None;
         while let Some(key) = map.next_key_seed(Key)? {
-            let problem = key_problem(&key, fields, &self.state.keys[base..], &mut folded);
+            let mut problem = key_problem(&key, fields, &self.state.keys[base..], &mut folded);
+            // An answer's message that names a method and carries a result or an error is a
+            // request to some readers and a response to others.
+            if level == Level::Answer && problem.is_none() {
+                let seen = &self.state.keys[base..];
+                let has = |k: &str| seen.iter().any(|s| s == k);
+                let hybrid = match &*key {
+                    "method" => has("result") || has("error"),
+                    "result" | "error" => has("method"),
+                    _ => false,
+                };
+                if hybrid {
+                    problem = Some(Ambiguity::RequestAndResponse);
+                }
+            }
             if let Some(a) = problem {
                 self.state.found = Some(a);
                 return Err(de::Error::custom("ambiguous"));
@@ -325,6 +406,62 @@ fn key_problem(
         });
     }
     None
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_read_one_way_or_refused() {
+        for (body, want) in [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}]}}"#,
+                Ok(()),
+            ),
+            (r#"[{"jsonrpc":"2.0","id":1,"result":{}}]"#, Ok(())),
+            // Go reads `TOOLS` as the result's tools, `Name` and `DESCRIPTION` as the tool's.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"TOOLS":[]}}"#,
+                Err(Ambiguity::MisspelledField),
+            ),
+            (
+                r#"{"id":1,"result":{"tools":[{"Name":"a"}]}}"#,
+                Err(Ambiguity::MisspelledField),
+            ),
+            (
+                r#"{"id":1,"result":{"tools":[{"name":"a","DESCRIPTION":"x"}]}}"#,
+                Err(Ambiguity::MisspelledField),
+            ),
+            (
+                r#"{"id":1,"result":{"tools":[]},"result":{}}"#,
+                Err(Ambiguity::DuplicateKey),
+            ),
+            (
+                r#"{"id":1,"method":"x","result":{}}"#,
+                Err(Ambiguity::RequestAndResponse),
+            ),
+            (
+                r#"{"id":1,"error":{"code":1,"message":"m"},"method":"x"}"#,
+                Err(Ambiguity::RequestAndResponse),
+            ),
+            (
+                r#"{"id":1,"result":{"content":[{"text":"\ud800"}]}}"#,
+                Err(Ambiguity::Json),
+            ),
+            // Keys inside values (a schema's properties, arguments) are data.
+            (
+                r#"{"id":1,"result":{"tools":[{"name":"a","inputSchema":{"properties":{"Name":{}}}}]}}"#,
+                Ok(()),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#,
+                Ok(()),
+            ),
+        ] {
+            assert_eq!(check_answer(body.as_bytes()), want, "{body}");
+        }
+    }
 }
 
 #[cfg(test)]

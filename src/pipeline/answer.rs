@@ -110,35 +110,44 @@ impl Pipeline {
         let (Some(policy), Some(principal)) = (&ctx.policy, &ctx.principal) else {
             return Ok(resp);
         };
-        if !resp.status().is_success() {
-            return Ok(resp);
-        }
-        let stream = ctx.parts.method == HttpMethod::GET;
-        let messages = ctx.envelope.as_ref().map_or(&[][..], |e| &e.messages[..]);
-        // What tool integrity reads in this answer: list items, and results (a GET stream
-        // may replay either).
+        // What tool integrity reads: every answer, by its shape, whatever was asked (an
+        // upstream may answer any pending request on any stream, a task's result comes from
+        // `tasks/result`); a non-2xx answer's body as text, since clients show it.
+        let raw_text = !resp.status().is_success();
         let integrity = self.integrity.as_ref().and_then(|i| {
-            let lists = i.checks_lists() && (stream || messages.iter().any(|m| m.method.is_list()));
-            let results = i.scans_results()
-                && (stream
-                    || messages.iter().any(|m| {
-                        matches!(
-                            m.method,
-                            Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead
-                        )
-                    }));
+            let (lists, results) = if raw_text {
+                (false, i.scans_results())
+            } else {
+                (i.checks_lists(), i.scans_results())
+            };
             (lists || results).then(|| IntegrityEdit {
                 integrity: i.clone(),
                 lists,
                 results,
+                raw_text,
                 notes: Vec::new(),
             })
         });
+        if raw_text && integrity.is_none() {
+            return Ok(resp);
+        }
+        if let Some(ie) = &integrity
+            && !ie.raw_text
+            && !crate::proxy::headers::is_json_or_event_stream(resp.headers())
+            && !http_body::Body::is_end_stream(resp.body())
+        {
+            // A type that is neither (or both, `application/json, text/event-stream`): clients
+            // differ on how to read it, so it is not passed on.
+            return Err(Denial::new(Reason::UpstreamUnavailable)
+                .with_detail("answer of a content type integrity cannot read one way"));
+        }
+        let stream = ctx.parts.method == HttpMethod::GET;
+        let messages = ctx.envelope.as_ref().map_or(&[][..], |e| &e.messages[..]);
         // Task lists are cut to the caller's own whatever the policy: ownership is not a rule.
         let tasks = stream || messages.iter().any(|m| m.method == Method::TasksList);
         // Nothing to hide from anyone under the policy this answer is decided with. A GET
         // stream is edited with the live policy, which a reload may change while it runs.
-        let policy_edits = stream || tasks || !policy.denies_nothing();
+        let policy_edits = !raw_text && (stream || tasks || !policy.denies_nothing());
         if !policy_edits && integrity.is_none() {
             return Ok(resp);
         }

@@ -55,6 +55,11 @@ pub trait MessageEdit: Send + 'static {
     fn take_notes(&mut self) -> Vec<Note> {
         Vec::new()
     }
+    /// An SSE event whose data came in several `data:` lines (joined with newlines here, while
+    /// some clients keep only the last line).
+    fn multi_line(&mut self, data: &[u8]) -> Edit {
+        self.edit(data)
+    }
 }
 
 /// The four list results and the item field that names each entry.
@@ -171,13 +176,16 @@ pub struct AnswerEdit {
     pub policy_edits: bool,
 }
 
-/// The integrity part of an answer's edit.
+/// The integrity part of an answer's edit. Every answer is read by its shape, whatever was
+/// asked: an upstream may answer any pending request on any stream.
 pub struct IntegrityEdit {
     pub integrity: Arc<Integrity>,
-    /// The answer may carry list results to check.
+    /// List items are checked (pins, description scanner).
     pub lists: bool,
-    /// The answer may carry results of `tools/call`, `resources/read` or `prompts/get`.
+    /// Results (and errors, notifications, server requests) are scanned for secrets.
     pub results: bool,
+    /// The answer is not a JSON-RPC answer (a non-2xx status): its text is scanned as text.
+    pub raw_text: bool,
     /// Findings so far, taken by the body for the audit record.
     pub notes: Vec<Note>,
 }
@@ -576,10 +584,30 @@ impl IntegrityEdit {
         }
         self.integrity.scan_result(message, &mut self.notes)
     }
+
+    /// What replaces a message that other readers could read another way.
+    fn ambiguous(&mut self, id: Option<&Value>, why: &str) -> Edit {
+        let id = id.cloned().unwrap_or(Value::Null);
+        Edit::Replace(self.integrity.ambiguous(id, why, &mut self.notes))
+    }
 }
 
 impl MessageEdit for AnswerEdit {
     fn edit(&mut self, message: &[u8]) -> Edit {
+        if let Some(ie) = self.integrity.as_mut() {
+            if ie.raw_text {
+                return ie
+                    .integrity
+                    .scan_text(message, &mut ie.notes)
+                    .map_or(Edit::Keep, Edit::Replace);
+            }
+            // Integrity decides on what the client reads: an answer that other parsers could
+            // read another way (keys repeated or in another case, a request that is also a
+            // response, what serde_json cannot read) is not passed on.
+            if let Err(a) = crate::mcp::strict::check_answer(message) {
+                return ie.ambiguous(self.request_id.as_ref(), a.as_str());
+            }
+        }
         let integrity_lists = self.integrity.as_ref().is_some_and(|i| i.lists);
         let edit = if !self.policy_edits && !integrity_lists {
             Edit::Keep
@@ -613,6 +641,13 @@ impl MessageEdit for AnswerEdit {
             .unwrap_or_default()
     }
 
+    fn multi_line(&mut self, data: &[u8]) -> Edit {
+        match self.integrity.as_mut() {
+            Some(ie) if !ie.raw_text => ie.ambiguous(self.request_id.as_ref(), "multi_line_data"),
+            _ => self.edit(data),
+        }
+    }
+
     /// A list too large to filter is not passed on: the caller gets an error. A server request
     /// that large is dropped when the caller may not receive some server requests. Everything
     /// else streams through.
@@ -622,9 +657,9 @@ impl MessageEdit for AnswerEdit {
         if self.filters() && !looks_like_request {
             return Oversized::Replace(self.list_error());
         }
-        if let Some(ie) = self.integrity.as_mut().filter(|i| i.results)
-            && !looks_like_request
-        {
+        // Whatever it is: what cannot be scanned follows the stated rule (a request's head
+        // names a method, and so can a response's).
+        if let Some(ie) = self.integrity.as_mut().filter(|i| i.results) {
             return match ie.integrity.oversized(head, &mut ie.notes) {
                 Some(error) => Oversized::Replace(error),
                 None => Oversized::Pass,
@@ -637,7 +672,7 @@ impl MessageEdit for AnswerEdit {
     }
 
     fn keeps_partial(&self) -> bool {
-        !self.filters() && !self.integrity.as_ref().is_some_and(|i| i.results)
+        !self.filters() && self.integrity.is_none()
     }
 }
 

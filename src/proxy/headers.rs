@@ -197,6 +197,20 @@ pub fn to_client(headers: &mut HeaderMap) -> bool {
 }
 
 /// The `Content-Type` is `text/event-stream` (any case, parameters ignored).
+/// The answer's `Content-Type` is exactly one of `application/json` and `text/event-stream`
+/// (parameters aside), so every client reads its body the same way.
+pub fn is_json_or_event_stream(headers: &HeaderMap) -> bool {
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(v), None) = (types.next(), types.next()) else {
+        return false;
+    };
+    v.to_str().ok().is_some_and(|v| {
+        let media = v.split(';').next().unwrap_or("").trim();
+        media.eq_ignore_ascii_case("application/json")
+            || media.eq_ignore_ascii_case("text/event-stream")
+    })
+}
+
 pub fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)

@@ -1,7 +1,7 @@
 //! Applies a per-message edit to an answer as it streams. A JSON body is one message, so it is
 //! held until complete (bounded); an SSE stream is cut into events, each passed on as soon as
 //! it is complete: kept byte for byte, its data replaced (its `id:`, `event:` and `retry:`
-//! lines kept), or dropped (only its `id:` line kept, so `Last-Event-ID` stays right). A
+//! lines kept, nothing else), or dropped (only its `id:` line kept, so `Last-Event-ID` stays right). A
 //! message larger than `LIMIT` is not held: the edit decides from its first bytes whether it
 //! streams through unchanged, is replaced, or is dropped.
 
@@ -182,7 +182,13 @@ fn edit_event(
     data.clear();
     let has_data = sse::data(event, data);
     let edit = if has_data && !data.is_empty() {
-        edit.edit(String::from_utf8_lossy(data).as_bytes())
+        let text = String::from_utf8_lossy(data);
+        // A newline in the data: it came in several `data:` lines (a JSON message needs one).
+        if data.contains(&b'\n') {
+            edit.multi_line(text.as_bytes())
+        } else {
+            edit.edit(text.as_bytes())
+        }
     } else {
         Edit::Keep
     };
@@ -194,7 +200,15 @@ fn edit_event(
             out.extend_from_slice(sep);
         }
         Edit::Replace(new) => {
-            for line in sse::lines(event).filter(|l| !name_is(l, b"data")) {
+            // The event's `id`, `event` and `retry` lines, then the new data: lines no field
+            // of the spec names (comments, stray text a client splitting lines otherwise may
+            // read as data) are not written again.
+            let kept = |l: &&[u8]| {
+                [&b"id"[..], b"event", b"retry"]
+                    .iter()
+                    .any(|n| name_is(l, n))
+            };
+            for line in sse::lines(event).filter(kept) {
                 out.extend_from_slice(String::from_utf8_lossy(line).as_bytes());
                 out.push(b'\n');
             }
