@@ -1,6 +1,7 @@
 //! Every sidecar config the chart renders is one the sentinel starts with: for each values
 //! fixture in tests/fixtures/k8s/values/, helm renders the chart and the real binary's `check`
-//! reads each ConfigMap's `config.yaml`, with its `policy.yaml` where the sidecar mounts it. The
+//! reads each ConfigMap's `config.yaml`, with its `policy.yaml` (and `pins.json`) where the
+//! sidecar mounts it. The
 //! chart's schema refuses typos before anything renders (tests/fixtures/k8s/values-invalid/);
 //! this is what a pod would read at start.
 
@@ -23,6 +24,7 @@ fn every_rendered_sidecar_config_passes_check() {
     fixtures.sort();
     let dir = TempDir::new("chart-configs");
     let mut checked = 0;
+    let mut pinned = 0;
     for fixture in &fixtures {
         let rendered = k8s::helm_template(&["-f", fixture.to_str().unwrap()]);
         for doc in k8s::documents(&rendered) {
@@ -39,8 +41,10 @@ fn every_rendered_sidecar_config_passes_check() {
             );
             let mount = dir.0.join(&name);
             std::fs::create_dir_all(&mount).unwrap();
-            if let Some(policy) = doc["data"]["policy.yaml"].as_str() {
-                std::fs::write(mount.join("policy.yaml"), policy).unwrap();
+            for file in ["policy.yaml", "pins.json"] {
+                if let Some(text) = doc["data"][file].as_str() {
+                    std::fs::write(mount.join(file), text).unwrap();
+                }
             }
             let config = config.replace(CONFIG_MOUNT, &format!("{}/", mount.display()));
             std::fs::write(mount.join("config.yaml"), config).unwrap();
@@ -57,8 +61,15 @@ fn every_rendered_sidecar_config_passes_check() {
                 String::from_utf8_lossy(&out.stderr)
             );
             checked += 1;
+            if doc["data"]["pins.json"].is_string() {
+                // The pins the chart mounts are the ones the config's integrity section reads.
+                let summary = String::from_utf8_lossy(&out.stdout);
+                assert!(summary.contains("integrity: pins /"), "{name}: {summary}");
+                pinned += 1;
+            }
         }
     }
+    assert!(pinned > 0, "a fixture renders sidecar.pins");
     assert!(
         checked >= fixtures.len(),
         "every fixture renders at least one sidecar config ({checked} for {} fixtures)",

@@ -41,16 +41,14 @@ pub fn explain_integrity(cfg: &Config, path: &Path, result: bool) -> Result<Vec<
     let mut lines = Vec::new();
     for (kind, item) in &items {
         let name_field = kind.name_field();
-        let others: Vec<&str> = items
+        let names: Vec<&str> = items
             .iter()
-            .filter(|(k, i)| k == kind && !std::ptr::eq(*i, *item))
+            .filter(|(k, _)| k == kind)
             .filter_map(|(_, i)| i.get(name_field).and_then(Value::as_str))
             .collect();
-        let Some(j) = integrity.judge(*kind, item, &others, false) else {
-            lines.push(format!(
-                "{}: (no {name_field}: hidden from every list)",
-                kind.as_str()
-            ));
+        let key = crate::integrity::state::names_key(&names);
+        let Some(j) = integrity.judge(*kind, item, &names, key, false) else {
+            lines.push(format!("{}: (no {name_field}: hidden from every list)", kind.as_str()));
             continue;
         };
         lines.push(format!("{}: {}", kind.as_str(), j.def.name));

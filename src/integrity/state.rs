@@ -106,6 +106,9 @@ pub struct Judgement {
     prior_block: Option<Block>,
     /// It differs from what was last seen of it (logged).
     changed: bool,
+    /// Taken from what was kept of the last listing (nothing to remember anew).
+    reused: bool,
+    names: u64,
 }
 
 /// What was last seen of one definition.
@@ -115,6 +118,28 @@ struct Seen {
     def: Arc<Definition>,
     /// Set while the definition is blocked.
     block: Option<Block>,
+    /// What it was judged, reused while it and the other names of its list are unchanged
+    /// (the pins are the same while this is kept: a reload clears every `Seen`).
+    judged: Judged,
+}
+
+/// A judgement as kept for reuse.
+#[derive(Debug, Clone)]
+struct Judged {
+    /// The names of its list ([`names_key`]: the shadowing check reads the others).
+    names: u64,
+    pin: Option<PinNote>,
+    findings: Vec<(poison::Finding, ScanAction)>,
+    strip: bool,
+}
+
+/// The key of a list's names, computed once per list: an item's judgement is reused while it
+/// is listed beside the same names.
+pub fn names_key(names: &[&str]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    names.hash(&mut h);
+    h.finish()
 }
 
 type Key = (Kind, String);
@@ -377,6 +402,8 @@ impl Integrity {
         {
             tracing::info!(kind = def.kind.as_str(), name = %def.name, "pin learned by another replica first replaces this one's");
         }
+        // Judged anew when next listed, against the pin in force now.
+        self.seen.lock().expect("not poisoned").remove(&key);
         learned.insert(key, def);
         self.metrics
             .pins
@@ -395,12 +422,14 @@ impl Integrity {
     }
 
     /// What integrity makes of one listed definition, without changing anything (`learn`:
-    /// a definition first seen under trust on first use is learned).
+    /// a definition first seen under trust on first use is learned). `names` as for
+    /// [`Integrity::check_item`].
     pub fn judge(
         &self,
         kind: Kind,
         item: &Value,
-        others: &[&str],
+        names: &[&str],
+        names_key: u64,
         learn: bool,
     ) -> Option<Judgement> {
         let name = item.get(kind.name_field())?.as_str()?;
@@ -410,7 +439,23 @@ impl Integrity {
             .expect("not poisoned")
             .get(&(kind, name.to_string()))
             .cloned();
-        let def = match prior.as_ref().filter(|p| p.def.same(item)) {
+        let same = prior.as_ref().filter(|p| p.def.same(item));
+        // Listed again as it was, beside the same names: judged as it was (the common case: a
+        // client listing an unchanged server).
+        if let Some(p) = same.filter(|p| p.judged.names == names_key) {
+            return Some(Judgement {
+                def: p.def.clone(),
+                pin: p.judged.pin.clone(),
+                findings: p.judged.findings.clone(),
+                block: p.block.clone(),
+                strip: p.judged.strip,
+                prior_block: p.block.clone(),
+                changed: false,
+                reused: true,
+                names: names_key,
+            });
+        }
+        let def = match same {
             Some(p) => p.def.clone(),
             None => Arc::new(Definition::of(kind, item)?),
         };
@@ -421,6 +466,8 @@ impl Integrity {
             strip: false,
             prior_block: prior.as_ref().and_then(|p| p.block.clone()),
             changed: true,
+            reused: false,
+            names: names_key,
             def,
         };
         if let Some(pins) = &self.cfg.pins
@@ -459,7 +506,8 @@ impl Integrity {
             j.pin = Some(pin);
         }
         if let (Some(scanner), Some(d)) = (&self.scanner, &self.cfg.descriptions) {
-            for f in scanner.scan(item, others) {
+            let others: Vec<&str> = names.iter().copied().filter(|n| *n != name).collect();
+            for f in scanner.scan(item, &others) {
                 let action = d.action(f.class);
                 match action {
                     ScanAction::Block => {
@@ -482,17 +530,19 @@ impl Integrity {
         Some(j)
     }
 
-    /// One item of a list answer, after the policy let the caller see it. `others`: the
-    /// names of the list's other items, for the shadowing check. Counted, noted, logged when
-    /// it changed, and remembered for the calls that follow.
+    /// One item of a list answer, after the policy let the caller see it. `names`: the names
+    /// of the list's items, its own among them, and their [`names_key`] (the shadowing check
+    /// reads the others). Counted, noted, logged when it changed, and remembered for the calls
+    /// that follow.
     pub fn check_item(
         &self,
         kind: Kind,
         item: &mut Value,
-        others: &[&str],
+        names: &[&str],
+        names_key: u64,
         notes: &mut Vec<Note>,
     ) -> ItemOutcome {
-        let Some(j) = self.judge(kind, item, others, true) else {
+        let Some(j) = self.judge(kind, item, names, names_key, true) else {
             // Without a name (as a string) it can be neither pinned nor called by name, and a
             // reader that matches names loosely may still show it.
             self.note(notes, kind, "", "unnamed", "block", String::new());
@@ -528,11 +578,24 @@ impl Integrity {
                 ),
                 None => {}
             }
+        }
+        if !j.reused {
+            // A definition learned on first sight is its own pin from now on.
+            let pin = j.pin.clone().map(|p| PinNote {
+                label: if p.label == "learned" { "match" } else { p.label },
+                ..p
+            });
             self.seen.lock().expect("not poisoned").insert(
                 (kind, name.clone()),
                 Seen {
                     def: j.def.clone(),
                     block: j.block.clone(),
+                    judged: Judged {
+                        names: j.names,
+                        pin,
+                        findings: j.findings.clone(),
+                        strip: j.strip,
+                    },
                 },
             );
         }

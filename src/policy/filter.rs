@@ -548,23 +548,22 @@ impl IntegrityEdit {
     /// One list's items, each checked; true when the list changed.
     fn check_list(&mut self, kind: ListKind, items: &mut Vec<Value>) -> bool {
         let field = kind.fields().1;
-        let names: Vec<String> = items
+        let owned: Vec<String> = items
             .iter()
             .filter_map(|i| i.get(field).and_then(Value::as_str).map(str::to_string))
             .collect();
+        let names: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let key = crate::integrity::state::names_key(&names);
         let mut changed = false;
         let mut kept = Vec::with_capacity(items.len());
         for mut item in std::mem::take(items) {
-            let own = item.get(field).and_then(Value::as_str).map(str::to_string);
-            let others: Vec<&str> = names
-                .iter()
-                .map(String::as_str)
-                .filter(|n| Some(*n) != own.as_deref())
-                .collect();
-            match self
-                .integrity
-                .check_item(kind.def_kind(), &mut item, &others, &mut self.notes)
-            {
+            match self.integrity.check_item(
+                kind.def_kind(),
+                &mut item,
+                &names,
+                key,
+                &mut self.notes,
+            ) {
                 ItemOutcome::Keep => kept.push(item),
                 ItemOutcome::Changed => {
                     changed = true;
