@@ -48,7 +48,10 @@ pub fn explain_integrity(cfg: &Config, path: &Path, result: bool) -> Result<Vec<
             .collect();
         let key = crate::integrity::state::names_key(&names);
         let Some(j) = integrity.judge(*kind, item, &names, key, false) else {
-            lines.push(format!("{}: (no {name_field}: hidden from every list)", kind.as_str()));
+            lines.push(format!(
+                "{}: (no {name_field}: hidden from every list)",
+                kind.as_str()
+            ));
             continue;
         };
         lines.push(format!("{}: {}", kind.as_str(), j.def.name));
