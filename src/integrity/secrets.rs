@@ -91,10 +91,72 @@ fn openai_key(m: &str) -> bool {
 /// Secret detectors, compiled together: built once from the config, shared by every request.
 pub struct SecretScanner {
     detectors: Vec<Detector>,
-    /// Every detector, so a string gets one pass and only matched detectors a second.
+    /// Every detector, so a string that holds something gets one pass to tell which.
     set: RegexSet,
-    /// The same patterns over raw JSON bytes, for `maybe`.
-    raw: regex::bytes::RegexSet,
+    /// Every detector as one alternation: whether a text holds anything at all, found with
+    /// the patterns' literal prefixes (`AKIA`, `-----BEGIN`, `ghp_`, …) rather than by running
+    /// every automaton over every byte (which a set's overlapping search does).
+    any: Regex,
+    /// The same over raw JSON bytes, for `maybe`.
+    raw: regex::bytes::Regex,
+}
+
+/// `json` with every string escape decoded (`\\n`, `\\"`, `\\u00e9`, surrogate pairs); `None`
+/// when an escape is malformed or the result is not UTF-8.
+fn unescape(json: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(json.len());
+    let mut i = 0;
+    let hex = |at: usize| -> Option<u32> {
+        let h = json.get(at..at + 4)?;
+        u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
+    };
+    while let Some(off) = json[i..].iter().position(|b| *b == b'\\') {
+        out.extend_from_slice(&json[i..i + off]);
+        i += off;
+        let c = *json.get(i + 1)?;
+        let decoded = match c {
+            b'n' => '\n',
+            b't' => '\t',
+            b'r' => '\r',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'"' | b'\\' | b'/' => char::from(c),
+            b'u' => {
+                let hi = hex(i + 2)?;
+                if (0xD800..0xDC00).contains(&hi) && json.get(i + 6..i + 8) == Some(b"\\u") {
+                    let lo = hex(i + 8)?;
+                    i += 6;
+                    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo.checked_sub(0xDC00)?))?
+                } else {
+                    char::from_u32(hi)?
+                }
+            }
+            _ => return None,
+        };
+        i += if c == b'u' { 6 } else { 2 };
+        let mut buf = [0; 4];
+        out.extend_from_slice(decoded.encode_utf8(&mut buf).as_bytes());
+    }
+    out.extend_from_slice(&json[i..]);
+    String::from_utf8(out).ok()
+}
+
+/// The patterns as one alternation, their capture groups unnamed (names may repeat across
+/// patterns; only `any` and `raw` use this, never to capture).
+fn alternation(patterns: &[&str]) -> String {
+    static NAMED: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"\(\?P?<[A-Za-z_][A-Za-z0-9_]*>").expect("a valid regex")
+    });
+    if patterns.is_empty() {
+        // No detector: a class nothing is in, which never matches (an empty pattern would
+        // match everywhere).
+        return r"[^\s\S]".to_string();
+    }
+    patterns
+        .iter()
+        .map(|p| format!("(?:{})", NAMED.replace_all(p, "(?:")))
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 impl SecretScanner {
@@ -152,11 +214,13 @@ impl SecretScanner {
         }
         let patterns: Vec<&str> = detectors.iter().map(|d| d.regex.as_str()).collect();
         let set = RegexSet::new(&patterns).map_err(|e| format!("secret detectors: {e}"))?;
-        let raw =
-            regex::bytes::RegexSet::new(&patterns).map_err(|e| format!("secret detectors: {e}"))?;
+        let one = alternation(&patterns);
+        let any = Regex::new(&one).map_err(|e| format!("secret detectors: {e}"))?;
+        let raw = regex::bytes::Regex::new(&one).map_err(|e| format!("secret detectors: {e}"))?;
         Ok(SecretScanner {
             detectors,
             set,
+            any,
             raw,
         })
     }
@@ -172,6 +236,21 @@ impl SecretScanner {
     /// quotes, which no pattern reads as part of a word, and no pattern is anchored to them.
     pub fn maybe(&self, raw: &[u8]) -> bool {
         self.raw.is_match(raw)
+    }
+
+    /// Could this JSON text hold a secret in one of its strings, as a client reads them? Its
+    /// escapes decoded in place (escapes live only inside strings, so each string reads as a
+    /// client reads it, between the text's own punctuation), then the same pre-check: false
+    /// means certainly none. Text that does not decode is answered true (the caller's parse
+    /// decides).
+    pub fn maybe_escaped(&self, json: &[u8]) -> bool {
+        if !json.contains(&b'\\') {
+            return self.maybe(json);
+        }
+        match unescape(json) {
+            Some(text) => self.any.is_match(&text),
+            None => true,
+        }
     }
 
     /// Scans every string value of a JSON value (object keys are not scanned) as a client reads
@@ -229,6 +308,9 @@ impl SecretScanner {
     /// What to redact in `text`: every detector's matches, then the earliest of any that overlap
     /// (on a tie the longer, then the first detector).
     fn spans(&self, text: &str) -> Vec<Span> {
+        if !self.any.is_match(text) {
+            return Vec::new();
+        }
         let matched = self.set.matches(text);
         if !matched.matched_any() {
             return Vec::new();
@@ -424,6 +506,49 @@ mod tests {
             "only {checked} positives checked without a backslash"
         );
         assert!(!scanner.maybe(br#"{"content":[{"type":"text","text":"nothing to see"}]}"#));
+    }
+
+    /// The pre-check over escaped JSON says yes wherever a scan of the strings finds a secret,
+    /// however the JSON writer escaped them (every positive, in text between escaped newlines
+    /// and quotes, and with each of its characters written as a `\u` escape in turn).
+    #[test]
+    fn maybe_escaped_is_never_false_where_a_scan_finds() {
+        let scanner = all();
+        for p in corpus()["positives"].as_array().unwrap() {
+            let text = format!("line one\n\"{}\"\tafter", p["text"].as_str().unwrap());
+            let result = json!({"content": [{"type": "text", "text": text}]});
+            assert!(!scanner.scan_value(&mut result.clone(), false).is_empty());
+            let raw = serde_json::to_string(&result).unwrap();
+            assert!(scanner.maybe_escaped(raw.as_bytes()), "{}", p["why"]);
+            // Every character of the secret spelled as a \u escape, one at a time.
+            let secret = p["text"].as_str().unwrap();
+            for (i, c) in secret
+                .char_indices()
+                .filter(|(_, c)| c.is_ascii_alphanumeric())
+            {
+                let spelled = format!(
+                    "{}\\u{:04x}{}",
+                    &secret[..i],
+                    c as u32,
+                    &secret[i + c.len_utf8()..]
+                );
+                let body = format!(
+                    r#"{{"content":[{{"type":"text","text":{}}}]}}"#,
+                    serde_json::to_string(&spelled)
+                        .unwrap()
+                        .replace("\\\\u", "\\u")
+                );
+                assert!(
+                    scanner.maybe_escaped(body.as_bytes()),
+                    "{}: {body}",
+                    p["why"]
+                );
+            }
+        }
+        assert!(!scanner.maybe_escaped(br#"{"text":"nothing\nto \"see\" \u00e9"}"#));
+        assert!(
+            super::unescape(br#""\ud83d\ude00 \u00e9\n""#).unwrap() == "\"\u{1f600} \u{e9}\n\""
+        );
     }
 
     #[test]

@@ -719,8 +719,9 @@ impl Integrity {
         if message.len() > cfg.max_scan_bytes {
             return self.oversized(message.get(..4096).unwrap_or(message), notes);
         }
-        // Without a backslash every string reads as written, so the raw text tells.
-        if !message.contains(&b'\\') && !secrets.maybe(message) {
+        // The text, its escapes decoded, tells whether any string may hold a secret: most
+        // results hold none and are passed without building a tree.
+        if !secrets.maybe_escaped(message) {
             return None;
         }
         let mut v: Value = serde_json::from_slice(message).ok()?;
