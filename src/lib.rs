@@ -13,6 +13,7 @@ pub mod identity;
 pub mod k8s;
 pub mod mcp;
 pub mod metrics;
+pub mod otel;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
