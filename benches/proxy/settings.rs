@@ -22,11 +22,13 @@ pub enum Kind {
     SentinelRlRedis,
     SentinelAudit,
     SentinelStdio,
+    SentinelOtel100,
+    SentinelOtel10,
     Nginx,
 }
 
 /// Every target, in the default order of BENCH_TARGETS (the order of the tables).
-const ALL: [Kind; 11] = [
+const ALL: [Kind; 13] = [
     Kind::Direct,
     Kind::Sentinel,
     Kind::SentinelShipped,
@@ -37,6 +39,8 @@ const ALL: [Kind; 11] = [
     Kind::SentinelRlRedis,
     Kind::SentinelAudit,
     Kind::SentinelStdio,
+    Kind::SentinelOtel100,
+    Kind::SentinelOtel10,
     Kind::Nginx,
 ];
 
@@ -53,6 +57,8 @@ impl Kind {
             Kind::SentinelRlRedis => "sentinel-rl-redis",
             Kind::SentinelAudit => "sentinel-audit",
             Kind::SentinelStdio => "sentinel-stdio",
+            Kind::SentinelOtel100 => "sentinel-otel-100",
+            Kind::SentinelOtel10 => "sentinel-otel-10",
             Kind::Nginx => "nginx",
         }
     }
