@@ -142,7 +142,7 @@ pub struct Metrics {
     /// Forwarded answers by what they said (ok, JSON-RPC error class, tool error).
     answers: AnswerCounters,
     /// Spans exported and lost (tracing on only).
-    pub trace_spans: crate::otel::ExportCounters,
+    pub trace_spans: TraceCounters,
 }
 
 fn name(n: &str) -> String {
@@ -475,7 +475,17 @@ impl AnswerCounters {
     }
 }
 
-fn trace_counters(reg: &Register<'_>) -> crate::otel::ExportCounters {
+/// What the trace export counts (`trace_spans_*`).
+#[derive(Clone)]
+pub struct TraceCounters {
+    /// Refused because the export queue was full.
+    pub dropped_queue_full: IntCounter,
+    /// Lost in an export that failed or timed out.
+    pub dropped_export_failed: IntCounter,
+    pub exported: IntCounter,
+}
+
+fn trace_counters(reg: &Register<'_>) -> TraceCounters {
     let dropped = IntCounterVec::new(
         Opts::new(
             name("trace_spans_dropped_total"),
@@ -492,7 +502,7 @@ fn trace_counters(reg: &Register<'_>) -> crate::otel::ExportCounters {
     .expect("valid metric");
     reg(Box::new(dropped.clone()));
     reg(Box::new(exported.clone()));
-    crate::otel::ExportCounters {
+    TraceCounters {
         dropped_queue_full: dropped.with_label_values(&["queue_full"]),
         dropped_export_failed: dropped.with_label_values(&["export_failed"]),
         exported,
@@ -508,6 +518,33 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_told_apart() {
+        let of = AnswerResult::of;
+        assert_eq!(of(None, None, 200), AnswerResult::Ok);
+        assert_eq!(of(None, Some(false), 200), AnswerResult::Ok);
+        assert_eq!(of(None, Some(true), 200), AnswerResult::ToolError);
+        assert_eq!(
+            of(Some(-32603), Some(true), 200),
+            AnswerResult::InternalError
+        );
+        assert_eq!(of(Some(-32042), None, 200), AnswerResult::ServerError);
+        assert_eq!(of(Some(-32002), None, 200), AnswerResult::ServerError);
+        assert_eq!(of(Some(42), None, 200), AnswerResult::OtherError);
+        assert_eq!(of(None, None, 502), AnswerResult::HttpError);
+        let m = Metrics::new();
+        m.count_answer(Op::Mcp(Method::ToolsCall), AnswerResult::ToolError);
+        m.count_answer(Op::Mcp(Method::ToolsCall), AnswerResult::ToolError);
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(
+            text.contains(
+                "mcp_sentinel_answers_total{method=\"tools/call\",result=\"tool_error\"} 2"
+            )
+        );
+        // Cells never counted are not exposed.
+        assert!(!text.contains("result=\"ok\""));
+    }
 
     #[test]
     fn exposition_has_prefixed_bounded_series() {

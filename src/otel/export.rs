@@ -20,16 +20,7 @@ use opentelemetry_sdk::trace::{
 use prometheus::IntCounter;
 
 use crate::config::otel::{OtlpProtocol, SamplerKind, TraceSettings};
-
-/// What the export side counts (`mcp_sentinel_trace_spans_*`).
-#[derive(Clone)]
-pub struct ExportCounters {
-    /// Refused because the queue was full.
-    pub dropped_queue_full: IntCounter,
-    /// Lost in an export that failed or timed out.
-    pub dropped_export_failed: IntCounter,
-    pub exported: IntCounter,
-}
+use crate::metrics::TraceCounters as ExportCounters;
 
 /// Spans waiting in the batch queue (ours, since the SDK does not say).
 type Pending = Arc<AtomicUsize>;

@@ -21,7 +21,7 @@ use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::SdkTracer;
 
 use crate::config::otel::TraceSettings;
-pub use export::ExportCounters;
+use crate::metrics::TraceCounters;
 pub use meta::MetaTrace;
 
 /// The tracer and what turns trace context into headers and back.
@@ -35,7 +35,7 @@ pub struct Otel {
 }
 
 impl Otel {
-    pub fn start(settings: &TraceSettings, counters: ExportCounters) -> Result<Self, String> {
+    pub fn start(settings: &TraceSettings, counters: TraceCounters) -> Result<Self, String> {
         let export = export::Export::start(settings, counters)?;
         let tracer = export.provider.tracer("mcp-sentinel");
         Ok(Self {
