@@ -468,3 +468,41 @@ async fn tracing_off_forwards_the_callers_context_untouched() {
     // The answer metric does not need tracing.
     one_ok_answer(&s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_upstream_is_covered_by_the_same_spans() {
+    use common::client::{legacy_headers, raw_legacy_session};
+    use common::stdio::{OPEN, demo_stdio, stdio_config};
+
+    let collector = start_collector().await;
+    let yaml = format!("{OPEN}tracing:\n{}", grpc(&collector, 1.0));
+    let s = sentinel::start_with(stdio_config(&yaml, demo_stdio()), true).await;
+    let (sid, init) = raw_legacy_session(&s.url, "2025-06-18").await;
+    assert_eq!(init.status, 200, "{}", init.body);
+    let sid = sid.expect("the bridge makes a session");
+    let meta_tp = traceparent(TRACE, "b7ad6b7169203331", true);
+    let body = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{
+        "name":"echo","arguments":{"text":"over stdio"},"_meta":{"traceparent": meta_tp}}});
+    let r = raw_post(&s.url, &legacy_headers("2025-06-18", Some(&sid)), &body).await;
+    assert!(r.body.contains("over stdio"), "{}", r.body);
+
+    let spans = collector.trace(TRACE, 2).await;
+    let server = spans
+        .iter()
+        .find(|x| x.kind == SERVER)
+        .expect("a server span");
+    assert_eq!(server.name, "tools/call echo");
+    assert_eq!(server.parent, "b7ad6b7169203331");
+    // The session, hashed as the audit record hashes it.
+    let hashed = format!("sha256:{}", &common::keys::sha256_hex(&sid)[..16]);
+    assert_eq!(server.attr("mcp.session.id"), Some(hashed.as_str()));
+    let client = spans
+        .iter()
+        .find(|x| x.kind == CLIENT)
+        .expect("the upstream hop");
+    assert_eq!(client.parent, server.span_id);
+    assert!(
+        server.attrs.values().all(|v| !v.contains(&sid)),
+        "raw session id in a span"
+    );
+}
