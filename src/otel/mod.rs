@@ -128,6 +128,11 @@ impl Span {
         self.cx.span().is_recording()
     }
 
+    /// Names the span (once the sampler kept it: a dropped span's name is never read).
+    pub fn rename(&self, name: Cow<'static, str>) {
+        self.cx.span().update_name(name);
+    }
+
     pub fn set(&self, attributes: impl IntoIterator<Item = KeyValue>) {
         self.cx.span().set_attributes(attributes);
     }

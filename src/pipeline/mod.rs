@@ -333,7 +333,7 @@ impl Pipeline {
         }
         // Tracing on: the wall clock the spans start at, and each check's time.
         let wall = self.otel.is_some().then(SystemTime::now);
-        let mut times = Vec::new();
+        let mut times = Vec::with_capacity(if wall.is_some() { self.checks.len() } else { 0 });
         let checked = self.check(&mut ctx, &mut times).await;
         guard.set_op(op_of(&ctx, &self.mcp_path));
         if let (Some(otel), Some(wall)) = (&self.otel, wall) {

@@ -44,8 +44,10 @@ pub fn start(
     ctx.trace_meta = single(ctx).and_then(|_| crate::otel::meta::read(&ctx.body));
     let parent = otel.parent(&ctx.parts.headers, ctx.trace_meta.as_ref());
     let at = |t: Instant| wall + t.saturating_duration_since(ctx.started);
-    let server = otel.span(&parent, span_name(ctx), SpanKind::Server, wall);
+    // Named once the sampler kept it: a dropped span costs no name.
+    let server = otel.span(&parent, Cow::Borrowed("mcp"), SpanKind::Server, wall);
     if server.recording() {
+        server.rename(span_name(ctx));
         server.set(server_attributes(ctx));
         for c in checks {
             let Some(name) = child_name(c.name) else {
