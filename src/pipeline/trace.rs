@@ -161,8 +161,8 @@ fn call_attributes(ctx: &Ctx) -> Vec<KeyValue> {
         Target::Resource(u) | Target::CompletionResource(u) => {
             a.push(KeyValue::new("mcp.resource.uri", u.clone()));
         }
-        Target::Task(t) => a.push(KeyValue::new("mcp_sentinel.task.id", t.clone())),
-        Target::None | Target::Subscriptions(_) => {}
+        // A task id is a handle the caller holds, like a session id: not put in a span.
+        Target::Task(_) | Target::None | Target::Subscriptions(_) => {}
     }
     a
 }
