@@ -506,3 +506,43 @@ async fn a_stdio_upstream_is_covered_by_the_same_spans() {
         "raw session id in a span"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_leaves_mid_stream_is_noted_not_an_error() {
+    let collector = start_collector().await;
+    let up = spawn_upstream_with(UpstreamConfig {
+        legacy_sessions: false,
+        ..UpstreamConfig::default()
+    })
+    .await;
+    let dir = TempDir::new("trace-gone");
+    let s = traced(&up.url(), &dir, &grpc(&collector, 1.0)).await;
+    let tp = traceparent(TRACE, PARENT, true);
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"slow","arguments":{"steps":10,"delay_ms":200},"_meta":{"progressToken":"p"}}});
+    let sent = common::client::http_client()
+        .post(&s.url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .header("X-API-Key", KEY)
+        .header("traceparent", &tp)
+        .timeout(Duration::from_millis(500))
+        .body(body.to_string())
+        .send()
+        .await;
+    // The head arrives; the body is cut by the timeout.
+    if let Ok(r) = sent {
+        assert!(r.text().await.is_err(), "the stream should not have ended");
+    }
+    // Server, its three check spans and the client span: the server span ends last.
+    let spans = collector.trace(TRACE, 5).await;
+    let server = spans.iter().find(|x| x.kind == SERVER).unwrap();
+    assert_eq!(
+        server.attr("mcp_sentinel.client_gone"),
+        Some("true"),
+        "{server:#?}"
+    );
+    assert_ne!(server.status, STATUS_ERROR);
+    assert_eq!(server.attr("error.type"), None);
+}

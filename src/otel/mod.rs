@@ -261,16 +261,19 @@ impl RequestTrace {
                 }
                 None
             }
+            // The caller left (a modern client cancels by closing its stream): noted, not
+            // an error of the server's.
             (Outcome::ClientGone, _) | (Outcome::Forwarded, _) if !e.complete => {
-                Some(("client_gone".to_string(), "the client went away"))
+                if server.recording() {
+                    server.set([KeyValue::new("mcp_sentinel.client_gone", true)]);
+                }
+                None
             }
             _ => None,
         };
         let now = SystemTime::now();
         if let Some(up) = &self.upstream {
-            if let Some((kind, why)) = &failure
-                && kind != "client_gone"
-            {
+            if let Some((kind, why)) = &failure {
                 up.fail(kind.clone(), (*why).to_string());
             }
             up.end_at(now);
