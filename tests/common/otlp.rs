@@ -249,7 +249,9 @@ impl Collector {
             .store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// The spans of `trace_id`, once `n` of them arrived (panics after 10 s).
+    /// The spans of `trace_id`, once `n` of them, the server span among them, arrived (panics
+    /// after 10 s). The server span ends last, with the response: its children may arrive in an
+    /// earlier export.
     pub async fn trace(&self, trace_id: &str, n: usize) -> Vec<GotSpan> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -258,7 +260,7 @@ impl Collector {
                 .into_iter()
                 .filter(|s| s.trace_id == trace_id)
                 .collect();
-            if got.len() >= n {
+            if got.len() >= n && got.iter().any(|s| s.kind == SERVER) {
                 return got;
             }
             assert!(
