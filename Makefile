@@ -80,6 +80,8 @@ lint: ## rustfmt check and clippy with warnings denied
 # sentinel-full is JWT + 1,000-rule policy + Redis rate limit + audit to stdout and PostgreSQL;
 # `sentinel` and the other variants run with audit off. sentinel-stdio runs the bench's upstream
 # as its stdio MCP server (`run -- <bench binary> --serve-stdio-upstream`, a child per session).
+# sentinel-otel-100 and sentinel-otel-10 add tracing (every new trace sampled, or one in ten),
+# exported over OTLP/HTTP to a receiver in the bench process: tracing's cost over `sentinel`.
 # The workloads `streams` (1,000 SSE streams held open) and `large` (eight 10 MiB results to
 # slow readers) measure memory on fresh processes; issue 16's bars close the run.
 BENCH_SENTINEL := $(CARGO_TARGET_DIR)/bench/mcp-sentinel

@@ -14,6 +14,7 @@ pub mod integrity;
 pub mod k8s;
 pub mod mcp;
 pub mod metrics;
+pub mod otel;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;

@@ -340,10 +340,19 @@ fn report(errors: &ConfigErrors) -> ExitCode {
 fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     match Config::load(path) {
         Ok(cfg) => {
+            // The tracing section as the environment completes it (OTEL_*).
+            let tracing = match cfg.tracing_settings() {
+                Ok(t) => t,
+                Err(errors) => return report(&errors),
+            };
             say!("{}: valid", path.display());
             for line in cfg.summary() {
                 say!("  {line}");
             }
+            say!(
+                "  {}",
+                tracing.map_or("tracing: off".to_string(), |t| t.summary())
+            );
             let warnings = cfg.policy.as_ref().map_or_else(Vec::new, |p| {
                 let issuers: Vec<String> = cfg
                     .auth
@@ -612,6 +621,9 @@ fn load(args: &RunArgs) -> Result<Config, ConfigErrors> {
             key: "policy".into(),
             why: "required: there is no implicit allow (see examples/passthrough.yaml)".into(),
         });
+    }
+    if let Err(e) = cfg.tracing_settings() {
+        errors.extend(e.0);
     }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));

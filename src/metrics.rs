@@ -1,6 +1,7 @@
 //! One Prometheus registry, owned by the app and handed to components. Every label comes from
 //! a closed set; hot-path handles are resolved once at start.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
@@ -138,6 +139,10 @@ pub struct Metrics {
     pub list_items_hidden: IntCounterVec,
     /// Server→client requests the policy kept from callers, by method.
     pub server_requests_blocked: IntCounterVec,
+    /// Forwarded answers by what they said (ok, JSON-RPC error class, tool error).
+    answers: AnswerCounters,
+    /// Spans exported and lost (tracing on only).
+    pub trace_spans: TraceCounters,
 }
 
 fn name(n: &str) -> String {
@@ -293,8 +298,12 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(server_requests_blocked.clone()));
+        let answers = AnswerCounters::new(&reg_fn(&registry));
+        let trace_spans = trace_counters(&reg_fn(&registry));
 
         Self {
+            answers,
+            trace_spans,
             list_items_hidden,
             server_requests_blocked,
             registry,
@@ -342,6 +351,17 @@ impl Metrics {
         }
     }
 
+    /// A forwarded answer that reached its end, by what it said.
+    pub fn count_answer(&self, op: Op, result: AnswerResult) {
+        self.answers.cells[op.index()][result as usize]
+            .get_or_init(|| {
+                self.answers
+                    .vec
+                    .with_label_values(&[op.as_str(), result.as_str()])
+            })
+            .inc();
+    }
+
     pub fn count_upstream_error(&self, kind: UpstreamErrorKind) {
         self.upstream_errors
             .with_label_values(&[kind.as_str()])
@@ -363,6 +383,132 @@ pub fn encode(registry: &Registry) -> Vec<u8> {
     buf
 }
 
+/// What a forwarded answer said, for `answers_total{result}`: a closed set, so an SLO on tool
+/// errors can be written without a tool label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerResult {
+    Ok,
+    /// A tool result with `isError: true`.
+    ToolError,
+    ParseError,
+    InvalidRequest,
+    MethodNotFound,
+    InvalidParams,
+    InternalError,
+    /// -32000 to -32099.
+    ServerError,
+    /// Any other JSON-RPC error code (MCP's own, an application's).
+    OtherError,
+    /// An HTTP error status with no JSON-RPC error read from the body.
+    HttpError,
+}
+
+impl AnswerResult {
+    const COUNT: usize = 10;
+
+    /// From what the answer tap saw and the response status.
+    pub fn of(error_code: Option<i64>, is_error: Option<bool>, status: u16) -> Self {
+        match error_code {
+            Some(-32700) => AnswerResult::ParseError,
+            Some(-32600) => AnswerResult::InvalidRequest,
+            Some(-32601) => AnswerResult::MethodNotFound,
+            Some(-32602) => AnswerResult::InvalidParams,
+            Some(-32603) => AnswerResult::InternalError,
+            Some(-32099..=-32000) => AnswerResult::ServerError,
+            Some(_) => AnswerResult::OtherError,
+            None if is_error == Some(true) => AnswerResult::ToolError,
+            None if status >= 400 => AnswerResult::HttpError,
+            None => AnswerResult::Ok,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerResult::Ok => "ok",
+            AnswerResult::ToolError => "tool_error",
+            AnswerResult::ParseError => "parse_error",
+            AnswerResult::InvalidRequest => "invalid_request",
+            AnswerResult::MethodNotFound => "method_not_found",
+            AnswerResult::InvalidParams => "invalid_params",
+            AnswerResult::InternalError => "internal_error",
+            AnswerResult::ServerError => "server_error",
+            AnswerResult::OtherError => "other_error",
+            AnswerResult::HttpError => "http_error",
+        }
+    }
+
+    pub fn is_ok(self) -> bool {
+        self == AnswerResult::Ok
+    }
+}
+
+/// `answers_total`, its cells resolved the first time each is counted (most never are).
+struct AnswerCounters {
+    vec: IntCounterVec,
+    cells: Vec<[OnceLock<IntCounter>; AnswerResult::COUNT]>,
+}
+
+type Register<'a> = Box<dyn Fn(Box<dyn prometheus::core::Collector>) + 'a>;
+
+fn reg_fn(registry: &Registry) -> Register<'_> {
+    Box::new(move |c| registry.register(c).expect("metric names are unique"))
+}
+
+impl AnswerCounters {
+    fn new(reg: &Register<'_>) -> Self {
+        let vec = IntCounterVec::new(
+            Opts::new(
+                name("answers_total"),
+                "Forwarded answers read to their end, by method and result: ok, tool_error \
+                 (isError: true), a JSON-RPC error class, or http_error",
+            ),
+            &["method", "result"],
+        )
+        .expect("valid metric");
+        reg(Box::new(vec.clone()));
+        Self {
+            vec,
+            cells: (0..OP_COUNT)
+                .map(|_| std::array::from_fn(|_| OnceLock::new()))
+                .collect(),
+        }
+    }
+}
+
+/// What the trace export counts (`trace_spans_*`).
+#[derive(Clone)]
+pub struct TraceCounters {
+    /// Refused because the export queue was full.
+    pub dropped_queue_full: IntCounter,
+    /// Lost in an export that failed or timed out.
+    pub dropped_export_failed: IntCounter,
+    pub exported: IntCounter,
+}
+
+fn trace_counters(reg: &Register<'_>) -> TraceCounters {
+    let dropped = IntCounterVec::new(
+        Opts::new(
+            name("trace_spans_dropped_total"),
+            "Spans not exported: queue_full (the collector is slower than traffic) or \
+             export_failed (an export failed or timed out)",
+        ),
+        &["reason"],
+    )
+    .expect("valid metric");
+    let exported = IntCounter::new(
+        name("trace_spans_exported_total"),
+        "Spans the collector accepted",
+    )
+    .expect("valid metric");
+    reg(Box::new(dropped.clone()));
+    reg(Box::new(exported.clone()));
+    TraceCounters {
+        dropped_queue_full: dropped.with_label_values(&["queue_full"]),
+        dropped_export_failed: dropped.with_label_values(&["export_failed"]),
+        exported,
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -372,6 +518,33 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_told_apart() {
+        let of = AnswerResult::of;
+        assert_eq!(of(None, None, 200), AnswerResult::Ok);
+        assert_eq!(of(None, Some(false), 200), AnswerResult::Ok);
+        assert_eq!(of(None, Some(true), 200), AnswerResult::ToolError);
+        assert_eq!(
+            of(Some(-32603), Some(true), 200),
+            AnswerResult::InternalError
+        );
+        assert_eq!(of(Some(-32042), None, 200), AnswerResult::ServerError);
+        assert_eq!(of(Some(-32002), None, 200), AnswerResult::ServerError);
+        assert_eq!(of(Some(42), None, 200), AnswerResult::OtherError);
+        assert_eq!(of(None, None, 502), AnswerResult::HttpError);
+        let m = Metrics::new();
+        m.count_answer(Op::Mcp(Method::ToolsCall), AnswerResult::ToolError);
+        m.count_answer(Op::Mcp(Method::ToolsCall), AnswerResult::ToolError);
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(
+            text.contains(
+                "mcp_sentinel_answers_total{method=\"tools/call\",result=\"tool_error\"} 2"
+            )
+        );
+        // Cells never counted are not exposed.
+        assert!(!text.contains("result=\"ok\""));
+    }
 
     #[test]
     fn exposition_has_prefixed_bounded_series() {

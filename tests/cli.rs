@@ -505,3 +505,67 @@ fn a_running_sentinel_has_the_allocator_options() {
         assert_eq!(environ, expect, "{given:?}");
     }
 }
+
+/// `check` with `OTEL_*` variables set (and every other one of them removed).
+fn check_with_env(path: &std::path::Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["check", "--config", path.to_str().unwrap()])
+        .stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied()).output().unwrap()
+}
+
+#[test]
+fn check_validates_tracing_with_the_otel_environment() {
+    let base = "auth: {anonymous: allow}\npolicy: {default: allow}\n";
+    let off = tmp_file("tracing-off.yaml", base);
+    let out = check_with_env(&off, &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tracing: off"));
+
+    // The file turns it on and sets the protocol; the environment fills in the rest.
+    let on = tmp_file(
+        "tracing-on.yaml",
+        &format!("{base}tracing:\n  enabled: true\n  protocol: http/protobuf\n"),
+    );
+    let out = check_with_env(
+        &on,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=secret-123"),
+            ("OTEL_SERVICE_NAME", "svc-from-env"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("tracing: OTLP http/protobuf to http://collector:4318/v1/traces"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("service svc-from-env") && stdout.contains("ratio 0.25"));
+    assert!(stdout.contains("x-api-key") && !stdout.contains("secret-123"));
+
+    // A bad variable is an error like a bad key, with exit 64; so is an unknown key.
+    let stderr = refused(check_with_env(&on, &[("OTEL_TRACES_SAMPLER_ARG", "2")]));
+    assert!(stderr.contains("OTEL_TRACES_SAMPLER_ARG"), "{stderr}");
+    let bad = tmp_file(
+        "tracing-bad.yaml",
+        &format!("{base}tracing:\n  enabled: true\n  endpoint: https://x:4317\n  colour: red\n"),
+    );
+    let stderr = refused(check_with_env(&bad, &[]));
+    assert!(
+        stderr.contains("tracing.endpoint") && stderr.contains("tracing.colour"),
+        "{stderr}"
+    );
+    // Turned on by the environment alone.
+    let out = check_with_env(&off, &[("OTEL_TRACES_EXPORTER", "otlp")]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("tracing: OTLP grpc to http://localhost:4317")
+    );
+}

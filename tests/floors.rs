@@ -33,6 +33,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("stdio", 4),
     ("ratelimit", 4),
     ("telemetry", 4),
+    ("otel", 4),
     ("admin", 4),
     // Floor 5.
     ("audit", 5),

@@ -79,6 +79,11 @@ pub fn section(workdir: &Path, pg: &str, target: &str) -> serde_json::Value {
 
 /// The sentinel's audit counters (`mcp_sentinel_audit_records_total` lines).
 pub fn audit_counters(admin: std::net::SocketAddr) -> Vec<String> {
+    metric_lines(admin, "mcp_sentinel_audit_records_total{")
+}
+
+/// The lines of a sentinel's `/metrics` that start with `prefix`.
+pub fn metric_lines(admin: std::net::SocketAddr, prefix: &str) -> Vec<String> {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(admin) else {
         return Vec::new();
@@ -87,7 +92,7 @@ pub fn audit_counters(admin: std::net::SocketAddr) -> Vec<String> {
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     text.lines()
-        .filter(|l| l.starts_with("mcp_sentinel_audit_records_total{"))
+        .filter(|l| l.starts_with(prefix))
         .map(str::to_string)
         .collect()
 }

@@ -49,11 +49,16 @@
 //! its launcher) per connection. Its CPU per request is the whole process tree's (sentinel,
 //! launchers, servers) and the report adds each child's RSS, read at the end of every timed run.
 //!
+//! `sentinel-otel-100` and `sentinel-otel-10` are the passthrough config plus tracing (issue 18)
+//! sampling every new trace or one in ten, exporting OTLP/HTTP to a receiver in the bench that
+//! decodes and discards (see otel.rs): their CPU per request over `sentinel` is tracing's cost.
+//!
 //! Settings (environment): BENCH_SECONDS (per run, default 2), BENCH_ROUNDS (5),
 //! BENCH_WARMUP_SECONDS (0.5), BENCH_CONNS ("1,32"), BENCH_WORKLOADS ("json,sse,list,streams,
 //! large,integrity"; without json, sse or list the throughput rounds are skipped), BENCH_STREAMS (1000),
 //! BENCH_TARGETS ("direct,sentinel,sentinel-shipped,sentinel-full,sentinel-jwt,sentinel-policy,
-//! sentinel-rl-memory,sentinel-rl-redis,sentinel-audit,sentinel-stdio,nginx"; direct is always
+//! sentinel-rl-memory,sentinel-rl-redis,sentinel-audit,sentinel-stdio,sentinel-otel-100,
+//! sentinel-otel-10,nginx"; direct is always
 //! measured), BENCH_NGINX_WORKERS (1), SENTINEL_BIN, BENCH_SENTINEL_CONFIG
 //! (examples/passthrough.yaml: what sentinel-shipped runs, and the base of every other sentinel's
 //! config), BENCH_REDIS_ADDR, BENCH_PG_URL, NGINX_BIN, BENCH_STRICT=1 (exit 1 when a bar fails).
@@ -64,6 +69,7 @@ mod idp;
 mod integrity;
 mod loadgen;
 mod memory;
+mod otel;
 mod policy;
 mod procs;
 mod ratelimit;

@@ -22,13 +22,15 @@ pub enum Kind {
     SentinelRlRedis,
     SentinelAudit,
     SentinelStdio,
+    SentinelOtel100,
+    SentinelOtel10,
     Nginx,
     /// The `integrity` scenario's second sentinel (integrity.rs); not a BENCH_TARGETS entry.
     SentinelIntegrity,
 }
 
 /// Every target, in the default order of BENCH_TARGETS (the order of the tables).
-const ALL: [Kind; 11] = [
+const ALL: [Kind; 13] = [
     Kind::Direct,
     Kind::Sentinel,
     Kind::SentinelShipped,
@@ -39,6 +41,8 @@ const ALL: [Kind; 11] = [
     Kind::SentinelRlRedis,
     Kind::SentinelAudit,
     Kind::SentinelStdio,
+    Kind::SentinelOtel100,
+    Kind::SentinelOtel10,
     Kind::Nginx,
 ];
 
@@ -55,6 +59,8 @@ impl Kind {
             Kind::SentinelRlRedis => "sentinel-rl-redis",
             Kind::SentinelAudit => "sentinel-audit",
             Kind::SentinelStdio => "sentinel-stdio",
+            Kind::SentinelOtel100 => "sentinel-otel-100",
+            Kind::SentinelOtel10 => "sentinel-otel-10",
             Kind::Nginx => "nginx",
             Kind::SentinelIntegrity => "sentinel-integrity",
         }

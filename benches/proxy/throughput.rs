@@ -12,7 +12,7 @@ use crate::loadgen::{self, Workload};
 use crate::procs::{self, Stdout};
 use crate::report::{self, Bars, Cell, Measure, Memory};
 use crate::settings::{Kind, Settings};
-use crate::{STDIO_UPSTREAM_ROLE, audit, deployed, idp, policy, ratelimit, stdio, summary};
+use crate::{STDIO_UPSTREAM_ROLE, audit, deployed, idp, otel, policy, ratelimit, stdio, summary};
 
 pub struct Target {
     pub kind: Kind,
@@ -167,6 +167,22 @@ pub fn run(
         let started = start(kind, &config, &http, Stdout::LogFile, None)?;
         rate_limited.push((kind.name(), started));
     }
+    // Traced sentinels: every new trace sampled, then one in ten, exporting to a receiver here.
+    let traced_kinds = [(Kind::SentinelOtel100, 1.0), (Kind::SentinelOtel10, 0.1)];
+    let receiver = if traced_kinds.iter().any(|(k, _)| settings.has(*k)) {
+        Some(otel::Receiver::start()?)
+    } else {
+        None
+    };
+    let mut traced = Vec::new();
+    for (kind, ratio) in traced_kinds {
+        let Some(r) = receiver.as_ref().filter(|_| settings.has(kind)) else {
+            continue;
+        };
+        let config = otel::sentinel_config(base, workdir, kind.name(), &r.endpoint, ratio)?;
+        let started = start(kind, &config, &http, Stdout::LogFile, None)?;
+        traced.push((kind.name(), started));
+    }
     let audited = match &pg {
         Some(pg) if settings.has(Kind::SentinelAudit) => {
             let config = audit::sentinel_config(base, workdir, pg)?;
@@ -252,6 +268,14 @@ pub fn run(
             redis.map_or(String::new(), |a| format!("; Redis {a}"))
         );
     }
+    if let Some(r) = &receiver {
+        println!(
+            "  sentinel-otel-100 / sentinel-otel-10: the sentinel's config plus `tracing` \
+             (parent-based ratio 1 / 0.1; 5 s batches of up to 512) exporting OTLP/HTTP protobuf \
+             to a receiver in the bench ({}) that decodes, counts and discards",
+            r.endpoint
+        );
+    }
     if let (Some(_), Some(pg)) = (&audited, &pg) {
         println!(
             "  sentinel-audit: the sentinel's config with audit on: stdout (to its log file) and \
@@ -287,6 +311,7 @@ pub fn run(
         ]
         .into_iter()
         .chain(rate_limited.iter().map(|(name, s)| (*name, rss_of(s))))
+        .chain(traced.iter().map(|(name, s)| (*name, rss_of(s))))
         .chain(audited.iter().map(|s| ("sentinel-audit", rss_of(s))))
         .chain(sentinel_stdio.iter().map(|s| ("sentinel-stdio", rss_of(s))))
         .collect(),
@@ -338,6 +363,15 @@ pub fn run(
                 kind.name()
             ),
             Err(e) => println!("{}: could not count or drop the table: {e:#}", kind.name()),
+        }
+    }
+    if let Some(r) = &receiver {
+        let (spans, exports) = r.counts();
+        println!("  OTLP receiver: {spans} spans in {exports} exports");
+        for (name, s) in &traced {
+            for line in audit::metric_lines(s.admin, "mcp_sentinel_trace_spans_") {
+                println!("  {name}: {line}");
+            }
         }
     }
     summary::print(&names, &cells, &memory, bars);

@@ -66,6 +66,8 @@ pub enum StartError {
     Integrity(String),
     #[error(transparent)]
     Bind(#[from] server::BindError),
+    #[error("tracing: {0}")]
+    Tracing(String),
 }
 
 /// A started sentinel. Dropping it does not stop it; call `shutdown`.
@@ -98,6 +100,7 @@ pub(crate) struct Core {
     readiness: Arc<Readiness>,
     auditor: Option<Arc<crate::audit::Auditor>>,
     bridge: Option<Arc<crate::stdio::Bridge>>,
+    otel: Option<Arc<crate::otel::Otel>>,
     /// Cancelled when the front stops taking requests.
     pub(crate) stop: CancellationToken,
     /// Cancelled when open SSE streams must close.
@@ -164,6 +167,7 @@ impl Core {
             i.start(stop.clone()).await;
         }
         let auditor = crate::audit::Auditor::start(&config.audit, metrics.registry()).await?;
+        let otel = start_tracing(config, &metrics)?;
         // Last of what can fail: the stdio upstream starts its warm children.
         let (upstream, bridge) = match (&config.upstream.url, &config.upstream.command) {
             (Some(url), _) => (Upstream::Http(url.clone()), None),
@@ -199,6 +203,7 @@ impl Core {
                 policy: store,
                 mtls: config.auth.mtls.clone().map(Arc::new),
                 integrity,
+                otel: otel.clone(),
             },
         ));
         tokio::spawn(probe_upstream(
@@ -212,6 +217,7 @@ impl Core {
             readiness,
             auditor,
             bridge,
+            otel,
             stop,
             sse_close,
             tls,
@@ -234,8 +240,30 @@ impl Core {
             let left = deadline.saturating_sub(began.elapsed());
             bridge.shutdown(left.max(Duration::from_secs(1))).await;
         }
+        if let Some(otel) = &self.otel {
+            // The spans of the last requests, within what is left (at most a second more).
+            let left = deadline.saturating_sub(began.elapsed());
+            otel.shutdown(left.max(Duration::from_secs(1))).await;
+        }
         flushed
     }
+}
+
+/// The tracer, when the `tracing` section (or `OTEL_*`) turns it on.
+fn start_tracing(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Option<Arc<crate::otel::Otel>>, StartError> {
+    let settings = config
+        .tracing_settings()
+        .map_err(|e| StartError::Tracing(e.to_string()))?;
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    tracing::info!("{}", settings.summary());
+    crate::otel::Otel::start(&settings, metrics.trace_spans.clone())
+        .map(|o| Some(Arc::new(o)))
+        .map_err(StartError::Tracing)
 }
 
 impl Sentinel {

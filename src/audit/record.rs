@@ -83,6 +83,8 @@ pub struct Draft {
     pub at: Option<SystemTime>,
     pub request_id: u64,
     pub trace_id: Option<String>,
+    /// The sentinel's own span for this request (tracing on).
+    pub span_id: Option<String>,
     pub client: Option<IpAddr>,
     pub user_agent: Option<String>,
     pub principal: Option<Arc<Principal>>,
@@ -151,6 +153,8 @@ struct Out<'a> {
     request_id: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span_id: Option<&'a str>,
     client: ClientOut<'a>,
     principal: Option<PrincipalOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -233,6 +237,7 @@ impl Draft {
             ts: Timestamp::of_ms(link.at_ms),
             request_id: self.request_id,
             trace_id: self.trace_id.as_deref(),
+            span_id: self.span_id.as_deref(),
             client: ClientOut {
                 address: self.client,
                 user_agent: self.user_agent.as_deref(),

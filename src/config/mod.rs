@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod otel;
 pub mod ratelimit;
 pub mod schema;
 pub mod stdio;
@@ -48,6 +49,8 @@ pub struct Config {
     pub audit: audit::AuditConfig,
     /// Tool integrity (pins, description and secret scanners); off when absent.
     pub integrity: crate::integrity::IntegrityConfig,
+    /// OpenTelemetry spans (`tracing`): off unless enabled here or by `OTEL_TRACES_EXPORTER`.
+    pub tracing: otel::TracingConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +142,7 @@ impl Default for Config {
             rate_limits: None,
             audit: audit::AuditConfig::default(),
             integrity: crate::integrity::IntegrityConfig::default(),
+            tracing: otel::TracingConfig::default(),
         }
     }
 }
@@ -252,6 +256,9 @@ impl Config {
         let mut integrity = r.child(top, "integrity");
         cfg.integrity = crate::integrity::IntegrityConfig::read(r, &mut integrity);
         r.close(integrity);
+        let mut tracing = r.child(top, "tracing");
+        cfg.tracing = otel::TracingConfig::read(r, &mut tracing);
+        r.close(tracing);
         if cfg.auth.mtls.is_some() && cfg.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
             r.error(
                 "auth.mtls",
@@ -263,6 +270,24 @@ impl Config {
         }
 
         Some(cfg)
+    }
+
+    /// The effective tracing settings: the `tracing` section over the process environment's
+    /// `OTEL_*` variables; `None` when off. Errors name the key or variable at fault.
+    pub fn tracing_settings(&self) -> Result<Option<otel::TraceSettings>, ConfigErrors> {
+        self.tracing
+            .resolve(&|k| std::env::var(k).ok())
+            .map_err(|errs| {
+                ConfigErrors(
+                    errs.into_iter()
+                        .map(|why| ConfigError {
+                            file: self.source.clone(),
+                            key: "tracing".into(),
+                            why,
+                        })
+                        .collect(),
+                )
+            })
     }
 
     /// Why this config cannot serve traffic as far as authentication goes: no authenticator

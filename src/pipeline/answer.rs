@@ -25,8 +25,8 @@ pub enum AnswerStage {
     /// requests the caller may not receive blocked. Refuses an answer it must read but cannot
     /// (compressed).
     Filter,
-    /// Task handles bound to their creator as they pass; with audit on, the answer's error
-    /// code and a tool result's `isError` noted for the record.
+    /// Task handles bound to their creator as they pass; the answer's error code and a tool
+    /// result's `isError` noted (audit record, `answers_total`, the request's span).
     Tap,
     /// Concurrency-limit slots held until the answer ends.
     Permits,
@@ -79,14 +79,15 @@ impl Pipeline {
     }
 
     /// A `tools/call` answer may carry a task handle: bind its id to the caller as it passes.
-    /// With audit on, every answer to a request is read for its error code and `isError`.
     fn tap(&self, ctx: &Ctx, resp: Response<ProxyBody>) -> Response<ProxyBody> {
         let call = ctx
             .envelope
             .as_ref()
             .and_then(|e| e.single())
             .is_some_and(|m| m.method == Method::ToolsCall);
-        let audit = self.audit.is_some() && ctx.envelope.as_ref().is_some_and(|e| e.has_requests());
+        // Every answer to a request is read for its error code and `isError`: the audit record
+        // notes them, `answers_total` counts them and the request's span reports them.
+        let audit = ctx.envelope.as_ref().is_some_and(|e| e.has_requests());
         let sse = is_sse(&resp);
         let tap = match &ctx.principal {
             Some(p) if call && resp.status().is_success() => {

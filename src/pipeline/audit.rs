@@ -63,13 +63,7 @@ pub fn begin(ctx: &Ctx) -> Draft {
 /// What the checks learned: caller, call, decisions and (redacted) arguments.
 pub fn describe(ctx: &Ctx, d: &mut Draft) {
     d.principal = ctx.principal.clone();
-    let session = ctx.session_id.as_deref().or_else(|| {
-        ctx.parts
-            .headers
-            .get(crate::mcp::headers::MCP_SESSION_ID)
-            .and_then(|v| v.to_str().ok())
-    });
-    d.session = session.map(|s| format!("sha256:{}", &sha256_hex(s.as_bytes())[..16]));
+    d.session = session_hash(ctx);
     d.decision = ctx.decision.clone();
     d.rate_limit = ctx.ratelimit.clone();
     d.integrity.extend(ctx.integrity.iter().cloned());
@@ -115,6 +109,18 @@ pub fn describe(ctx: &Ctx, d: &mut Draft) {
     d.method = msg.method_name.clone();
     d.jsonrpc_id = jsonrpc_id(msg);
     d.target = target(&msg.target);
+}
+
+/// The request's legacy session as records and spans name it: `sha256:` + 16 hex, never the
+/// id itself.
+pub fn session_hash(ctx: &Ctx) -> Option<String> {
+    let session = ctx.session_id.as_deref().or_else(|| {
+        ctx.parts
+            .headers
+            .get(crate::mcp::headers::MCP_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+    });
+    session.map(|s| format!("sha256:{}", &sha256_hex(s.as_bytes())[..16]))
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).

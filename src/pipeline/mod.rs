@@ -24,13 +24,14 @@ pub mod integrity;
 pub mod parse;
 pub mod ratelimit;
 pub mod session;
+pub mod trace;
 pub mod transport;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Method as HttpMethod, Response};
@@ -88,6 +89,8 @@ pub struct Ctx {
     pub ratelimit: Option<crate::audit::record::RateNote>,
     /// What tool integrity refused the request for, for the audit record.
     pub integrity: Vec<crate::integrity::Note>,
+    /// The body's `params._meta.traceparent`, when tracing is on and the client sent one.
+    pub trace_meta: Option<crate::otel::MetaTrace>,
 }
 
 impl Ctx {
@@ -120,6 +123,7 @@ impl Ctx {
             permits: None,
             ratelimit: None,
             integrity: Vec::new(),
+            trace_meta: None,
         }
     }
 
@@ -212,6 +216,8 @@ pub struct Stages {
     pub mtls: Option<Arc<MtlsConfig>>,
     /// Tool integrity, when configured.
     pub integrity: Option<Arc<crate::integrity::Integrity>>,
+    /// Spans for every request; `None` when tracing is off.
+    pub otel: Option<Arc<crate::otel::Otel>>,
 }
 
 pub struct Pipeline {
@@ -225,6 +231,7 @@ pub struct Pipeline {
     metadata: Arc<ResourceMetadata>,
     mtls: Option<Arc<MtlsConfig>>,
     integrity: Option<Arc<crate::integrity::Integrity>>,
+    otel: Option<Arc<crate::otel::Otel>>,
     mcp_path: String,
     next_id: AtomicU64,
 }
@@ -244,6 +251,7 @@ impl Pipeline {
             policy,
             mtls,
             integrity,
+            otel,
         } = stages;
         let gate = audit
             .as_ref()
@@ -292,6 +300,7 @@ impl Pipeline {
             metadata,
             mtls,
             integrity,
+            otel,
             mcp_path: config.mcp_path.clone(),
             next_id: AtomicU64::new(1),
         }
@@ -341,14 +350,27 @@ impl Pipeline {
         if let Some(a) = &self.audit {
             guard.audit(a.clone(), audit::begin(&ctx));
         }
-        let checked = self.check(&mut ctx).await;
+        // Tracing on: the wall clock the spans start at, and each check's time.
+        let wall = self.otel.is_some().then(SystemTime::now);
+        let mut times = Vec::with_capacity(if wall.is_some() { self.checks.len() } else { 0 });
+        let checked = self.check(&mut ctx, &mut times).await;
         guard.set_op(op_of(&ctx, &self.mcp_path));
+        if let (Some(otel), Some(wall)) = (&self.otel, wall) {
+            let refused = checked.as_ref().err().map(|(stage, d)| (*stage, d));
+            let spans = trace::start(otel, &mut ctx, wall, &times, refused);
+            if let Some(d) = guard.draft() {
+                let (trace_id, span_id) = spans.server.ids();
+                d.trace_id = Some(trace_id.to_string());
+                d.span_id = Some(span_id.to_string());
+            }
+            guard.trace(spans);
+        }
         if let Some(d) = guard.draft() {
             audit::describe(&ctx, d);
         }
         let resp = match checked {
             Err((stage, denial)) => self.refuse(stage, &mut ctx, &mut guard, denial),
-            Ok(()) => match self.forward_and_answer(&mut ctx).await {
+            Ok(()) => match self.forward_and_answer(&mut ctx, &mut guard).await {
                 Ok(resp) => {
                     let sse = answer::is_sse(&resp);
                     guard.respond(resp.status().as_u16(), Outcome::Forwarded, sse);
@@ -361,7 +383,11 @@ impl Pipeline {
     }
 
     /// The checks, in order; the first refusal ends them.
-    async fn check(&self, ctx: &mut Ctx) -> Result<(), (&'static str, Denial)> {
+    async fn check(
+        &self,
+        ctx: &mut Ctx,
+        times: &mut Vec<trace::CheckTime>,
+    ) -> Result<(), (&'static str, Denial)> {
         // One clock read per check: each check ends where the next begins.
         let mut start = ctx.started;
         for (i, check) in self.checks.iter().enumerate() {
@@ -369,6 +395,13 @@ impl Pipeline {
             let result = check.run(ctx).instrument(span).await;
             let end = Instant::now();
             self.durations[i].observe((end - start).as_secs_f64());
+            if self.otel.is_some() {
+                times.push(trace::CheckTime {
+                    name: check.name(),
+                    start,
+                    end,
+                });
+            }
             start = end;
             result.map_err(|denial| (check.name(), denial))?;
         }
@@ -379,8 +412,12 @@ impl Pipeline {
     async fn forward_and_answer(
         &self,
         ctx: &mut Ctx,
+        guard: &mut RequestGuard,
     ) -> Result<Response<ProxyBody>, (&'static str, Denial)> {
         self.metrics.bytes_in.inc_by(ctx.body.len() as u64);
+        if let (Some(otel), Some(spans)) = (&self.otel, guard.spans_mut()) {
+            trace::upstream(otel, spans, ctx);
+        }
         // Headers and body move out; the parsed envelope stays for answering a failure.
         let out = Outgoing {
             method: ctx.parts.method.clone(),
@@ -417,10 +454,37 @@ impl Pipeline {
         let fault = denial.reason.fault();
         let detail = denial.detail.as_deref().unwrap_or("");
         let reason = denial.reason.as_str();
+        let ids = guard.spans().map(|t| {
+            trace::fail(&t.server, &denial);
+            if stage == "forward"
+                && let Some(up) = &t.upstream
+            {
+                trace::fail(up, &denial);
+            }
+            t.server.ids()
+        });
+        let trace_id = ids.map(|i| tracing::field::display(i.0));
+        let span_id = ids.map(|i| tracing::field::display(i.1));
         if fault == Fault::Upstream {
-            tracing::warn!(request = ctx.id, stage, reason, detail, "upstream failed");
+            tracing::warn!(
+                request = ctx.id,
+                trace_id,
+                span_id,
+                stage,
+                reason,
+                detail,
+                "upstream failed"
+            );
         } else {
-            tracing::debug!(request = ctx.id, stage, reason, detail, "request refused");
+            tracing::debug!(
+                request = ctx.id,
+                trace_id,
+                span_id,
+                stage,
+                reason,
+                detail,
+                "request refused"
+            );
         }
         let answers = ctx.envelope.as_ref().is_none_or(|e| e.has_requests());
         if let Some(d) = guard.draft() {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::audit::Auditor;
 use crate::audit::record::{AuditOutcome, Draft};
-use crate::metrics::{Metrics, Op, Outcome};
+use crate::metrics::{AnswerResult, Metrics, Op, Outcome};
+use crate::otel::{Ending, RequestTrace};
 use crate::proxy::tap::Seen;
 
 pub struct RequestGuard {
@@ -26,6 +27,10 @@ pub struct RequestGuard {
     head: Option<Duration>,
     bytes_out: u64,
     audit: Option<Box<(Arc<Auditor>, Draft)>>,
+    /// What the answer tap read (error code, `isError`), for `answers_total` and the spans.
+    seen: Seen,
+    /// The request's spans, tracing on.
+    trace: Option<Box<RequestTrace>>,
 }
 
 impl RequestGuard {
@@ -43,7 +48,23 @@ impl RequestGuard {
             head: None,
             bytes_out: 0,
             audit: None,
+            seen: Seen::default(),
+            trace: None,
         }
+    }
+
+    /// Makes this request's spans end with it.
+    pub fn trace(&mut self, trace: RequestTrace) {
+        self.trace = Some(Box::new(trace));
+    }
+
+    /// The request's spans, tracing on.
+    pub fn spans(&self) -> Option<&RequestTrace> {
+        self.trace.as_deref()
+    }
+
+    pub fn spans_mut(&mut self) -> Option<&mut RequestTrace> {
+        self.trace.as_deref_mut()
     }
 
     /// Makes this request's record, submitted when the guard drops.
@@ -58,6 +79,7 @@ impl RequestGuard {
 
     /// What the response body showed (tool result `isError`, JSON-RPC error code).
     pub fn seen(&mut self, seen: Seen) {
+        self.seen = seen;
         if let Some(d) = self.draft() {
             d.is_error = seen.is_error.or(d.is_error);
             d.jsonrpc_error = d.jsonrpc_error.or(seen.error_code);
@@ -111,6 +133,12 @@ impl Drop for RequestGuard {
         let elapsed = self.started.elapsed();
         let observed = if self.sse { self.head } else { Some(elapsed) };
         self.metrics.count_request(self.op, outcome, observed);
+        // An answer read to its end says whether the call worked.
+        let answer = (self.outcome == Some(Outcome::Forwarded) && self.complete).then(|| {
+            let r = AnswerResult::of(self.seen.error_code, self.seen.is_error, self.status);
+            self.metrics.count_answer(self.op, r);
+            r
+        });
         self.metrics.bytes_out.inc_by(self.bytes_out);
         self.metrics.in_flight.dec();
         if self.sse {
@@ -138,8 +166,20 @@ impl Drop for RequestGuard {
             }
             auditor.submit(d);
         }
+        let ids = self.trace.as_ref().map(|t| t.server.ids());
+        if let Some(trace) = self.trace.take() {
+            trace.end(&Ending {
+                status: self.status,
+                outcome,
+                complete: self.complete,
+                answer,
+                error_code: self.seen.error_code,
+            });
+        }
         tracing::debug!(
             request = self.id,
+            trace_id = ids.map(|i| tracing::field::display(i.0)),
+            span_id = ids.map(|i| tracing::field::display(i.1)),
             method = self.op.as_str(),
             status = self.status,
             outcome = outcome.as_str(),
