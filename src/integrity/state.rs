@@ -111,6 +111,13 @@ pub struct Judgement {
     names: u64,
 }
 
+/// What [`Integrity::check_raw`] knew of an item.
+#[derive(Debug, Clone)]
+pub struct RawHit {
+    pin: Option<PinNote>,
+    findings: Vec<(poison::Finding, ScanAction)>,
+}
+
 /// What was last seen of one definition.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -121,6 +128,9 @@ struct Seen {
     /// What it was judged, reused while it and the other names of its list are unchanged
     /// (the pins are the same while this is kept: a reload clears every `Seen`).
     judged: Judged,
+    /// The item's text as last listed, once known to be this definition: the same bytes
+    /// beside the same names are judged without being parsed ([`Integrity::check_raw`]).
+    raw: Option<Box<str>>,
 }
 
 /// A judgement as kept for reuse.
@@ -549,19 +559,7 @@ impl Integrity {
             return ItemOutcome::Remove;
         };
         let name = &j.def.name;
-        if let Some(pin) = &j.pin {
-            self.metrics
-                .definitions
-                .with_label_values(&[kind.as_str(), pin.label])
-                .inc();
-            if let Some((finding, action, detail)) = &pin.finding {
-                self.note(notes, kind, name, finding, action.as_str(), detail.clone());
-            }
-        }
-        for (f, action) in &j.findings {
-            let detail = format!("{}: {}", f.field, f.excerpt);
-            self.note(notes, kind, name, f.class.as_str(), action.as_str(), detail);
-        }
+        self.account(kind, name, j.pin.as_ref(), &j.findings, notes);
         if j.changed {
             match &j.block {
                 Some(b) => tracing::warn!(
@@ -594,6 +592,7 @@ impl Integrity {
                 Seen {
                     def: j.def.clone(),
                     block: j.block.clone(),
+                    raw: None,
                     judged: Judged {
                         names: j.names,
                         pin,
@@ -609,6 +608,66 @@ impl Integrity {
             ItemOutcome::Changed
         } else {
             ItemOutcome::Keep
+        }
+    }
+
+    /// A judgement's verdict counted and its findings noted, each time the definition is listed.
+    fn account(
+        &self,
+        kind: Kind,
+        name: &str,
+        pin: Option<&PinNote>,
+        findings: &[(poison::Finding, ScanAction)],
+        notes: &mut Vec<Note>,
+    ) {
+        if let Some(pin) = pin {
+            self.metrics
+                .definitions
+                .with_label_values(&[kind.as_str(), pin.label])
+                .inc();
+            if let Some((finding, action, detail)) = &pin.finding {
+                self.note(notes, kind, name, finding, action.as_str(), detail.clone());
+            }
+        }
+        for (f, action) in findings {
+            let detail = format!("{}: {}", f.field, f.excerpt);
+            self.note(notes, kind, name, f.class.as_str(), action.as_str(), detail);
+        }
+    }
+
+    /// The raw fast path, without side effects: an item listed as exactly these bytes, beside
+    /// the same names, the last time it was judged, and passed then unchanged (not blocked,
+    /// nothing stripped). `None` when not known so (judge it whole).
+    pub fn check_raw(&self, kind: Kind, name: &str, raw: &str, names_key: u64) -> Option<RawHit> {
+        let seen = self.seen.lock().expect("not poisoned");
+        let s = seen.get(&(kind, name.to_string()))?;
+        (s.raw.as_deref() == Some(raw)
+            && s.judged.names == names_key
+            && s.block.is_none()
+            && !s.judged.strip)
+            .then(|| RawHit {
+                pin: s.judged.pin.clone(),
+                findings: s.judged.findings.clone(),
+            })
+    }
+
+    /// A raw hit, listed: counted and noted as [`Integrity::check_item`] does.
+    pub fn account_raw(&self, kind: Kind, name: &str, hit: &RawHit, notes: &mut Vec<Note>) {
+        self.account(kind, name, hit.pin.as_ref(), &hit.findings, notes);
+    }
+
+    /// After the general path judged a list: each item's text is remembered with its
+    /// definition, when the definition kept is the one these bytes hold.
+    pub fn remember_raw(&self, kind: Kind, name: &str, raw: &str) {
+        let Ok(value) = serde_json::from_str::<Value>(raw) else {
+            return;
+        };
+        let mut seen = self.seen.lock().expect("not poisoned");
+        if let Some(s) = seen.get_mut(&(kind, name.to_string()))
+            && s.def.same(&value)
+            && s.raw.as_deref() != Some(raw)
+        {
+            s.raw = Some(raw.into());
         }
     }
 
