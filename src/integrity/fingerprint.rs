@@ -52,31 +52,10 @@ impl Kind {
     /// upgrade that only adds presentation does not read as a rug pull.
     pub fn fields(self) -> &'static [&'static str] {
         match self {
-            Kind::Tool => &[
-                "name",
-                "title",
-                "description",
-                "inputSchema",
-                "outputSchema",
-                "annotations",
-            ],
-            Kind::Prompt => &["name", "title", "description", "arguments"],
-            Kind::Resource => &[
-                "uri",
-                "name",
-                "title",
-                "description",
-                "mimeType",
-                "annotations",
-            ],
-            Kind::Template => &[
-                "uriTemplate",
-                "name",
-                "title",
-                "description",
-                "mimeType",
-                "annotations",
-            ],
+            Kind::Tool => crate::mcp::TOOL_MEMBERS,
+            Kind::Prompt => crate::mcp::PROMPT_MEMBERS,
+            Kind::Resource => crate::mcp::RESOURCE_MEMBERS,
+            Kind::Template => crate::mcp::TEMPLATE_MEMBERS,
         }
     }
 }

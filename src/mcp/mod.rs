@@ -17,6 +17,35 @@ pub const DEFAULT_LEGACY_VERSION: &str = "2025-03-26";
 /// The `_meta` key that carries the protocol version of a modern request.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 
+/// The members of a listed definition that say what it is, by kind: what tool integrity
+/// fingerprints (`integrity::fingerprint`) and what the strict reading of answers refuses to see
+/// spelled in another case (`strict::check_answer`). One list, so the two cannot drift apart.
+pub const TOOL_MEMBERS: &[&str] = &[
+    "name",
+    "title",
+    "description",
+    "inputSchema",
+    "outputSchema",
+    "annotations",
+];
+pub const PROMPT_MEMBERS: &[&str] = &["name", "title", "description", "arguments"];
+pub const RESOURCE_MEMBERS: &[&str] = &[
+    "uri",
+    "name",
+    "title",
+    "description",
+    "mimeType",
+    "annotations",
+];
+pub const TEMPLATE_MEMBERS: &[&str] = &[
+    "uriTemplate",
+    "name",
+    "title",
+    "description",
+    "mimeType",
+    "annotations",
+];
+
 /// The two eras of the protocol served on one endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {

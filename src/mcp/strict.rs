@@ -109,18 +109,7 @@ impl Level {
                 "_meta",
             ],
             Level::Error => &["code", "message", "data"],
-            Level::Item => &[
-                "name",
-                "title",
-                "description",
-                "inputSchema",
-                "outputSchema",
-                "annotations",
-                "uri",
-                "uriTemplate",
-                "mimeType",
-                "arguments",
-            ],
+            Level::Item => &ITEM_MEMBERS,
             Level::Body | Level::AnswerBody | Level::Items | Level::Other => &[],
         }
     }
@@ -141,6 +130,20 @@ impl Level {
         }
     }
 }
+
+/// Every member of a listed definition, whatever its kind (each once).
+static ITEM_MEMBERS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut all: Vec<&'static str> = [
+        super::TOOL_MEMBERS,
+        super::PROMPT_MEMBERS,
+        super::RESOURCE_MEMBERS,
+        super::TEMPLATE_MEMBERS,
+    ]
+    .concat();
+    all.sort_unstable();
+    all.dedup();
+    all
+});
 
 /// Checks `body` (one JSON value) against the rules above. `Json` when the walk could not
 /// read the body: malformed JSON, or a value that a lenient reader skips but other parsers read
