@@ -17,6 +17,8 @@ const FULL_RATIO: f64 = 0.25;
 const FULL_CPU_US: f64 = 120.0;
 /// (b) A filtered tools/list under 1,000 rules: sentinel-policy − sentinel, CPU µs per request.
 const LIST_CPU_US: f64 = 40.0;
+/// Issue 18: tracing at 10% sampling adds at most this share of the untraced CPU per request.
+const TRACE_10_SHARE: f64 = 0.05;
 
 pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory, bars: &mut Bars) {
     if cells.is_empty() {
@@ -110,6 +112,10 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory, bars: &mut Bars)
         }
     }
 
+    if let Some(base) = sentinel {
+        tracing_cost(cells, &summaries, base, &index, bars);
+    }
+
     if let (Some(policy), Some(base)) = (index(Kind::SentinelPolicy), sentinel) {
         for cell in cells.iter().filter(|c| c.workload_key == "list") {
             let added = added_cpu_us(cell, policy, base);
@@ -123,6 +129,42 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory, bars: &mut Bars)
                     added.map_or("?".to_owned(), |a| format!("{a:+.1} µs"))
                 ),
             );
+        }
+    }
+}
+
+/// Issue 18: what tracing adds over the same config untraced (`sentinel`), per cell: CPU per
+/// request (median of the per-round differences) and p50; the bar on 10% sampling.
+fn tracing_cost(
+    cells: &[Cell],
+    summaries: &[Vec<Summary>],
+    base: usize,
+    index: &dyn Fn(Kind) -> Option<usize>,
+    bars: &mut Bars,
+) {
+    for kind in [Kind::SentinelOtel100, Kind::SentinelOtel10] {
+        let Some(t) = index(kind) else { continue };
+        for (cell, s) in cells.iter().zip(summaries) {
+            let added = added_cpu_us(cell, t, base);
+            let off = s[base].proxy_cpu.map(micros);
+            let share = added.zip(off).map(|(a, o)| a / o);
+            let line = format!(
+                "(18) {} over sentinel, {} c={}: CPU per request {} ({}), p50 {:+.1} µs",
+                kind.name(),
+                cell.workload_key,
+                cell.conns,
+                added.map_or("?".to_owned(), |a| format!("{a:+.2} µs")),
+                share.map_or("?".to_owned(), |x| format!("{:+.1}%", x * 100.0)),
+                micros(s[t].p50) - micros(s[base].p50),
+            );
+            if kind == Kind::SentinelOtel10 {
+                bars.check(
+                    share.is_some_and(|x| x <= TRACE_10_SHARE),
+                    format!("{line} <= {:.0}%", TRACE_10_SHARE * 100.0),
+                );
+            } else {
+                println!("  {line}");
+            }
         }
     }
 }

@@ -272,7 +272,7 @@ pub fn run(
         println!(
             "  sentinel-otel-100 / sentinel-otel-10: the sentinel's config plus `tracing` \
              (parent-based ratio 1 / 0.1; 5 s batches of up to 512) exporting OTLP/HTTP protobuf \
-             to a receiver in the bench ({}) that decodes, counts and discards",
+             to a receiver in the bench ({}) that answers at once, then decodes (at nice 19), counts and discards",
             r.endpoint
         );
     }

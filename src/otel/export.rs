@@ -40,7 +40,44 @@ impl Drop for ExportRuntime {
 /// The tracer provider and what keeps its export side running.
 pub struct Export {
     pub provider: SdkTracerProvider,
+    queue: Queue,
     _runtime: Arc<ExportRuntime>,
+}
+
+/// The way into the export queue for spans made without the tracer ([`super::Child`]): the
+/// same gate and batch processor the provider's spans go through.
+#[derive(Clone)]
+pub struct Queue(Arc<Gate>);
+
+impl Queue {
+    pub fn push(&self, span: SpanData) {
+        self.0.on_end(span);
+    }
+}
+
+/// The provider's handle on the gate it shares with [`Queue`].
+#[derive(Debug)]
+struct Shared(Arc<Gate>);
+
+impl SpanProcessor for Shared {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.0.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        self.0.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    // `set_resource` is left to the default: the gate was given the provider's resource
+    // before it was shared.
 }
 
 impl Export {
@@ -77,7 +114,7 @@ impl Export {
                     .build(),
             )
             .build();
-        let gate = Gate {
+        let mut gate = Gate {
             inner: batch,
             pending,
             capacity: settings.max_queue_size,
@@ -95,15 +132,24 @@ impl Export {
                     resource.with_attribute(opentelemetry::KeyValue::new(k.clone(), v.clone()));
             }
         }
+        // What the provider would give its processor, given before the gate is shared.
+        let resource = resource.build();
+        gate.set_resource(&resource);
+        let gate = Arc::new(gate);
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(gate)
+            .with_span_processor(Shared(gate.clone()))
             .with_sampler(sampler(settings))
-            .with_resource(resource.build())
+            .with_resource(resource)
             .build();
         Ok(Self {
             provider,
+            queue: Queue(gate),
             _runtime: runtime,
         })
+    }
+
+    pub fn queue(&self) -> Queue {
+        self.queue.clone()
     }
 }
 

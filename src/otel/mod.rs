@@ -16,17 +16,25 @@ use opentelemetry::propagation::{
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceId, Tracer, TracerProvider,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, SdkTracer, SpanData, SpanEvents, SpanLinks,
+};
 
 use crate::config::otel::TraceSettings;
+
+/// The instrumentation scope every span of the sentinel's is in.
+const SCOPE: &str = "mcp-sentinel";
 use crate::metrics::TraceCounters;
 pub use meta::MetaTrace;
 
 /// The tracer and what turns trace context into headers and back.
 pub struct Otel {
     tracer: SdkTracer,
+    /// Ids and scope for the spans below a server span ([`Child`]).
+    ids: RandomIdGenerator,
+    scope: InstrumentationScope,
     /// traceparent/tracestate and baggage.
     propagator: TextMapCompositePropagator,
     /// traceparent/tracestate alone, for the body's `_meta`.
@@ -37,9 +45,11 @@ pub struct Otel {
 impl Otel {
     pub fn start(settings: &TraceSettings, counters: TraceCounters) -> Result<Self, String> {
         let export = export::Export::start(settings, counters)?;
-        let tracer = export.provider.tracer("mcp-sentinel");
+        let tracer = export.provider.tracer(SCOPE);
         Ok(Self {
             tracer,
+            ids: RandomIdGenerator::default(),
+            scope: InstrumentationScope::builder(SCOPE).build(),
             propagator: TextMapCompositePropagator::new(vec![
                 Box::new(TraceContextPropagator::new()),
                 Box::new(BaggagePropagator::new()),
@@ -88,15 +98,56 @@ impl Otel {
             .with_kind(kind)
             .with_start_time(start);
         let span = self.tracer.build_with_context(builder, parent);
+        let recording = opentelemetry::trace::Span::is_recording(&span);
         Span {
             cx: parent.with_span(span),
+            recording,
+        }
+    }
+
+    /// A span under `parent` (which must be recording) from `start`: a check's, or the
+    /// upstream call's. It is made and recorded straight into the export queue — no context,
+    /// no lock, no second sampling (the SDK's samplers keep every child of a kept span) — and
+    /// ends when [`Child::end_at`] says or when dropped.
+    pub fn child(
+        &self,
+        parent: &Span,
+        name: Cow<'static, str>,
+        kind: SpanKind,
+        start: SystemTime,
+    ) -> Child {
+        let psc = parent.cx.span().span_context().clone();
+        let span_context = SpanContext::new(
+            psc.trace_id(),
+            self.ids.new_span_id(),
+            psc.trace_flags(),
+            false,
+            psc.trace_state().clone(),
+        );
+        Child {
+            data: Some(SpanData {
+                span_context,
+                parent_span_id: psc.span_id(),
+                parent_span_is_remote: false,
+                span_kind: kind,
+                name,
+                start_time: start,
+                end_time: start,
+                attributes: Vec::new(),
+                dropped_attributes_count: 0,
+                events: SpanEvents::default(),
+                links: SpanLinks::default(),
+                status: Status::Unset,
+                instrumentation_scope: self.scope.clone(),
+            }),
+            queue: self.export.queue(),
         }
     }
 
     /// Writes `cx` as `traceparent`/`tracestate` (and its baggage) into `headers`, replacing
     /// what the client sent.
     pub fn inject(&self, cx: &Context, headers: &mut http::HeaderMap) {
-        for name in ["traceparent", "tracestate", "baggage"] {
+        for name in [TRACEPARENT, TRACESTATE, BAGGAGE] {
             headers.remove(name);
         }
         self.propagator
@@ -107,6 +158,8 @@ impl Otel {
 /// One span and the context it makes (baggage included) for its children and the upstream.
 pub struct Span {
     cx: Context,
+    /// Kept by the sampler (read once: the SDK answers it under a lock).
+    recording: bool,
 }
 
 impl Span {
@@ -119,13 +172,22 @@ impl Span {
     }
 
     pub fn ids(&self) -> (TraceId, SpanId) {
-        let sc = self.cx.span().span_context().clone();
+        let span = self.cx.span();
+        let sc = span.span_context();
         (sc.trace_id(), sc.span_id())
     }
 
     /// The sampler kept it: worth building attributes for.
     pub fn recording(&self) -> bool {
-        self.cx.span().is_recording()
+        self.recording
+    }
+
+    /// The context to propagate for `child`: its ids, with this span's baggage.
+    pub fn context_of(&self, child: &Child) -> Context {
+        match &child.data {
+            Some(d) => self.cx.with_remote_span_context(d.span_context.clone()),
+            None => self.cx.clone(),
+        }
     }
 
     /// Names the span (once the sampler kept it: a dropped span's name is never read).
@@ -154,13 +216,63 @@ impl Span {
 
     /// The W3C `traceparent` of this span.
     pub fn traceparent(&self) -> String {
-        let sc = self.cx.span().span_context().clone();
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
+        traceparent(self.cx.span().span_context())
+    }
+}
+
+/// The W3C `traceparent` of a span context.
+fn traceparent(sc: &SpanContext) -> String {
+    format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    )
+}
+
+/// A span below the server span, recorded directly (see [`Otel::child`]).
+pub struct Child {
+    /// `None` once recorded.
+    data: Option<SpanData>,
+    queue: export::Queue,
+}
+
+impl Child {
+    pub fn set(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
+        if let Some(d) = &mut self.data {
+            d.attributes.extend(attributes);
+        }
+    }
+
+    /// Marks the span failed: `error.type` (a word from a closed set) and the status.
+    pub fn fail(&mut self, error_type: impl Into<opentelemetry::Value>, description: String) {
+        if let Some(d) = &mut self.data {
+            d.attributes.push(KeyValue::new("error.type", error_type));
+            d.status = Status::error(description);
+        }
+    }
+
+    /// The W3C `traceparent` of this span (`None` once ended).
+    pub fn traceparent(&self) -> Option<String> {
+        self.data.as_ref().map(|d| traceparent(&d.span_context))
+    }
+
+    pub fn end_at(mut self, at: SystemTime) {
+        self.record(at);
+    }
+
+    fn record(&mut self, at: SystemTime) {
+        if let Some(mut d) = self.data.take() {
+            d.end_time = at;
+            self.queue.push(d);
+        }
+    }
+}
+
+impl Drop for Child {
+    /// Like an SDK span, a child dropped unended ends where it is dropped.
+    fn drop(&mut self) {
+        self.record(SystemTime::now());
     }
 }
 
@@ -178,12 +290,26 @@ impl Extractor for HeaderExtract<'_> {
 
 struct HeaderInject<'a>(&'a mut http::HeaderMap);
 
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
+
 impl Injector for HeaderInject<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
+        // An empty `tracestate` says nothing (W3C: it may be left out).
+        if value.is_empty() {
+            return;
+        }
+        let name = match key {
+            "traceparent" => TRACEPARENT,
+            "tracestate" => TRACESTATE,
+            "baggage" => BAGGAGE,
+            other => match http::HeaderName::from_bytes(other.as_bytes()) {
+                Ok(n) => n,
+                Err(_) => return,
+            },
+        };
+        if let Ok(value) = http::HeaderValue::from_str(&value) {
             self.0.insert(name, value);
         }
     }
@@ -207,7 +333,7 @@ impl Extractor for MetaTrace {
 /// while the answer streams. Both end when the response body ends or is dropped.
 pub struct RequestTrace {
     pub server: Span,
-    pub upstream: Option<Span>,
+    pub upstream: Option<Child>,
 }
 
 /// How a request ended, for its spans.
@@ -272,7 +398,7 @@ impl RequestTrace {
             _ => None,
         };
         let now = SystemTime::now();
-        if let Some(up) = &self.upstream {
+        if let Some(mut up) = self.upstream {
             if let Some((kind, why)) = &failure {
                 up.fail(kind.clone(), (*why).to_string());
             }

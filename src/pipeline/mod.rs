@@ -454,13 +454,8 @@ impl Pipeline {
         let fault = denial.reason.fault();
         let detail = denial.detail.as_deref().unwrap_or("");
         let reason = denial.reason.as_str();
-        let ids = guard.spans().map(|t| {
-            trace::fail(&t.server, &denial);
-            if stage == "forward"
-                && let Some(up) = &t.upstream
-            {
-                trace::fail(up, &denial);
-            }
+        let ids = guard.spans_mut().map(|t| {
+            trace::fail(t, &denial, stage == "forward");
             t.server.ids()
         });
         let trace_id = ids.map(|i| tracing::field::display(i.0));

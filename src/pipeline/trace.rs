@@ -13,7 +13,7 @@ use opentelemetry::trace::SpanKind;
 use super::Ctx;
 use crate::denial::Denial;
 use crate::mcp::{Envelope, Target};
-use crate::otel::{Otel, RequestTrace, Span};
+use crate::otel::{Otel, RequestTrace};
 
 /// When a check ran, noted only with tracing on.
 pub struct CheckTime {
@@ -53,8 +53,8 @@ pub fn start(
             let Some(name) = child_name(c.name) else {
                 continue;
             };
-            let child = otel.span(
-                server.context(),
+            let mut child = otel.child(
+                &server,
                 Cow::Borrowed(name),
                 SpanKind::Internal,
                 at(c.start),
@@ -63,7 +63,7 @@ pub fn start(
             if let Some((stage, denial)) = refused
                 && stage == c.name
             {
-                fail(&child, denial);
+                child.fail(denial.reason.as_str(), describe(denial));
             }
             child.end_at(at(c.end));
         }
@@ -74,34 +74,43 @@ pub fn start(
     }
 }
 
-/// Marks a span refused: `error.type` is the denial's reason.
-pub fn fail(span: &Span, denial: &Denial) {
-    span.fail(denial.reason.as_str(), denial.reason.answer().2.to_string());
+/// Marks a request's spans refused (the upstream call's too when `upstream`): `error.type` is
+/// the denial's reason.
+pub fn fail(trace: &mut RequestTrace, denial: &Denial, upstream: bool) {
+    trace.server.fail(denial.reason.as_str(), describe(denial));
+    if upstream && let Some(up) = &mut trace.upstream {
+        up.fail(denial.reason.as_str(), describe(denial));
+    }
+}
+
+fn describe(denial: &Denial) -> String {
+    denial.reason.answer().2.to_string()
 }
 
 /// Before forwarding: the upstream call's span, and its context written into the request.
 pub fn upstream(otel: &Otel, trace: &mut RequestTrace, ctx: &mut Ctx) {
     let server = &trace.server;
-    let span = if server.recording() {
-        let span = otel.span(
-            server.context(),
-            span_name(ctx),
-            SpanKind::Client,
-            SystemTime::now(),
-        );
+    let span = server.recording().then(|| {
+        let mut span = otel.child(server, span_name(ctx), SpanKind::Client, SystemTime::now());
         span.set(call_attributes(ctx));
         span.set([KeyValue::new("network.transport", "tcp")]);
-        Some(span)
-    } else {
-        None
+        span
+    });
+    let traceparent = match &span {
+        Some(up) => {
+            otel.inject(&server.context_of(up), &mut ctx.parts.headers);
+            up.traceparent()
+        }
+        None => {
+            otel.inject(server.context(), &mut ctx.parts.headers);
+            None
+        }
     };
-    let carrier = span.as_ref().unwrap_or(server);
-    otel.inject(carrier.context(), &mut ctx.parts.headers);
-    if let Some(m) = &ctx.trace_meta
-        && let Some(body) =
-            crate::otel::meta::rewrite(&ctx.body, &m.traceparent, &carrier.traceparent())
-    {
-        ctx.body = body;
+    if let Some(m) = &ctx.trace_meta {
+        let traceparent = traceparent.unwrap_or_else(|| server.traceparent());
+        if let Some(body) = crate::otel::meta::rewrite(&ctx.body, &m.traceparent, &traceparent) {
+            ctx.body = body;
+        }
     }
     trace.upstream = span;
 }
@@ -128,6 +137,16 @@ fn span_name(ctx: &Ctx) -> Cow<'static, str> {
     }
 }
 
+/// A method's name as an attribute value: the MCP methods' own (static) names, a copy of
+/// anything else.
+fn method_value(m: &str) -> opentelemetry::Value {
+    use crate::mcp::Method;
+    match Method::from_name(m) {
+        Method::Notification | Method::Response | Method::Other => m.to_string().into(),
+        known => known.as_str().into(),
+    }
+}
+
 /// The MCP attributes a call's spans share.
 fn call_attributes(ctx: &Ctx) -> Vec<KeyValue> {
     let mut a = Vec::with_capacity(12);
@@ -138,7 +157,7 @@ fn call_attributes(ctx: &Ctx) -> Vec<KeyValue> {
         return a;
     };
     if let Some(m) = &msg.method_name {
-        a.push(KeyValue::new("mcp.method.name", m.clone()));
+        a.push(KeyValue::new("mcp.method.name", method_value(m)));
     }
     if let Some(id) = &msg.id {
         // A string id without its quotes; a number as written.
@@ -146,7 +165,8 @@ fn call_attributes(ctx: &Ctx) -> Vec<KeyValue> {
         let id = serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string());
         a.push(KeyValue::new("jsonrpc.request.id", id));
     }
-    a.push(KeyValue::new("jsonrpc.protocol.version", "2.0"));
+    // `jsonrpc.protocol.version` is left out: the conventions ask for it only when it is
+    // not "2.0", and nothing else passes the parse.
     if let Some(v) = ctx.version.as_ref().or(msg.meta_version.as_ref()) {
         a.push(KeyValue::new("mcp.protocol.version", v.clone()));
     }
@@ -176,7 +196,6 @@ fn server_attributes(ctx: &Ctx) -> Vec<KeyValue> {
     a.push(KeyValue::new("client.port", i64::from(ctx.peer.port())));
     a.push(KeyValue::new("network.transport", "tcp"));
     a.push(KeyValue::new("network.protocol.name", "http"));
-    a.push(KeyValue::new("mcp_sentinel.request.id", ctx.id as i64));
     a
 }
 
