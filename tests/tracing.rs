@@ -589,6 +589,14 @@ fn over_tls(protocol: &str, endpoint: &str, tls: &str) -> String {
     )
 }
 
+/// Both protocols of `c`: (protocol, endpoint, the trace id its call uses).
+fn protocols<'a>(c: &'a Collector, traces: [&'a str; 2]) -> [(&'static str, &'a str, &'a str); 2] {
+    [
+        ("grpc", c.grpc.as_str(), traces[0]),
+        ("http/protobuf", c.http.as_str(), traces[1]),
+    ]
+}
+
 const EXPORT_FAILED: &str = "mcp_sentinel_trace_spans_dropped_total{reason=\"export_failed\"}";
 
 /// A call with trace `trace`, answered right and at once, whose spans then fail to export
@@ -631,14 +639,13 @@ async fn spans_arrive_over_https_verified_against_a_ca_file_on_both_protocols() 
     let collector = start_collector_tls(collector_tls(&ca.server_cert(&["127.0.0.1"]), None)).await;
     assert!(collector.grpc.starts_with("https://"));
     let tls = format!("    ca_file: {}\n", ca_file.display());
-    for (protocol, endpoint, trace) in [
-        ("grpc", &collector.grpc, "11111111111111111111111111111111"),
-        (
-            "http/protobuf",
-            &collector.http,
+    for (protocol, endpoint, trace) in protocols(
+        &collector,
+        [
+            "11111111111111111111111111111111",
             "22222222222222222222222222222222",
-        ),
-    ] {
+        ],
+    ) {
         let dir = TempDir::new("trace-tls-one");
         let s = traced(&up.url(), &dir, &over_tls(protocol, endpoint, &tls)).await;
         let answer = echo(&s, 1, Some(&traceparent(trace, PARENT, true))).await;
@@ -681,20 +688,23 @@ async fn a_collector_that_requires_a_client_certificate_gets_spans_only_with_it(
         key_file.display()
     );
     let without = format!("    ca_file: {}\n", ca_file.display());
-    for (protocol, endpoint, with_trace, without_trace) in [
-        (
-            "grpc",
-            &collector.grpc,
+    let traces_with = protocols(
+        &collector,
+        [
             "33333333333333333333333333333333",
-            "44444444444444444444444444444444",
-        ),
-        (
-            "http/protobuf",
-            &collector.http,
             "55555555555555555555555555555555",
+        ],
+    );
+    let traces_without = protocols(
+        &collector,
+        [
+            "44444444444444444444444444444444",
             "66666666666666666666666666666666",
-        ),
-    ] {
+        ],
+    );
+    for ((protocol, endpoint, with_trace), (_, _, without_trace)) in
+        traces_with.into_iter().zip(traces_without)
+    {
         let dir = TempDir::new("trace-mtls-with");
         let s = traced(&up.url(), &dir, &over_tls(protocol, endpoint, &with_cert)).await;
         echo(&s, 1, Some(&traceparent(with_trace, PARENT, true))).await;
@@ -722,14 +732,13 @@ async fn a_collector_the_ca_file_does_not_vouch_for_gets_nothing() {
     let wrong = write_file(&dir, "wrong-ca.crt", &stranger.ca_pem());
     let collector = start_collector_tls(collector_tls(&ca.server_cert(&["127.0.0.1"]), None)).await;
     let tls = format!("    ca_file: {}\n", wrong.display());
-    for (protocol, endpoint, trace) in [
-        ("grpc", &collector.grpc, "77777777777777777777777777777777"),
-        (
-            "http/protobuf",
-            &collector.http,
+    for (protocol, endpoint, trace) in protocols(
+        &collector,
+        [
+            "77777777777777777777777777777777",
             "88888888888888888888888888888888",
-        ),
-    ] {
+        ],
+    ) {
         let dir = TempDir::new("trace-wrong-ca-one");
         let s = traced(&up.url(), &dir, &over_tls(protocol, endpoint, &tls)).await;
         refused_by_tls(
