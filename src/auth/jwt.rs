@@ -48,7 +48,7 @@ pub use keys::FetchError;
 use keys::{Issuer, KeyMetrics, refresh_loop};
 
 mod cache;
-pub(crate) mod https;
+mod https;
 mod jwks;
 mod keys;
 mod verify;

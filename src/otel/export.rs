@@ -23,9 +23,9 @@ use prometheus::IntCounter;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::auth::jwt::https::{TlsSetupError, ca_roots, system_roots};
 use crate::config::otel::{ExportTls, OtlpProtocol, PemFile, SamplerKind, TraceSettings};
 use crate::metrics::TraceCounters as ExportCounters;
+use crate::tls::roots::{self, RootsError};
 
 /// Spans waiting in the batch queue (ours, since the SDK does not say).
 type Pending = Arc<AtomicUsize>;
@@ -197,9 +197,9 @@ fn build_exporter(s: &TraceSettings) -> Result<opentelemetry_otlp::SpanExporter,
 /// the certificate's, stops `check` and `run` alike, naming the key or variable.
 pub fn client_tls(t: &ExportTls) -> Result<rustls::ClientConfig, String> {
     let roots = match &t.ca {
-        Some(f) => ca_roots(&f.path).map_err(|e| format!("{}: {e}", f.from))?,
-        None => system_roots().map_err(|e| match e {
-            TlsSetupError::NoSystemRoots(_) => format!(
+        Some(f) => roots::ca_file(&f.path).map_err(|e| format!("{} {e}", f.from))?,
+        None => roots::system().map_err(|e| match e {
+            RootsError::NoSystemRoots(_) => format!(
                 "tracing: the endpoint is https:// and {e}: set tracing.tls.ca_file or \
                  OTEL_EXPORTER_OTLP_CERTIFICATE"
             ),
