@@ -345,6 +345,13 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
                 Ok(t) => t,
                 Err(errors) => return report(&errors),
             };
+            // TLS to the collector: the files read and parsed as `run` will.
+            if let Some(tls) = tracing.as_ref().and_then(|t| t.tls.as_ref())
+                && let Err(why) = mcp_sentinel::otel::export::client_tls(tls)
+            {
+                eprintln!("{}: {why}", path.display());
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
             say!("{}: valid", path.display());
             for line in cfg.summary() {
                 say!("  {line}");

@@ -3,6 +3,8 @@
 //! their content changes, so Kubernetes Secret updates (an atomic `..data` symlink swap) and
 //! cert-manager renewals need no restart. A bad new set keeps the running config.
 
+pub mod roots;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,8 @@
 //! reads each ConfigMap's `config.yaml`, with its `policy.yaml` (and `pins.json`) where the
 //! sidecar mounts it. The
 //! chart's schema refuses typos before anything renders (tests/fixtures/k8s/values-invalid/);
-//! this is what a pod would read at start.
+//! this is what a pod would read at start. And `sidecar.env` reaches the sidecar the injector
+//! adds and the chart's static one alike.
 
 mod common;
 
@@ -11,6 +12,10 @@ use std::process::Command;
 
 use common::k8s;
 use common::sentinel::TempDir;
+use k8s_openapi::api::core::v1::Pod;
+use mcp_sentinel::k8s::inject::{self, InjectResult, Mode};
+use mcp_sentinel::k8s::settings::Settings;
+use serde_json::{Value, json};
 
 /// Where the sidecar mounts its ConfigMap (helm/mcp-sentinel/files/sidecar.yaml).
 const CONFIG_MOUNT: &str = "/etc/mcp-sentinel/config/";
@@ -75,4 +80,72 @@ fn every_rendered_sidecar_config_passes_check() {
         "every fixture renders at least one sidecar config ({checked} for {} fixtures)",
         fixtures.len()
     );
+}
+
+/// The sidecar (first init container) of `pod`, normalised through the typed model.
+fn sidecar_of(pod: Value) -> Value {
+    let pod: Pod = serde_json::from_value(pod).unwrap();
+    let sidecar = pod.spec.unwrap().init_containers.unwrap().remove(0);
+    assert_eq!(sidecar.name, "mcp-sentinel");
+    serde_json::to_value(sidecar).unwrap()
+}
+
+#[test]
+fn the_sidecar_env_reaches_the_injected_and_the_static_sidecar() {
+    let fixture = k8s::root().join("tests/fixtures/k8s/values/sidecar-env.yaml");
+    let docs = k8s::documents(&k8s::helm_template(&["-f", fixture.to_str().unwrap()]));
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
+    let user_env = [
+        json!({"name": "OTEL_EXPORTER_OTLP_HEADERS",
+               "valueFrom": {"secretKeyRef": {"name": "otel-collector-auth", "key": "headers"}}}),
+        json!({"name": "OTEL_EXPORTER_OTLP_ENDPOINT",
+               "value": "http://otel-collector.observability:4317"}),
+        json!({"name": "OTEL_RESOURCE_ATTRIBUTES",
+               "value": "k8s.pod.name=$(MCP_SENTINEL_POD_NAME),deployment.environment=staging"}),
+    ];
+    let injector = find("ConfigMap", "mcp-sentinel-injector");
+    let settings = Settings::from_yaml(
+        injector["data"]["injector.yaml"].as_str().unwrap(),
+        "injector.yaml",
+    )
+    .expect("the rendered injector settings are valid");
+    assert_eq!(settings.env, user_env);
+
+    // The injector's sidecar for the example pod.
+    let review_file = k8s::root().join("tests/fixtures/k8s/review-example-pod.json");
+    let review: Value = serde_json::from_slice(&std::fs::read(review_file).unwrap()).unwrap();
+    let answer = inject::review_body(
+        &serde_json::to_vec(&review).unwrap(),
+        Mode::Annotated,
+        &settings,
+    )
+    .unwrap();
+    assert_eq!(answer.result, InjectResult::Injected, "{}", answer.detail);
+    let resp = serde_json::from_slice::<Value>(&answer.to_json()).unwrap()["response"].clone();
+    let injected = sidecar_of(k8s::patched_pod(&review, &resp));
+
+    let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
+    let mut expected = vec![
+        json!({"name": "MCP_SENTINEL_UPSTREAM", "value": "http://127.0.0.1:8080/mcp"}),
+        json!({"name": "MCP_SENTINEL_CONFIG", "value": "/etc/mcp-sentinel/config/config.yaml"}),
+        json!({"name": "MCP_SENTINEL_LISTEN", "value": "0.0.0.0:9480"}),
+        json!({"name": "MCP_SENTINEL_ADMIN_LISTEN", "value": "0.0.0.0:9481"}),
+        json!({"name": "MCP_SENTINEL_POD_NAME", "valueFrom": field("metadata.name")}),
+        json!({"name": "MCP_SENTINEL_POD_NAMESPACE", "valueFrom": field("metadata.namespace")}),
+    ];
+    // The template's OTEL_RESOURCE_ATTRIBUTES is replaced by the chart's, at the end.
+    expected.extend(user_env);
+    assert_eq!(injected["env"], Value::Array(expected));
+
+    // The chart's static example pod: the same sidecar.
+    let deployment = find("Deployment", "mcp-server");
+    let template = &deployment["spec"]["template"];
+    let static_sidecar =
+        sidecar_of(json!({"metadata": template["metadata"], "spec": template["spec"]}));
+    assert_eq!(static_sidecar, injected);
 }

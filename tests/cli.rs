@@ -555,7 +555,7 @@ fn check_validates_tracing_with_the_otel_environment() {
     assert!(stderr.contains("OTEL_TRACES_SAMPLER_ARG"), "{stderr}");
     let bad = tmp_file(
         "tracing-bad.yaml",
-        &format!("{base}tracing:\n  enabled: true\n  endpoint: https://x:4317\n  colour: red\n"),
+        &format!("{base}tracing:\n  enabled: true\n  endpoint: ftp://x:4317\n  colour: red\n"),
     );
     let stderr = refused(check_with_env(&bad, &[]));
     assert!(
@@ -567,5 +567,136 @@ fn check_validates_tracing_with_the_otel_environment() {
     assert!(
         String::from_utf8_lossy(&out.stdout)
             .contains("tracing: OTLP grpc to http://localhost:4317")
+    );
+}
+
+#[test]
+fn check_reads_the_tls_files_for_the_collector() {
+    let base = "auth: {anonymous: allow}\npolicy: {default: allow}\n";
+    let ca = rcgen::generate_simple_self_signed(vec!["otel".to_string()]).unwrap();
+    let client = rcgen::generate_simple_self_signed(vec!["sentinel".to_string()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["other".to_string()]).unwrap();
+    let ca_file = tmp_file("otel-ca.pem", &ca.cert.pem());
+    let cert_file = tmp_file("otel-client.pem", &client.cert.pem());
+    let key_file = tmp_file("otel-client.key", &client.signing_key.serialize_pem());
+    let other_key = tmp_file("otel-other.key", &other.signing_key.serialize_pem());
+    let not_pem = tmp_file("otel-not-pem.pem", "not a certificate\n");
+    let config = |name: &str, endpoint: &str, ca: &std::path::Path, key: &std::path::Path| {
+        tmp_file(
+            name,
+            &format!(
+                "{base}tracing:\n  enabled: true\n  endpoint: {endpoint}\n  tls:\n    ca_file: {}\n    cert_file: {}\n    key_file: {}\n",
+                ca.display(),
+                cert_file.display(),
+                key.display()
+            ),
+        )
+    };
+
+    let good = config("tls-good.yaml", "https://otel:4317", &ca_file, &key_file);
+    let out = check_with_env(&good, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let expected = format!(
+        "TLS on: CA {} (tracing.tls.ca_file), client certificate {} with key {}",
+        ca_file.display(),
+        cert_file.display(),
+        key_file.display()
+    );
+    assert!(stdout.contains(&expected), "{stdout}");
+
+    let missing = std::path::Path::new("/nonexistent/otel-ca.pem");
+    let stderr = refused(check_with_env(
+        &config("tls-missing.yaml", "https://otel:4317", missing, &key_file),
+        &[],
+    ));
+    assert!(
+        stderr.contains("tracing.tls.ca_file") && stderr.contains("/nonexistent/otel-ca.pem"),
+        "{stderr}"
+    );
+    let stderr = refused(check_with_env(
+        &config("tls-not-pem.yaml", "https://otel:4317", &not_pem, &key_file),
+        &[],
+    ));
+    assert!(stderr.contains("tracing.tls.ca_file"), "{stderr}");
+    // A key that is not the certificate's; the key itself is never printed.
+    let stderr = refused(check_with_env(
+        &config(
+            "tls-wrong-key.yaml",
+            "https://otel:4317",
+            &ca_file,
+            &other_key,
+        ),
+        &[],
+    ));
+    assert!(
+        stderr.contains("tracing.tls.cert_file and tracing.tls.key_file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+    let stderr = refused(check_with_env(
+        &config(
+            "tls-key-is-cert.yaml",
+            "https://otel:4317",
+            &ca_file,
+            &ca_file,
+        ),
+        &[],
+    ));
+    assert!(
+        stderr.contains("tracing.tls.key_file") && stderr.contains("no PEM private key"),
+        "{stderr}"
+    );
+    // TLS settings with an http:// endpoint.
+    let stderr = refused(check_with_env(
+        &config("tls-http.yaml", "http://otel:4317", &ca_file, &key_file),
+        &[],
+    ));
+    assert!(
+        stderr.contains("tracing.tls.ca_file: TLS settings need an https:// endpoint"),
+        "{stderr}"
+    );
+    // Half a pair in the file is refused by the reader.
+    let half = tmp_file(
+        "tls-half.yaml",
+        &format!(
+            "{base}tracing:\n  enabled: true\n  endpoint: https://otel:4317\n  tls: {{cert_file: {}}}\n",
+            cert_file.display()
+        ),
+    );
+    let stderr = refused(check_with_env(&half, &[]));
+    assert!(
+        stderr.contains("tracing.tls") && stderr.contains("set both or neither"),
+        "{stderr}"
+    );
+
+    // From the environment: the variable is named.
+    let off = tmp_file("tls-env.yaml", base);
+    let stderr = refused(check_with_env(
+        &off,
+        &[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/otel-ca.pem"),
+        ],
+    ));
+    assert!(
+        stderr.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+        "{stderr}"
+    );
+    let out = check_with_env(
+        &off,
+        &[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca_file.to_str().unwrap()),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("OTLP grpc to https://otel:4317 (TLS on: CA")
+            && stdout.contains("(OTEL_EXPORTER_OTLP_CERTIFICATE), client certificate none"),
+        "{stdout}"
     );
 }

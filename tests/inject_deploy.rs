@@ -11,6 +11,10 @@ use mcp_sentinel::k8s::inject::{self, InjectResult, Mode};
 use mcp_sentinel::k8s::settings::Settings;
 use serde_json::Value;
 
+#[allow(dead_code)]
+#[path = "common/k8s.rs"]
+mod k8s;
+
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-sentinel");
 
 fn root() -> &'static Path {
@@ -62,13 +66,7 @@ fn the_static_example_carries_the_injectors_sidecar() {
     .unwrap();
     assert_eq!(answer.result, InjectResult::Injected, "{}", answer.detail);
     let resp = serde_json::from_slice::<Value>(&answer.to_json()).unwrap()["response"].clone();
-    use base64::Engine;
-    let patch = base64::engine::general_purpose::STANDARD
-        .decode(resp["patch"].as_str().unwrap())
-        .unwrap();
-    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
-    let mut injected = review["request"]["object"].clone();
-    json_patch::patch(&mut injected, &patch).unwrap();
+    let mut injected = k8s::patched_pod(&review, &resp);
     // The opt-in annotation is the one thing the static pod does not need.
     injected["metadata"]["annotations"]
         .as_object_mut()

@@ -204,13 +204,7 @@ async fn webhook_answers_admission_reviews_over_https() {
         assert_eq!(resp["uid"], review["request"]["uid"]);
         assert_eq!(resp["allowed"], true);
         assert_eq!(resp["patchType"], "JSONPatch");
-        use base64::Engine;
-        let patch = base64::engine::general_purpose::STANDARD
-            .decode(resp["patch"].as_str().unwrap())
-            .unwrap();
-        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
-        let mut pod = review["request"]["object"].clone();
-        json_patch::patch(&mut pod, &patch).unwrap();
+        let pod = common::k8s::patched_pod(&review, resp);
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
         let init = pod.spec.unwrap().init_containers.unwrap();
         assert_eq!(init[0].name, "mcp-sentinel");

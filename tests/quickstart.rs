@@ -125,6 +125,7 @@ fn sidecar() -> Value {
         secret: settings.secret.clone(),
         token_review: None,
         native: true,
+        env: Vec::new(),
     };
     template::render(&params).unwrap().container
 }
@@ -222,7 +223,10 @@ async fn the_readme_kubernetes_quick_start_works_as_written() {
             "MCP_SENTINEL_UPSTREAM",
             "MCP_SENTINEL_CONFIG",
             "MCP_SENTINEL_LISTEN",
-            "MCP_SENTINEL_ADMIN_LISTEN"
+            "MCP_SENTINEL_ADMIN_LISTEN",
+            "MCP_SENTINEL_POD_NAME",
+            "MCP_SENTINEL_POD_NAMESPACE",
+            "OTEL_RESOURCE_ATTRIBUTES"
         ],
         "the sidecar is configured by these, which this test sets"
     );
@@ -232,6 +236,13 @@ async fn the_readme_kubernetes_quick_start_works_as_written() {
         &[
             ("MCP_SENTINEL_UPSTREAM", upstream_url.as_str()),
             ("MCP_SENTINEL_CONFIG", config_arg.as_str()),
+            // As the kubelet sets them (the downward API, then the expansion).
+            ("MCP_SENTINEL_POD_NAME", "weather-7d9f8-abcde"),
+            ("MCP_SENTINEL_POD_NAMESPACE", "tools"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "k8s.pod.name=weather-7d9f8-abcde,k8s.namespace.name=tools",
+            ),
         ],
         Stdio::null(),
     );

@@ -1,8 +1,8 @@
 //! Tracing end to end (issue 18): a real OTLP receiver (the official protobuf definitions,
 //! served over gRPC and over HTTP/protobuf) gets the sentinel's spans; a real rmcp upstream
 //! reports the `traceparent` it was sent. Parent/child structure, names and attributes per the
-//! MCP conventions, `_meta.traceparent` propagation, sampling, the answer-result metric, and a
-//! collector that is down or slow.
+//! MCP conventions, `_meta.traceparent` propagation, sampling, the answer-result metric, a
+//! collector that is down or slow, and TLS to the collector (a CA file, mTLS, a wrong CA).
 
 mod common;
 // Only this target needs the receiver; not in common/mod.rs so the other test targets do not
@@ -16,8 +16,11 @@ use common::client::raw_post;
 use common::keys::{pairs, write_keys};
 use common::ratelimit::call_body;
 use common::sentinel::{self, TempDir, TestSentinel};
+use common::tls::{CertPair, TestCa, write_file};
 use common::upstream::{UpstreamConfig, spawn_upstream_with};
-use otlp::{CLIENT, Collector, INTERNAL, SERVER, STATUS_ERROR, named, start_collector};
+use otlp::{
+    CLIENT, Collector, INTERNAL, SERVER, STATUS_ERROR, named, start_collector, start_collector_tls,
+};
 use serde_json::{Value, json};
 
 const KEY: &str = "ak_trace_alice_01";
@@ -545,4 +548,207 @@ async fn a_caller_that_leaves_mid_stream_is_noted_not_an_error() {
     );
     assert_ne!(server.status, STATUS_ERROR);
     assert_eq!(server.attr("error.type"), None);
+}
+
+/// The receiver's TLS: `server` (certificate, key) and, when given, a client certificate
+/// issued by `client_ca` required.
+fn collector_tls(server: &CertPair, client_ca: Option<&str>) -> rustls::ServerConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let chain = CertificateDer::pem_slice_iter(server.0.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(server.1.as_bytes()).unwrap();
+    builder.with_single_cert(chain, key).unwrap()
+}
+
+/// `tracing` for an `https://` receiver, with `tls` (indented keys) as given.
+fn over_tls(protocol: &str, endpoint: &str, tls: &str) -> String {
+    format!(
+        "  enabled: true\n  protocol: {protocol}\n  endpoint: {endpoint}\n  scheduled_delay: 50ms\n  export_timeout: 2s\n  tls:\n{tls}"
+    )
+}
+
+/// Both protocols of `c`: (protocol, endpoint, the trace id its call uses).
+fn protocols<'a>(c: &'a Collector, traces: [&'a str; 2]) -> [(&'static str, &'a str, &'a str); 2] {
+    [
+        ("grpc", c.grpc.as_str(), traces[0]),
+        ("http/protobuf", c.http.as_str(), traces[1]),
+    ]
+}
+
+const EXPORT_FAILED: &str = "mcp_sentinel_trace_spans_dropped_total{reason=\"export_failed\"}";
+
+/// A call with trace `trace`, answered right and at once, whose spans then fail to export
+/// (counted) and never reach `collector`.
+async fn refused_by_tls(s: &TestSentinel, collector: &Collector, trace: &str, what: &str) {
+    let t = Instant::now();
+    let answer = echo(s, 1, Some(&traceparent(trace, PARENT, true))).await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "x",
+        "{what}: {answer}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{what}: {:?}",
+        t.elapsed()
+    );
+    let failed = s
+        .metric_until(EXPORT_FAILED, Duration::from_secs(15), |v| v > 0.0)
+        .await;
+    assert!(failed > 0.0, "{what}: {EXPORT_FAILED} = {failed}");
+    assert_eq!(
+        s.metric("mcp_sentinel_trace_spans_exported_total").await,
+        0.0,
+        "{what}"
+    );
+    let delivered = collector
+        .spans()
+        .into_iter()
+        .filter(|x| x.trace_id == trace)
+        .count();
+    assert_eq!(delivered, 0, "{what}: spans were delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_arrive_over_https_verified_against_a_ca_file_on_both_protocols() {
+    let up = spawn_upstream_with(UpstreamConfig::json()).await;
+    let ca = TestCa::new();
+    let dir = TempDir::new("trace-tls");
+    let ca_file = write_file(&dir, "otel-ca.crt", &ca.ca_pem());
+    let collector = start_collector_tls(collector_tls(&ca.server_cert(&["127.0.0.1"]), None)).await;
+    assert!(collector.grpc.starts_with("https://"));
+    let tls = format!("    ca_file: {}\n", ca_file.display());
+    for (protocol, endpoint, trace) in protocols(
+        &collector,
+        [
+            "11111111111111111111111111111111",
+            "22222222222222222222222222222222",
+        ],
+    ) {
+        let dir = TempDir::new("trace-tls-one");
+        let s = traced(&up.url(), &dir, &over_tls(protocol, endpoint, &tls)).await;
+        let answer = echo(&s, 1, Some(&traceparent(trace, PARENT, true))).await;
+        assert_eq!(answer["result"]["content"][0]["text"], "x", "{answer}");
+        let spans = collector.trace(trace, 2).await;
+        let server = spans.iter().find(|x| x.kind == SERVER).unwrap();
+        assert_eq!(server.name, "tools/call echo", "{protocol}");
+        assert_eq!(server.parent, PARENT, "{protocol}");
+        let exported = s
+            .metric_until(
+                "mcp_sentinel_trace_spans_exported_total",
+                Duration::from_secs(5),
+                |v| v >= 2.0,
+            )
+            .await;
+        assert!(exported >= 2.0, "{protocol}: exported {exported}");
+        assert_eq!(s.metric(EXPORT_FAILED).await, 0.0, "{protocol}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_requires_a_client_certificate_gets_spans_only_with_it() {
+    let up = spawn_upstream_with(UpstreamConfig::json()).await;
+    let ca = TestCa::new();
+    let clients = TestCa::named("otel clients");
+    let dir = TempDir::new("trace-mtls");
+    let ca_file = write_file(&dir, "otel-ca.crt", &ca.ca_pem());
+    let (cert, key) = clients.client_cert(Some("mcp-sentinel"), None, None);
+    let cert_file = write_file(&dir, "otel-client.crt", &cert);
+    let key_file = write_file(&dir, "otel-client.key", &key);
+    let collector = start_collector_tls(collector_tls(
+        &ca.server_cert(&["127.0.0.1"]),
+        Some(&clients.ca_pem()),
+    ))
+    .await;
+    let with_cert = format!(
+        "    ca_file: {}\n    cert_file: {}\n    key_file: {}\n",
+        ca_file.display(),
+        cert_file.display(),
+        key_file.display()
+    );
+    let without = format!("    ca_file: {}\n", ca_file.display());
+    let traces_with = protocols(
+        &collector,
+        [
+            "33333333333333333333333333333333",
+            "55555555555555555555555555555555",
+        ],
+    );
+    let traces_without = protocols(
+        &collector,
+        [
+            "44444444444444444444444444444444",
+            "66666666666666666666666666666666",
+        ],
+    );
+    for ((protocol, endpoint, with_trace), (_, _, without_trace)) in
+        traces_with.into_iter().zip(traces_without)
+    {
+        let dir = TempDir::new("trace-mtls-with");
+        let s = traced(&up.url(), &dir, &over_tls(protocol, endpoint, &with_cert)).await;
+        echo(&s, 1, Some(&traceparent(with_trace, PARENT, true))).await;
+        let spans = collector.trace(with_trace, 2).await;
+        assert!(spans.iter().any(|x| x.kind == SERVER), "{protocol}");
+
+        let dir = TempDir::new("trace-mtls-without");
+        let s = traced(&up.url(), &dir, &over_tls(protocol, endpoint, &without)).await;
+        refused_by_tls(
+            &s,
+            &collector,
+            without_trace,
+            &format!("{protocol} without a client certificate"),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_the_ca_file_does_not_vouch_for_gets_nothing() {
+    let up = spawn_upstream_with(UpstreamConfig::json()).await;
+    let ca = TestCa::new();
+    let stranger = TestCa::named("another CA");
+    let dir = TempDir::new("trace-wrong-ca");
+    let wrong = write_file(&dir, "wrong-ca.crt", &stranger.ca_pem());
+    let collector = start_collector_tls(collector_tls(&ca.server_cert(&["127.0.0.1"]), None)).await;
+    let tls = format!("    ca_file: {}\n", wrong.display());
+    for (protocol, endpoint, trace) in protocols(
+        &collector,
+        [
+            "77777777777777777777777777777777",
+            "88888888888888888888888888888888",
+        ],
+    ) {
+        let dir = TempDir::new("trace-wrong-ca-one");
+        let s = traced(&up.url(), &dir, &over_tls(protocol, endpoint, &tls)).await;
+        refused_by_tls(
+            &s,
+            &collector,
+            trace,
+            &format!("{protocol} with the wrong CA"),
+        )
+        .await;
+        answer_quickly(&s, 5).await;
+    }
+    assert!(collector.spans().is_empty(), "{:#?}", collector.spans());
 }

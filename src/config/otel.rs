@@ -4,6 +4,7 @@
 //! pass a map instead of the real environment.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_yaml_ng::Value;
@@ -87,6 +88,33 @@ pub struct TracingConfig {
     pub max_export_batch_size: Option<usize>,
     pub scheduled_delay: Option<Duration>,
     pub export_timeout: Option<Duration>,
+    pub tls: TlsFilesConfig,
+}
+
+/// `tracing.tls`: PEM files for an `https://` endpoint, as written.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFilesConfig {
+    /// Trusted instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate (chain) and its key, for a collector that requires mTLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// A PEM file and the key or variable that named it (for errors and the summary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PemFile {
+    pub path: PathBuf,
+    pub from: String,
+}
+
+/// TLS to the collector, on when the endpoint is `https://`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportTls {
+    /// `None`: the system roots (SSL_CERT_FILE / SSL_CERT_DIR honoured).
+    pub ca: Option<PemFile>,
+    /// Certificate and key.
+    pub client: Option<(PemFile, PemFile)>,
 }
 
 /// The effective settings once the environment filled in the file's gaps.
@@ -105,13 +133,35 @@ pub struct TraceSettings {
     pub max_export_batch_size: usize,
     pub scheduled_delay: Duration,
     pub export_timeout: Duration,
+    /// `Some` exactly when the endpoint is `https://`.
+    pub tls: Option<ExportTls>,
 }
 
 impl TraceSettings {
-    /// One line for `check` and the startup log; header names only.
+    /// One line for `check` and the startup log; header names and file paths only.
     pub fn summary(&self) -> String {
+        let tls = match &self.tls {
+            None => "TLS off".to_string(),
+            Some(t) => format!(
+                "TLS on: CA {}, client certificate {}",
+                t.ca.as_ref()
+                    .map_or("system roots".to_string(), |f| format!(
+                        "{} ({})",
+                        f.path.display(),
+                        f.from
+                    )),
+                t.client
+                    .as_ref()
+                    .map_or("none".to_string(), |(c, k)| format!(
+                        "{} with key {} ({})",
+                        c.path.display(),
+                        k.path.display(),
+                        c.from
+                    )),
+            ),
+        };
         format!(
-            "tracing: OTLP {} to {} (headers {:?}), service {}, sampler {} ratio {}, queue {}, batch {}, every {:?}, timeout {:?}",
+            "tracing: OTLP {} to {} ({tls}; headers {:?}), service {}, sampler {} ratio {}, queue {}, batch {}, every {:?}, timeout {:?}",
             self.protocol.as_str(),
             self.endpoint,
             self.headers.keys().collect::<Vec<_>>(),
@@ -167,6 +217,24 @@ impl TracingConfig {
         c.max_export_batch_size = r.field(s, "max_export_batch_size", |v| size(v, 100_000));
         c.scheduled_delay = r.field(s, "scheduled_delay", positive);
         c.export_timeout = r.field(s, "export_timeout", positive);
+        let mut tls = r.child(s, "tls");
+        let file = |v: &Value| {
+            let p = parse::string(v)?;
+            if p.is_empty() {
+                return Err("must be a file path".to_string());
+            }
+            Ok(PathBuf::from(p))
+        };
+        if tls.has("cert_file") != tls.has("key_file") {
+            r.error(
+                "tracing.tls",
+                "cert_file and key_file go together: set both or neither",
+            );
+        }
+        c.tls.ca_file = r.field(&mut tls, "ca_file", file);
+        c.tls.cert_file = r.field(&mut tls, "cert_file", file);
+        c.tls.key_file = r.field(&mut tls, "key_file", file);
+        r.close(tls);
         if let (Some(q), Some(b)) = (c.max_queue_size, c.max_export_batch_size)
             && b > q
         {
@@ -239,6 +307,31 @@ impl TracingConfig {
             );
         }
 
+        // OTEL_EXPORTER_OTLP_(TRACES_)INSECURE: for gRPC, the scheme of an endpoint written
+        // without one (https unless `true`), as the OTLP exporter spec has it.
+        let mut insecure = false;
+        if let Some((k, v)) = either(
+            "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+            "OTEL_EXPORTER_OTLP_INSECURE",
+        ) {
+            match v.to_ascii_lowercase().as_str() {
+                "true" => insecure = true,
+                "false" => {}
+                _ => check(Err(format!("{k}: must be true or false"))),
+            }
+        }
+        let env_endpoint = |e: &str| -> Result<String, String> {
+            let has_scheme = e
+                .split_once("://")
+                .is_some_and(|(scheme, _)| !scheme.contains(['/', '?', '#']));
+            match protocol {
+                OtlpProtocol::Grpc if !has_scheme => {
+                    let scheme = if insecure { "http" } else { "https" };
+                    endpoint(&format!("{scheme}://{e}"))
+                }
+                _ => endpoint(e),
+            }
+        };
         let default_endpoint = match protocol {
             OtlpProtocol::Grpc => "http://localhost:4317".to_string(),
             OtlpProtocol::HttpProtobuf => "http://localhost:4318/v1/traces".to_string(),
@@ -249,14 +342,14 @@ impl TracingConfig {
         } else if let Some(e) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
             // The per-signal endpoint is the whole URL.
             check(
-                endpoint(&e)
+                env_endpoint(&e)
                     .map(|e| url = e)
                     .map_err(|w| format!("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: {w}")),
             );
         } else if let Some(e) = var("OTEL_EXPORTER_OTLP_ENDPOINT") {
             // The general one is a base: HTTP appends the signal's path.
             check(
-                endpoint(&e)
+                env_endpoint(&e)
                     .map(|e| {
                         url = match protocol {
                             OtlpProtocol::Grpc => e,
@@ -296,6 +389,8 @@ impl TracingConfig {
                     .map_err(|e| format!("OTEL_RESOURCE_ATTRIBUTES: {e}")),
             );
         }
+
+        let tls = self.export_tls(&url, &var, &mut errors);
 
         let mut sampler = SamplerKind::ParentBasedTraceIdRatio;
         if let Some(s) = self.sampler {
@@ -363,17 +458,90 @@ impl TracingConfig {
             max_export_batch_size,
             scheduled_delay,
             export_timeout,
+            tls,
         }))
+    }
+
+    /// TLS for `url`: the file's `tls` keys, else `OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE`,
+    /// `…CLIENT_CERTIFICATE` and `…CLIENT_KEY`. `None` for an `http://` endpoint, where a TLS
+    /// setting is an error (it would be ignored: spans would travel in clear).
+    fn export_tls(
+        &self,
+        url: &str,
+        var: &dyn Fn(&str) -> Option<String>,
+        errors: &mut Vec<String>,
+    ) -> Option<ExportTls> {
+        let either = |signal: &str, general: &str| {
+            var(signal)
+                .map(|v| (signal.to_string(), v))
+                .or_else(|| var(general).map(|v| (general.to_string(), v)))
+        };
+        let pem = |path: &PathBuf, from: &str| PemFile {
+            path: path.clone(),
+            from: from.to_string(),
+        };
+        let from_env = |(from, path): (String, String)| PemFile {
+            path: PathBuf::from(path),
+            from,
+        };
+        let ca = match &self.tls.ca_file {
+            Some(p) => Some(pem(p, "tracing.tls.ca_file")),
+            None => either(
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            )
+            .map(from_env),
+        };
+        let client = match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(c), Some(k)) => Some((
+                pem(c, "tracing.tls.cert_file"),
+                pem(k, "tracing.tls.key_file"),
+            )),
+            _ => {
+                let cert = either(
+                    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                )
+                .map(from_env);
+                let key = either(
+                    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+                    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                )
+                .map(from_env);
+                match (cert, key) {
+                    (Some(c), Some(k)) => Some((c, k)),
+                    (None, None) => None,
+                    (Some(one), None) | (None, Some(one)) => {
+                        errors.push(format!(
+                            "{}: a client certificate needs its key and a key its certificate \
+                             (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and \
+                             OTEL_EXPORTER_OTLP_CLIENT_KEY, or their TRACES_ forms)",
+                            one.from
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        if url.starts_with("https://") {
+            return Some(ExportTls { ca, client });
+        }
+        for f in ca.iter().chain(client.iter().map(|(c, _)| c)) {
+            errors.push(format!(
+                "{}: TLS settings need an https:// endpoint, not {url}",
+                f.from
+            ));
+        }
+        None
     }
 }
 
-/// An `http://` URL with a host. TLS to the collector is not built in: a sidecar sends to a
-/// node-local or in-cluster collector.
+/// An `http://` or `https://` URL with a host.
 fn endpoint(s: &str) -> Result<String, String> {
     let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
         return Err(format!(
-            "{s:?} must be an http:// URL with a host (TLS to the collector is not supported)"
+            "{s:?} must be an http:// or https:// URL with a host"
         ));
     }
     Ok(s.to_string())
@@ -452,104 +620,4 @@ fn positive(v: &Value) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-
-    fn cfg(section: &str) -> TracingConfig {
-        let text = format!("auth: {{anonymous: allow}}\npolicy: {{default: allow}}\n{section}");
-        Config::from_yaml(&text, "t.yaml").unwrap().tracing
-    }
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
-    #[test]
-    fn off_by_default_and_by_the_environment() {
-        assert_eq!(cfg("").resolve(&env(&[])).unwrap(), None);
-        assert_eq!(
-            cfg("")
-                .resolve(&env(&[("OTEL_TRACES_EXPORTER", "none")]))
-                .unwrap(),
-            None
-        );
-        let on = env(&[
-            ("OTEL_TRACES_EXPORTER", "otlp"),
-            ("OTEL_SDK_DISABLED", "true"),
-        ]);
-        assert_eq!(cfg("").resolve(&on).unwrap(), None);
-        // The file wins over the environment.
-        assert_eq!(
-            cfg("tracing: {enabled: false}")
-                .resolve(&env(&[("OTEL_TRACES_EXPORTER", "otlp")]))
-                .unwrap(),
-            None
-        );
-    }
-
-    #[test]
-    fn the_environment_fills_what_the_file_leaves_out() {
-        let e = env(&[
-            ("OTEL_TRACES_EXPORTER", "otlp"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "X-Api-Key=a%3Db, tenant=t1"),
-            ("OTEL_SERVICE_NAME", "mcp-weather"),
-            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
-            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
-        ]);
-        let s = cfg("").resolve(&e).unwrap().unwrap();
-        assert_eq!(s.protocol, OtlpProtocol::HttpProtobuf);
-        assert_eq!(s.endpoint, "http://collector:4318/v1/traces");
-        assert_eq!(s.headers["x-api-key"], "a=b");
-        assert_eq!(s.headers["tenant"], "t1");
-        assert_eq!(s.service_name, "mcp-weather");
-        assert_eq!(s.sampler, SamplerKind::ParentBasedTraceIdRatio);
-        assert_eq!(s.ratio, 0.25);
-        assert_eq!((s.max_queue_size, s.max_export_batch_size), (100, 100));
-        assert!(!s.summary().contains("a=b"), "header values are secrets");
-
-        let file = cfg(
-            "tracing:\n  enabled: true\n  endpoint: http://otel:4317\n  sample_ratio: 0.1\n  service_name: s\n",
-        );
-        let s = file.resolve(&e).unwrap().unwrap();
-        assert_eq!(s.endpoint, "http://otel:4317");
-        assert_eq!(s.ratio, 0.1);
-        assert_eq!(s.service_name, "s");
-        // Not set in the file: still from the environment.
-        assert_eq!(s.protocol, OtlpProtocol::HttpProtobuf);
-    }
-
-    #[test]
-    fn bad_settings_are_all_reported() {
-        let text = "auth: {anonymous: allow}\npolicy: {default: allow}\ntracing:\n  enabled: yes please\n  protocol: http/json\n  endpoint: https://x:4317\n  sample_ratio: 2\n  max_queue_size: 0\n  headers: {\"bad name\": v}\n  bogus: 1\n";
-        let errs = Config::from_yaml(text, "t.yaml").unwrap_err().0;
-        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "tracing.enabled",
-                "tracing.protocol",
-                "tracing.endpoint",
-                "tracing.headers",
-                "tracing.sample_ratio",
-                "tracing.max_queue_size",
-                "tracing.bogus"
-            ]
-        );
-        let e = env(&[
-            ("OTEL_TRACES_EXPORTER", "otlp"),
-            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
-            ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
-            ("OTEL_TRACES_SAMPLER", "xray"),
-        ]);
-        let errs = cfg("").resolve(&e).unwrap_err();
-        assert_eq!(errs.len(), 3, "{errs:?}");
-        assert!(errs[0].starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"));
-    }
-}
+mod tests;

@@ -722,6 +722,7 @@ fn template_probe(settings: &Settings) -> Params {
         secret: settings.secret.clone(),
         token_review: settings.token_review.clone(),
         native: settings.native_sidecar,
+        env: settings.env.clone(),
     }
 }
 

@@ -121,6 +121,9 @@ pub struct Settings {
     /// Off (`None`) unless the file turns it on: it needs `list services` in the namespaces.
     pub service_check: Option<ServiceCheck>,
     pub log: LogConfig,
+    /// Extra environment of the sidecar container (the chart's `sidecar.env`): Kubernetes
+    /// EnvVar objects, a `value` or a `valueFrom` (a Secret's key for an API key).
+    pub env: Vec<serde_json::Value>,
 }
 
 impl Settings {
@@ -151,6 +154,7 @@ impl Settings {
                 level: "info".into(),
                 format: LogFormat::Json,
             },
+            env: Vec::new(),
         }
     }
 
@@ -220,6 +224,7 @@ impl Settings {
             s.shutdown_deadline = v;
         }
         s.service_check = read_service_check(r, top);
+        s.env = read_env(r, top);
         s.log.read(r, top);
         Some(s)
     }
@@ -248,6 +253,14 @@ impl Settings {
             ),
             format!("resources: {}", self.resources.to_json()),
             format!("shutdown_deadline: {:?}", self.shutdown_deadline),
+            // Names only: a plain value may be a secret.
+            format!(
+                "env: {:?}",
+                self.env
+                    .iter()
+                    .filter_map(|e| e["name"].as_str())
+                    .collect::<Vec<_>>()
+            ),
             format!(
                 "service_check: {}",
                 self.service_check
@@ -358,6 +371,79 @@ fn read_service_check(r: &mut Reader, top: &mut Section<'_>) -> Option<ServiceCh
         kubeconfig: kubeconfig.map(Into::into),
         timeout: timeout.unwrap_or(DEFAULT_SERVICE_CHECK_TIMEOUT),
     })
+}
+
+/// The sources of `valueFrom`, one of which it names.
+const ENV_SOURCES: [&str; 4] = [
+    "secretKeyRef",
+    "configMapKeyRef",
+    "fieldRef",
+    "resourceFieldRef",
+];
+
+/// `env`: Kubernetes EnvVar objects, checked as the API server would (the typed model reads
+/// each) plus: no unknown key, one source in `valueFrom`, not both `value` and `valueFrom`,
+/// names unique and not the template's own `MCP_SENTINEL_*`.
+fn read_env(r: &mut Reader, top: &mut Section<'_>) -> Vec<serde_json::Value> {
+    let items = r.list(
+        top,
+        "env",
+        "environment variables ({name, value} or {name, valueFrom})",
+    );
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let key = format!("env[{i}]");
+        match env_var(item, &out) {
+            Ok(v) => out.push(v),
+            Err(why) => r.error(key, why),
+        }
+    }
+    out
+}
+
+fn env_var(item: &Value, seen: &[serde_json::Value]) -> Result<serde_json::Value, String> {
+    let map = item
+        .as_mapping()
+        .ok_or("must be a mapping: {name, value} or {name, valueFrom}")?;
+    for k in map.keys() {
+        match k.as_str() {
+            Some("name" | "value" | "valueFrom") => {}
+            Some(k) => return Err(format!("{k:?}: unknown key (name, value, valueFrom)")),
+            None => return Err("keys must be strings".into()),
+        }
+    }
+    let json = serde_json::to_value(item).map_err(|e| e.to_string())?;
+    let var: k8s_openapi::api::core::v1::EnvVar =
+        serde_json::from_value(json.clone()).map_err(|e| format!("not an EnvVar: {e}"))?;
+    validate::env_name(&var.name).map_err(|e| e.to_string())?;
+    if var.name.starts_with("MCP_SENTINEL_") {
+        return Err(format!(
+            "{}: MCP_SENTINEL_* variables are the sidecar template's own",
+            var.name
+        ));
+    }
+    if seen.iter().any(|e| e["name"] == var.name.as_str()) {
+        return Err(format!("{}: set twice", var.name));
+    }
+    if let Some(from) = json.get("valueFrom") {
+        if var.value.is_some() {
+            return Err(format!("{}: value and valueFrom are exclusive", var.name));
+        }
+        let sources = from.as_object().map_or(0, |m| {
+            m.keys()
+                .filter(|k| ENV_SOURCES.contains(&k.as_str()))
+                .count()
+        });
+        if sources != 1 || from.as_object().is_some_and(|m| m.len() != 1) {
+            return Err(format!(
+                "{}: valueFrom must name one of {}",
+                var.name,
+                ENV_SOURCES.join(", ")
+            ));
+        }
+    }
+    // As the typed model writes it: what the API server would store.
+    serde_json::to_value(&var).map_err(|e| e.to_string())
 }
 
 fn read_token_review(r: &mut Reader, top: &mut Section<'_>, out: &mut Option<TokenReview>) {
@@ -524,5 +610,51 @@ mod tests {
                 "colour",
             ]
         );
+    }
+
+    #[test]
+    fn env_is_kubernetes_env_vars_checked_before_any_pod() {
+        let text = "image: i\nenv:\n  - name: OTEL_EXPORTER_OTLP_HEADERS\n    valueFrom:\n      secretKeyRef: {name: otel-auth, key: headers}\n  - {name: OTEL_SERVICE_NAME, value: weather}\n";
+        let s = Settings::from_yaml(text, "t").unwrap();
+        assert_eq!(
+            s.env,
+            [
+                serde_json::json!({"name": "OTEL_EXPORTER_OTLP_HEADERS", "valueFrom":
+                    {"secretKeyRef": {"name": "otel-auth", "key": "headers"}}}),
+                serde_json::json!({"name": "OTEL_SERVICE_NAME", "value": "weather"}),
+            ]
+        );
+        assert!(
+            s.summary()
+                .contains(&"env: [\"OTEL_EXPORTER_OTLP_HEADERS\", \"OTEL_SERVICE_NAME\"]".into())
+        );
+        assert!(
+            Settings::from_yaml("image: i\n", "t")
+                .unwrap()
+                .env
+                .is_empty()
+        );
+
+        let bad = "image: i\nenv:\n  - {name: MCP_SENTINEL_LISTEN, value: x}\n  - {name: A, value: x}\n  - {name: A, value: y}\n  - {name: B, value: x, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n  - {name: C, valueFrom: {}}\n  - {name: D, valuefrom: {fieldRef: {fieldPath: metadata.name}}}\n  - {name: 1E, value: x}\n  - {name: F, value: 1}\n  - just-a-string\n";
+        let errs = Settings::from_yaml(bad, "t").unwrap_err().0;
+        let got: Vec<(&str, &str)> = errs
+            .iter()
+            .map(|e| (e.key.as_str(), e.why.as_str()))
+            .collect();
+        assert_eq!(got.len(), 8, "{got:#?}");
+        for (i, (key, why)) in got.iter().enumerate() {
+            let (want_key, want) = [
+                ("env[0]", "MCP_SENTINEL_LISTEN: MCP_SENTINEL_* variables"),
+                ("env[2]", "A: set twice"),
+                ("env[3]", "B: value and valueFrom are exclusive"),
+                ("env[4]", "C: valueFrom must name one of"),
+                ("env[5]", "\"valuefrom\": unknown key"),
+                ("env[6]", "\"1E\""),
+                ("env[7]", "not an EnvVar"),
+                ("env[8]", "must be a mapping"),
+            ][i];
+            assert_eq!(*key, want_key, "{got:#?}");
+            assert!(why.starts_with(want), "{key}: {why}");
+        }
     }
 }

@@ -24,6 +24,10 @@ const FLAGS: [(&str, &str); 3] = [
     ("MCP_SENTINEL_ADMIN_LISTEN", "--admin-listen"),
 ];
 const UPSTREAM_ENV: &str = "MCP_SENTINEL_UPSTREAM";
+/// The sidecar's env vars a stdio server's container goes without (it keeps its own env, which
+/// the child may inherit): the pod's identity for tracing's resource. So does everything not
+/// `MCP_SENTINEL_*` (OTEL_RESOURCE_ATTRIBUTES, the chart's `sidecar.env`).
+const SIDECAR_ONLY: [&str; 2] = ["MCP_SENTINEL_POD_NAME", "MCP_SENTINEL_POD_NAMESPACE"];
 
 const PROBES: [&str; 3] = ["startupProbe", "livenessProbe", "readinessProbe"];
 
@@ -98,7 +102,10 @@ pub(super) fn wrap(
     let mut command = vec![Value::from(sidecar.stdio.binary()), "run".into()];
     for env in ours["env"].as_array().into_iter().flatten() {
         let name = env["name"].as_str().unwrap_or_default();
-        if name == UPSTREAM_ENV {
+        if name == UPSTREAM_ENV
+            || SIDECAR_ONLY.contains(&name)
+            || !name.starts_with("MCP_SENTINEL_")
+        {
             continue;
         }
         let Some((_, flag)) = FLAGS.iter().find(|(n, _)| *n == name) else {

@@ -58,6 +58,9 @@ pub struct Params {
     pub token_review: Option<TokenReview>,
     /// An init container with `restartPolicy: Always` rather than a regular container.
     pub native: bool,
+    /// Extra environment (Kubernetes EnvVar objects, names unique): appended to the
+    /// container's, replacing the template's entry of the same name.
+    pub env: Vec<Value>,
 }
 
 /// A rendered and assembled sidecar: what gets added to a pod.
@@ -209,6 +212,14 @@ pub fn render_from(template: &str, p: &Params) -> Result<Sidecar, TemplateError>
         };
         container.extend(native);
     }
+    if !p.env.is_empty() {
+        let Some(Value::Array(env)) = container.get_mut("env") else {
+            return Err(TemplateError::Shape("container.env"));
+        };
+        let names: Vec<&str> = p.env.iter().filter_map(|e| e["name"].as_str()).collect();
+        env.retain(|e| !e["name"].as_str().is_some_and(|n| names.contains(&n)));
+        env.extend(p.env.iter().cloned());
+    }
     let mut volumes = match take("volumes") {
         Some(Value::Array(v)) => v,
         _ => return Err(TemplateError::Shape("volumes")),
@@ -329,7 +340,45 @@ mod tests {
             secret: "s".into(),
             token_review: None,
             native: true,
+            env: Vec::new(),
         }
+    }
+
+    #[test]
+    fn extra_env_is_appended_and_replaces_the_templates_entry_of_its_name() {
+        let names = |s: &Sidecar| -> Vec<String> {
+            s.container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let ours = [
+            "MCP_SENTINEL_UPSTREAM",
+            "MCP_SENTINEL_CONFIG",
+            "MCP_SENTINEL_LISTEN",
+            "MCP_SENTINEL_ADMIN_LISTEN",
+            "MCP_SENTINEL_POD_NAME",
+            "MCP_SENTINEL_POD_NAMESPACE",
+            "OTEL_RESOURCE_ATTRIBUTES",
+        ];
+        assert_eq!(names(&render(&params()).unwrap()), ours);
+        let key = serde_json::json!({"name": "OTEL_EXPORTER_OTLP_HEADERS", "valueFrom":
+            {"secretKeyRef": {"name": "otel", "key": "headers"}}});
+        let attrs = serde_json::json!({"name": "OTEL_RESOURCE_ATTRIBUTES",
+            "value": "k8s.pod.name=$(MCP_SENTINEL_POD_NAME),team=a"});
+        let s = render(&Params {
+            env: vec![key.clone(), attrs.clone()],
+            ..params()
+        })
+        .unwrap();
+        let env = s.container["env"].as_array().unwrap();
+        assert_eq!(env[env.len() - 2..], [key, attrs]);
+        // Ours but the replaced one, then the extra ones in their order.
+        let mut expected = ours[..6].to_vec();
+        expected.extend(["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_RESOURCE_ATTRIBUTES"]);
+        assert_eq!(names(&s), expected);
     }
 
     #[test]
@@ -396,7 +445,7 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+            .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
             .filter(|(n, _)| n.ends_with("LISTEN"))
             .collect();
         assert_eq!(

@@ -2,7 +2,8 @@
 //! processor, bounded so that a request never waits on it. Two wrappers, both counting what is
 //! lost: [`Gate`] refuses a span when the queue is full (the SDK drops silently), and
 //! [`OnRuntime`] runs each export on a runtime of its own, with a deadline, so a dead or slow
-//! collector costs the traffic threads nothing.
+//! collector costs the traffic threads nothing. An `https://` endpoint gets one rustls client
+//! config ([`client_tls`]) under either protocol's transport.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,8 +20,12 @@ use opentelemetry_sdk::trace::{
 };
 use prometheus::IntCounter;
 
-use crate::config::otel::{OtlpProtocol, SamplerKind, TraceSettings};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::otel::{ExportTls, OtlpProtocol, PemFile, SamplerKind, TraceSettings};
 use crate::metrics::TraceCounters as ExportCounters;
+use crate::tls::roots::{self, RootsError};
 
 /// Spans waiting in the batch queue (ours, since the SDK does not say).
 type Pending = Arc<AtomicUsize>;
@@ -168,6 +173,7 @@ fn sampler(s: &TraceSettings) -> Sampler {
 /// The OTLP exporter of the configured protocol. Settings are given explicitly: the crate's
 /// own reading of `OTEL_*` is what `TracingConfig::resolve` already did.
 fn build_exporter(s: &TraceSettings) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let tls = s.tls.as_ref().map(client_tls).transpose()?;
     let built = match s.protocol {
         OtlpProtocol::Grpc => {
             let mut headers = http::HeaderMap::new();
@@ -180,22 +186,96 @@ fn build_exporter(s: &TraceSettings) -> Result<opentelemetry_otlp::SpanExporter,
             }
             let meta =
                 opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
-            opentelemetry_otlp::SpanExporter::builder()
+            let builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
+                .with_timeout(s.export_timeout)
+                .with_metadata(meta);
+            match tls {
+                // HTTP/2 negotiated by ALPN over our TLS; the channel connects on first export.
+                Some(config) => {
+                    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_tls_config(config)
+                        .https_only()
+                        .enable_http2()
+                        .build();
+                    let channel = tonic::transport::Endpoint::from_shared(s.endpoint.clone())
+                        .map_err(|e| format!("tracing.endpoint {}: {e}", s.endpoint))?
+                        .timeout(s.export_timeout)
+                        .connect_with_connector_lazy(connector);
+                    builder.with_channel(channel).build()
+                }
+                None => builder.with_endpoint(s.endpoint.clone()).build(),
+            }
+        }
+        OtlpProtocol::HttpProtobuf => {
+            let builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_endpoint(s.endpoint.clone())
                 .with_timeout(s.export_timeout)
-                .with_metadata(meta)
-                .build()
+                .with_headers(s.headers.clone().into_iter().collect());
+            match tls {
+                Some(config) => {
+                    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_tls_config(config)
+                        .https_only()
+                        .enable_http1()
+                        .build();
+                    builder
+                        .with_http_client(opentelemetry_http::hyper::HyperClient::new(
+                            connector,
+                            s.export_timeout,
+                            None,
+                        ))
+                        .build()
+                }
+                None => builder.build(),
+            }
         }
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(s.endpoint.clone())
-            .with_timeout(s.export_timeout)
-            .with_headers(s.headers.clone().into_iter().collect())
-            .build(),
     };
     built.map_err(|e| format!("cannot build the OTLP exporter: {e}"))
+}
+
+/// The TLS client for an `https://` collector: its certificate verified against the CA file
+/// (which then replaces the system roots, as an issuer's `ca_file` does) or the system roots,
+/// and the client certificate presented when set. No ALPN: each transport sets its own.
+/// `check` calls it too, so a file that is missing, unreadable or not PEM, or a key that is not
+/// the certificate's, stops `check` and `run` alike, naming the key or variable.
+pub fn client_tls(t: &ExportTls) -> Result<rustls::ClientConfig, String> {
+    let roots = match &t.ca {
+        Some(f) => roots::ca_file(&f.path).map_err(|e| format!("{} {e}", f.from))?,
+        None => roots::system().map_err(|e| match e {
+            RootsError::NoSystemRoots(_) => format!(
+                "tracing: the endpoint is https:// and {e}: set tracing.tls.ca_file or \
+                 OTEL_EXPORTER_OTLP_CERTIFICATE"
+            ),
+            other => format!("tracing: {other}"),
+        })?,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tracing: {e}"))?
+        .with_root_certificates(roots);
+    let Some((cert, key)) = &t.client else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let read = |f: &PemFile| {
+        std::fs::read(&f.path).map_err(|e| format!("{} {}: {e}", f.from, f.path.display()))
+    };
+    let bad = |f: &PemFile, why: String| format!("{} {}: {why}", f.from, f.path.display());
+    let chain = CertificateDer::pem_slice_iter(&read(cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(bad(cert, "no PEM certificate".into()));
+    }
+    // The key's own error never quotes the file: it holds a secret.
+    let key_der = PrivateKeyDer::from_pem_slice(&read(key)?)
+        .map_err(|_| bad(key, "no PEM private key (PKCS#8, PKCS#1 or SEC1)".into()))?;
+    builder
+        .with_client_auth_cert(chain, key_der)
+        .map_err(|e| format!("{} and {}: {e}", cert.from, key.from))
 }
 
 /// Ahead of the batch processor: a span finds room in the queue or is counted as dropped.

@@ -71,3 +71,15 @@ pub fn documents(text: &str) -> Vec<Value> {
         .filter(|v| !v.is_null())
         .collect()
 }
+
+/// The pod of an AdmissionReview with the JSON patch of the injector's `response` applied.
+pub fn patched_pod(review: &Value, response: &Value) -> Value {
+    use base64::Engine;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(response["patch"].as_str().expect("a patch"))
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut pod = review["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    pod
+}

@@ -1,6 +1,7 @@
 //! A real OTLP trace receiver for tests: the official protobuf definitions (opentelemetry-proto),
 //! the TraceService served over gRPC with tonic's generated server, and OTLP/HTTP bodies decoded
-//! with prost. It keeps every span it receives, flattened, and can be told to be slow.
+//! with prost. It keeps every span it receives, flattened, and can be told to be slow. Over
+//! TLS (tokio-rustls) when given a server config, with or without a required client certificate.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -159,10 +160,27 @@ impl Drop for Collector {
 }
 
 pub async fn start_collector() -> Collector {
+    start(None).await
+}
+
+/// The receiver over TLS with `tls` (its ALPN set per port: `h2` for gRPC, `http/1.1` for
+/// HTTP); the URLs are `https://`. A client certificate is required when `tls` requires one.
+pub async fn start_collector_tls(tls: rustls::ServerConfig) -> Collector {
+    start(Some(tls)).await
+}
+
+async fn start(tls: Option<rustls::ServerConfig>) -> Collector {
     let state = Arc::new(State::default());
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
+    let acceptor = |alpn: &[u8]| {
+        tls.clone().map(|mut c| {
+            c.alpn_protocols = vec![alpn.to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(c))
+        })
+    };
+    let (grpc_tls, http_tls) = (acceptor(b"h2"), acceptor(b"http/1.1"));
     let svc = TraceServiceServer::new(Grpc(state.clone()));
     let grpc_task = tokio::spawn(async move {
         loop {
@@ -170,10 +188,19 @@ pub async fn start_collector() -> Collector {
                 return;
             };
             let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+            let tls = grpc_tls.clone();
             tokio::spawn(async move {
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let serve = |io| {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(io), svc)
+                };
+                let _ = match tls {
+                    None => serve(Io::Plain(stream)).await,
+                    Some(a) => match a.accept(stream).await {
+                        Ok(s) => serve(Io::Tls(Box::new(s))).await,
+                        Err(_) => return,
+                    },
+                };
             });
         }
     });
@@ -184,53 +211,118 @@ pub async fn start_collector() -> Collector {
                 return;
             };
             let st = st.clone();
+            let tls = http_tls.clone();
             tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let st = st.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let bytes = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let ok = parts.uri.path() == "/v1/traces"
-                                && parts.headers.get("content-type").map(|v| v.as_bytes())
-                                    == Some(b"application/x-protobuf");
-                            let status = match ExportTraceServiceRequest::decode(bytes) {
-                                Ok(req) if ok => {
-                                    st.wait().await;
-                                    st.take(req, &parts.headers);
-                                    200
-                                }
-                                _ => 400,
-                            };
-                            let body = ExportTraceServiceResponse {
-                                partial_success: None,
-                            }
-                            .encode_to_vec();
-                            Ok::<_, std::convert::Infallible>(
-                                http::Response::builder()
-                                    .status(status)
-                                    .header("content-type", "application/x-protobuf")
-                                    .body(Full::new(Bytes::from(body)))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let io = match tls {
+                    None => Io::Plain(stream),
+                    Some(a) => match a.accept(stream).await {
+                        Ok(s) => Io::Tls(Box::new(s)),
+                        Err(_) => return,
+                    },
+                };
+                serve_http(io, st).await;
             });
         }
     });
+    let scheme = if tls.is_some() { "https" } else { "http" };
     Collector {
-        grpc: format!("http://{grpc_addr}"),
-        http: format!("http://{http_addr}/v1/traces"),
+        grpc: format!("{scheme}://{grpc_addr}"),
+        http: format!("{scheme}://{http_addr}/v1/traces"),
         state,
         tasks: vec![grpc_task, http_task],
     }
+}
+
+/// A receiver's connection, in clear or over TLS.
+enum Io {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Io {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Io {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// OTLP/HTTP: protobuf bodies POSTed to `/v1/traces`.
+async fn serve_http(io: Io, st: Arc<State>) {
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let st = st.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let ok = parts.uri.path() == "/v1/traces"
+                && parts.headers.get("content-type").map(|v| v.as_bytes())
+                    == Some(b"application/x-protobuf");
+            let status = match ExportTraceServiceRequest::decode(bytes) {
+                Ok(req) if ok => {
+                    st.wait().await;
+                    st.take(req, &parts.headers);
+                    200
+                }
+                _ => 400,
+            };
+            let body = ExportTraceServiceResponse {
+                partial_success: None,
+            }
+            .encode_to_vec();
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/x-protobuf")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap(),
+            )
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
 }
 
 impl Collector {

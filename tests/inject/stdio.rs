@@ -147,6 +147,41 @@ fn a_stdio_server_runs_as_the_sentinels_child_in_its_own_container() {
     assert_eq!(a.pod, "tools/everything-mcp-7f9c6d5b84-*");
 }
 
+/// The sidecar's extra environment (the chart's sidecar.env) and its pod identity for tracing
+/// are the sidecar's: a stdio server's container, whose env its child may inherit, keeps its own.
+#[test]
+fn the_sidecars_env_stays_out_of_a_stdio_servers_container() {
+    let review = review();
+    let plain = typed(&patched(
+        &review,
+        &answer(&review, Mode::Annotated, &settings()),
+    ));
+    let mut with_env = settings();
+    with_env.env = vec![json!({"name": "OTEL_EXPORTER_OTLP_HEADERS",
+        "valueFrom": {"secretKeyRef": {"name": "otel", "key": "headers"}}})];
+    let a = answer(&review, Mode::Annotated, &with_env);
+    assert_eq!(a.result, InjectResult::Injected, "{}", a.detail);
+    let pod = typed(&patched(&review, &a));
+    let server = &pod.spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        server.command.as_deref().unwrap(),
+        wrapped(&[
+            "npx",
+            "-y",
+            "@modelcontextprotocol/server-everything",
+            "stdio"
+        ])
+    );
+    let names: Vec<&str> = server
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(names, ["HOME", "npm_config_cache"]);
+    assert_eq!(pod.spec, plain.spec);
+}
+
 #[test]
 fn stdio_injection_is_idempotent() {
     let mut review = review();

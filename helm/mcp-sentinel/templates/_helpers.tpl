@@ -86,6 +86,13 @@ app.kubernetes.io/component: injector
 {{- if eq (int .Values.sidecar.trafficPort) (int .Values.sidecar.adminPort) -}}
 {{- fail (printf "sidecar.trafficPort and sidecar.adminPort must differ (both are %d)" (int .Values.sidecar.adminPort)) -}}
 {{- end -}}
+{{- $envNames := list -}}
+{{- range .Values.sidecar.env -}}
+{{- if has .name $envNames -}}
+{{- fail (printf "sidecar.env sets %s twice" .name) -}}
+{{- end -}}
+{{- $envNames = append $envNames .name -}}
+{{- end -}}
 {{- if and .Values.tls.certManager.issuerRef (not .Values.tls.certManager.enabled) -}}
 {{- fail "tls.certManager.issuerRef is set but tls.certManager.enabled is false" -}}
 {{- end -}}

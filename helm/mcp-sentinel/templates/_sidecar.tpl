@@ -1,8 +1,9 @@
 {{/*
 The sidecar, rendered from files/sidecar.yaml exactly as the injector renders it
 (src/k8s/template.rs; the file's header is the contract): each ${NAME} placeholder replaced by
-its value as JSON, then `native` merged into the container for a native sidecar, and the
-tokenReview mount and volume appended when TokenReview is on.
+its value as JSON, then `native` merged into the container for a native sidecar, sidecar.env
+appended to its env (replacing an entry of the same name), and the tokenReview mount and volume
+appended when TokenReview is on.
 
 Arguments (a dict): root (the top context), upstreamUrl, trafficPortName.
 Returns YAML of: container, native (bool), volumes, podLabels, podAnnotations, upstreamPortName.
@@ -35,6 +36,19 @@ Use: $s := include "mcp-sentinel.sidecar" (dict "root" $ "upstreamUrl" ... ) | f
 {{- $volumes := $doc.volumes -}}
 {{- if $v.sidecar.nativeSidecar -}}
 {{- $container = mergeOverwrite $container $doc.native -}}
+{{- end -}}
+{{- if $v.sidecar.env -}}
+{{- $names := list -}}
+{{- range $v.sidecar.env -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- $env := list -}}
+{{- range $container.env -}}
+{{- if not (has .name $names) -}}
+{{- $env = append $env . -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $container "env" (concat $env $v.sidecar.env) -}}
 {{- end -}}
 {{- if $tr.enabled -}}
 {{- $_ := set $container "volumeMounts" (append $container.volumeMounts $doc.tokenReview.volumeMount) -}}

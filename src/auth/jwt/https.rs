@@ -3,7 +3,7 @@
 //! exchange and a cap on the body. Deliberately small: the verifier fetches a few documents every
 //! few minutes and must never be talked into fetching anything else.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,13 +11,13 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::auth::jwt::{UrlError, https_uri};
+use crate::tls::roots::{self, RootsError};
 
 /// Largest JWKS/discovery document accepted.
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
@@ -25,27 +25,21 @@ pub(crate) const MAX_BODY: usize = 1024 * 1024;
 /// Why no TLS client could be set up for an issuer.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("ca_file {}: {source}", .path.display())]
-    CaRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("ca_file {}: {source}", .path.display())]
-    CaPem { path: PathBuf, source: pem::Error },
-    #[error("ca_file {}: {source}", .path.display())]
-    CaAdd {
-        path: PathBuf,
-        source: rustls::Error,
-    },
-    #[error("ca_file {}: no PEM certificate", .0.display())]
-    CaEmpty(PathBuf),
-    #[error(
-        "no system CA certificates found{}; set ca_file for the issuer",
-        .0.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
-    )]
-    NoSystemRoots(Option<rustls_native_certs::Error>),
+    #[error("ca_file {0}")]
+    Ca(RootsError),
+    #[error("{0}; set ca_file for the issuer")]
+    NoSystemRoots(RootsError),
     #[error("{0}")]
     Protocols(rustls::Error),
+}
+
+impl From<RootsError> for TlsSetupError {
+    fn from(e: RootsError) -> Self {
+        match e {
+            RootsError::NoSystemRoots(_) => TlsSetupError::NoSystemRoots(e),
+            e => TlsSetupError::Ca(e),
+        }
+    }
 }
 
 /// Why a GET gave no document.
@@ -88,38 +82,12 @@ pub enum GetFailure {
 /// Root store from the PEM certificates of an issuer's `ca_file`. They replace the system roots:
 /// naming a CA for an IdP pins trust to it.
 pub(crate) fn ca_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsSetupError> {
-    let pem = std::fs::read(path).map_err(|source| TlsSetupError::CaRead {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut store = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|source| TlsSetupError::CaPem {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        store.add(cert).map_err(|source| TlsSetupError::CaAdd {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    }
-    if store.is_empty() {
-        return Err(TlsSetupError::CaEmpty(path.to_path_buf()));
-    }
-    Ok(Arc::new(store))
+    Ok(roots::ca_file(path)?)
 }
 
 /// The operating system's trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured).
 pub(crate) fn system_roots() -> Result<Arc<RootCertStore>, TlsSetupError> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut store = RootCertStore::empty();
-    let (added, _ignored) = store.add_parsable_certificates(found.certs);
-    if added == 0 {
-        return Err(TlsSetupError::NoSystemRoots(
-            found.errors.into_iter().next(),
-        ));
-    }
-    Ok(Arc::new(store))
+    Ok(roots::system()?)
 }
 
 pub(crate) fn client_config(roots: Arc<RootCertStore>) -> Result<Arc<ClientConfig>, TlsSetupError> {
