@@ -119,8 +119,14 @@ impl Span {
     }
 
     pub fn ids(&self) -> (TraceId, SpanId) {
-        let sc = self.cx.span().span_context().clone();
+        let span = self.cx.span();
+        let sc = span.span_context();
         (sc.trace_id(), sc.span_id())
+    }
+
+    /// The ids, when the sampler kept the span (for an exemplar: a trace that can be found).
+    pub fn sampled_ids(&self) -> Option<(TraceId, SpanId)> {
+        self.recording().then(|| self.ids())
     }
 
     /// The sampler kept it: worth building attributes for.
