@@ -2,7 +2,9 @@
 # The official-SDK MCP servers that tests/stdio_peers.rs runs over stdio behind the sentinel,
 # pinned and installed into the tools cache (scripts/tools.sh) when missing:
 #   $MCP_PEERS_DIR/python  a virtualenv with the Python SDK, `mcp` 2.3.0 from PyPI, every
-#                          dependency pinned (runs tests/fixtures/stdio/python_server.py)
+#                          dependency pinned (runs tests/fixtures/stdio/python_server.py), and
+#                          `prometheus_client` 0.26.0, whose strict OpenMetrics parser reads the
+#                          admin port's /metrics in tests/exemplars.rs
 #   $MCP_PEERS_DIR/npm     @modelcontextprotocol/server-everything 2026.8.31 from npm, every
 #                          dependency locked by tests/fixtures/stdio/npm/package-lock.json;
 #                          run as `node $MCP_PEERS_DIR/npm/node_modules/@modelcontextprotocol/
@@ -18,6 +20,7 @@ source scripts/tools.sh
 MCP_PEERS_DIR=${MCP_PEERS_DIR:-$TOOLS_DIR/mcp-peers}
 
 PYTHON_MCP_VERSION=2.3.0
+PROMETHEUS_CLIENT_VERSION=0.26.0
 PYTHON_MCP_PINS=(
     "mcp==$PYTHON_MCP_VERSION"
     annotated-types==0.8.0
@@ -34,6 +37,7 @@ PYTHON_MCP_PINS=(
     jsonschema-specifications==2025.9.1
     mcp-types==2.3.0
     opentelemetry-api==1.45.3
+    "prometheus_client==$PROMETHEUS_CLIENT_VERSION"
     pycparser==3.12
     pydantic==2.14.4
     pydantic_core==2.50.5
@@ -54,8 +58,9 @@ EVERYTHING_LOCK=tests/fixtures/stdio/npm
 
 python_mcp_ok() {
     "$MCP_PEERS_DIR/python/bin/python" -c "
-import importlib.metadata, mcp.server.mcpserver
-assert importlib.metadata.version('mcp') == '$PYTHON_MCP_VERSION'"
+import importlib.metadata, mcp.server.mcpserver, prometheus_client.openmetrics.parser
+assert importlib.metadata.version('mcp') == '$PYTHON_MCP_VERSION'
+assert importlib.metadata.version('prometheus_client') == '$PROMETHEUS_CLIENT_VERSION'"
 }
 
 everything_ok() {
@@ -68,4 +73,4 @@ if (Number(process.versions.node.split('.')[0]) < 18) process.exit(2);"
 command -v node >/dev/null || tools_die "node is needed to run $EVERYTHING_PACKAGE (Debian: apt-get install nodejs)"
 tools_venv "$MCP_PEERS_DIR/python" python_mcp_ok "${PYTHON_MCP_PINS[@]}"
 tools_npm "$MCP_PEERS_DIR/npm" "$EVERYTHING_LOCK" everything_ok
-tools_log "ready: mcp $PYTHON_MCP_VERSION in $MCP_PEERS_DIR/python, $EVERYTHING_PACKAGE $EVERYTHING_VERSION in $MCP_PEERS_DIR/npm"
+tools_log "ready: mcp $PYTHON_MCP_VERSION and prometheus_client $PROMETHEUS_CLIENT_VERSION in $MCP_PEERS_DIR/python, $EVERYTHING_PACKAGE $EVERYTHING_VERSION in $MCP_PEERS_DIR/npm"

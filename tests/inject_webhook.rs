@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::apiserver::{ApiServer, OWN_TOKEN, Reply};
-use common::metrics::metric_value;
+use common::metrics::{metric_value, om_family, parse_openmetrics};
 use common::sentinel::TempDir;
 use common::tls::TestCa;
 use http_body_util::{BodyExt, Full};
@@ -275,6 +275,42 @@ async fn webhook_answers_admission_reviews_over_https() {
     for line in metrics.lines().filter(|l| !l.starts_with('#')) {
         assert!(line.starts_with("mcp_sentinel_"), "{line}");
     }
+    // The same, in OpenMetrics for a scraper that asks, read by a real parser: counters named as
+    // OpenMetrics has them (the family without `_total`), the histogram whole.
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/metrics", injector.admin_addr()))
+        .header("Accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let families = parse_openmetrics(&resp.text().await.unwrap());
+    let injections = om_family(&families, "mcp_sentinel_injections");
+    assert_eq!(injections["type"], "counter");
+    assert!(
+        injections["samples"].as_array().unwrap().iter().any(|s| {
+            s["name"] == "mcp_sentinel_injections_total"
+                && s["labels"] == json!({"result": "injected"})
+                && s["value"] == 2.0
+        }),
+        "{injections:#}"
+    );
+    let duration = om_family(&families, "mcp_sentinel_webhook_duration_seconds");
+    assert_eq!(duration["type"], "histogram");
+    assert!(
+        duration["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(
+                |s| s["name"] == "mcp_sentinel_webhook_duration_seconds_count"
+                    && s["value"].as_f64() >= Some(4.0)
+            ),
+        "{duration:#}"
+    );
     assert!(injector.shutdown().await);
 }
 

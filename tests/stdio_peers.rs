@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use common::client::{
     connect_client, legacy_headers, legacy_versions, lists, modern_headers, modern_request,
     outcome, raw_legacy_session, raw_post, raw_send, tool_call,
 };
+use common::peers::{installed, peers_dir};
 use common::sentinel::{self, TempDir, TestSentinel};
 use common::stdio::{OPEN, stdio_config};
 use rmcp::model::{
@@ -33,30 +34,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 // ---- the peers ---------------------------------------------------------------------------------
-
-/// Where scripts/mcp-peers.sh installs the peers: `$MCP_PEERS_DIR`, else
-/// `$TOOLS_DIR/mcp-peers`, else `$HOME/.cache/mcp-sentinel/tools/mcp-peers`.
-fn peers_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("MCP_PEERS_DIR") {
-        return dir.into();
-    }
-    let tools = std::env::var_os("TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/mcp-sentinel/tools")
-        });
-    tools.join("mcp-peers")
-}
-
-fn installed(path: PathBuf, what: &str) -> String {
-    assert!(
-        path.exists(),
-        "{what} is not installed at {}: run scripts/mcp-peers.sh (make test does)",
-        path.display()
-    );
-    path.to_str().expect("UTF-8 path").to_owned()
-}
 
 fn on_path(program: &str) -> String {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -98,10 +75,7 @@ fn python_peer() -> Peer {
     Peer {
         name: "python mcp",
         command: vec![
-            installed(
-                peers_dir().join("python/bin/python"),
-                "the Python SDK (mcp)",
-            ),
+            common::peers::python("the Python SDK (mcp)"),
             PYTHON_SERVER.to_owned(),
         ],
         tools: &[

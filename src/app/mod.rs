@@ -281,7 +281,7 @@ impl Sentinel {
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
             readiness.clone(),
-            metrics.registry().clone(),
+            metrics.exposition(),
             admin_stop.clone(),
         ));
 

@@ -200,7 +200,7 @@ impl Injector {
         let admin_task = tokio::spawn(crate::admin::serve(
             admin,
             readiness.clone(),
-            registry,
+            crate::metrics::Exposition::new(registry),
             admin_stop.clone(),
         ));
         let webhook = ServeOptions {

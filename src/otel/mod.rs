@@ -177,6 +177,11 @@ impl Span {
         (sc.trace_id(), sc.span_id())
     }
 
+    /// The ids, when the sampler kept the span (for an exemplar: a trace that can be found).
+    pub fn sampled_ids(&self) -> Option<(TraceId, SpanId)> {
+        self.recording().then(|| self.ids())
+    }
+
     /// The sampler kept it: worth building attributes for.
     pub fn recording(&self) -> bool {
         self.recording

@@ -132,7 +132,10 @@ impl Drop for RequestGuard {
         }
         let elapsed = self.started.elapsed();
         let observed = if self.sse { self.head } else { Some(elapsed) };
-        self.metrics.count_request(self.op, outcome, observed);
+        // A sampled trace explains the duration (the exemplar); tracing off, this is `None`.
+        let sampled = self.trace.as_deref().and_then(|t| t.server.sampled_ids());
+        self.metrics
+            .count_request(self.op, outcome, observed, sampled);
         // An answer read to its end says whether the call worked.
         let answer = (self.outcome == Some(Outcome::Forwarded) && self.complete).then(|| {
             let r = AnswerResult::of(self.seen.error_code, self.seen.is_error, self.status);

@@ -163,6 +163,64 @@ pub fn registry_text(registry: &prometheus::Registry) -> String {
         .expect("the registry encodes")
 }
 
+/// `text` as a real OpenMetrics parser of another language reads it: Python's
+/// `prometheus_client` (strict: it refuses malformed OpenMetrics), from the virtualenv of
+/// scripts/mcp-peers.sh. A family per element, with `name`, `type`, `help` and `samples`
+/// (`name`, `labels`, `value`, `exemplar`: null or `labels`, `value`, `timestamp`); a
+/// non-finite value as its Python text (`inf`). A scrape it refuses fails the test with its
+/// reason; a missing parser fails it too.
+pub fn parse_openmetrics(text: &str) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    const PARSE: &str = r#"
+import json, math, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+def num(v):
+    return v if math.isfinite(v) else str(v)
+out = []
+for f in text_string_to_metric_families(sys.stdin.read()):
+    samples = []
+    for s in f.samples:
+        e = s.exemplar
+        samples.append({"name": s.name, "labels": s.labels, "value": num(s.value),
+            "exemplar": None if e is None else {"labels": e.labels, "value": num(e.value),
+                "timestamp": None if e.timestamp is None else float(e.timestamp)}})
+    out.append({"name": f.name, "type": f.type, "help": f.documentation, "samples": samples})
+json.dump(out, sys.stdout)
+"#;
+    let python = super::peers::python("prometheus_client (the OpenMetrics parser)");
+    let mut child = Command::new(python)
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = text.to_owned();
+    // Written from a thread so a large answer cannot fill the pipes both ways.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("python ends");
+    writer
+        .join()
+        .expect("the writer thread")
+        .expect("the scrape reaches python");
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the scrape: {}\n---\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the parser's JSON")
+}
+
+/// The family `name` of a [`parse_openmetrics`] reading; fails the test when it is absent.
+pub fn om_family<'a>(families: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    families
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no family {name} in the OpenMetrics scrape"))
+}
+
 /// The `mcp_sentinel_authn_total` series of one authentication outcome.
 pub fn authn(method: &str, reason: &str, result: &str) -> String {
     format!(r#"mcp_sentinel_authn_total{{method="{method}",reason="{reason}",result="{result}"}}"#)

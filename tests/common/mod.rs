@@ -9,6 +9,7 @@ pub mod idp;
 pub mod k8s;
 pub mod keys;
 pub mod metrics;
+pub mod peers;
 pub mod process;
 pub mod ratelimit;
 pub mod sentinel;

@@ -1,13 +1,21 @@
 //! One Prometheus registry, owned by the app and handed to components. Every label comes from
 //! a closed set; hot-path handles are resolved once at start.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+pub mod exemplars;
+pub mod exposition;
+pub mod openmetrics;
 
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{SpanId, TraceId};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
+
+use exemplars::{Exemplar, ExemplarTable};
+pub use exposition::{Exposition, Format};
 
 use crate::denial::Reason;
 use crate::mcp::Method;
@@ -121,6 +129,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Vec<[IntCounter; 4]>,
     request_duration: Vec<Histogram>,
+    /// The latest sampled trace per (method, bucket) of `request_duration`.
+    request_exemplars: Arc<ExemplarTable>,
     pub upstream_duration: Histogram,
     pub in_flight: IntGauge,
     pub sse_open: IntGauge,
@@ -181,6 +191,12 @@ impl Metrics {
         let request_duration = Op::all()
             .map(|op| duration_vec.with_label_values(&[op.as_str()]))
             .collect();
+        let request_exemplars = Arc::new(ExemplarTable::new(
+            name("request_duration_seconds"),
+            "method",
+            Op::all().map(Op::as_str).collect(),
+            BUCKETS,
+        ));
         let upstream_duration = Histogram::with_opts(
             HistogramOpts::new(
                 name("upstream_duration_seconds"),
@@ -309,6 +325,7 @@ impl Metrics {
             registry,
             requests,
             request_duration,
+            request_exemplars,
             upstream_duration,
             in_flight,
             sse_open,
@@ -327,6 +344,12 @@ impl Metrics {
         &self.registry
     }
 
+    /// What the admin port's `/metrics` serves: the registry, with the request-duration
+    /// exemplars.
+    pub fn exposition(&self) -> Exposition {
+        Exposition::with_exemplars(self.registry.clone(), self.request_exemplars.clone())
+    }
+
     /// Resolves the duration histogram of a pipeline check (once, at start).
     pub fn check_histogram(&self, check: &str) -> Histogram {
         self.check_duration.with_label_values(&[check])
@@ -338,7 +361,16 @@ impl Metrics {
             .inc();
     }
 
-    pub fn count_request(&self, op: Op, outcome: Outcome, duration: Option<Duration>) {
+    /// Counts a request and observes its duration. `trace` is the request's server span (trace
+    /// and span id) when it was traced and sampled: the duration's bucket then keeps it as its
+    /// exemplar.
+    pub fn count_request(
+        &self,
+        op: Op,
+        outcome: Outcome,
+        duration: Option<Duration>,
+        trace: Option<(TraceId, SpanId)>,
+    ) {
         let i = op.index();
         debug_assert!(i < OP_COUNT);
         let o = Outcome::ALL
@@ -347,7 +379,19 @@ impl Metrics {
             .expect("outcome is in ALL");
         self.requests[i][o].inc();
         if let Some(d) = duration {
-            self.request_duration[i].observe(d.as_secs_f64());
+            let value = d.as_secs_f64();
+            self.request_duration[i].observe(value);
+            if let Some((trace_id, span_id)) = trace {
+                self.request_exemplars.record(
+                    i,
+                    Exemplar {
+                        trace_id,
+                        span_id,
+                        value,
+                        at: SystemTime::now(),
+                    },
+                );
+            }
         }
     }
 
@@ -376,11 +420,7 @@ impl Metrics {
 
 /// The Prometheus text exposition of every metric in `registry`.
 pub fn encode(registry: &Registry) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(16 * 1024);
-    TextEncoder::new()
-        .encode(&registry.gather(), &mut buf)
-        .expect("text encoding into a Vec cannot fail");
-    buf
+    exposition::text(&registry.gather())
 }
 
 /// What a forwarded answer said, for `answers_total{result}`: a closed set, so an SLO on tool
@@ -553,8 +593,9 @@ mod tests {
             Op::Mcp(Method::ToolsCall),
             Outcome::Forwarded,
             Some(Duration::from_millis(3)),
+            None,
         );
-        m.count_request(Op::Invalid, Outcome::Rejected, None);
+        m.count_request(Op::Invalid, Outcome::Rejected, None, None);
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(text.contains(
             "mcp_sentinel_requests_total{method=\"tools/call\",outcome=\"forwarded\"} 1"
@@ -565,6 +606,63 @@ mod tests {
         assert!(text.contains("mcp_sentinel_build_info{version=\""));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("mcp_sentinel_"), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_sampled_request_is_the_exemplar_of_its_bucket_in_openmetrics_only() {
+        let m = Metrics::new();
+        let call = Op::Mcp(Method::ToolsCall);
+        let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        m.count_request(
+            call,
+            Outcome::Forwarded,
+            Some(Duration::from_millis(3)),
+            None,
+        );
+        let text_before = m.exposition().encode(Format::Text);
+        let om_before = String::from_utf8(m.exposition().encode(Format::OpenMetrics)).unwrap();
+        assert!(!om_before.contains(" # {"), "{om_before}");
+
+        m.count_request(
+            call,
+            Outcome::Forwarded,
+            Some(Duration::from_micros(3500)),
+            Some((trace, span)),
+        );
+        // Text 0.0.4 is what the crate writes, exemplar or not.
+        let text = m.exposition().encode(Format::Text);
+        assert_eq!(text, encode(m.registry()));
+        assert!(
+            !String::from_utf8(text.clone())
+                .unwrap()
+                .contains("trace_id")
+        );
+        assert_ne!(text, text_before, "the second request was counted");
+
+        let om = String::from_utf8(m.exposition().encode(Format::OpenMetrics)).unwrap();
+        let with: Vec<&str> = om.lines().filter(|l| l.contains(" # {")).collect();
+        assert_eq!(with.len(), 1, "{om}");
+        let line = with[0];
+        // 3.5 ms falls in the 5 ms bucket.
+        assert!(
+            line.starts_with(
+                "mcp_sentinel_request_duration_seconds_bucket{method=\"tools/call\",le=\"0.005\"} 2 \
+                 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"00f067aa0ba902b7\"} 0.0035 "
+            ),
+            "{line}"
+        );
+        assert!(om.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn every_counter_is_named_for_openmetrics() {
+        let m = Metrics::new();
+        for mf in m.registry().gather() {
+            if mf.get_field_type() == prometheus::proto::MetricType::COUNTER {
+                assert!(mf.name().ends_with("_total"), "{}", mf.name());
+            }
         }
     }
 }
