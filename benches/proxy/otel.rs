@@ -6,15 +6,16 @@
 //!
 //! A collector runs on other machines than the sentinel; here it shares two cores with the
 //! load generator, the upstream and the proxy being timed. So the receiver answers each export
-//! at once and decodes it afterwards on a thread at the lowest priority (`nice 19`): its work
-//! takes what the timed processes leave, instead of slowing whichever target is being timed
-//! while spans arrive. Every export is still decoded and counted before the counts are read.
+//! at once and decodes it afterwards on a thread at the lowest priority (`nice 19`) that waits
+//! while any target is being timed ([`quiet`]): decoding the 100% target's spans would otherwise
+//! slow the target timed next (with the rotation, most often the 10% one). Every export is
+//! still decoded and counted before the counts are read.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -44,6 +45,14 @@ pub fn sentinel_config(
     )
 }
 
+/// A timed window is open: the decoder waits.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Marks a timed window open or closed (the load generator's edges).
+pub fn quiet(on: bool) {
+    QUIET.store(on, Ordering::Release);
+}
+
 /// An OTLP/HTTP receiver that counts and discards.
 pub struct Receiver {
     /// `http://127.0.0.1:PORT/v1/traces`
@@ -71,6 +80,9 @@ impl Receiver {
             .spawn(move || {
                 lowest_priority();
                 for body in queue {
+                    while QUIET.load(Ordering::Acquire) {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
                     decode(&body, &c);
                     c.queued.fetch_sub(1, Ordering::AcqRel);
                 }
@@ -88,9 +100,10 @@ impl Receiver {
     }
 
     /// (spans, exports) received, once every export received so far is decoded (waiting at
-    /// most a minute for the decoder).
+    /// most five minutes for the decoder).
     pub fn counts(&self) -> (u64, u64) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        quiet(false);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
         while self.counts.queued.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline
         {
             std::thread::sleep(std::time::Duration::from_millis(20));

@@ -567,12 +567,14 @@ pub fn measure(
                 if target.stdio {
                     pids = procs::tree(target.pids[0]);
                 }
+                crate::otel::quiet(true);
                 proxy_before = procs::cpu_ns(&pids);
                 gen_before = procs::self_cpu_ns();
             }
             loadgen::Edge::Close => {
                 proxy_after = procs::cpu_ns(&pids);
                 gen_after = procs::self_cpu_ns();
+                crate::otel::quiet(false);
                 if target.stdio {
                     children = Some(procs::child_memory(target.pids[0]));
                 }
