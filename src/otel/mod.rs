@@ -23,11 +23,11 @@ use opentelemetry_sdk::trace::{
 };
 
 use crate::config::otel::TraceSettings;
+use crate::metrics::TraceCounters;
+pub use meta::MetaTrace;
 
 /// The instrumentation scope every span of the sentinel's is in.
 const SCOPE: &str = "mcp-sentinel";
-use crate::metrics::TraceCounters;
-pub use meta::MetaTrace;
 
 /// The tracer and what turns trace context into headers and back.
 pub struct Otel {
@@ -165,10 +165,6 @@ pub struct Span {
 impl Span {
     pub fn context(&self) -> &Context {
         &self.cx
-    }
-
-    pub fn span_context(&self) -> SpanContext {
-        self.cx.span().span_context().clone()
     }
 
     pub fn ids(&self) -> (TraceId, SpanId) {

@@ -77,10 +77,11 @@ pub fn start(
 /// Marks a request's spans refused (the upstream call's too when `upstream`): `error.type` is
 /// the denial's reason.
 pub fn fail(trace: &mut RequestTrace, denial: &Denial, upstream: bool) {
-    trace.server.fail(denial.reason.as_str(), describe(denial));
+    let why = describe(denial);
     if upstream && let Some(up) = &mut trace.upstream {
-        up.fail(denial.reason.as_str(), describe(denial));
+        up.fail(denial.reason.as_str(), why.clone());
     }
+    trace.server.fail(denial.reason.as_str(), why);
 }
 
 fn describe(denial: &Denial) -> String {
