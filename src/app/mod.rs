@@ -300,7 +300,13 @@ impl Sentinel {
             move |conn| {
                 let pipeline = pipeline.clone();
                 let conn = pipeline.connection(conn);
-                hyper::service::service_fn(move |req| pipeline.clone().handle(conn.clone(), req))
+                // Boxed per request: hyper keeps a connection's in-flight future in an
+                // allocation of the future's size (about 9 KiB) for as long as the connection
+                // lives; boxed, it is a pointer there, and the request's state is freed when the
+                // answer's head goes out rather than held by every open stream (issue 16).
+                hyper::service::service_fn(move |req| {
+                    Box::pin(pipeline.clone().handle(conn.clone(), req))
+                })
             },
         ));
         let shutdown = config.shutdown.clone();

@@ -304,7 +304,7 @@ impl AnswerEdit {
 
 /// Could these bytes hold a list result? (Used when they cannot be parsed.)
 fn may_hold_list(bytes: &[u8]) -> bool {
-    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    let has = |needle: &[u8]| memchr::memmem::find(bytes, needle).is_some();
     has(b"\"result\"")
         && (has(b"\"tools\"")
             || has(b"\"tasks\"")
@@ -739,8 +739,7 @@ impl MessageEdit for AnswerEdit {
     /// that large is dropped when the caller may not receive some server requests. Everything
     /// else streams through.
     fn oversized(&mut self, head: &[u8]) -> Oversized {
-        let needle = b"\"method\"";
-        let looks_like_request = head.windows(needle.len()).any(|w| w == needle);
+        let looks_like_request = memchr::memmem::find(head, b"\"method\"").is_some();
         if self.filters() && !looks_like_request {
             return Oversized::Replace(self.list_error());
         }

@@ -76,7 +76,7 @@ impl TaskTap {
 
     /// Worth parsing: holds what one of the tap's jobs looks for.
     fn interesting(&self, text: &[u8]) -> bool {
-        let has = |needle: &[u8]| text.windows(needle.len()).any(|w| w == needle);
+        let has = |needle: &[u8]| memchr::memmem::find(text, needle).is_some();
         (self.bind.is_some() && has(b"taskId"))
             || (self.results && (has(b"\"error\"") || has(b"isError")))
     }
