@@ -411,16 +411,6 @@ impl Metrics {
             .with_label_values(&[kind.as_str()])
             .inc();
     }
-
-    /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> Vec<u8> {
-        encode(&self.registry)
-    }
-}
-
-/// The Prometheus text exposition of every metric in `registry`.
-pub fn encode(registry: &Registry) -> Vec<u8> {
-    exposition::text(&registry.gather())
 }
 
 /// What a forwarded answer said, for `answers_total{result}`: a closed set, so an SLO on tool
@@ -576,7 +566,7 @@ mod tests {
         let m = Metrics::new();
         m.count_answer(Op::Mcp(Method::ToolsCall), AnswerResult::ToolError);
         m.count_answer(Op::Mcp(Method::ToolsCall), AnswerResult::ToolError);
-        let text = String::from_utf8(m.encode()).unwrap();
+        let text = String::from_utf8(m.exposition().encode(Format::Text)).unwrap();
         assert!(
             text.contains(
                 "mcp_sentinel_answers_total{method=\"tools/call\",result=\"tool_error\"} 2"
@@ -596,7 +586,7 @@ mod tests {
             None,
         );
         m.count_request(Op::Invalid, Outcome::Rejected, None, None);
-        let text = String::from_utf8(m.encode()).unwrap();
+        let text = String::from_utf8(m.exposition().encode(Format::Text)).unwrap();
         assert!(text.contains(
             "mcp_sentinel_requests_total{method=\"tools/call\",outcome=\"forwarded\"} 1"
         ));
@@ -633,7 +623,14 @@ mod tests {
         );
         // Text 0.0.4 is what the crate writes, exemplar or not.
         let text = m.exposition().encode(Format::Text);
-        assert_eq!(text, encode(m.registry()));
+        let mut crate_text = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &m.registry().gather(),
+            &mut crate_text,
+        )
+        .unwrap();
+        assert_eq!(text, crate_text);
         assert!(
             !String::from_utf8(text.clone())
                 .unwrap()

@@ -116,7 +116,8 @@ impl Otel {
         kind: SpanKind,
         start: SystemTime,
     ) -> Child {
-        let psc = parent.cx.span().span_context().clone();
+        let parent_span = parent.cx.span();
+        let psc = parent_span.span_context();
         let span_context = SpanContext::new(
             psc.trace_id(),
             self.ids.new_span_id(),
