@@ -528,12 +528,18 @@ fn added_us(cell: &Cell, target: usize, base: usize, pick: fn(&Measure) -> Durat
 
 /// Median of the per-round differences in proxy CPU per request.
 pub fn added_cpu_us(cell: &Cell, target: usize, base: usize) -> Option<f64> {
-    optional_median(
-        cell.runs[target]
-            .iter()
-            .zip(&cell.runs[base])
-            .map(|(m, b)| Some(micros(m.proxy_cpu_per_req?) - micros(b.proxy_cpu_per_req?))),
-    )
+    cpu_differences_us(cell, target, base)
+        .filter(|v| !v.is_empty())
+        .map(median)
+}
+
+/// `target`'s proxy CPU per request minus `base`'s, round by round, in µs.
+pub fn cpu_differences_us(cell: &Cell, target: usize, base: usize) -> Option<Vec<f64>> {
+    cell.runs[target]
+        .iter()
+        .zip(&cell.runs[base])
+        .map(|(m, b)| Some(micros(m.proxy_cpu_per_req?) - micros(b.proxy_cpu_per_req?)))
+        .collect()
 }
 
 pub fn micros(d: Duration) -> f64 {

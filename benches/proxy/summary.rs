@@ -2,7 +2,9 @@
 //! cell, and its peak RSS — and issue 16's bars, which hold the configurations users run
 //! (`sentinel-shipped`, `sentinel-full`) to account against nginx and direct in the same run.
 
-use crate::report::{Bars, Cell, Memory, Summary, added_cpu_us, micros, summarize};
+use crate::report::{
+    Bars, Cell, Memory, Summary, added_cpu_us, cpu_differences_us, micros, summarize,
+};
 use crate::settings::Kind;
 
 /// (a) The shipped config: throughput ratio at least nginx's at these concurrencies.
@@ -148,8 +150,16 @@ fn tracing_cost(
             let added = added_cpu_us(cell, t, base);
             let off = s[base].proxy_cpu.map(micros);
             let share = added.zip(off).map(|(a, o)| a / o);
+            // How far single rounds stray from the median: the noise the bar is read through.
+            let spread = cpu_differences_us(cell, t, base)
+                .filter(|d| d.len() > 1)
+                .map_or(String::new(), |d| {
+                    let lo = d.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = d.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    format!(" [rounds {lo:+.1} to {hi:+.1} µs]")
+                });
             let line = format!(
-                "(18) {} over sentinel, {} c={}: CPU per request {} ({}), p50 {:+.1} µs",
+                "(18) {} over sentinel, {} c={}: CPU per request {} ({}){spread}, p50 {:+.1} µs",
                 kind.name(),
                 cell.workload_key,
                 cell.conns,

@@ -42,15 +42,17 @@ impl Drop for ExportRuntime {
     }
 }
 
-/// The tracer provider and what keeps its export side running.
+/// The tracer provider — it owns the batch processor, and flushes and shuts it down; no span
+/// is made through its tracer ([`super::Otel`] asks the sampler and records spans itself) —
+/// and what keeps the export side running.
 pub struct Export {
     pub provider: SdkTracerProvider,
     queue: Queue,
     _runtime: Arc<ExportRuntime>,
 }
 
-/// The way into the export queue for spans made without the tracer ([`super::Child`]): the
-/// same gate and batch processor the provider's spans go through.
+/// The way into the export queue for every span's record ([`super::Child`]): the gate ahead
+/// of the provider's batch processor.
 #[derive(Clone)]
 pub struct Queue(Arc<Gate>);
 
@@ -143,7 +145,6 @@ impl Export {
         let gate = Arc::new(gate);
         let provider = SdkTracerProvider::builder()
             .with_span_processor(Shared(gate.clone()))
-            .with_sampler(sampler(settings))
             .with_resource(resource)
             .build();
         Ok(Self {
@@ -158,7 +159,7 @@ impl Export {
     }
 }
 
-fn sampler(s: &TraceSettings) -> Sampler {
+pub(super) fn sampler(s: &TraceSettings) -> Sampler {
     let ratio = || Sampler::TraceIdRatioBased(s.ratio);
     match s.sampler {
         SamplerKind::AlwaysOn => Sampler::AlwaysOn,

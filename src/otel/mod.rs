@@ -1,8 +1,9 @@
 //! OpenTelemetry tracing: the W3C trace context and baggage a request arrives with (headers,
 //! or the body's `params._meta`), the spans the sentinel makes of it, and their export over
 //! OTLP. Built only when the `tracing` section (or `OTEL_*`) turns it on: off, nothing here
-//! runs. Spans are made with the OpenTelemetry API directly, so a request the sampler drops
-//! costs a sampler call and two ids, no attribute is built for it.
+//! runs. The SDK's sampler decides once per request; only a span it keeps gets a record (the
+//! SDK's `SpanData`, handed to its batch processor), so a request it drops costs the decision,
+//! two ids and the `traceparent` written upstream: no span object, context, lock or attribute.
 
 pub mod export;
 pub mod meta;
@@ -10,16 +11,16 @@ pub mod meta;
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
-use opentelemetry::propagation::{
-    Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
-};
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceId, Tracer, TracerProvider,
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{
-    IdGenerator, RandomIdGenerator, SdkTracer, SpanData, SpanEvents, SpanLinks,
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents,
+    SpanLinks,
 };
 
 use crate::config::otel::TraceSettings;
@@ -29,32 +30,27 @@ pub use meta::MetaTrace;
 /// The instrumentation scope every span of the sentinel's is in.
 const SCOPE: &str = "mcp-sentinel";
 
-/// The tracer and what turns trace context into headers and back.
+/// The sampler, the ids and the propagators; spans go to the export queue.
 pub struct Otel {
-    tracer: SdkTracer,
-    /// Ids and scope for the spans below a server span ([`Child`]).
+    /// The configured sampler (the SDK's), asked once per request.
+    sampler: Sampler,
     ids: RandomIdGenerator,
     scope: InstrumentationScope,
-    /// traceparent/tracestate and baggage.
-    propagator: TextMapCompositePropagator,
-    /// traceparent/tracestate alone, for the body's `_meta`.
+    /// traceparent/tracestate, read from the headers and from the body's `_meta`.
     trace_context: TraceContextPropagator,
+    baggage: BaggagePropagator,
     export: export::Export,
 }
 
 impl Otel {
     pub fn start(settings: &TraceSettings, counters: TraceCounters) -> Result<Self, String> {
         let export = export::Export::start(settings, counters)?;
-        let tracer = export.provider.tracer(SCOPE);
         Ok(Self {
-            tracer,
+            sampler: export::sampler(settings),
             ids: RandomIdGenerator::default(),
             scope: InstrumentationScope::builder(SCOPE).build(),
-            propagator: TextMapCompositePropagator::new(vec![
-                Box::new(TraceContextPropagator::new()),
-                Box::new(BaggagePropagator::new()),
-            ]),
             trace_context: TraceContextPropagator::new(),
+            baggage: BaggagePropagator::new(),
             export,
         })
     }
@@ -74,41 +70,65 @@ impl Otel {
     /// `_meta.traceparent` winning over the header when it is a valid one (it is the context of
     /// the MCP call itself, set by the client's MCP instrumentation).
     pub fn parent(&self, headers: &http::HeaderMap, meta: Option<&MetaTrace>) -> Context {
-        let cx = self
-            .propagator
-            .extract_with_context(&Context::new(), &HeaderExtract(headers));
+        let from = HeaderExtract(headers);
+        let mut cx = Context::new();
+        if headers.contains_key(TRACEPARENT) {
+            cx = self.trace_context.extract_with_context(&cx, &from);
+        }
+        if headers.contains_key(BAGGAGE) {
+            cx = self.baggage.extract_with_context(&cx, &from);
+        }
         match meta {
             Some(m) => self.trace_context.extract_with_context(&cx, m),
             None => cx,
         }
     }
 
-    /// Starts a span under `parent`, at `start`. Attributes are for the sampler and are built
-    /// only by callers that know the span will record (see [`Span::recording`]).
-    pub fn span(
-        &self,
-        parent: &Context,
-        name: Cow<'static, str>,
-        kind: SpanKind,
-        start: SystemTime,
-    ) -> Span {
-        let builder = self
-            .tracer
-            .span_builder(name)
-            .with_kind(kind)
-            .with_start_time(start);
-        let span = self.tracer.build_with_context(builder, parent);
-        let recording = opentelemetry::trace::Span::is_recording(&span);
+    /// The server span under `parent` (the caller's context), from `start`: the sampler
+    /// decides as the SDK's tracer would (a span id, the parent's trace id or a new one, the
+    /// parent's flags), and only a kept span gets a record — named `mcp` until
+    /// [`Span::rename`], attributes added by callers that know it records
+    /// ([`Span::recording`]).
+    pub fn span(&self, parent: Context, kind: SpanKind, start: SystemTime) -> Span {
+        let psc = parent.span().span_context().clone();
+        let span_id = self.ids.new_span_id();
+        let valid = psc.is_valid();
+        let trace_id = if valid {
+            psc.trace_id()
+        } else {
+            self.ids.new_trace_id()
+        };
+        let name = Cow::Borrowed("mcp");
+        let verdict = self
+            .sampler
+            .should_sample(Some(&parent), trace_id, &name, &kind, &[], &[]);
+        let base = if valid {
+            psc.trace_flags()
+        } else {
+            TraceFlags::default()
+        };
+        let (flags, record) = match verdict.decision {
+            SamplingDecision::RecordAndSample => (base.with_sampled(true), true),
+            SamplingDecision::RecordOnly => (base.with_sampled(false), true),
+            SamplingDecision::Drop => (TraceFlags::default(), false),
+        };
+        let sc = SpanContext::new(trace_id, span_id, flags, false, verdict.trace_state);
+        let record = record.then(|| {
+            let mut data = self.data(sc.clone(), psc.span_id(), kind, name, start);
+            data.parent_span_is_remote = psc.is_remote();
+            data.attributes = verdict.attributes;
+            (data, self.export.queue())
+        });
         Span {
-            cx: parent.with_span(span),
-            recording,
+            sc,
+            parent,
+            record: Child { record },
         }
     }
 
     /// A span under `parent` (which must be recording) from `start`: a check's, or the
-    /// upstream call's. It is made and recorded straight into the export queue — no context,
-    /// no lock, no second sampling (the SDK's samplers keep every child of a kept span) — and
-    /// ends when [`Child::end_at`] says or when dropped.
+    /// upstream call's. The SDK's samplers keep every child of a kept span, so it is not
+    /// sampled again; it goes to the export queue when [`Child::end_at`] says or when dropped.
     pub fn child(
         &self,
         parent: &Span,
@@ -116,8 +136,7 @@ impl Otel {
         kind: SpanKind,
         start: SystemTime,
     ) -> Child {
-        let parent_span = parent.cx.span();
-        let psc = parent_span.span_context();
+        let psc = &parent.sc;
         let span_context = SpanContext::new(
             psc.trace_id(),
             self.ids.new_span_id(),
@@ -126,52 +145,75 @@ impl Otel {
             psc.trace_state().clone(),
         );
         Child {
-            data: Some(SpanData {
-                span_context,
-                parent_span_id: psc.span_id(),
-                parent_span_is_remote: false,
-                span_kind: kind,
-                name,
-                start_time: start,
-                end_time: start,
-                attributes: Vec::new(),
-                dropped_attributes_count: 0,
-                events: SpanEvents::default(),
-                links: SpanLinks::default(),
-                status: Status::Unset,
-                instrumentation_scope: self.scope.clone(),
+            record: parent.recording().then(|| {
+                (
+                    self.data(span_context, psc.span_id(), kind, name, start),
+                    self.export.queue(),
+                )
             }),
-            queue: self.export.queue(),
         }
     }
 
-    /// Writes `cx` as `traceparent`/`tracestate` (and its baggage) into `headers`, replacing
-    /// what the client sent.
-    pub fn inject(&self, cx: &Context, headers: &mut http::HeaderMap) {
+    fn data(
+        &self,
+        span_context: SpanContext,
+        parent_span_id: SpanId,
+        kind: SpanKind,
+        name: Cow<'static, str>,
+        start: SystemTime,
+    ) -> SpanData {
+        SpanData {
+            span_context,
+            parent_span_id,
+            parent_span_is_remote: false,
+            span_kind: kind,
+            name,
+            start_time: start,
+            end_time: start,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: self.scope.clone(),
+        }
+    }
+
+    /// Writes the context of `span` — or of `child`, its upstream call's span, when that one
+    /// records — as `traceparent` (and `tracestate`), and the caller's baggage, into
+    /// `headers`, replacing what the client sent.
+    pub fn inject(&self, span: &Span, child: Option<&Child>, headers: &mut http::HeaderMap) {
         for name in [TRACEPARENT, TRACESTATE, BAGGAGE] {
             headers.remove(name);
         }
-        self.propagator
-            .inject_context(cx, &mut HeaderInject(headers));
+        let sc = child.and_then(Child::span_context).unwrap_or(&span.sc);
+        if let Some(v) = traceparent(sc).header() {
+            headers.insert(TRACEPARENT, v);
+        }
+        let state = sc.trace_state().header();
+        if !state.is_empty()
+            && let Ok(v) = http::HeaderValue::from_str(&state)
+        {
+            headers.insert(TRACESTATE, v);
+        }
+        if !span.parent.baggage().is_empty() {
+            self.baggage
+                .inject_context(&span.parent, &mut HeaderInject(headers));
+        }
     }
 }
 
-/// One span and the context it makes (baggage included) for its children and the upstream.
+/// A server span: its context, the caller's (for baggage), and its record while it is open,
+/// when the sampler kept it.
 pub struct Span {
-    cx: Context,
-    /// Kept by the sampler (read once: the SDK answers it under a lock).
-    recording: bool,
+    sc: SpanContext,
+    parent: Context,
+    record: Child,
 }
 
 impl Span {
-    pub fn context(&self) -> &Context {
-        &self.cx
-    }
-
     pub fn ids(&self) -> (TraceId, SpanId) {
-        let span = self.cx.span();
-        let sc = span.span_context();
-        (sc.trace_id(), sc.span_id())
+        (self.sc.trace_id(), self.sc.span_id())
     }
 
     /// The ids, when the sampler kept the span (for an exemplar: a trace that can be found).
@@ -181,82 +223,102 @@ impl Span {
 
     /// The sampler kept it: worth building attributes for.
     pub fn recording(&self) -> bool {
-        self.recording
-    }
-
-    /// The context to propagate for `child`: its ids, with this span's baggage.
-    pub fn context_of(&self, child: &Child) -> Context {
-        match &child.data {
-            Some(d) => self.cx.with_remote_span_context(d.span_context.clone()),
-            None => self.cx.clone(),
-        }
+        self.record.record.is_some()
     }
 
     /// Names the span (once the sampler kept it: a dropped span's name is never read).
-    pub fn rename(&self, name: Cow<'static, str>) {
-        self.cx.span().update_name(name);
+    pub fn rename(&mut self, name: Cow<'static, str>) {
+        if let Some((d, _)) = &mut self.record.record {
+            d.name = name;
+        }
     }
 
-    pub fn set(&self, attributes: impl IntoIterator<Item = KeyValue>) {
-        self.cx.span().set_attributes(attributes);
+    pub fn set(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
+        self.record.set(attributes);
     }
 
     /// Marks the span failed: `error.type` (a word from a closed set) and the status.
-    pub fn fail(&self, error_type: impl Into<opentelemetry::Value>, description: String) {
-        let span = self.cx.span();
-        span.set_attribute(KeyValue::new("error.type", error_type));
-        span.set_status(Status::error(description));
+    pub fn fail(&mut self, error_type: impl Into<opentelemetry::Value>, description: String) {
+        self.record.fail(error_type, description);
     }
 
-    pub fn end_at(&self, at: SystemTime) {
-        self.cx.span().end_with_timestamp(at);
-    }
-
-    pub fn end(&self) {
-        self.cx.span().end();
+    pub fn end_at(self, at: SystemTime) {
+        self.record.end_at(at);
     }
 
     /// The W3C `traceparent` of this span.
     pub fn traceparent(&self) -> String {
-        traceparent(self.cx.span().span_context())
+        traceparent(&self.sc).into_string()
     }
 }
 
-/// The W3C `traceparent` of a span context.
-fn traceparent(sc: &SpanContext) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        sc.trace_id(),
-        sc.span_id(),
-        sc.trace_flags().to_u8()
-    )
+/// A `traceparent` value, `00-{trace id}-{span id}-{flags}`: 55 ASCII characters.
+struct Traceparent([u8; 55]);
+
+impl Traceparent {
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits and dashes are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    fn header(&self) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_str(self.as_str()).ok()
+    }
+
+    fn into_string(self) -> String {
+        self.as_str().to_owned()
+    }
 }
 
-/// A span below the server span, recorded directly (see [`Otel::child`]).
+/// The W3C `traceparent` of a span context (version 00; of the flags, only `sampled`), as the
+/// SDK's `TraceContextPropagator` writes it, without the formatting machinery: this runs for
+/// every request, sampled or not.
+fn traceparent(sc: &SpanContext) -> Traceparent {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    let mut put = |at: usize, bytes: &[u8]| {
+        for (i, b) in bytes.iter().enumerate() {
+            out[at + 2 * i] = HEX[usize::from(b >> 4)];
+            out[at + 2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+    };
+    put(3, &sc.trace_id().to_bytes());
+    put(36, &sc.span_id().to_bytes());
+    put(
+        53,
+        &[sc.trace_flags().to_u8() & TraceFlags::SAMPLED.to_u8()],
+    );
+    Traceparent(out)
+}
+
+/// A span below the server span (or the server span's own record): `None` when the sampler
+/// dropped the trace, or once recorded.
 pub struct Child {
-    /// `None` once recorded.
-    data: Option<SpanData>,
-    queue: export::Queue,
+    record: Option<(SpanData, export::Queue)>,
 }
 
 impl Child {
     pub fn set(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
-        if let Some(d) = &mut self.data {
+        if let Some((d, _)) = &mut self.record {
             d.attributes.extend(attributes);
         }
     }
 
     /// Marks the span failed: `error.type` (a word from a closed set) and the status.
     pub fn fail(&mut self, error_type: impl Into<opentelemetry::Value>, description: String) {
-        if let Some(d) = &mut self.data {
+        if let Some((d, _)) = &mut self.record {
             d.attributes.push(KeyValue::new("error.type", error_type));
             d.status = Status::error(description);
         }
     }
 
-    /// The W3C `traceparent` of this span (`None` once ended).
+    fn span_context(&self) -> Option<&SpanContext> {
+        self.record.as_ref().map(|(d, _)| &d.span_context)
+    }
+
+    /// The W3C `traceparent` of this span (`None` when it does not record, or once ended).
     pub fn traceparent(&self) -> Option<String> {
-        self.data.as_ref().map(|d| traceparent(&d.span_context))
+        self.span_context().map(|sc| traceparent(sc).into_string())
     }
 
     pub fn end_at(mut self, at: SystemTime) {
@@ -264,15 +326,15 @@ impl Child {
     }
 
     fn record(&mut self, at: SystemTime) {
-        if let Some(mut d) = self.data.take() {
+        if let Some((mut d, queue)) = self.record.take() {
             d.end_time = at;
-            self.queue.push(d);
+            queue.push(d);
         }
     }
 }
 
 impl Drop for Child {
-    /// Like an SDK span, a child dropped unended ends where it is dropped.
+    /// Like an SDK span, a span dropped unended ends where it is dropped.
     fn drop(&mut self) {
         self.record(SystemTime::now());
     }
@@ -353,7 +415,7 @@ impl RequestTrace {
     /// Notes how the request ended and ends its spans.
     pub fn end(self, e: &Ending) {
         use crate::metrics::{AnswerResult, Outcome};
-        let server = &self.server;
+        let mut server = self.server;
         if server.recording() {
             server.set([KeyValue::new(
                 "http.response.status_code",
@@ -410,5 +472,159 @@ impl RequestTrace {
             server.fail(kind, why.to_string());
         }
         server.end_at(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use opentelemetry::baggage::BaggageExt;
+    use opentelemetry::trace::{TraceState, Tracer, TracerProvider};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use prometheus::IntCounter;
+
+    use super::*;
+    use crate::config::otel::{OtlpProtocol, SamplerKind};
+
+    fn settings(sampler: SamplerKind, ratio: f64) -> TraceSettings {
+        TraceSettings {
+            protocol: OtlpProtocol::HttpProtobuf,
+            // Nothing listens: what is exported here is lost, counted as failed.
+            endpoint: "http://127.0.0.1:9/v1/traces".into(),
+            headers: Default::default(),
+            service_name: "test".into(),
+            resource: Vec::new(),
+            sampler,
+            ratio,
+            max_queue_size: 64,
+            max_export_batch_size: 8,
+            scheduled_delay: Duration::from_secs(60),
+            export_timeout: Duration::from_millis(100),
+            tls: None,
+        }
+    }
+
+    fn otel(sampler: SamplerKind, ratio: f64) -> Otel {
+        let counter = |n: &str| IntCounter::new(n, "test").unwrap();
+        let counters = TraceCounters {
+            dropped_queue_full: counter("q"),
+            dropped_export_failed: counter("f"),
+            exported: counter("e"),
+        };
+        Otel::start(&settings(sampler, ratio), counters).unwrap()
+    }
+
+    fn remote(flags: TraceFlags, state: &str) -> Context {
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            flags,
+            true,
+            state.parse::<TraceState>().unwrap(),
+        ))
+    }
+
+    /// What the SDK's propagators write for `cx`.
+    fn sdk_headers(cx: &Context) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        TraceContextPropagator::new().inject_context(cx, &mut out);
+        BaggagePropagator::new().inject_context(cx, &mut out);
+        out.retain(|_, v| !v.is_empty());
+        out
+    }
+
+    fn written(h: &http::HeaderMap) -> HashMap<String, String> {
+        h.iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn traceparent_is_what_the_sdk_propagator_writes() {
+        for flags in [0x00, 0x01, 0x03, 0xff] {
+            let cx = remote(TraceFlags::new(flags), "");
+            let sc = cx.span().span_context().clone();
+            assert_eq!(
+                traceparent(&sc).as_str(),
+                sdk_headers(&cx)["traceparent"],
+                "flags {flags:#04x}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_sampler_decides_as_the_sdk_tracer_does() {
+        let cases = [
+            (SamplerKind::ParentBasedTraceIdRatio, 1.0),
+            (SamplerKind::ParentBasedTraceIdRatio, 0.0),
+            (SamplerKind::ParentBasedAlwaysOff, 1.0),
+            (SamplerKind::TraceIdRatio, 0.0),
+            (SamplerKind::AlwaysOn, 1.0),
+        ];
+        for (kind, ratio) in cases {
+            let o = otel(kind, ratio);
+            let sdk = SdkTracerProvider::builder()
+                .with_sampler(export::sampler(&settings(kind, ratio)))
+                .build()
+                .tracer("sdk");
+            for parent in [
+                Context::new(),
+                remote(TraceFlags::SAMPLED, "k=v"),
+                remote(TraceFlags::default(), ""),
+            ] {
+                let psc = parent.span().span_context().clone();
+                let what = format!("{kind:?} {ratio}, parent {psc:?}");
+                let ours = o.span(parent.clone(), SpanKind::Server, SystemTime::now());
+                let theirs = sdk.build_with_context(sdk.span_builder("mcp"), &parent);
+                let tsc = opentelemetry::trace::Span::span_context(&theirs).clone();
+                assert_eq!(
+                    ours.recording(),
+                    opentelemetry::trace::Span::is_recording(&theirs),
+                    "{what}"
+                );
+                assert_eq!(ours.sc.trace_flags(), tsc.trace_flags(), "{what}");
+                assert_eq!(ours.sc.trace_state(), tsc.trace_state(), "{what}");
+                assert!(ours.sc.is_valid() && !ours.sc.is_remote(), "{what}");
+                if psc.is_valid() {
+                    assert_eq!(ours.sc.trace_id(), psc.trace_id(), "{what}");
+                }
+                if let Some((d, _)) = &ours.record.record {
+                    assert_eq!(d.parent_span_id, psc.span_id(), "{what}");
+                    assert_eq!(d.parent_span_is_remote, psc.is_remote(), "{what}");
+                    assert_eq!(d.span_context, ours.sc, "{what}");
+                }
+            }
+        }
+    }
+
+    /// The upstream gets the context the SDK's propagators would write: the upstream call's
+    /// span when it records, else the server span's, with the caller's tracestate and baggage.
+    #[test]
+    fn inject_writes_what_the_sdk_propagators_write() {
+        for (ratio, flags) in [(1.0, TraceFlags::SAMPLED), (0.0, TraceFlags::default())] {
+            let o = otel(SamplerKind::ParentBasedTraceIdRatio, ratio);
+            let mut incoming = http::HeaderMap::new();
+            let parent = remote(flags, "k=v,a=b");
+            for (k, v) in sdk_headers(&parent) {
+                incoming.insert(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            incoming.insert(BAGGAGE, "user=alice,team=ops".parse().unwrap());
+            let parent = o.parent(&incoming, None);
+            assert_eq!(parent.baggage().len(), 2);
+            let server = o.span(parent.clone(), SpanKind::Server, SystemTime::now());
+            let child = o.child(&server, "up".into(), SpanKind::Client, SystemTime::now());
+            assert_eq!(child.span_context().is_some(), ratio == 1.0);
+            let mut out = incoming.clone();
+            out.insert("x-other", "kept".parse().unwrap());
+            o.inject(&server, Some(&child), &mut out);
+            let shown = child.span_context().unwrap_or(&server.sc).clone();
+            let mut expected = sdk_headers(&parent.with_remote_span_context(shown));
+            expected.insert("x-other".into(), "kept".into());
+            assert_eq!(written(&out), expected, "ratio {ratio}");
+        }
     }
 }

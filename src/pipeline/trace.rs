@@ -45,7 +45,7 @@ pub fn start(
     let parent = otel.parent(&ctx.parts.headers, ctx.trace_meta.as_ref());
     let at = |t: Instant| wall + t.saturating_duration_since(ctx.started);
     // Named once the sampler kept it: a dropped span costs no name.
-    let server = otel.span(&parent, Cow::Borrowed("mcp"), SpanKind::Server, wall);
+    let mut server = otel.span(parent, SpanKind::Server, wall);
     if server.recording() {
         server.rename(span_name(ctx));
         server.set(server_attributes(ctx));
@@ -97,18 +97,12 @@ pub fn upstream(otel: &Otel, trace: &mut RequestTrace, ctx: &mut Ctx) {
         span.set([KeyValue::new("network.transport", "tcp")]);
         span
     });
-    let traceparent = match &span {
-        Some(up) => {
-            otel.inject(&server.context_of(up), &mut ctx.parts.headers);
-            up.traceparent()
-        }
-        None => {
-            otel.inject(server.context(), &mut ctx.parts.headers);
-            None
-        }
-    };
+    otel.inject(server, span.as_ref(), &mut ctx.parts.headers);
     if let Some(m) = &ctx.trace_meta {
-        let traceparent = traceparent.unwrap_or_else(|| server.traceparent());
+        let traceparent = span
+            .as_ref()
+            .and_then(crate::otel::Child::traceparent)
+            .unwrap_or_else(|| server.traceparent());
         if let Some(body) = crate::otel::meta::rewrite(&ctx.body, &m.traceparent, &traceparent) {
             ctx.body = body;
         }
