@@ -531,13 +531,25 @@ mod tests {
         TraceContextPropagator::new().inject_context(cx, &mut out);
         BaggagePropagator::new().inject_context(cx, &mut out);
         out.retain(|_, v| !v.is_empty());
-        out
+        sorted_baggage(out)
     }
 
     fn written(h: &http::HeaderMap) -> HashMap<String, String> {
-        h.iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
-            .collect()
+        sorted_baggage(
+            h.iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+                .collect(),
+        )
+    }
+
+    /// Baggage members in one order (the SDK writes them in its map's).
+    fn sorted_baggage(mut h: HashMap<String, String>) -> HashMap<String, String> {
+        if let Some(b) = h.get_mut("baggage") {
+            let mut members: Vec<&str> = b.split(',').collect();
+            members.sort_unstable();
+            *b = members.join(",");
+        }
+        h
     }
 
     #[test]
@@ -559,72 +571,162 @@ mod tests {
             (SamplerKind::ParentBasedTraceIdRatio, 1.0),
             (SamplerKind::ParentBasedTraceIdRatio, 0.0),
             (SamplerKind::ParentBasedAlwaysOff, 1.0),
+            (SamplerKind::ParentBasedAlwaysOn, 1.0),
             (SamplerKind::TraceIdRatio, 0.0),
+            (SamplerKind::TraceIdRatio, 0.5),
             (SamplerKind::AlwaysOn, 1.0),
+            (SamplerKind::AlwaysOff, 1.0),
         ];
+        let mut kept_by_id = Vec::new();
         for (kind, ratio) in cases {
             let o = otel(kind, ratio);
             let sdk = SdkTracerProvider::builder()
                 .with_sampler(export::sampler(&settings(kind, ratio)))
                 .build()
                 .tracer("sdk");
+            // A ratio sampler reads the trace id's low half: all zeros is kept at 0.5, all
+            // ones dropped — the sampler must be asked about the parent's trace id.
+            let by_id = |hex: &str| {
+                Context::new().with_remote_span_context(SpanContext::new(
+                    TraceId::from_hex(hex).unwrap(),
+                    SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+                    TraceFlags::SAMPLED,
+                    true,
+                    TraceState::default(),
+                ))
+            };
             for parent in [
                 Context::new(),
                 remote(TraceFlags::SAMPLED, "k=v"),
                 remote(TraceFlags::default(), ""),
+                by_id("4bf92f3577b34da60000000000000000"),
+                by_id("4bf92f3577b34da6ffffffffffffffff"),
             ] {
                 let psc = parent.span().span_context().clone();
                 let what = format!("{kind:?} {ratio}, parent {psc:?}");
                 let ours = o.span(parent.clone(), SpanKind::Server, SystemTime::now());
                 let theirs = sdk.build_with_context(sdk.span_builder("mcp"), &parent);
                 let tsc = opentelemetry::trace::Span::span_context(&theirs).clone();
-                assert_eq!(
-                    ours.recording(),
-                    opentelemetry::trace::Span::is_recording(&theirs),
-                    "{what}"
-                );
-                assert_eq!(ours.sc.trace_flags(), tsc.trace_flags(), "{what}");
+                // A new trace at 0.5 gets a random id, ours and the SDK's each their own.
+                let decided = psc.is_valid() || ratio != 0.5;
+                if decided {
+                    assert_eq!(
+                        ours.recording(),
+                        opentelemetry::trace::Span::is_recording(&theirs),
+                        "{what}"
+                    );
+                    assert_eq!(ours.sc.trace_flags(), tsc.trace_flags(), "{what}");
+                }
                 assert_eq!(ours.sc.trace_state(), tsc.trace_state(), "{what}");
                 assert!(ours.sc.is_valid() && !ours.sc.is_remote(), "{what}");
                 if psc.is_valid() {
                     assert_eq!(ours.sc.trace_id(), psc.trace_id(), "{what}");
                 }
-                if let Some((d, _)) = &ours.record.record {
-                    assert_eq!(d.parent_span_id, psc.span_id(), "{what}");
-                    assert_eq!(d.parent_span_is_remote, psc.is_remote(), "{what}");
+                if let (true, Some((d, _))) = (decided, &ours.record.record) {
+                    let t = theirs.exported_data().unwrap();
+                    assert_eq!(d.parent_span_id, t.parent_span_id, "{what}");
+                    assert_eq!(d.parent_span_is_remote, t.parent_span_is_remote, "{what}");
+                    assert_eq!(d.span_kind, SpanKind::Server, "{what}");
                     assert_eq!(d.span_context, ours.sc, "{what}");
                 }
+                if (kind, ratio) == (SamplerKind::TraceIdRatio, 0.5) && psc.is_valid() {
+                    kept_by_id.push(ours.recording());
+                }
+            }
+        }
+        // The 0.5 ratio read the parents' trace ids: only the one whose low half is zero kept.
+        assert_eq!(kept_by_id, [false, false, true, false]);
+    }
+
+    /// The upstream gets the context the SDK's propagators would write: the upstream call's
+    /// span when it records, else the server span's, under the parent the SDK's propagators read
+    /// from the same headers (the caller's tracestate and baggage kept, anything else of theirs
+    /// replaced).
+    #[test]
+    fn inject_writes_what_the_sdk_propagators_write() {
+        let tp =
+            |flags: &str| format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
+        let header_sets: Vec<Vec<(&str, String)>> = vec![
+            vec![],
+            vec![("traceparent", tp("01")), ("tracestate", "k=v,a=b".into())],
+            vec![("traceparent", tp("00")), ("tracestate", "k=v".into())],
+            vec![
+                ("traceparent", tp("01")),
+                ("tracestate", "k=v".into()),
+                ("baggage", "user=alice,team=ops".into()),
+            ],
+            vec![("baggage", "user=alice".into())],
+            // A tracestate without a traceparent, and one beside an invalid traceparent: both
+            // are the caller's stale context, not sent on.
+            vec![("tracestate", "stale=1".into())],
+            vec![
+                (
+                    "traceparent",
+                    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01".into(),
+                ),
+                ("tracestate", "stale=1".into()),
+            ],
+            vec![("traceparent", "garbage".into()), ("baggage", "x=1".into())],
+        ];
+        let sdk = TextMapCompositePropagatorForTests::new();
+        for ratio in [1.0, 0.0] {
+            let o = otel(SamplerKind::ParentBasedTraceIdRatio, ratio);
+            for set in &header_sets {
+                let mut incoming = http::HeaderMap::new();
+                for (k, v) in set {
+                    incoming.insert(*k, v.parse().unwrap());
+                }
+                let what = format!("ratio {ratio}, headers {set:?}");
+                let theirs = sdk.extract(&incoming);
+                let parent = o.parent(&incoming, None);
+                assert_eq!(
+                    parent.span().span_context(),
+                    theirs.span().span_context(),
+                    "{what}"
+                );
+                assert_eq!(pairs(&parent), pairs(&theirs), "{what}");
+                let server = o.span(parent, SpanKind::Server, SystemTime::now());
+                let child = o.child(&server, "up".into(), SpanKind::Client, SystemTime::now());
+                assert_eq!(child.span_context().is_some(), server.recording(), "{what}");
+                let mut out = incoming.clone();
+                out.insert("x-other", "kept".parse().unwrap());
+                o.inject(&server, Some(&child), &mut out);
+                let shown = child.span_context().unwrap_or(&server.sc).clone();
+                let mut expected = sdk_headers(&theirs.with_remote_span_context(shown));
+                expected.insert("x-other".into(), "kept".into());
+                assert_eq!(written(&out), expected, "{what}");
             }
         }
     }
 
-    /// The upstream gets the context the SDK's propagators would write: the upstream call's
-    /// span when it records, else the server span's, with the caller's tracestate and baggage.
-    #[test]
-    fn inject_writes_what_the_sdk_propagators_write() {
-        for (ratio, flags) in [(1.0, TraceFlags::SAMPLED), (0.0, TraceFlags::default())] {
-            let o = otel(SamplerKind::ParentBasedTraceIdRatio, ratio);
-            let mut incoming = http::HeaderMap::new();
-            let parent = remote(flags, "k=v,a=b");
-            for (k, v) in sdk_headers(&parent) {
-                incoming.insert(
-                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    v.parse().unwrap(),
-                );
-            }
-            incoming.insert(BAGGAGE, "user=alice,team=ops".parse().unwrap());
-            let parent = o.parent(&incoming, None);
-            assert_eq!(parent.baggage().len(), 2);
-            let server = o.span(parent.clone(), SpanKind::Server, SystemTime::now());
-            let child = o.child(&server, "up".into(), SpanKind::Client, SystemTime::now());
-            assert_eq!(child.span_context().is_some(), ratio == 1.0);
-            let mut out = incoming.clone();
-            out.insert("x-other", "kept".parse().unwrap());
-            o.inject(&server, Some(&child), &mut out);
-            let shown = child.span_context().unwrap_or(&server.sc).clone();
-            let mut expected = sdk_headers(&parent.with_remote_span_context(shown));
-            expected.insert("x-other".into(), "kept".into());
-            assert_eq!(written(&out), expected, "ratio {ratio}");
+    fn pairs(cx: &Context) -> Vec<(String, String)> {
+        let mut v: Vec<_> = cx
+            .baggage()
+            .iter()
+            .map(|(k, (v, _))| (k.to_string(), v.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The SDK's own reading of trace context and baggage from headers.
+    struct TextMapCompositePropagatorForTests(
+        opentelemetry::propagation::TextMapCompositePropagator,
+    );
+
+    impl TextMapCompositePropagatorForTests {
+        fn new() -> Self {
+            Self(opentelemetry::propagation::TextMapCompositePropagator::new(
+                vec![
+                    Box::new(TraceContextPropagator::new()),
+                    Box::new(BaggagePropagator::new()),
+                ],
+            ))
+        }
+
+        fn extract(&self, headers: &http::HeaderMap) -> Context {
+            let map: HashMap<String, String> = written(headers);
+            self.0.extract(&map)
         }
     }
 }
