@@ -58,10 +58,11 @@
 //! large,integrity"; without json, sse or list the throughput rounds are skipped), BENCH_STREAMS (1000),
 //! BENCH_TARGETS ("direct,sentinel,sentinel-shipped,sentinel-full,sentinel-jwt,sentinel-policy,
 //! sentinel-rl-memory,sentinel-rl-redis,sentinel-audit,sentinel-stdio,sentinel-otel-100,
-//! sentinel-otel-10,nginx"; direct is always
-//! measured), BENCH_NGINX_WORKERS (1), SENTINEL_BIN, BENCH_SENTINEL_CONFIG
-//! (examples/passthrough.yaml: what sentinel-shipped runs, and the base of every other sentinel's
-//! config), BENCH_REDIS_ADDR, BENCH_PG_URL, NGINX_BIN, BENCH_STRICT=1 (exit 1 when a bar fails).
+//! sentinel-otel-10,nginx"; direct is always measured; `sentinel-again`, the same sentinel a
+//! second time for an A/A reading of the run's noise, only when named), BENCH_NGINX_WORKERS
+//! (1), SENTINEL_BIN, BENCH_SENTINEL_CONFIG (examples/passthrough.yaml: what sentinel-shipped
+//! runs, and the base of every other sentinel's config), BENCH_REDIS_ADDR, BENCH_PG_URL,
+//! NGINX_BIN, BENCH_STRICT=1 (exit 1 when a bar fails).
 
 mod audit;
 mod deployed;

@@ -24,10 +24,16 @@ pub enum Kind {
     SentinelStdio,
     SentinelOtel100,
     SentinelOtel10,
+    /// `sentinel` a second time, same binary and config: the difference between the two in the
+    /// same rounds is the noise any comparison of this run is read through (an A/A test).
+    SentinelAgain,
     Nginx,
     /// The `integrity` scenario's second sentinel (integrity.rs); not a BENCH_TARGETS entry.
     SentinelIntegrity,
 }
+
+/// Targets run only when BENCH_TARGETS names them.
+const ON_REQUEST: [Kind; 1] = [Kind::SentinelAgain];
 
 /// Every target, in the default order of BENCH_TARGETS (the order of the tables).
 const ALL: [Kind; 13] = [
@@ -61,6 +67,7 @@ impl Kind {
             Kind::SentinelStdio => "sentinel-stdio",
             Kind::SentinelOtel100 => "sentinel-otel-100",
             Kind::SentinelOtel10 => "sentinel-otel-10",
+            Kind::SentinelAgain => "sentinel-again",
             Kind::Nginx => "nginx",
             Kind::SentinelIntegrity => "sentinel-integrity",
         }
@@ -144,10 +151,16 @@ impl Settings {
         let mut targets = vec![Kind::Direct];
         let names: Vec<&str> = ALL.iter().map(|k| k.name()).collect();
         for name in env_list("BENCH_TARGETS", &names.join(",")) {
-            let Some(kind) = ALL.iter().copied().find(|k| k.name() == name) else {
+            let Some(kind) = ALL
+                .iter()
+                .chain(&ON_REQUEST)
+                .copied()
+                .find(|k| k.name() == name)
+            else {
                 bail!(
-                    "unknown target {name:?} in BENCH_TARGETS ({})",
-                    names.join(", ")
+                    "unknown target {name:?} in BENCH_TARGETS ({}, {})",
+                    names.join(", "),
+                    ON_REQUEST.map(Kind::name).join(", ")
                 );
             };
             if !targets.contains(&kind) {

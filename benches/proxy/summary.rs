@@ -115,6 +115,9 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory, bars: &mut Bars)
     }
 
     if let Some(base) = sentinel {
+        if let Some(again) = index(Kind::SentinelAgain) {
+            same_twice(cells, &summaries, base, again);
+        }
         tracing_cost(cells, &summaries, base, &index, bars);
     }
 
@@ -135,6 +138,35 @@ pub fn print(targets: &[&str], cells: &[Cell], memory: &Memory, bars: &mut Bars)
     }
 }
 
+/// The A/A test: `sentinel-again` is `sentinel` itself, so what one measures over the other in
+/// the same rounds is the run's noise, the resolution of every CPU comparison above and below.
+fn same_twice(cells: &[Cell], summaries: &[Vec<Summary>], base: usize, again: usize) {
+    for (cell, s) in cells.iter().zip(summaries) {
+        let added = added_cpu_us(cell, again, base);
+        let share = added.zip(s[base].proxy_cpu.map(micros)).map(|(a, o)| a / o);
+        println!(
+            "  (A/A) sentinel-again over sentinel (the same binary and config), {} c={}: CPU \
+             per request {} ({}){}",
+            cell.workload_key,
+            cell.conns,
+            added.map_or("?".to_owned(), |a| format!("{a:+.2} µs")),
+            share.map_or("?".to_owned(), |x| format!("{:+.1}%", x * 100.0)),
+            spread(cell, again, base),
+        );
+    }
+}
+
+/// ` [rounds lo to hi µs]`: how far single rounds of `target` over `base` strayed.
+fn spread(cell: &Cell, target: usize, base: usize) -> String {
+    cpu_differences_us(cell, target, base)
+        .filter(|d| d.len() > 1)
+        .map_or(String::new(), |d| {
+            let lo = d.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = d.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!(" [rounds {lo:+.1} to {hi:+.1} µs]")
+        })
+}
+
 /// Issue 18: what tracing adds over the same config untraced (`sentinel`), per cell: CPU per
 /// request (median of the per-round differences) and p50; the bar on 10% sampling.
 fn tracing_cost(
@@ -151,13 +183,7 @@ fn tracing_cost(
             let off = s[base].proxy_cpu.map(micros);
             let share = added.zip(off).map(|(a, o)| a / o);
             // How far single rounds stray from the median: the noise the bar is read through.
-            let spread = cpu_differences_us(cell, t, base)
-                .filter(|d| d.len() > 1)
-                .map_or(String::new(), |d| {
-                    let lo = d.iter().copied().fold(f64::INFINITY, f64::min);
-                    let hi = d.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    format!(" [rounds {lo:+.1} to {hi:+.1} µs]")
-                });
+            let spread = spread(cell, t, base);
             let line = format!(
                 "(18) {} over sentinel, {} c={}: CPU per request {} ({}){spread}, p50 {:+.1} µs",
                 kind.name(),

@@ -84,6 +84,10 @@ pub fn run(
         .has(Kind::Sentinel)
         .then(|| start(Kind::Sentinel, base, &http, Stdout::LogFile, None))
         .transpose()?;
+    let again = settings
+        .has(Kind::SentinelAgain)
+        .then(|| start(Kind::SentinelAgain, base, &http, Stdout::LogFile, None))
+        .transpose()?;
     let shipped = settings
         .has(Kind::SentinelShipped)
         .then(|| {
@@ -235,6 +239,12 @@ pub fn run(
         idp.as_ref().zip(sentinel_jwt.as_ref()),
         nginx.as_ref(),
     );
+    if again.is_some() {
+        println!(
+            "  sentinel-again: sentinel a second time (same binary, same config, its own \
+             process): what it measures over sentinel is the run's noise (the A/A line below)"
+        );
+    }
     if shipped.is_some() {
         println!(
             "  sentinel-shipped: {} exactly as given (its default audit: a record per call to \
@@ -304,6 +314,7 @@ pub fn run(
     let memory = Memory {
         sentinels: vec![
             ("sentinel", rss(&sentinel)),
+            ("sentinel-again", rss(&again)),
             ("sentinel-shipped", rss(&shipped)),
             ("sentinel-full", rss(&full)),
             ("sentinel-jwt", rss(&sentinel_jwt)),
