@@ -9,6 +9,7 @@ pub mod export;
 pub mod meta;
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::baggage::BaggageExt;
@@ -40,6 +41,9 @@ pub struct Otel {
     trace_context: TraceContextPropagator,
     baggage: BaggagePropagator,
     export: export::Export,
+    /// Set when shutdown begins: from then on no span is made (as the SDK's tracer does once its
+    /// provider is shut down), so nothing is queued for a processor that has stopped.
+    shut: AtomicBool,
 }
 
 impl Otel {
@@ -52,12 +56,14 @@ impl Otel {
             trace_context: TraceContextPropagator::new(),
             baggage: BaggagePropagator::new(),
             export,
+            shut: AtomicBool::new(false),
         })
     }
 
     /// Sends the spans still queued, within `deadline`, off the async threads (the SDK blocks
     /// while it flushes).
     pub async fn shutdown(&self, deadline: Duration) {
+        self.shut.store(true, Ordering::Release);
         let provider = self.export.provider.clone();
         let done =
             tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(deadline)).await;
@@ -90,6 +96,13 @@ impl Otel {
     /// [`Span::rename`], attributes added by callers that know it records
     /// ([`Span::recording`]).
     pub fn span(&self, parent: Context, kind: SpanKind, start: SystemTime) -> Span {
+        if self.shut.load(Ordering::Acquire) {
+            return Span {
+                sc: SpanContext::empty_context(),
+                parent,
+                record: Child { record: None },
+            };
+        }
         let psc = parent.span().span_context().clone();
         let span_id = self.ids.new_span_id();
         let valid = psc.is_valid();
@@ -187,14 +200,17 @@ impl Otel {
             headers.remove(name);
         }
         let sc = child.and_then(Child::span_context).unwrap_or(&span.sc);
-        if let Some(v) = traceparent(sc).header() {
-            headers.insert(TRACEPARENT, v);
-        }
-        let state = sc.trace_state().header();
-        if !state.is_empty()
-            && let Ok(v) = http::HeaderValue::from_str(&state)
-        {
-            headers.insert(TRACESTATE, v);
+        // No context once shut down (the SDK's propagator writes none for an invalid one).
+        if sc.is_valid() {
+            if let Some(v) = traceparent(sc).header() {
+                headers.insert(TRACEPARENT, v);
+            }
+            let state = sc.trace_state().header();
+            if !state.is_empty()
+                && let Ok(v) = http::HeaderValue::from_str(&state)
+            {
+                headers.insert(TRACESTATE, v);
+            }
         }
         if !span.parent.baggage().is_empty() {
             self.baggage
@@ -246,9 +262,11 @@ impl Span {
         self.record.end_at(at);
     }
 
-    /// The W3C `traceparent` of this span.
-    pub fn traceparent(&self) -> String {
-        traceparent(&self.sc).into_string()
+    /// The W3C `traceparent` of this span (`None` once shut down: it has no context).
+    pub fn traceparent(&self) -> Option<String> {
+        self.sc
+            .is_valid()
+            .then(|| traceparent(&self.sc).into_string())
     }
 }
 
@@ -707,6 +725,36 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// Once shutdown has begun no span is made and no context goes upstream (the caller's is
+    /// still removed; baggage still passes), as with the SDK's tracer after its provider's
+    /// shutdown.
+    #[tokio::test]
+    async fn after_shutdown_no_span_and_no_context() {
+        let o = otel(SamplerKind::AlwaysOn, 1.0);
+        o.shutdown(Duration::from_millis(100)).await;
+        let mut incoming = http::HeaderMap::new();
+        incoming.insert(TRACEPARENT, tp_sampled().parse().unwrap());
+        incoming.insert(BAGGAGE, "user=alice".parse().unwrap());
+        let server = o.span(
+            o.parent(&incoming, None),
+            SpanKind::Server,
+            SystemTime::now(),
+        );
+        assert!(!server.recording());
+        assert_eq!(server.traceparent(), None);
+        let child = o.child(&server, "up".into(), SpanKind::Client, SystemTime::now());
+        let mut out = incoming.clone();
+        o.inject(&server, Some(&child), &mut out);
+        assert_eq!(
+            written(&out),
+            HashMap::from([("baggage".to_string(), "user=alice".to_string())])
+        );
+    }
+
+    fn tp_sampled() -> String {
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string()
     }
 
     /// The SDK's own reading of trace context and baggage from headers.

@@ -98,14 +98,16 @@ pub fn upstream(otel: &Otel, trace: &mut RequestTrace, ctx: &mut Ctx) {
         span
     });
     otel.inject(server, span.as_ref(), &mut ctx.parts.headers);
-    if let Some(m) = &ctx.trace_meta {
-        let traceparent = span
+    // The body's `_meta.traceparent` gets the same context (left as the caller's when there is
+    // none to give: tracing shut down).
+    if let Some(m) = &ctx.trace_meta
+        && let Some(tp) = span
             .as_ref()
             .and_then(crate::otel::Child::traceparent)
-            .unwrap_or_else(|| server.traceparent());
-        if let Some(body) = crate::otel::meta::rewrite(&ctx.body, &m.traceparent, &traceparent) {
-            ctx.body = body;
-        }
+            .or_else(|| server.traceparent())
+        && let Some(body) = crate::otel::meta::rewrite(&ctx.body, &m.traceparent, &tp)
+    {
+        ctx.body = body;
     }
     trace.upstream = span;
 }
