@@ -103,11 +103,22 @@ impl Otel {
                 record: Child { record: None },
             };
         }
-        let psc = parent.span().span_context().clone();
+        // What the parent gives, read out so the context moves into the span without a copy
+        // of its trace state.
+        let (valid, parent_trace, parent_flags, parent_id, parent_remote) = {
+            let p = parent.span();
+            let c = p.span_context();
+            (
+                c.is_valid(),
+                c.trace_id(),
+                c.trace_flags(),
+                c.span_id(),
+                c.is_remote(),
+            )
+        };
         let span_id = self.ids.new_span_id();
-        let valid = psc.is_valid();
         let trace_id = if valid {
-            psc.trace_id()
+            parent_trace
         } else {
             self.ids.new_trace_id()
         };
@@ -116,7 +127,7 @@ impl Otel {
             .sampler
             .should_sample(Some(&parent), trace_id, &name, &kind, &[], &[]);
         let base = if valid {
-            psc.trace_flags()
+            parent_flags
         } else {
             TraceFlags::default()
         };
@@ -127,8 +138,8 @@ impl Otel {
         };
         let sc = SpanContext::new(trace_id, span_id, flags, false, verdict.trace_state);
         let record = record.then(|| {
-            let mut data = self.data(sc.clone(), psc.span_id(), kind, name, start);
-            data.parent_span_is_remote = psc.is_remote();
+            let mut data = self.data(sc.clone(), parent_id, kind, name, start);
+            data.parent_span_is_remote = parent_remote;
             data.attributes = verdict.attributes;
             (data, self.export.queue())
         });
@@ -199,9 +210,7 @@ impl Otel {
         for name in [TRACEPARENT, TRACESTATE, BAGGAGE] {
             headers.remove(name);
         }
-        let sc = child.and_then(Child::span_context).unwrap_or(&span.sc);
-        // No context once shut down (the SDK's propagator writes none for an invalid one).
-        if sc.is_valid() {
+        if let Some(sc) = span.upstream_context(child) {
             if let Some(v) = traceparent(sc).header() {
                 headers.insert(TRACEPARENT, v);
             }
@@ -262,11 +271,19 @@ impl Span {
         self.record.end_at(at);
     }
 
-    /// The W3C `traceparent` of this span (`None` once shut down: it has no context).
-    pub fn traceparent(&self) -> Option<String> {
-        self.sc
-            .is_valid()
-            .then(|| traceparent(&self.sc).into_string())
+    /// The context the upstream gets: `child`'s (the upstream call's span) when it records,
+    /// else this span's; none once shut down (the SDK's propagator writes none for an invalid
+    /// context).
+    fn upstream_context<'a>(&'a self, child: Option<&'a Child>) -> Option<&'a SpanContext> {
+        let sc = child.and_then(Child::span_context).unwrap_or(&self.sc);
+        sc.is_valid().then_some(sc)
+    }
+
+    /// The W3C `traceparent` [`Otel::inject`] writes for this span and `child`, for the body's
+    /// `_meta`.
+    pub fn upstream_traceparent(&self, child: Option<&Child>) -> Option<String> {
+        self.upstream_context(child)
+            .map(|sc| traceparent(sc).into_string())
     }
 }
 
@@ -334,11 +351,6 @@ impl Child {
         self.record.as_ref().map(|(d, _)| &d.span_context)
     }
 
-    /// The W3C `traceparent` of this span (`None` when it does not record, or once ended).
-    pub fn traceparent(&self) -> Option<String> {
-        self.span_context().map(|sc| traceparent(sc).into_string())
-    }
-
     pub fn end_at(mut self, at: SystemTime) {
         self.record(at);
     }
@@ -378,13 +390,11 @@ const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
 
 impl Injector for HeaderInject<'_> {
     fn set(&mut self, key: &str, value: String) {
-        // An empty `tracestate` says nothing (W3C: it may be left out).
+        // An empty value says nothing (W3C: it may be left out).
         if value.is_empty() {
             return;
         }
         let name = match key {
-            "traceparent" => TRACEPARENT,
-            "tracestate" => TRACESTATE,
             "baggage" => BAGGAGE,
             other => match http::HeaderName::from_bytes(other.as_bytes()) {
                 Ok(n) => n,
@@ -662,8 +672,6 @@ mod tests {
     /// replaced).
     #[test]
     fn inject_writes_what_the_sdk_propagators_write() {
-        let tp =
-            |flags: &str| format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
         let header_sets: Vec<Vec<(&str, String)>> = vec![
             vec![],
             vec![("traceparent", tp("01")), ("tracestate", "k=v,a=b".into())],
@@ -686,7 +694,6 @@ mod tests {
             ],
             vec![("traceparent", "garbage".into()), ("baggage", "x=1".into())],
         ];
-        let sdk = TextMapCompositePropagatorForTests::new();
         for ratio in [1.0, 0.0] {
             let o = otel(SamplerKind::ParentBasedTraceIdRatio, ratio);
             for set in &header_sets {
@@ -695,7 +702,7 @@ mod tests {
                     incoming.insert(*k, v.parse().unwrap());
                 }
                 let what = format!("ratio {ratio}, headers {set:?}");
-                let theirs = sdk.extract(&incoming);
+                let theirs = sdk_extract(&incoming);
                 let parent = o.parent(&incoming, None);
                 assert_eq!(
                     parent.span().span_context(),
@@ -735,7 +742,7 @@ mod tests {
         let o = otel(SamplerKind::AlwaysOn, 1.0);
         o.shutdown(Duration::from_millis(100)).await;
         let mut incoming = http::HeaderMap::new();
-        incoming.insert(TRACEPARENT, tp_sampled().parse().unwrap());
+        incoming.insert(TRACEPARENT, tp("01").parse().unwrap());
         incoming.insert(BAGGAGE, "user=alice".parse().unwrap());
         let server = o.span(
             o.parent(&incoming, None),
@@ -743,7 +750,7 @@ mod tests {
             SystemTime::now(),
         );
         assert!(!server.recording());
-        assert_eq!(server.traceparent(), None);
+        assert_eq!(server.upstream_traceparent(None), None);
         let child = o.child(&server, "up".into(), SpanKind::Client, SystemTime::now());
         let mut out = incoming.clone();
         o.inject(&server, Some(&child), &mut out);
@@ -753,28 +760,17 @@ mod tests {
         );
     }
 
-    fn tp_sampled() -> String {
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string()
+    /// A caller's `traceparent` with these flags.
+    fn tp(flags: &str) -> String {
+        format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}")
     }
 
     /// The SDK's own reading of trace context and baggage from headers.
-    struct TextMapCompositePropagatorForTests(
-        opentelemetry::propagation::TextMapCompositePropagator,
-    );
-
-    impl TextMapCompositePropagatorForTests {
-        fn new() -> Self {
-            Self(opentelemetry::propagation::TextMapCompositePropagator::new(
-                vec![
-                    Box::new(TraceContextPropagator::new()),
-                    Box::new(BaggagePropagator::new()),
-                ],
-            ))
-        }
-
-        fn extract(&self, headers: &http::HeaderMap) -> Context {
-            let map: HashMap<String, String> = written(headers);
-            self.0.extract(&map)
-        }
+    fn sdk_extract(headers: &http::HeaderMap) -> Context {
+        opentelemetry::propagation::TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ])
+        .extract(&written(headers))
     }
 }

@@ -101,10 +101,7 @@ pub fn upstream(otel: &Otel, trace: &mut RequestTrace, ctx: &mut Ctx) {
     // The body's `_meta.traceparent` gets the same context (left as the caller's when there is
     // none to give: tracing shut down).
     if let Some(m) = &ctx.trace_meta
-        && let Some(tp) = span
-            .as_ref()
-            .and_then(crate::otel::Child::traceparent)
-            .or_else(|| server.traceparent())
+        && let Some(tp) = server.upstream_traceparent(span.as_ref())
         && let Some(body) = crate::otel::meta::rewrite(&ctx.body, &m.traceparent, &tp)
     {
         ctx.body = body;
