@@ -313,58 +313,73 @@ fn may_hold_list(bytes: &[u8]) -> bool {
             || has(b"\"resourceTemplates\""))
 }
 
-/// A member's value as the fast path reads it: unparsed, or — the list arrays of a result —
-/// as its items, each unparsed.
+/// A member's value as the fast paths read it: unparsed, or — the list arrays of a result — as
+/// their items.
 enum Slot<'a> {
     Raw(&'a RawValue),
+    /// Each item unparsed (`ITEMS`: integrity's fast path).
     Items(Vec<&'a RawValue>),
+    /// Each item's name and place, read in the same pass (`NAMED`: the policy's fast path),
+    /// after the list's key.
+    Named(&'a str, Vec<Item<'a>>),
 }
 
 impl<'a> Slot<'a> {
     fn raw(&self) -> Option<&'a RawValue> {
         match self {
             Slot::Raw(r) => Some(r),
-            Slot::Items(_) => None,
+            Slot::Items(_) | Slot::Named(..) => None,
         }
     }
 }
 
-/// A JSON object's members as written, in order, in one pass; with `LISTS` (a result), the list
-/// arrays are read as their items. Keys must need no unescaping (else this fails and the general
-/// path, which parses everything, takes the message).
-struct Members<'a, const LISTS: bool>(Vec<(&'a str, Slot<'a>)>);
+/// How `Members` reads the list arrays of a result: as any other value (`PLAIN`: an item's
+/// members), as their items unparsed (`ITEMS`), or as their items' names and places (`NAMED`).
+const PLAIN: u8 = 0;
+const ITEMS: u8 = 1;
+const NAMED: u8 = 2;
 
-impl<'de: 'a, 'a, const LISTS: bool> Deserialize<'de> for Members<'a, LISTS> {
+/// A JSON object's members as written, in order, in one pass; list arrays read as `MODE` says.
+/// Keys must need no unescaping (else this fails and the general path, which parses everything,
+/// takes the message).
+struct Members<'a, const MODE: u8>(Vec<(&'a str, Slot<'a>)>);
+
+impl<'de: 'a, 'a, const MODE: u8> Deserialize<'de> for Members<'a, MODE> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<'a, const LISTS: bool>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a, const LISTS: bool> Visitor<'de> for Visit<'a, LISTS> {
-            type Value = Members<'a, LISTS>;
+        struct Visit<'a, const MODE: u8>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a, const MODE: u8> Visitor<'de> for Visit<'a, MODE> {
+            type Value = Members<'a, MODE>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<Members<'a, LISTS>, A::Error> {
+            ) -> Result<Members<'a, MODE>, A::Error> {
                 let mut out = Vec::new();
                 while let Some(key) = map.next_key::<&'de str>()? {
-                    let is_list = LISTS && ListKind::ALL.iter().any(|k| k.fields().0 == key);
-                    let slot = if is_list {
-                        // Not an array: an error, and the general path, which leaves it.
-                        Slot::Items(map.next_value::<Vec<&'de RawValue>>()?)
-                    } else {
-                        Slot::Raw(map.next_value::<&'de RawValue>()?)
+                    let list = ListKind::ALL
+                        .iter()
+                        .find(|k| MODE != PLAIN && k.fields().0 == key);
+                    // A list that is not an array: an error, and the general path, which
+                    // leaves it.
+                    let slot = match list {
+                        Some(_) if MODE == ITEMS => Slot::Items(map.next_value()?),
+                        Some(kind) => {
+                            Slot::Named(key, map.next_value_seed(ItemsOf(kind.fields().1))?)
+                        }
+                        None => Slot::Raw(map.next_value()?),
                     };
                     out.push((key, slot));
                 }
                 Ok(Members(out))
             }
         }
-        d.deserialize_map(Visit::<'a, LISTS>(std::marker::PhantomData))
+        d.deserialize_map(Visit::<'a, MODE>(std::marker::PhantomData))
     }
 }
 
-impl<'a, const LISTS: bool> Members<'a, LISTS> {
+impl<'a, const MODE: u8> Members<'a, MODE> {
     /// The one value of `key`; `Err` when written twice (readers differ on which counts).
     fn one(&self, key: &str) -> Result<Option<&Slot<'a>>, ()> {
         let mut found = self.0.iter().filter(|(k, _)| *k == key).map(|(_, v)| v);
@@ -376,11 +391,129 @@ impl<'a, const LISTS: bool> Members<'a, LISTS> {
     }
 }
 
-/// The top of a JSON-RPC message, for the fast path: a server request goes the general way.
+/// A list item as the policy's fast path reads it.
+enum Item<'a> {
+    /// An object with members: its first key and last value, which place its braces, and the
+    /// value of the field that names it.
+    Object {
+        first: &'a str,
+        last: &'a RawValue,
+        name: Option<&'a RawValue>,
+    },
+    /// Not an object, or an object without members: it has no name.
+    Other,
+}
+
+impl Item<'_> {
+    /// Where the item's text starts and ends in `whole`; `None` for an `Other`.
+    fn span(&self, whole: &[u8]) -> Option<(usize, usize)> {
+        let Item::Object { first, last, .. } = self else {
+            return None;
+        };
+        // The first key's opening quote, then blanks back to the `{`.
+        let quote = offset(whole, first).checked_sub(1)?;
+        let start = whole[..quote].iter().rposition(|b| !BLANK.contains(b))?;
+        let end = after_blanks(whole, offset(whole, last.get()) + last.get().len())?;
+        (whole[start] == b'{' && whole[end] == b'}').then_some((start, end + 1))
+    }
+}
+
+/// JSON's insignificant whitespace.
+const BLANK: &[u8] = b" \t\r\n";
+
+/// The first byte at or after `at` that is not blank.
+fn after_blanks(whole: &[u8], at: usize) -> Option<usize> {
+    Some(at + whole.get(at..)?.iter().position(|b| !BLANK.contains(b))?)
+}
+
+/// A list array read as its items' names and places, naming field `.0`.
+struct ItemsOf(&'static str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemsOf {
+    type Value = Vec<Item<'de>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemsOf {
+    type Value = Vec<Item<'de>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(item) = seq.next_element_seed(ItemOf(self.0))? {
+            out.push(item);
+        }
+        Ok(out)
+    }
+}
+
+/// One item of a list, naming field `.0`. A name written twice, or a key with escapes, is an
+/// error: the general path takes the message.
+struct ItemOf(&'static str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemOf {
+    type Value = Item<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemOf {
+    type Value = Item<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
+        let mut item = Item::Other;
+        while let Some(key) = map.next_key::<&'de str>()? {
+            let value = map.next_value::<&'de RawValue>()?;
+            let Item::Object { last, name, .. } = &mut item else {
+                item = Item::Object {
+                    first: key,
+                    last: value,
+                    name: (key == self.0).then_some(value),
+                };
+                continue;
+            };
+            *last = value;
+            if key == self.0 && name.replace(value).is_some() {
+                return Err(serde::de::Error::custom("a name written twice"));
+            }
+        }
+        Ok(item)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Item<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Item::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+}
+
+/// The top of a JSON-RPC message, for the fast paths: a server request goes the general way.
 #[derive(Deserialize)]
-struct Top<'a> {
+struct Top<'a, const MODE: u8> {
     #[serde(borrow)]
-    result: Option<Members<'a, true>>,
+    result: Option<Members<'a, MODE>>,
     method: Option<IgnoredAny>,
 }
 
@@ -389,15 +522,29 @@ fn offset(whole: &[u8], part: &str) -> usize {
     part.as_ptr() as usize - whole.as_ptr() as usize
 }
 
+/// Where a list's items lie in `whole`: from after its `[` to its `]`; `None` when its last item
+/// has no known place (not an object).
+fn items_span(whole: &[u8], key: &str, items: &[Item<'_>]) -> Option<(usize, usize)> {
+    // The key's closing quote, the `:`, the `[`.
+    let colon = after_blanks(whole, offset(whole, key) + key.len() + 1)?;
+    let open = after_blanks(whole, colon + 1)?;
+    let close = match items.last() {
+        Some(last) => after_blanks(whole, last.span(whole)?.1)?,
+        None => after_blanks(whole, open + 1)?,
+    };
+    (whole[colon] == b':' && whole[open] == b'[' && whole[close] == b']')
+        .then_some((open + 1, close))
+}
+
 impl AnswerEdit {
     /// The usual answer — one response whose result holds list arrays — edited in one pass
-    /// without building a tree: each item's name is read from its own text and the items kept
+    /// without building a tree: each item's name is read as the answer is, and the items kept
     /// are copied as the upstream wrote them. `None` sends the message down the general path
     /// (which parses it all and writes it anew): a batch, a server request, a task list, a modern
     /// `input_required` result, keys written twice or with escapes, an item whose name is written
-    /// twice, a list that is not an array.
+    /// twice, a list that is not an array or whose last item is not an object.
     fn edit_raw(&mut self, policy: &Policy, message: &[u8]) -> Option<Edit> {
-        let top: Top<'_> = serde_json::from_slice(message).ok()?;
+        let top: Top<'_, NAMED> = serde_json::from_slice(message).ok()?;
         if top.method.is_some() {
             return None;
         }
@@ -420,39 +567,31 @@ impl AnswerEdit {
         let mut lists = 0;
         let mut hidden_any = false;
         for &kind in kinds {
-            let (array, field) = kind.fields();
-            let Some(Slot::Items(items)) = members.one(array).ok()? else {
+            let Some(Slot::Named(key, items)) = members.one(kind.fields().0).ok()? else {
                 continue;
             };
             lists += 1;
-            let (Some(first), Some(last)) = (items.first(), items.last()) else {
-                self.hidden.with_label_values(&[kind.as_str()]).inc_by(0);
-                continue;
-            };
-            let start = offset(message, first.get());
-            let end = offset(message, last.get()) + last.get().len();
+            let (start, end) = items_span(message, key, items)?;
             let mut kept = Vec::with_capacity(end - start);
             let mut hidden = 0u64;
             for item in items {
-                let name = match serde_json::from_str::<Members<'_, false>>(item.get()) {
-                    Ok(m) => match m.one(field).ok()?.and_then(Slot::raw) {
-                        Some(v) => serde_json::from_str::<std::borrow::Cow<'_, str>>(v.get()).ok(),
-                        None => None,
-                    },
-                    // An item that is not an object has no name: hidden, as on the general
-                    // path; an object with escaped keys goes the general way.
-                    Err(_) if item.get().starts_with('{') => return None,
-                    Err(_) => None,
+                let name = match item {
+                    // A name that is not a string names nothing: hidden, as on the general path.
+                    Item::Object { name: Some(v), .. } => {
+                        serde_json::from_str::<std::borrow::Cow<'_, str>>(v.get()).ok()
+                    }
+                    _ => None,
                 };
                 let visible = name.is_some_and(|name| {
                     let (method, target) = kind.op(&name);
                     policy.visible(&self.principal, method, target)
                 });
                 if visible {
+                    let (from, to) = item.span(message)?;
                     if !kept.is_empty() {
                         kept.push(b',');
                     }
-                    kept.extend_from_slice(item.get().as_bytes());
+                    kept.extend_from_slice(&message[from..to]);
                 } else {
                     hidden += 1;
                 }
@@ -471,18 +610,11 @@ impl AnswerEdit {
             // whose `}` is the first byte after its last member's value that is not blank.
             let last = match &members.0.last()?.1 {
                 Slot::Raw(r) => offset(message, r.get()) + r.get().len(),
-                Slot::Items(items) => {
-                    let tail = items
-                        .last()
-                        .map_or(0, |i| offset(message, i.get()) + i.get().len());
-                    // The array's `]`, then the result's `}`.
-                    tail + message[tail..].iter().position(|b| *b == b']')? + 1
-                }
+                // After the array's `]`.
+                Slot::Named(key, items) => items_span(message, key, items)?.1 + 1,
+                Slot::Items(_) => return None,
             };
-            let brace = last
-                + message[last..]
-                    .iter()
-                    .position(|b| !b" \t\r\n".contains(b))?;
+            let brace = after_blanks(message, last)?;
             if message[brace] != b'}' {
                 return None;
             }
@@ -552,7 +684,7 @@ impl AnswerEdit {
     /// general path judges it whole.
     fn integrity_raw(&mut self, message: &[u8]) -> Option<Edit> {
         let ie = self.integrity.as_mut()?;
-        let top: Top<'_> = serde_json::from_slice(message).ok()?;
+        let top: Top<'_, ITEMS> = serde_json::from_slice(message).ok()?;
         if top.method.is_some() {
             return None;
         }
@@ -584,8 +716,10 @@ impl AnswerEdit {
     /// After the general path judged a list answer: each item's text remembered with its
     /// definition, for the fast path of the next listing.
     fn remember_lists(&self, message: &[u8]) {
-        let (Some(ie), Ok(top)) = (&self.integrity, serde_json::from_slice::<Top<'_>>(message))
-        else {
+        let (Some(ie), Ok(top)) = (
+            &self.integrity,
+            serde_json::from_slice::<Top<'_, ITEMS>>(message),
+        ) else {
             return;
         };
         let Some(members) = top.result.filter(|_| top.method.is_none()) else {
@@ -615,7 +749,7 @@ fn item_names<'a>(
     items
         .iter()
         .map(|item| {
-            let m = serde_json::from_str::<Members<'a, false>>(item.get()).ok()?;
+            let m = serde_json::from_str::<Members<'a, PLAIN>>(item.get()).ok()?;
             let v = m.one(field).ok()??.raw()?;
             serde_json::from_str::<std::borrow::Cow<'a, str>>(v.get()).ok()
         })
@@ -844,6 +978,12 @@ mod tests {
             r#"{ "jsonrpc" : "2.0", "id" : 2, "result" : { "tools" : [ { "name" : "echo" } ] } }"#,
             // Items without a name, with a name that is not a string, not objects at all.
             r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"title":"x"},{"name":5},7,null,{"name":"echo"}]}}"#,
+            // Names inside an item's other members name nothing; blanks around every brace,
+            // bracket and colon; a hidden first item, a kept last one.
+            "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\" :\n [ {\"name\":\"rm\",\"annotations\":{\"name\":\"echo\"}} ,\r\n\t{ \"inputSchema\" : {\"name\":\"rm\",\"properties\":{\"name\":{\"type\":\"string\"}}} , \"name\" : \"echo\" }\n ] \n}\n}",
+            // Items that are arrays, strings (with escapes), booleans, empty objects; a name
+            // that is a string in an array.
+            r#"{"jsonrpc":"2.0","id":8,"result":{"tools":[[{"name":"echo"}],"e\"cho",true,{},{"name":["echo"]},{"name":"echo"}]}}"#,
             // Several lists in one result; an empty one.
             r#"{"jsonrpc":"2.0","id":4,"result":{"prompts":[{"name":"p"}],"tools":[],"resources":[{"uri":"file:///x"}]}}"#,
             // Not a list answer: an error, a plain result, a notification.
@@ -883,7 +1023,11 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","name":"rm"}]}}"#,
             // A result written twice.
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]},"result":{"tools":[{"name":"rm"}]}}"#,
-            // An escaped key.
+            // An escaped key; an escaped key inside an item.
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"n\u0061me":"echo"},{"name":"rm"}]}}"#,
+            // A last item whose place is not known (not an object, or without members).
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"rm"},{"name":"echo"},7]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"rm"},{ }]}}"#,
             r#"{"jsonrpc":"2.0","id":1,"result":{"t\u006fols":[{"name":"rm"}]}}"#,
             // A batch, a server request, a notification.
             r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#,
