@@ -62,7 +62,10 @@
 //! second time for an A/A reading of the run's noise, only when named), BENCH_NGINX_WORKERS
 //! (1), SENTINEL_BIN, BENCH_SENTINEL_CONFIG (examples/passthrough.yaml: what sentinel-shipped
 //! runs, and the base of every other sentinel's config), BENCH_REDIS_ADDR, BENCH_PG_URL,
-//! NGINX_BIN, BENCH_STRICT=1 (exit 1 when a bar fails).
+//! NGINX_BIN, BENCH_STRICT=1 (exit 1 when a bar fails), BENCH_PIN=1 (every proxy under test on
+//! the last CPU, alone, and everything else on the others: differences of a few percent in CPU
+//! per request between targets become readable — see `sentinel-again` — at the price of a
+//! cross-CPU wake-up per request, which makes ×direct and p50 at one connection meaningless).
 
 mod audit;
 mod deployed;
@@ -142,6 +145,11 @@ fn main() -> ExitCode {
 fn bench() -> Result<bool> {
     let started = std::time::Instant::now();
     let mut settings = Settings::from_env()?;
+    if let Some(pin) = &settings.pin {
+        // Before any thread or process starts: they inherit this one's CPUs.
+        procs::pin(std::process::id(), &pin.rest)?;
+        let _ = procs::PROXY_CPUS.set(pin.proxy.clone());
+    }
     // Before any process starts: they inherit it (a thousand streams are two thousand sockets in
     // a proxy).
     let fd_limit = procs::raise_fd_limit()?;

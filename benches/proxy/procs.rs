@@ -7,10 +7,40 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
+
+/// The CPUs the proxies under test run on when the bench pins (BENCH_PIN=1), set once before
+/// any process starts.
+pub static PROXY_CPUS: OnceLock<String> = OnceLock::new();
+
+/// Pins every thread of process `pid` to `cpus` (a `taskset` CPU list); threads it starts later
+/// and the processes it spawns inherit it.
+pub fn pin(pid: u32, cpus: &str) -> Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("running taskset (util-linux) for BENCH_PIN=1")?;
+    ensure!(status.success(), "taskset -a -p -c {cpus} {pid} failed");
+    Ok(())
+}
+
+/// The command that starts a proxy under test: on the proxies' CPUs when the bench pins
+/// (`taskset` executes it in its own process, so the child is the proxy).
+fn proxy_command(bin: &Path) -> Command {
+    match PROXY_CPUS.get() {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(cpus).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
+}
 
 /// A scratch directory for configs and logs, removed on drop.
 pub struct Workdir(PathBuf);
@@ -207,7 +237,7 @@ http {{
     fs::write(&conf_path, conf)?;
     let log = dir.join("stderr.log");
     let mut proc = Proc {
-        child: Command::new(&bin)
+        child: proxy_command(&bin)
             .arg("-p")
             .arg(&dir)
             .arg("-c")
@@ -292,7 +322,7 @@ pub fn start_sentinel(
     let admin = free_port()?;
     let log = workdir.join(format!("{name}.log"));
     let log_file = fs::File::create(&log)?;
-    let mut cmd = Command::new(bin);
+    let mut cmd = proxy_command(bin);
     cmd.arg("run")
         .arg("--config")
         .arg(config)

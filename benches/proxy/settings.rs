@@ -97,6 +97,18 @@ pub struct Settings {
     /// and of every variant but `sentinel-shipped`, `sentinel-full` and `sentinel-audit`.
     pub sentinel_config: PathBuf,
     pub strict: bool,
+    /// BENCH_PIN=1: the CPUs of the proxies under test and of everything else.
+    pub pin: Option<Pin>,
+    /// The CPUs this bench may use (before it pins itself).
+    pub cpus: usize,
+}
+
+/// Where BENCH_PIN=1 runs each process: every proxy under test (sentinels, nginx) on the last
+/// CPU, alone; this bench's threads (load generator, OTLP receiver) and its other processes
+/// (upstream, stdout drains) on the others. `taskset` CPU lists.
+pub struct Pin {
+    pub rest: String,
+    pub proxy: String,
 }
 
 impl Settings {
@@ -172,6 +184,7 @@ impl Settings {
             "nothing to measure"
         );
 
+        let cpus = std::thread::available_parallelism()?.get();
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let sentinel_bin = std::env::var_os("SENTINEL_BIN").map_or_else(
             || PathBuf::from(env!("CARGO_BIN_EXE_mcp-sentinel")),
@@ -194,11 +207,32 @@ impl Settings {
             sentinel_config: shipped_config.clone(),
             shipped_config,
             strict: std::env::var("BENCH_STRICT").is_ok_and(|v| v == "1"),
+            pin: pin(cpus)?,
+            cpus,
         })
     }
 
     pub fn has(&self, kind: Kind) -> bool {
         self.targets.contains(&kind)
+    }
+}
+
+/// BENCH_PIN: "1" pins (see [`Pin`]), "0" or unset does not.
+fn pin(cpus: usize) -> Result<Option<Pin>> {
+    match std::env::var("BENCH_PIN").as_deref() {
+        Err(_) | Ok("0") => Ok(None),
+        Ok("1") => {
+            ensure!(cpus >= 2, "BENCH_PIN=1 needs two CPUs or more");
+            let rest = match cpus - 2 {
+                0 => "0".to_owned(),
+                last => format!("0-{last}"),
+            };
+            Ok(Some(Pin {
+                rest,
+                proxy: (cpus - 1).to_string(),
+            }))
+        }
+        Ok(other) => bail!("BENCH_PIN must be 0 or 1, not {other:?}"),
     }
 }
 

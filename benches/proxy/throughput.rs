@@ -396,7 +396,7 @@ fn describe(
     jwt: Option<(&idp::Idp, &procs::Sentinel)>,
     nginx: Option<&procs::Nginx>,
 ) {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpus = settings.cpus;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split(' ').next().unwrap_or("?");
     println!("mcp-sentinel proxy bench");
@@ -408,6 +408,14 @@ fn describe(
     println!(
         "  load generator: 1 thread, closed loop, HTTP/1.1 keep-alive; upstream: 1 thread, own process"
     );
+    if let Some(pin) = &settings.pin {
+        println!(
+            "  pinned (BENCH_PIN=1): each proxy under test alone on CPU {}, everything else on CPU {} \
+             — compare CPU per request; at 1 connection every request wakes the idle CPU, so \
+             ×direct and p50 there say little",
+            pin.proxy, pin.rest
+        );
+    }
     match sentinel {
         Some(sentinel) => println!(
             "  sentinel: {} with {} (audit off: the reference for what audit adds; {} threads \
