@@ -206,7 +206,12 @@ impl AnswerEdit {
                 on_blocked(method, id.clone());
                 return None;
             }
-            return Some(false);
+            // A request that also carries a result: clients differ on which they read it as
+            // (a schema that ignores unknown members reads a response), so its result is
+            // filtered too.
+            if !obj.contains_key("result") {
+                return Some(false);
+            }
         }
         let id = obj.get("id").cloned().unwrap_or(Value::Null);
         let Some(Value::Object(result)) = obj.get_mut("result") else {
@@ -302,9 +307,13 @@ impl AnswerEdit {
     }
 }
 
-/// Could these bytes hold a list result? (Used when they cannot be parsed.)
+/// Could these bytes hold a list result? (Used when they cannot be parsed.) A `\u` escape
+/// could spell any key (`"t\u006fols"` is `"tools"` to every client), so it could be one.
 fn may_hold_list(bytes: &[u8]) -> bool {
     let has = |needle: &[u8]| memchr::memmem::find(bytes, needle).is_some();
+    if has(b"\\u") {
+        return true;
+    }
     has(b"\"result\"")
         && (has(b"\"tools\"")
             || has(b"\"tasks\"")
@@ -517,6 +526,22 @@ struct Top<'a, const MODE: u8> {
     method: Option<IgnoredAny>,
 }
 
+impl<'a, const MODE: u8> Top<'a, MODE> {
+    /// `message` read as one JSON-RPC message: a JSON object (serde's derived visitor would also
+    /// read a struct from an array, by position, where clients read a batch), in valid UTF-8
+    /// (checked whole, so that what the fast paths skip unread is as valid as what they read).
+    fn read(message: &'a [u8]) -> Option<Self> {
+        let text = std::str::from_utf8(message).ok()?;
+        if !text
+            .trim_start_matches([' ', '\t', '\r', '\n'])
+            .starts_with('{')
+        {
+            return None;
+        }
+        serde_json::from_str(text).ok()
+    }
+}
+
 /// Where `part` (a slice of `whole`) starts in `whole`.
 fn offset(whole: &[u8], part: &str) -> usize {
     part.as_ptr() as usize - whole.as_ptr() as usize
@@ -544,7 +569,7 @@ impl AnswerEdit {
     /// `input_required` result, keys written twice or with escapes, an item whose name is written
     /// twice, a list that is not an array or whose last item is not an object.
     fn edit_raw(&mut self, policy: &Policy, message: &[u8]) -> Option<Edit> {
-        let top: Top<'_, NAMED> = serde_json::from_slice(message).ok()?;
+        let top = Top::<'_, NAMED>::read(message)?;
         if top.method.is_some() {
             return None;
         }
@@ -566,6 +591,7 @@ impl AnswerEdit {
         let mut splices: Vec<(usize, usize, Vec<u8>)> = Vec::new();
         let mut lists = 0;
         let mut hidden_any = false;
+        let mut counts: Vec<(ListKind, u64)> = Vec::new();
         for &kind in kinds {
             let Some(Slot::Named(key, items)) = members.one(kind.fields().0).ok()? else {
                 continue;
@@ -596,13 +622,19 @@ impl AnswerEdit {
                     hidden += 1;
                 }
             }
-            self.hidden
-                .with_label_values(&[kind.as_str()])
-                .inc_by(hidden);
+            counts.push((kind, hidden));
             hidden_any |= hidden > 0;
             splices.push((start, end, kept));
         }
+        // Counted only once this path is sure to answer: when it gives up, the general path
+        // counts the same items.
+        let count = |hidden: &IntCounterVec| {
+            for (kind, n) in &counts {
+                hidden.with_label_values(&[kind.as_str()]).inc_by(*n);
+            }
+        };
         if lists == 0 || !(hidden_any || self.modern) {
+            count(&self.hidden);
             return Some(Edit::Keep);
         }
         if self.modern {
@@ -620,6 +652,7 @@ impl AnswerEdit {
             }
             splices.push((brace, brace, b",\"cacheScope\":\"private\"".to_vec()));
         }
+        count(&self.hidden);
         splices.sort_by_key(|(start, _, _)| *start);
         let mut out = Vec::with_capacity(message.len());
         let mut at = 0;
@@ -684,7 +717,7 @@ impl AnswerEdit {
     /// general path judges it whole.
     fn integrity_raw(&mut self, message: &[u8]) -> Option<Edit> {
         let ie = self.integrity.as_mut()?;
-        let top: Top<'_, ITEMS> = serde_json::from_slice(message).ok()?;
+        let top = Top::<'_, ITEMS>::read(message)?;
         if top.method.is_some() {
             return None;
         }
@@ -716,10 +749,7 @@ impl AnswerEdit {
     /// After the general path judged a list answer: each item's text remembered with its
     /// definition, for the fast path of the next listing.
     fn remember_lists(&self, message: &[u8]) {
-        let (Some(ie), Ok(top)) = (
-            &self.integrity,
-            serde_json::from_slice::<Top<'_, ITEMS>>(message),
-        ) else {
+        let (Some(ie), Some(top)) = (&self.integrity, Top::<'_, ITEMS>::read(message)) else {
             return;
         };
         let Some(members) = top.result.filter(|_| top.method.is_none()) else {
@@ -965,14 +995,20 @@ mod tests {
         }
     }
 
+    /// A list edit as [`edit`] makes it (only tool `echo` allowed), in the era asked for, and
+    /// its policy.
+    fn fresh(modern: bool) -> (AnswerEdit, Arc<Policy>) {
+        let (mut e, _) = edit(true, false);
+        e.modern = modern;
+        let policy = e.policy.get();
+        (e, policy)
+    }
+
     /// `message` edited by the fast path and by the general path, each with an edit of its own
     /// (for its counters); `None` when the fast path leaves it to the general one.
     fn both_paths(message: &str, modern: bool) -> Option<((Edit, AnswerEdit), (Edit, AnswerEdit))> {
-        let (mut fast, _) = edit(true, false);
-        let (mut tree, _) = edit(true, false);
-        fast.modern = modern;
-        tree.modern = modern;
-        let policy = fast.policy.get();
+        let (mut fast, policy) = fresh(modern);
+        let (mut tree, _) = fresh(modern);
         let by_fast = fast.edit_raw(&policy, message.as_bytes())?;
         let by_tree = tree.edit_tree(&policy, message.as_bytes());
         Some(((by_fast, fast), (by_tree, tree)))
@@ -1032,6 +1068,18 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]},"result":{"tools":[{"name":"rm"}]}}"#,
             // An escaped key; an escaped key inside an item.
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"n\u0061me":"echo"},{"name":"rm"}]}}"#,
+            // A batch of a list answer and `null`: serde would read a struct from an array, by
+            // position; clients read a batch.
+            r#"[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},{"name":"rm"}]}},null]"#,
+            // A request that also carries a result: read as a response by some clients.
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","result":{"tools":[{"name":"rm"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":null,"method":"x","result":{"tools":[{"name":"rm"}]}}"#,
+            // What serde_json cannot read, with the list's key spelled with an escape.
+            r#"{"jsonrpc":"2.0","id":1,"result":{"t\u006fols":[{"name":"rm"}]},"x":1e400}"#,
+            r#"{"jsonrpc":"2.0","id":1,"r\u0065sult":{"tools":[{"name":"rm"}]},"x":NaN}"#,
+            // A second list the fast path gives up on after filtering the first (each item
+            // counted once: the general path's count).
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"rm"},{"name":"echo"}],"prompts":[{"name":"rm"},7]}}"#,
             // A last item whose place is not known (not an object, or without members).
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"rm"},{"name":"echo"},7]}}"#,
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"rm"},{ }]}}"#,
@@ -1047,12 +1095,32 @@ mod tests {
                 fast.edit_raw(&policy, message.as_bytes()).is_none(),
                 "{message}"
             );
-            // ... which shows no `rm` to this caller.
+            // ... which shows no `rm` to this caller (read as the bytes that go out: what serde_json
+            // cannot read, a client may), and counts what it hides once.
             let (mut e, _) = edit(true, false);
-            if let Some(v) = read(message, e.edit(message.as_bytes())) {
-                assert!(!v.to_string().contains("\"rm\""), "{message}: {v}");
+            let out = match e.edit(message.as_bytes()) {
+                Edit::Keep => message.as_bytes().to_vec(),
+                Edit::Replace(b) => b,
+                Edit::Drop => Vec::new(),
+            };
+            let out = String::from_utf8(out).unwrap();
+            assert!(!out.contains("\"rm\""), "{message}: {out}");
+            let (mut tree, policy) = fresh(false);
+            let _ = tree.edit_tree(&policy, message.as_bytes());
+            for kind in ListKind::ALL {
+                let hidden = |e: &AnswerEdit| e.hidden.with_label_values(&[kind.as_str()]).get();
+                assert_eq!(hidden(&e), hidden(&tree), "{message}");
             }
         }
+        // Bytes that are not UTF-8 are the general path's, which cannot read them either.
+        let not_utf8 =
+            b"{\"jsonrpc\":\"2.0\",\"id\":\"\xff\",\"result\":{\"tools\":[{\"name\":\"echo\"}]}}";
+        let (mut fast, policy) = fresh(false);
+        assert!(fast.edit_raw(&policy, not_utf8).is_none());
+        assert_eq!(
+            replaced(fast.edit(not_utf8))["error"]["message"],
+            "Answer could not be filtered"
+        );
     }
 
     /// Thousands of generated list answers (items of every JSON type, members in any order,
@@ -1095,8 +1163,8 @@ mod tests {
             r#""uri":"file:///echo""#,
         ];
         let mut g = Gen(0x9e37_79b9_7f4a_7c15);
-        let mut taken = 0;
-        for round in 0..3000 {
+        // A list's items, as written between its brackets.
+        let items = |g: &mut Gen| {
             let mut items = Vec::new();
             for _ in 0..g.next() % 6 {
                 let item = match g.next() % 8 {
@@ -1136,30 +1204,50 @@ mod tests {
                 };
                 items.push(format!("{}{item}{}", g.blank(), g.blank()));
             }
+            items.join(",")
+        };
+        let hidden =
+            |e: &AnswerEdit| ["tools", "prompts"].map(|k| e.hidden.with_label_values(&[k]).get());
+        let mut taken = 0;
+        for round in 0..3000 {
+            let tools = items(&mut g);
+            // Sometimes a second list after the first, which the fast path may give up on after
+            // it has read the first.
+            let prompts = match g.next() % 3 {
+                0 => format!(r#","prompts":[{}]"#, items(&mut g)),
+                _ => String::new(),
+            };
             let message = format!(
-                r#"{{"jsonrpc":"2.0","id":{round},"result":{{{}"tools"{}:{}[{}]{}{}}}}}"#,
+                r#"{{"jsonrpc":"2.0","id":{round},"result":{{{}"tools"{}:{}[{tools}]{prompts}{}{}}}}}"#,
                 g.pick(&["", r#""nextCursor":"c","#]),
                 g.blank(),
                 g.blank(),
-                items.join(","),
                 g.pick(&["", r#","_meta":{"tools":1}"#]),
                 g.blank(),
             );
             for modern in [false, true] {
-                let Some(((by_fast, fast), (by_tree, tree))) = both_paths(&message, modern) else {
+                let (mut tree, policy) = fresh(modern);
+                let by_tree = read(&message, tree.edit_tree(&policy, message.as_bytes()));
+                // What the proxy does (the fast path, else the general one) is what the general
+                // path alone does, counters included.
+                let (mut whole, _) = fresh(modern);
+                let by_whole = read(&message, whole.edit(message.as_bytes()));
+                assert_eq!(
+                    by_whole, by_tree,
+                    "round {round}, modern {modern}: {message}"
+                );
+                assert_eq!(hidden(&whole), hidden(&tree), "round {round}: {message}");
+                let (mut fast, _) = fresh(modern);
+                let Some(by_fast) = fast.edit_raw(&policy, message.as_bytes()) else {
                     continue;
                 };
                 taken += 1;
                 assert_eq!(
                     read(&message, by_fast),
-                    read(&message, by_tree),
+                    by_tree,
                     "round {round}, modern {modern}: {message}"
                 );
-                assert_eq!(
-                    fast.hidden.with_label_values(&["tools"]).get(),
-                    tree.hidden.with_label_values(&["tools"]).get(),
-                    "round {round}: {message}"
-                );
+                assert_eq!(hidden(&fast), hidden(&tree), "round {round}: {message}");
             }
         }
         // Most of them are the fast path's (the rest: a last item that is not an object).
@@ -1204,6 +1292,11 @@ mod tests {
             )
         };
         let first = list("Echoes");
+        // A batch of it and `null` is not one message: not the fast path's.
+        assert!(
+            e.integrity_raw(format!("[{first},null]").as_bytes())
+                .is_none()
+        );
         // Unknown at first: judged whole (and learned), then remembered by its text.
         assert!(e.integrity_raw(first.as_bytes()).is_none());
         assert_eq!(e.edit(first.as_bytes()), Edit::Keep);
