@@ -3,7 +3,8 @@
 //! counter and the audit record all say the same thing.
 //!
 //! The upstream here is a few lines of hyper, not an MCP SDK: no SDK compresses its answers
-//! when asked for identity, which is exactly the misbehaviour under test.
+//! when asked for identity, or declares a charset other than UTF-8, which are exactly the
+//! misbehaviours under test.
 
 mod common;
 
@@ -13,27 +14,25 @@ use common::audit::{ALICE, audited, file_records, wait_records};
 use common::sentinel::TempDir;
 use serde_json::{Value, json};
 
-/// An upstream that answers every request with a gzip-encoded JSON body.
-async fn compressing_upstream() -> String {
+/// An upstream that answers every request with these headers and body.
+async fn upstream(headers: &'static [(&'static str, &'static str)], body: Vec<u8>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let body = bytes::Bytes::from(body);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            let body = body.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req: http::Request<_>| async {
-                    Ok::<_, std::convert::Infallible>(
-                        http::Response::builder()
-                            .header("content-type", "application/json")
-                            .header("content-encoding", "gzip")
-                            // The gzip magic and then nothing a reader could use.
-                            .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                                b"\x1f\x8b\x08\x00\x00\x00\x00\x00",
-                            )))
-                            .unwrap(),
-                    )
+                let service = hyper::service::service_fn(move |_req: http::Request<_>| {
+                    let mut resp = http::Response::builder();
+                    for (k, v) in headers {
+                        resp = resp.header(*k, *v);
+                    }
+                    let resp = resp.body(http_body_util::Full::new(body.clone())).unwrap();
+                    async move { Ok::<_, std::convert::Infallible>(resp) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -42,6 +41,90 @@ async fn compressing_upstream() -> String {
         }
     });
     format!("http://{addr}/mcp")
+}
+
+/// An upstream that answers every request with a gzip-encoded JSON body.
+async fn compressing_upstream() -> String {
+    upstream(
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+        // The gzip magic and then nothing a reader could use.
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00".to_vec(),
+    )
+    .await
+}
+
+/// A `tools/list` answer as one SSE event listing `delete_file`, which the policy hides.
+const LISTED: &str =
+    r#"data: {"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"echo"},{"name":"delete_file"}]}}"#;
+
+/// An SSE answer declared in UTF-16LE, which Python's httpx decodes it with: the policy, reading
+/// UTF-8, would find no `data:` field in it (each byte of the field name is followed by a NUL)
+/// and pass it; a client would read the whole list. The trailing U+0A0A is `0A 0A` in bytes: an
+/// event's end to a UTF-8 reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_in_another_charset_the_policy_must_read_is_refused() {
+    let utf16: Vec<u8> = format!("{LISTED}\n\n\u{0A0A}")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let declared = upstream(
+        &[("content-type", "text/event-stream; charset=utf-16le")],
+        utf16,
+    )
+    .await;
+    let dir = TempDir::new("answer-charset");
+    let file = dir.path("audit.jsonl");
+    let audit = format!("  sinks:\n    - {{type: file, path: {}}}\n", file.display());
+    let extra = "policy:\n  default: allow\n  rules:\n    - {name: no-delete, effect: deny, tools: [delete_file]}\n";
+    let s = audited(&declared, extra, &audit, &dir).await;
+    let resp = list(&s.url).await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"jsonrpc": "2.0", "id": 7, "error": {"code": -32603, "message": "Upstream unavailable"}})
+    );
+    assert_eq!(
+        s.metric_eventually(
+            r#"mcp_sentinel_check_denials_total{check="filter",reason="upstream_unavailable"}"#,
+            1.0
+        )
+        .await,
+        1.0
+    );
+
+    // The same answer declared in UTF-8 (quoted, in capitals) is read and filtered.
+    let body = format!("{LISTED}\n\n").into_bytes();
+    let utf8 = upstream(
+        &[("content-type", "text/event-stream; charset=\"UTF-8\"")],
+        body,
+    )
+    .await;
+    let dir = TempDir::new("answer-charset-utf8");
+    let file = dir.path("audit.jsonl");
+    let audit = format!("  sinks:\n    - {{type: file, path: {}}}\n", file.display());
+    let s = audited(&utf8, extra, &audit, &dir).await;
+    let resp = list(&s.url).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains(r#""name":"echo""#), "{text}");
+    assert!(!text.contains("delete_file"), "{text}");
+}
+
+/// `tools/list` from ALICE.
+async fn list(url: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("x-api-key", ALICE)
+        .body(r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,16 +137,7 @@ async fn a_compressed_answer_the_policy_must_read_is_refused_counted_and_audited
     let extra = "policy:\n  default: allow\n  rules:\n    - {name: no-delete, effect: deny, tools: [delete_file]}\n";
     let s = audited(&upstream, extra, &audit, &dir).await;
 
-    let resp = reqwest::Client::new()
-        .post(&s.url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18")
-        .header("x-api-key", ALICE)
-        .body(r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#)
-        .send()
-        .await
-        .unwrap();
+    let resp = list(&s.url).await;
     assert_eq!(resp.status(), 502);
     assert!(resp.headers().get("content-encoding").is_none());
     assert_eq!(

@@ -23,7 +23,7 @@ pub enum AnswerStage {
     ObserveSession,
     /// Lists cut to what the caller may use, task lists to the caller's own tasks, server
     /// requests the caller may not receive blocked. Refuses an answer it must read but cannot
-    /// (compressed).
+    /// (compressed, or in a charset other than UTF-8).
     Filter,
     /// Task handles bound to their creator as they pass; the answer's error code and a tool
     /// result's `isError` noted (audit record, `answers_total`, the request's span).
@@ -178,6 +178,11 @@ impl Pipeline {
             // inspected, so it is not passed on.
             return Err(Denial::new(Reason::UpstreamUnavailable)
                 .with_detail("compressed answer that the policy must inspect"));
+        }
+        if crate::proxy::headers::foreign_charset(resp.headers()) {
+            // What the policy reads as UTF-8, a client would decode with that charset.
+            return Err(Denial::new(Reason::UpstreamUnavailable)
+                .with_detail("answer in a charset other than UTF-8 that the policy must inspect"));
         }
         let on_blocked: Option<OnBlocked> = (legacy_stream && policy_edits).then(|| {
             let send = self.proxy.answer_upstream(

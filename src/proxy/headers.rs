@@ -224,8 +224,75 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The answer's `Content-Type` names a `charset` other than UTF-8 (or its subset US-ASCII), in
+/// any of its values: clients decode the body with it (Python's httpx does for SSE), so bytes the
+/// policy reads as UTF-8 could read otherwise to them. JSON-RPC in MCP is UTF-8.
+pub fn foreign_charset(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_TYPE).iter().any(|v| {
+        let Ok(v) = v.to_str() else {
+            return true;
+        };
+        v.split(';').skip(1).any(|param| {
+            let Some((name, value)) = param.split_once('=') else {
+                return false;
+            };
+            if !name.trim().eq_ignore_ascii_case("charset") {
+                return false;
+            }
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            !["utf-8", "utf8", "us-ascii"]
+                .iter()
+                .any(|ok| value.eq_ignore_ascii_case(ok))
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn charsets_other_than_utf8_are_foreign() {
+        let foreign = |values: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_TYPE, HeaderValue::from_bytes(v).unwrap());
+            }
+            super::foreign_charset(&h)
+        };
+        // (a `Content-Type`, whether its charset is foreign)
+        for (value, expected) in [
+            (&b"text/event-stream"[..], false),
+            (b"application/json", false),
+            (b"text/event-stream; charset=utf-8", false),
+            (b"text/event-stream;charset=UTF-8", false),
+            (b"application/json; charset=\"utf-8\"", false),
+            (b"application/json; Charset = utf8", false),
+            (b"text/event-stream; charset=US-ASCII", false),
+            (b"text/event-stream; boundary=x", false),
+            (b"text/event-stream; charset=utf-16le", true),
+            (b"text/event-stream; charset=utf-7", true),
+            (b"application/json; charset=\"iso-8859-1\"", true),
+            (b"text/event-stream; charset=utf-8; charset=utf-16", true),
+            (b"text/event-stream; CHARSET=UTF-16", true),
+            (b"text/event-stream; charset=\xff", true),
+        ] {
+            assert_eq!(
+                foreign(&[value]),
+                expected,
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        // Two headers: a client may take either.
+        assert!(foreign(&[
+            b"text/event-stream",
+            b"text/event-stream; charset=utf-16"
+        ]));
+    }
+
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
