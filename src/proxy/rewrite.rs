@@ -227,16 +227,37 @@ fn edit_event(
     }
 }
 
-/// One `data:` line (JSON has no raw newlines) ending the event.
+/// The message as `data:` lines ending the event: one line, unless the message holds raw line
+/// breaks — JSON whitespace, kept by an edit that copies what the upstream wrote in several
+/// `data:` lines — which would end an SSE line early: then a `data:` line for each of its lines,
+/// which clients join back with newlines.
 fn push_data(out: &mut Vec<u8>, msg: &[u8]) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(msg);
-    out.extend_from_slice(b"\n\n");
+    for line in msg.split(|b| *b == b'\n' || *b == b'\r') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A replacement holding raw line breaks stays one event whose data reads as the message
+    /// (with newlines for line breaks: JSON whitespace either way).
+    #[test]
+    fn replaced_data_with_line_breaks_stays_one_event() {
+        let mut out = Vec::new();
+        push_data(&mut out, b"{\"a\":\n1,\r\n\"b\":2}");
+        assert_eq!(
+            out,
+            b"data: {\"a\":\ndata: 1,\ndata: \ndata: \"b\":2}\n\n".to_vec()
+        );
+        let mut plain = Vec::new();
+        push_data(&mut plain, b"{\"a\":1}");
+        assert_eq!(plain, b"data: {\"a\":1}\n\n".to_vec());
+    }
 
     /// Upper-cases `"secret"` messages, drops `"drop"` ones; oversized messages starting with
     /// `"p` pass, the rest are replaced.
