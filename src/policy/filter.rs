@@ -899,14 +899,16 @@ impl MessageEdit for AnswerEdit {
         }
     }
 
-    /// A list too large to filter is not passed on: the caller gets an error. A server request
-    /// that large is dropped when the caller may not receive some server requests. Everything
-    /// else streams through.
+    /// Where a list may come, a message too large to filter is not passed on: the caller gets an
+    /// error. Its head cannot tell a server request from a list answer that also names a method
+    /// (some clients read that as a response), so neither passes. Elsewhere a server request that
+    /// large is dropped when the caller may not receive some server requests; everything else
+    /// streams through.
     fn oversized(&mut self, head: &[u8]) -> Oversized {
-        let looks_like_request = memchr::memmem::find(head, b"\"method\"").is_some();
-        if self.filters() && !looks_like_request {
+        if self.filters() {
             return Oversized::Replace(self.list_error());
         }
+        let looks_like_request = memchr::memmem::find(head, b"\"method\"").is_some();
         // Whatever it is: what cannot be scanned follows the stated rule (a request's head
         // names a method, and so can a response's).
         if let Some(ie) = self.integrity.as_mut().filter(|i| i.results) {
@@ -1420,6 +1422,15 @@ mod tests {
             e.oversized(b"{\"result\":{\"tools\":["),
             Oversized::Replace(_)
         ));
+        // A list answer whose head names a method (a member of the result, of an item, or the
+        // message's own, the result coming later): some clients read it as a response.
+        for head in [
+            &b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"method\":\"-\",\"tools\":["[..],
+            b"{\"result\":{\"tools\":[{\"name\":\"rm\",\"method\":1},",
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"pad\":\"xxxx",
+        ] {
+            assert!(matches!(e.oversized(head), Oversized::Replace(_)));
+        }
         let (mut e, _) = edit(false, true);
         assert_eq!(
             e.oversized(b"{\"jsonrpc\":\"2.0\",\"result\":"),
