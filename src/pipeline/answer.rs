@@ -154,8 +154,15 @@ impl Pipeline {
         }
         let sse = is_sse(&resp);
         let modern = ctx.era == Era::Modern;
-        // A GET stream may replay any earlier answer (resumption), so it is always edited.
-        let lists = policy_edits && (stream || messages.iter().any(|m| m.method.is_list()));
+        // Lists are read by their shape in every answer while the policy hides something: an
+        // upstream may answer a pending list request on any stream (clients match responses by
+        // id), and a GET stream may replay any earlier answer (resumption).
+        let lists = policy_edits
+            && (stream || !policy.denies_nothing() || messages.iter().any(|m| m.method.is_list()));
+        // So are task lists, then: an answer read anyway costs nothing more to read for them.
+        // (Under a policy that hides nothing, only answers to `tasks/list` and GET streams are;
+        // reading every answer there would hold every JSON answer whole.)
+        let tasks = tasks || lists;
         let asks_input = modern
             && messages.iter().any(|m| {
                 matches!(
@@ -184,7 +191,7 @@ impl Pipeline {
             return Err(Denial::new(Reason::UpstreamUnavailable)
                 .with_detail("answer in a charset other than UTF-8 that the policy must inspect"));
         }
-        let on_blocked: Option<OnBlocked> = (legacy_stream && policy_edits).then(|| {
+        let on_blocked: Option<OnBlocked> = (legacy_stream && blocks).then(|| {
             let send = self.proxy.answer_upstream(
                 ctx.session_id.as_deref(),
                 ctx.version.as_deref(),

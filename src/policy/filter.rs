@@ -157,7 +157,8 @@ pub struct AnswerEdit {
     /// 2026-07-28: filtered lists are marked `cacheScope: "private"`; `input_required`
     /// results are checked.
     pub modern: bool,
-    /// The answer may carry list results (a list request, a batch, a GET stream).
+    /// List results are looked for (by their shape): in every answer while the policy hides
+    /// something, since an upstream may answer a pending list request on any stream.
     pub lists: bool,
     /// The answer may carry a `tasks/list` result, shown only with the caller's own tasks.
     pub tasks: Option<OwnTasks>,
@@ -295,6 +296,16 @@ impl AnswerEdit {
     /// caller's tasks, or tool integrity).
     fn filters(&self) -> bool {
         self.lists || self.tasks.is_some() || self.integrity.as_ref().is_some_and(|i| i.lists)
+    }
+
+    /// Whether the policy's edit has anything to read in `message`: a list result, task lists
+    /// included (its key spelled out, or an escape), a legacy server request (where some are
+    /// blocked), a modern `input_required` result. Most answers to calls hold none of them and
+    /// pass without being parsed.
+    fn policy_reads(&self, message: &[u8]) -> bool {
+        self.on_blocked.is_some()
+            || may_hold_list(message)
+            || self.modern && memchr::memmem::find(message, b"input_required").is_some()
     }
 
     fn list_error(&self) -> Vec<u8> {
@@ -670,9 +681,16 @@ impl AnswerEdit {
     /// The general path: the message parsed whole, edited, and written anew when changed.
     fn edit_tree(&mut self, policy: &Policy, message: &[u8]) -> Edit {
         let Ok(mut v) = serde_json::from_slice::<Value>(message) else {
-            // What cannot be read cannot be shown to be safe when it may be a list.
-            return if self.filters() && may_hold_list(message) {
+            // What cannot be read cannot be shown to be safe when it may be a list, a blocked
+            // server request (JSON.parse reads nesting serde_json refuses) or an `input_required`
+            // result asking for one.
+            let has = |needle: &[u8]| memchr::memmem::find(message, needle).is_some();
+            return if (self.filters() && may_hold_list(message))
+                || (self.modern && has(b"input_required"))
+            {
                 Edit::Replace(self.list_error())
+            } else if self.on_blocked.is_some() && has(b"\"method\"") {
+                Edit::Drop
             } else {
                 Edit::Keep
             };
@@ -851,7 +869,7 @@ impl MessageEdit for AnswerEdit {
         }
         let integrity_lists = self.integrity.as_ref().is_some_and(|i| i.lists);
         let integrity_only = integrity_lists && !self.policy_edits;
-        let edit = if !self.policy_edits && !integrity_lists {
+        let edit = if !integrity_lists && (!self.policy_edits || !self.policy_reads(message)) {
             Edit::Keep
         } else if let Some(edit) = integrity_only
             .then(|| self.integrity_raw(message))

@@ -6,6 +6,7 @@
 //! streams through unchanged, is replaced, or is dropped.
 
 use bytes::Bytes;
+use serde::de::IgnoredAny;
 
 use super::sse::{self, EventReader};
 use crate::policy::filter::{Edit, MessageEdit, Oversized};
@@ -181,20 +182,40 @@ fn edit_event(
 ) {
     data.clear();
     let has_data = sse::data(event, data);
-    let edit = if has_data && !data.is_empty() {
-        let text = String::from_utf8_lossy(data);
-        // A newline in the data: it came in several `data:` lines (a JSON message needs one).
-        if data.contains(&b'\n') {
-            edit.multi_line(text.as_bytes())
+    let edit =
+        if has_data && breaks_for_some(data) && serde_json::from_slice::<IgnoredAny>(data).is_err()
+        {
+            // Read as JSON, such a character can only be inside a string, where cutting the line
+            // leaves the client's JSON unfinished; data that is not JSON could be cut into a
+            // message of its own. Not passed on.
+            Edit::Drop
+        } else if has_data && !data.is_empty() {
+            let text = String::from_utf8_lossy(data);
+            // A newline in the data: it came in several `data:` lines (a JSON message needs one).
+            if data.contains(&b'\n') {
+                edit.multi_line(text.as_bytes())
+            } else {
+                edit.edit(text.as_bytes())
+            }
         } else {
-            edit.edit(text.as_bytes())
-        }
-    } else {
-        Edit::Keep
-    };
+            Edit::Keep
+        };
     sse::release(data);
     let name_is = |line: &[u8], name: &[u8]| sse::field(line).0 == name;
+    // Not written again: a line other than `data` that a client may cut in two, whose second
+    // part it would read as a line of its own — a `data:` line the edit never saw.
+    let whole = |l: &&[u8]| name_is(l, b"data") || !breaks_for_some(l);
     match edit {
+        Edit::Keep if !sse::lines(event).all(|l| whole(&l)) => {
+            let start = out.len();
+            for line in sse::lines(event).filter(whole) {
+                out.extend_from_slice(line);
+                out.push(b'\n');
+            }
+            if out.len() > start {
+                out.push(b'\n');
+            }
+        }
         Edit::Keep => {
             out.extend_from_slice(event);
             out.extend_from_slice(sep);
@@ -208,14 +229,17 @@ fn edit_event(
                     .iter()
                     .any(|n| name_is(l, n))
             };
-            for line in sse::lines(event).filter(kept) {
+            for line in sse::lines(event).filter(kept).filter(whole) {
                 out.extend_from_slice(String::from_utf8_lossy(line).as_bytes());
                 out.push(b'\n');
             }
             push_data(out, &new);
         }
         Edit::Drop => {
-            let mut ids = sse::lines(event).filter(|l| name_is(l, b"id")).peekable();
+            let mut ids = sse::lines(event)
+                .filter(|l| name_is(l, b"id"))
+                .filter(whole)
+                .peekable();
             if ids.peek().is_some() {
                 for line in ids {
                     out.extend_from_slice(String::from_utf8_lossy(line).as_bytes());
@@ -225,6 +249,17 @@ fn edit_event(
             }
         }
     }
+}
+
+/// Whether some client's line reader ends a line inside `line`: Python's `str.splitlines`, with
+/// which httpx-sse before 0.4.2 read SSE lines, also ends lines at VT, FF, FS, GS, RS, NEL, LS
+/// and PS.
+fn breaks_for_some(line: &[u8]) -> bool {
+    let has = |c: char| memchr::memmem::find(line, c.encode_utf8(&mut [0; 3]).as_bytes()).is_some();
+    line.iter().any(|b| matches!(b, 0x0b | 0x0c | 0x1c..=0x1e))
+        || has('\u{85}')
+        || has('\u{2028}')
+        || has('\u{2029}')
 }
 
 /// The message as `data:` lines ending the event: one line, unless the message holds raw line
@@ -296,6 +331,38 @@ mod tests {
         let want = ": priming\n\nid: 1\nretry: 500\ndata: \"keep\"\n\nid: 2\nevent: message\ndata: \"SECRET\"\n\nid: 3\n\n";
         for chunk in [1, 3, 7, 1000] {
             assert_eq!(run(true, input, chunk), want, "chunk {chunk}");
+        }
+    }
+
+    /// A line other than `data` holding a character Python's `splitlines` ends lines at (as
+    /// httpx-sse before 0.4.2 read them) is not written: its second part would be a line of its
+    /// own to such a client. Data holding one is passed on only where it is JSON (inside a
+    /// string, as U+2028 may be).
+    #[test]
+    fn lines_some_client_would_cut_in_two_are_not_written() {
+        let cases = [
+            (
+                ": ok\n:\u{2028}data: \"secret\"\nid: 4\u{2029}\ndata: \"keep\"\n\n",
+                ": ok\ndata: \"keep\"\n\n",
+            ),
+            (
+                "id: 5\u{85}data: \"x\"\nevent: m\ndata: \"secret\"\n\n",
+                "event: m\ndata: \"SECRET\"\n\n",
+            ),
+            ("id: 6\x0bdata: \"x\"\ndata: \"drop\"\n\n", ""),
+            (":\x0cdata: \"x\"\r\n\r\n", ""),
+            ("retry: 1\x1e\n: ok\n\n", ": ok\n\n"),
+            (
+                "data: \"a\u{2028}b\"\r\n\r\n",
+                "data: \"a\u{2028}b\"\r\n\r\n",
+            ),
+            // Outside a JSON string it is no JSON, and could be cut into a message: dropped.
+            ("id: 7\ndata: \u{2028}data: \"secret\"\n\n", "id: 7\n\n"),
+        ];
+        for (input, want) in cases {
+            for chunk in [1, 5, 1000] {
+                assert_eq!(run(true, input, chunk), want, "{input:?} chunk {chunk}");
+            }
         }
     }
 

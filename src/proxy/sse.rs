@@ -8,6 +8,11 @@ use std::ops::Range;
 /// The UTF-8 byte order mark, which may open a stream.
 pub const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// The BOM's three bytes read as Latin-1 and encoded as UTF-8 (`ï»¿`). Node's
+/// `eventsource-parser` drops these three characters from the start of the text its decoder
+/// made, so a stream opening with them is read from after them.
+const LATIN1_BOM: &[u8] = b"\xC3\xAF\xC2\xBB\xC2\xBF";
+
 /// Scratch space for events a stream keeps between events; a buffer a larger event grew is
 /// given back once the event is done, not kept for the life of the stream (issue 16).
 pub const KEEP: usize = 8 << 10;
@@ -23,6 +28,8 @@ pub struct EventReader {
     scan: usize,
     /// Past the stream's start (where a BOM is dropped).
     started: bool,
+    /// A BOM opened the stream.
+    bom: bool,
     /// The stream ended: a CR at the very end is a line end (no LF can follow).
     ended: bool,
 }
@@ -32,9 +39,11 @@ impl EventReader {
         Self::default()
     }
 
-    /// Takes the next piece of the stream. True when this piece completed a BOM at the start
-    /// of the stream, which is not part of any event (a writer that forwards the stream puts
-    /// it back).
+    /// Takes the next piece of the stream. True when this piece ended the stream's start and a
+    /// BOM opened it, which is not part of any event (a writer that forwards the stream puts
+    /// one back). Whatever any client drops there is dropped: each BOM, and its Latin-1
+    /// reading, however many open the stream — reading from after more of them than a client
+    /// does is safe, since everything read is then edited.
     pub fn feed(&mut self, data: &[u8]) -> bool {
         if self.pos > 0 {
             // Events already returned; moving the rest down costs no allocation.
@@ -46,17 +55,24 @@ impl EventReader {
         if self.started {
             return false;
         }
-        if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
-            // Maybe a BOM split across pieces: undecided.
-            return false;
+        loop {
+            let rest = &self.buf[self.pos..];
+            if rest.starts_with(BOM) {
+                self.bom = true;
+                self.pos += BOM.len();
+            } else if rest.starts_with(LATIN1_BOM) {
+                self.pos += LATIN1_BOM.len();
+            } else if BOM.starts_with(rest) || LATIN1_BOM.starts_with(rest) {
+                // Maybe one split across pieces: undecided.
+                self.scan = self.pos;
+                return false;
+            } else {
+                break;
+            }
         }
+        self.scan = self.pos;
         self.started = true;
-        if self.buf.starts_with(BOM) {
-            self.pos = BOM.len();
-            self.scan = BOM.len();
-            return true;
-        }
-        false
+        self.bom
     }
 
     /// The stream ended: what [`Self::next_event`] returns next may include a last event
@@ -344,6 +360,41 @@ mod tests {
         let mut d = Vec::new();
         assert!(!data(b": only a comment\rid: 3", &mut d));
         assert_eq!(field(b"retry:1000"), (&b"retry"[..], &b"1000"[..]));
+    }
+
+    /// Node's `eventsource-parser` drops `ï»¿` (the BOM read as Latin-1) from the start of a
+    /// stream, and a second BOM after the one its decoder drops (4.x): the events are read from
+    /// after every one of them, in any pieces, and only a real BOM is put back.
+    #[test]
+    fn what_clients_drop_at_the_start_is_dropped_here_too() {
+        let latin1 = "\u{EF}\u{BB}\u{BF}".as_bytes();
+        let cases: [(&[&[u8]], bool); 5] = [
+            (&[latin1], false),
+            (&[BOM, BOM], true),
+            (&[BOM, latin1], true),
+            (&[latin1, BOM, latin1], true),
+            (&[&latin1[..4]], false),
+        ];
+        for (prefix, bom) in cases {
+            let stream = [&prefix.concat()[..], b"data: x\n\n"].concat();
+            for chunk in 1..=stream.len() {
+                let mut r = EventReader::new();
+                let mut put_back = false;
+                let mut got = Vec::new();
+                for piece in stream.chunks(chunk) {
+                    put_back |= r.feed(piece);
+                    while let Some((event, _)) = r.next_event() {
+                        let mut d = Vec::new();
+                        data(event, &mut d);
+                        got.push(d);
+                    }
+                }
+                // Half of `ï»¿` is no BOM: the line it opens is a field of another name.
+                let want: &[u8] = if prefix[0].len() == 4 { b"" } else { b"x" };
+                assert_eq!(got, [want], "{prefix:?} chunk {chunk}");
+                assert_eq!(put_back, bom, "{prefix:?} chunk {chunk}");
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod peers;
 pub mod process;
 pub mod ratelimit;
+pub mod scripted;
 pub mod sentinel;
 pub mod stdio;
 pub mod tls;
