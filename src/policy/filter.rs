@@ -308,6 +308,30 @@ impl AnswerEdit {
             || self.modern && memchr::memmem::find(message, b"input_required").is_some()
     }
 
+    /// Whether a message (or batch) holds something the policy's edit reads: a list or task
+    /// list result, a modern `input_required` result, a server request where some are blocked.
+    fn needs_reading(&self, v: &Value) -> bool {
+        let one = |m: &Value| {
+            let Value::Object(obj) = m else {
+                return false;
+            };
+            let request = self.on_blocked.is_some() && obj.contains_key("method");
+            let result = obj
+                .get("result")
+                .and_then(Value::as_object)
+                .is_some_and(|r| {
+                    ListKind::ALL.iter().any(|k| r.contains_key(k.fields().0))
+                        || r.contains_key("tasks")
+                        || r.get("resultType").and_then(Value::as_str) == Some("input_required")
+                });
+            request || result
+        };
+        match v {
+            Value::Array(items) => items.iter().any(one),
+            m => one(m),
+        }
+    }
+
     fn list_error(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "jsonrpc": "2.0",
@@ -331,6 +355,49 @@ fn may_hold_list(bytes: &[u8]) -> bool {
             || has(b"\"prompts\"")
             || has(b"\"resources\"")
             || has(b"\"resourceTemplates\""))
+}
+
+/// `message` with every `\u` escape of a lone surrogate written `\uFFFD`, when it holds one
+/// (serde_json refuses them; JavaScript and Python read them).
+fn without_lone_surrogates(message: &[u8]) -> Option<Vec<u8>> {
+    let hex = |at: usize| -> Option<u16> {
+        let digits = std::str::from_utf8(message.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    let mut out = Vec::with_capacity(message.len());
+    let (mut i, mut changed) = (0, false);
+    while i < message.len() {
+        if message[i] != b'\\' {
+            out.push(message[i]);
+            i += 1;
+            continue;
+        }
+        // An escape: `\\` and `\"` are two bytes; `\u` six.
+        let Some(unit) = (message.get(i + 1) == Some(&b'u'))
+            .then(|| hex(i + 2))
+            .flatten()
+        else {
+            out.extend_from_slice(&message[i..(i + 2).min(message.len())]);
+            i += 2;
+            continue;
+        };
+        let high = (0xD800..0xDC00).contains(&unit);
+        let paired = high
+            && message.get(i + 6..i + 8) == Some(&b"\\u"[..])
+            && hex(i + 8).is_some_and(|low| (0xDC00..0xE000).contains(&low));
+        if paired {
+            out.extend_from_slice(&message[i..i + 12]);
+            i += 12;
+        } else if (0xD800..0xE000).contains(&unit) {
+            out.extend_from_slice(b"\\uFFFD");
+            changed = true;
+            i += 6;
+        } else {
+            out.extend_from_slice(&message[i..i + 6]);
+            i += 6;
+        }
+    }
+    changed.then_some(out)
 }
 
 /// A member's value as the fast paths read it: unparsed, or — the list arrays of a result — as
@@ -685,6 +752,15 @@ impl AnswerEdit {
             // server request (JSON.parse reads nesting serde_json refuses) or an `input_required`
             // result asking for one.
             let has = |needle: &[u8]| memchr::memmem::find(message, needle).is_some();
+            if let Some(v) = without_lone_surrogates(message)
+                .and_then(|text| serde_json::from_slice::<Value>(&text).ok())
+                && !self.needs_reading(&v)
+            {
+                // Unreadable only for an escaped lone surrogate (a JavaScript writer cutting a
+                // text inside a pair writes one): read with U+FFFD in its place, it holds nothing
+                // the policy edits, so it passes as it came.
+                return Edit::Keep;
+            }
             return if (self.filters() && may_hold_list(message))
                 || (self.modern && has(b"input_required"))
             {
@@ -1140,6 +1216,47 @@ mod tests {
         assert_eq!(
             replaced(fast.edit(not_utf8))["error"]["message"],
             "Answer could not be filtered"
+        );
+    }
+
+    /// An answer serde_json cannot read only for an escaped lone surrogate (JavaScript writes one
+    /// when a text is cut inside a pair) passes as it came when it holds nothing the policy
+    /// edits; one that holds a list is still edited or refused, and so is a batch unreadable
+    /// for another reason.
+    #[test]
+    fn lone_surrogates_alone_do_not_refuse_an_answer() {
+        let call = r#"{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"cut \ud83d"}],"x":"\udc00\ud83d\ude00"}}"#;
+        // Alone (the fast path reads its keys) and in a batch (the general path).
+        for message in [call.to_owned(), format!("[{call}]")] {
+            let (mut e, _) = edit(true, false);
+            assert!(
+                matches!(e.edit(message.as_bytes()), Edit::Keep),
+                "{message}"
+            );
+        }
+        // A list is still edited (here on the fast path, which hides a name it cannot read).
+        let list =
+            r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"echo \ud83d"},{"name":"rm"}]}}"#;
+        let (mut e, _) = edit(true, false);
+        assert_eq!(
+            replaced(e.edit(list.as_bytes()))["result"]["tools"],
+            json!([])
+        );
+        for refused in [
+            r#"[{"jsonrpc":"2.0","id":7,"result":{"t\u006fols":[{"name":"rm"}],"x":"\ud800"}}]"#,
+            r#"[{"jsonrpc":"2.0","id":3,"result":{"text":"\ud83d","x":1e400}}]"#,
+        ] {
+            let (mut e, _) = edit(true, false);
+            assert_eq!(
+                replaced(e.edit(refused.as_bytes()))["error"]["message"],
+                "Answer could not be filtered",
+                "{refused}"
+            );
+        }
+        assert_eq!(without_lone_surrogates(br#""\ud83d\ude00 \\ud800""#), None);
+        assert_eq!(
+            without_lone_surrogates(br#""\ude00\ud83d\u0041""#).as_deref(),
+            Some(&br#""\uFFFD\uFFFD\u0041""#[..])
         );
     }
 
