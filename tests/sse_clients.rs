@@ -9,10 +9,11 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::scripted::upstream;
-use common::sentinel::{TestSentinel, config_from_yaml, start_with};
+use common::sentinel::{TempDir, TestSentinel, config_from_yaml, start_with};
 
 /// The tool the policy hides.
 const HIDDEN: &str = "delete_file";
@@ -91,6 +92,26 @@ fn splitlines_data(stream: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Each event's data as the Go SDK's client reads it: lines cut by `bufio.Scanner` at LF only
+/// (tests/fixtures/parsers/sse_lines.go, built here).
+fn go_events(stream: &[u8]) -> Vec<String> {
+    let dir = TempDir::new("sse-go");
+    let bin = dir.path("sse_lines");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parsers/sse_lines.go");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(fixture)
+        .env("GO111MODULE", "off")
+        .status()
+        .expect("go is needed by this test (make test installs it)");
+    assert!(built.success(), "go build of the SSE reader failed");
+    run(&mut Command::new(&bin), stream)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON string per event"))
+        .collect()
+}
+
 fn run(cmd: &mut Command, stdin: &[u8]) -> String {
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -106,6 +127,15 @@ fn run(cmd: &mut Command, stdin: &[u8]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// No message a client could read lists the hidden tool (data that is not JSON is no message).
+fn nothing_readable_lists_the_hidden_tool(read: &[String]) {
+    for d in read {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(d) {
+            assert!(!v.to_string().contains(HIDDEN), "{read:?}");
+        }
+    }
 }
 
 /// The list the client reads, filtered: `echo` is in it, the hidden tool nowhere.
@@ -172,4 +202,78 @@ async fn lines_a_python_client_would_cut_in_two_are_not_passed_on() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     filtered(&lines);
     filtered(&node_events(&out));
+}
+
+/// A bare CR ends a line for the sentinel, Node and Python (as the SSE spec says), but not for
+/// Go's `bufio.Scanner`, with which the Go SDK's client reads events: to it the rest of the line
+/// is more data, and an event ending in CRs runs on into the next. A list cut there read as JSON
+/// (CR and LF are JSON whitespace) to a Go client and as two fragments to the filter. Such events
+/// now reach every reader as the sentinel read them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_behind_a_bare_cr_reaches_no_client() {
+    let (head, tail) = LIST7.split_at(LIST7.find(r#""result""#).unwrap());
+    let (head2, tail2) = LIST7.split_at(LIST7.find(r#"{"tools""#).unwrap());
+    for sse in [
+        format!("data: {head}\r{tail}\n\n"),
+        format!("data: {head2}\r\r\ndata: {tail2}\n\n"),
+    ] {
+        // What a Go client read before: the whole list, hidden tool and all.
+        let unedited = go_events(sse.as_bytes());
+        assert!(
+            unedited
+                .iter()
+                .any(|d| serde_json::from_str::<serde_json::Value>(d)
+                    .is_ok_and(|v| v.to_string().contains(HIDDEN))),
+            "{unedited:?}"
+        );
+        let out = through("text/event-stream", sse.into_bytes(), LIST_REQUEST).await;
+        assert!(!out.contains(&b'\r'), "{:?}", String::from_utf8_lossy(&out));
+        nothing_readable_lists_the_hidden_tool(&go_events(&out));
+        nothing_readable_lists_the_hidden_tool(&node_events(&out));
+        nothing_readable_lists_the_hidden_tool(&splitlines_data(&out));
+    }
+}
+
+/// The stdio front (`mcp-sentinel stdio --upstream URL`) writes each answer as one line. Data
+/// sent in several `data:` lines was joined and its line feeds taken out: where they cut a key
+/// (`"to` / `ols"`), the filter and every HTTP client read no JSON, and the line written was a
+/// whole list. Now only data that is JSON is written; a list split between tokens is still
+/// filtered and relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stdio_front_writes_only_what_the_filter_read() {
+    let (head, tail) = LIST7.split_at(LIST7.find("ols").unwrap());
+    let in_a_key = format!("event: message\ndata: {head}\ndata: {tail}\n\n");
+    let (head, tail) = LIST7.split_at(LIST7.find(r#"{"tools""#).unwrap());
+    let between_tokens = format!("event: message\ndata: {head}\ndata: {tail}\n\n");
+    let lines = |sse: String| async move {
+        let url = upstream(&[("content-type", "text/event-stream")], sse.into_bytes()).await;
+        let dir = TempDir::new("sse-front");
+        let yaml = "auth:\n  stdio: {subject: alice}\npolicy:\n  default: allow\n  rules:\n    - {name: no-delete, effect: deny, tools: [delete_file]}\nlog: {level: warn}\n";
+        let mut child = common::stdio::front(&dir, yaml, &["--upstream".into(), url]);
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#).unwrap();
+        writeln!(stdin, "{LIST_REQUEST}").unwrap();
+        drop(stdin);
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let cut = lines(in_a_key).await;
+    nothing_readable_lists_the_hidden_tool(&cut);
+    let relayed = lines(between_tokens).await;
+    assert!(
+        !relayed.is_empty(),
+        "the list split between tokens is relayed"
+    );
+    filtered(&relayed);
 }

@@ -599,21 +599,13 @@ async fn run_dash_dash_prog_serves_logs_stderr_and_leaves_no_process_behind() {
 #[tokio::test]
 async fn the_stdio_front_speaks_lines_with_policy_and_audit() {
     let dir = TempDir::new("stdio-front");
-    let config = dir.path("front.yaml");
-    std::fs::write(
-        &config,
+    let mut upstream = vec!["--".to_string()];
+    upstream.extend(demo_stdio());
+    let mut child = common::stdio::front(
+        &dir,
         "auth:\n  stdio: {subject: alice, groups: [dev]}\npolicy:\n  default: deny\n  rules:\n    - name: dev-echo\n      effect: allow\n      groups: [dev]\n      tools: [echo]\nlog: {level: warn}\n",
-    )
-    .unwrap();
-    let mut child = Command::new(SENTINEL)
-        .args(["stdio", "--config", config.to_str().unwrap(), "--"])
-        .args(demo_stdio())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        &upstream,
+    );
     let mut stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut ask = |msg: Value| -> Value {

@@ -285,7 +285,14 @@ impl FrontEnd {
                 reader.feed(&chunk);
                 while let Some((event, _)) = reader.next_event() {
                     data.clear();
-                    if sse::data(event, &mut data) && !data.is_empty() {
+                    // Only JSON is written, made one line: data in several `data:` lines holds
+                    // line feeds, which in JSON can only be whitespace between tokens. In data
+                    // that is not JSON they may sit inside a key or a string, where the list
+                    // filter, reading what an HTTP client reads, found nothing to edit; taken
+                    // out, they would make a message it never saw.
+                    if sse::data(event, &mut data)
+                        && serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok()
+                    {
                         let line = data.clone();
                         self.note_version(&line);
                         self.emit(line).await;

@@ -438,6 +438,7 @@ fn plan(
     probe.config_map = config_map;
     probe.resources = resources.to_json();
     (probe.traffic_port, probe.admin_port) = ports(&get, settings)?;
+    let admin_port = probe.admin_port;
 
     let (mut ops, sidecar) = match stdio_command {
         Some(command) => {
@@ -475,6 +476,8 @@ fn plan(
             &mut warnings,
         )?,
     };
+    // First, while the init containers' indices are still the pod's own.
+    ops.splice(0..0, mesh_init_ops(spec, admin_port));
     metadata_ops(&mut ops, json, annotations, &sidecar, &mut warnings);
     if let Some(seconds) = grace_period(spec.termination_grace_period_seconds, settings) {
         ops.push(add(
@@ -692,20 +695,54 @@ fn metadata_ops(
     sidecar: &Sidecar,
     warnings: &mut Vec<String>,
 ) {
-    let has_prometheus = annotations.keys().any(|k| k.starts_with("prometheus.io/"));
-    let pod_annotations: Vec<(&String, &Value)> = sidecar
-        .pod_annotations
-        .iter()
-        .filter(|(k, _)| !(has_prometheus && k.starts_with("prometheus.io/")))
-        .collect();
-    if has_prometheus && pod_annotations.len() < sidecar.pod_annotations.len() {
+    let prometheus = |k: &String| k.starts_with("prometheus.io/");
+    let has_prometheus = annotations.keys().any(prometheus);
+    if has_prometheus && sidecar.pod_annotations.keys().any(prometheus) {
         warnings.push(
             "mcp-sentinel: the pod has prometheus.io annotations of its own; the sidecar's metrics are not announced (use the PodMonitor)".into(),
         );
     }
+    let pod_annotations: Vec<(&String, Value)> = sidecar
+        .pod_annotations
+        .iter()
+        .filter(|(k, _)| !(has_prometheus && prometheus(k)))
+        .filter_map(|(k, v)| {
+            // A mesh's list of ports left alone gets the sidecar's added, not replaced.
+            match (
+                mesh::PORT_LISTS.contains(&k.as_str()),
+                annotations.get(k),
+                v,
+            ) {
+                (true, Some(theirs), Value::String(ours)) => {
+                    mesh::with_ports(theirs, ours).map(|v| (k, Value::String(v)))
+                }
+                _ => Some((k, v.clone())),
+            }
+        })
+        .collect();
+    let pod_annotations: Vec<(&String, &Value)> =
+        pod_annotations.iter().map(|(k, v)| (*k, v)).collect();
     let labels: Vec<(&String, &Value)> = sidecar.pod_labels.iter().collect();
     insert(ops, json, "/metadata/labels", &labels);
     insert(ops, json, "/metadata/annotations", &pod_annotations);
+}
+
+/// When a mesh injected the pod first, its iptables init container has already read the
+/// annotations that leave ports alone: the admin port is added to its arguments, so the kubelet's
+/// probes reach the sidecar rather than a mesh proxy that may not be up yet (a regular
+/// container starts only after the sidecar's startup probe passed) or that refuses plain HTTP
+/// (Istio, STRICT mTLS).
+fn mesh_init_ops(spec: &PodSpec, admin_port: u16) -> Vec<Value> {
+    spec.init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let args = c.args.as_deref().unwrap_or_default();
+            mesh::exclude_inbound(&c.name, args, admin_port)
+                .map(|new| add(&format!("/spec/initContainers/{i}/args"), &json!(new)))
+        })
+        .collect()
 }
 
 /// The sidecar's parameters from the settings; the per-pod ones are filled in by `plan`.

@@ -85,6 +85,79 @@ pub fn native_sidecar_position<'a>(init: impl IntoIterator<Item = &'a str>) -> u
         .count()
 }
 
+/// Istio's pod annotation listing the inbound ports its iptables rules leave alone.
+pub const ISTIO_EXCLUDE_INBOUND: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
+/// Linkerd's.
+pub const LINKERD_SKIP_INBOUND: &str = "config.linkerd.io/skip-inbound-ports";
+
+/// The pod annotations (the sidecar's `podAnnotations`) that are lists of ports: the sidecar's
+/// ports are added to the pod's own list, never put in its place.
+pub const PORT_LISTS: [&str; 2] = [ISTIO_EXCLUDE_INBOUND, LINKERD_SKIP_INBOUND];
+
+/// The mesh init containers that set the pod's iptables rules, and the flags of their argument
+/// lists that name the inbound ports left alone (`-d` is istio-iptables' short
+/// `--istio-local-exclude-ports`), written as a flag and a value or as `flag=value`.
+const INBOUND_EXCLUSION_FLAGS: [(&str, &[&str]); 2] = [
+    ("istio-init", &["-d", "--istio-local-exclude-ports"]),
+    ("linkerd-init", &["--inbound-ports-to-ignore"]),
+];
+
+/// Whether `list` (ports and `lo-hi` ranges, comma-separated, as both meshes write them) holds
+/// `port`.
+fn lists(list: &str, port: u16) -> bool {
+    list.split(',').map(str::trim).any(|item| {
+        let (lo, hi) = item.split_once('-').unwrap_or((item, item));
+        match (lo.trim().parse::<u16>(), hi.trim().parse::<u16>()) {
+            (Ok(lo), Ok(hi)) => (lo..=hi).contains(&port),
+            _ => false,
+        }
+    })
+}
+
+/// `list` with the ports of `ours` (a list of the same form) it lacks appended; `None` when it
+/// holds them all already.
+pub fn with_ports(list: &str, ours: &str) -> Option<String> {
+    let missing: Vec<&str> = ours
+        .split(',')
+        .map(str::trim)
+        .filter(|p| p.parse::<u16>().is_ok_and(|port| !lists(list, port)))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let list = list.trim().trim_end_matches(',').trim_end();
+    Some(if list.is_empty() {
+        missing.join(",")
+    } else {
+        format!("{list},{}", missing.join(","))
+    })
+}
+
+/// The argument list of a mesh's iptables init container `name` with `port` among the inbound
+/// ports it leaves alone: the mesh injected before the sentinel, so the annotations it read are
+/// past. `None` when the container is no such one or already leaves the port alone.
+pub fn exclude_inbound(name: &str, args: &[String], port: u16) -> Option<Vec<String>> {
+    let (_, flags) = INBOUND_EXCLUSION_FLAGS.iter().find(|(n, _)| *n == name)?;
+    let port = port.to_string();
+    let mut out = args.to_vec();
+    for (i, arg) in args.iter().enumerate() {
+        if flags.contains(&arg.as_str()) {
+            // A flag without its value is the mesh's to report; leave it.
+            let value = args.get(i + 1)?;
+            out[i + 1] = with_ports(value, &port)?;
+            return Some(out);
+        }
+        if let Some((flag, value)) = arg.split_once('=')
+            && flags.contains(&flag)
+        {
+            out[i] = format!("{flag}={}", with_ports(value, &port)?);
+            return Some(out);
+        }
+    }
+    out.extend([flags[0].to_string(), port]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +190,72 @@ mod tests {
             "Linkerd"
         );
         assert!(mesh_of("server").is_none());
+    }
+
+    #[test]
+    fn port_lists_gain_only_the_ports_they_lack() {
+        assert_eq!(with_ports("", "9481").as_deref(), Some("9481"));
+        assert_eq!(with_ports("8443", "9481").as_deref(), Some("8443,9481"));
+        assert_eq!(
+            with_ports("8443, 9000 ,", "9481").as_deref(),
+            Some("8443, 9000,9481")
+        );
+        assert_eq!(with_ports("9481", "9481"), None);
+        assert_eq!(with_ports("15020, 9481", "9481"), None);
+        assert_eq!(with_ports("9000-9999", "9481"), None);
+        assert_eq!(with_ports("9000 - 9999", "9481"), None);
+        assert_eq!(
+            with_ports("9482-9999,*", "9481").as_deref(),
+            Some("9482-9999,*,9481")
+        );
+    }
+
+    #[test]
+    fn a_mesh_init_container_leaves_the_port_alone() {
+        let args = |a: &[&str]| a.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let istio = args(&[
+            "istio-iptables",
+            "-p",
+            "15001",
+            "-b",
+            "*",
+            "-d",
+            "15090,15021",
+        ]);
+        let mut want = istio.clone();
+        want[6] = "15090,15021,9481".into();
+        assert_eq!(exclude_inbound("istio-init", &istio, 9481).unwrap(), want);
+        let long = args(&["--istio-local-exclude-ports=15020", "-b", "*"]);
+        assert_eq!(
+            exclude_inbound("istio-init", &long, 9481).unwrap(),
+            args(&["--istio-local-exclude-ports=15020,9481", "-b", "*"])
+        );
+        let none = args(&["istio-iptables", "-b", "*"]);
+        assert_eq!(
+            exclude_inbound("istio-init", &none, 9481).unwrap(),
+            args(&["istio-iptables", "-b", "*", "-d", "9481"])
+        );
+        let linkerd = args(&[
+            "--incoming-proxy-port",
+            "4143",
+            "--inbound-ports-to-ignore",
+            "4190,4191",
+        ]);
+        assert_eq!(
+            exclude_inbound("linkerd-init", &linkerd, 9481).unwrap(),
+            args(&[
+                "--incoming-proxy-port",
+                "4143",
+                "--inbound-ports-to-ignore",
+                "4190,4191,9481"
+            ])
+        );
+        let covered = args(&["--inbound-ports-to-ignore", "9000-9999"]);
+        assert_eq!(exclude_inbound("linkerd-init", &covered, 9481), None);
+        assert_eq!(exclude_inbound("istio-validation", &istio, 9481), None);
+        assert_eq!(exclude_inbound("migrate", &istio, 9481), None);
+        let dangling = args(&["istio-iptables", "-d"]);
+        assert_eq!(exclude_inbound("istio-init", &dangling, 9481), None);
     }
 
     #[test]

@@ -205,7 +205,27 @@ fn edit_event(
     // Not written again: a line other than `data` that a client may cut in two, whose second
     // part it would read as a line of its own — a `data:` line the edit never saw.
     let whole = |l: &&[u8]| name_is(l, b"data") || !breaks_for_some(l);
+    let spec_field = |l: &&[u8]| {
+        [&b"data"[..], b"id", b"event", b"retry"]
+            .iter()
+            .any(|n| name_is(l, n))
+    };
     match edit {
+        // A bare CR ends a line here, as the SSE spec says, but not for a reader that cuts
+        // lines at LF only (Go's `bufio.Scanner`, which the Go SDK reads events with): to it
+        // the rest of the line is more data, and an event ending in CRs runs on into the next.
+        // Written again with LF, and only the fields the spec names: every reader then gets
+        // the event the edit saw.
+        Edit::Keep if bare_cr(event, sep) => {
+            let start = out.len();
+            for line in sse::lines(event).filter(spec_field).filter(whole) {
+                out.extend_from_slice(line);
+                out.push(b'\n');
+            }
+            if out.len() > start {
+                out.push(b'\n');
+            }
+        }
         Edit::Keep if !sse::lines(event).all(|l| whole(&l)) => {
             let start = out.len();
             for line in sse::lines(event).filter(whole) {
@@ -249,6 +269,12 @@ fn edit_event(
             }
         }
     }
+}
+
+/// Whether a CR not followed by LF ends a line of `event` or its terminating blank line `sep`.
+fn bare_cr(event: &[u8], sep: &[u8]) -> bool {
+    memchr::memchr_iter(b'\r', event).any(|i| event.get(i + 1).or(sep.first()) != Some(&b'\n'))
+        || memchr::memchr_iter(b'\r', sep).any(|i| sep.get(i + 1) != Some(&b'\n'))
 }
 
 /// Whether some client's line reader ends a line inside `line`: Python's `str.splitlines`, with
@@ -364,6 +390,39 @@ mod tests {
                 assert_eq!(run(true, input, chunk), want, "{input:?} chunk {chunk}");
             }
         }
+    }
+
+    /// A bare CR ends a line for the sentinel and for spec readers, not for Go's
+    /// `bufio.Scanner` (LF only): what follows it on the line, or the next event after an event
+    /// ending in CRs, would be more data to that reader. Such an event is written again with LF
+    /// line ends and only the fields the spec names; CRLF passes as it came.
+    #[test]
+    fn an_event_a_bare_cr_ends_differently_for_some_readers_is_written_with_lf() {
+        let cases = [
+            (
+                "data: {\"id\":2,\r\"result\":{\"tools\":[]}}\n\n",
+                "data: {\"id\":2,\n\n",
+            ),
+            (
+                "id: 1\revent: m\rdata: \"a\"\r\r",
+                "id: 1\nevent: m\ndata: \"a\"\n\n",
+            ),
+            ("data: \"a\"\r\n\r", "data: \"a\"\n\n"),
+            (": c\rdata: \"a\"\n\n", "data: \"a\"\n\n"),
+            ("data: \"a\"\r\n\r\n", "data: \"a\"\r\n\r\n"),
+        ];
+        for (input, want) in cases {
+            for chunk in [1, 3, 1000] {
+                assert_eq!(
+                    run(true, &format!("{input}data: \"x\"\n\n"), chunk),
+                    format!("{want}data: \"x\"\n\n"),
+                    "{input:?} chunk {chunk}"
+                );
+            }
+        }
+        assert!(!bare_cr(b"data: a\r", b"\n\n"));
+        assert!(bare_cr(b"data: a", b"\r\r"));
+        assert!(!bare_cr(b"data: a\r\nid: 1", b"\r\n\r\n"));
     }
 
     #[test]

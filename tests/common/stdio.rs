@@ -71,3 +71,23 @@ pub fn stdio_config(yaml: &str, argv: Vec<String>) -> Config {
 
 /// Anyone may call anything: for tests of the transport, not the policy.
 pub const OPEN: &str = "auth: {anonymous: allow}\npolicy: {default: allow}\nlog: {level: warn}\n";
+
+/// `mcp-sentinel stdio --config <yaml, written in dir> <upstream...>` (`--upstream URL`, or `--`
+/// and a program), its stdin, stdout and stderr piped.
+pub fn front(
+    dir: &super::sentinel::TempDir,
+    yaml: &str,
+    upstream: &[String],
+) -> std::process::Child {
+    let config = dir.path("front.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    std::process::Command::new(SENTINEL)
+        .args(["stdio", "--config", config.to_str().unwrap()])
+        .args(upstream)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}

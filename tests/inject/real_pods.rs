@@ -74,6 +74,27 @@ fn assert_no_port_clash(pod: &Value) {
     assert_eq!(numbers.len(), all, "{numbers:?}");
 }
 
+const ISTIO_EXCLUDE: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
+const LINKERD_SKIP: &str = "config.linkerd.io/skip-inbound-ports";
+
+/// The mesh injected first: its iptables init container (first in the pod) is as it was but for
+/// the sidecar's admin port added to the inbound ports it leaves alone (`flag`'s value, `was`
+/// before), so the kubelet's probes reach the sidecar and not a mesh proxy that starts only
+/// after the sidecar's startup probe passed (a regular container) or refuses plain HTTP (Istio,
+/// STRICT mTLS). The annotations say the same to a mesh injector that runs later and to CNI
+/// plugins.
+fn admin_port_left_alone(pod: &Value, before: &Value, flag: &str, was: &str) {
+    let mut expect = before["initContainers"][0].clone();
+    let args = expect["args"].as_array_mut().unwrap();
+    let at = args.iter().position(|a| a == flag).unwrap() + 1;
+    assert_eq!(args[at], was);
+    args[at] = format!("{was},9481").into();
+    assert_eq!(pod["spec"]["initContainers"][0], expect);
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations[ISTIO_EXCLUDE], "9481", "{annotations}");
+    assert_eq!(annotations[LINKERD_SKIP], "9481", "{annotations}");
+}
+
 /// Istio's proxy (a regular container) declares Envoy's Prometheus port 15090 and holds
 /// 15000-15100: its port is not the MCP server's, and the sentinel's ports are off Istio's, so
 /// the pod is patched without an annotation, the sentinel after istio-init. An annotation that
@@ -86,10 +107,7 @@ fn an_istio_injected_pod_is_patched_without_an_annotation() {
     assert_eq!(init_names(&pod), ["istio-init", "mcp-sentinel"]);
     let before = &review["request"]["object"]["spec"];
     assert_eq!(pod["spec"]["containers"][1], before["containers"][1]);
-    assert_eq!(
-        pod["spec"]["initContainers"][0],
-        before["initContainers"][0]
-    );
+    admin_port_left_alone(&pod, before, "-d", "15090,15021,15020");
     let spec = typed(&pod).spec.unwrap();
     let init = spec.init_containers.unwrap();
     assert_eq!(
@@ -104,6 +122,14 @@ fn an_istio_injected_pod_is_patched_without_an_annotation() {
         ports(container(&spec.containers, "istio-proxy")),
         [("http-envoy-prom".into(), 15090)]
     );
+
+    // A list of the pod's own gains the port; one that holds it already is left as it is.
+    for (theirs, ours) in [("8443", "8443,9481"), ("9000-9999", "9000-9999")] {
+        let mut listed = review.clone();
+        annotate(&mut listed, ISTIO_EXCLUDE, theirs);
+        let pod = injected(&listed);
+        assert_eq!(pod["metadata"]["annotations"][ISTIO_EXCLUDE], ours);
+    }
 
     let mut mesh_port = review.clone();
     annotate(&mut mesh_port, "mcp-sentinel.io/admin-port", "15090");
@@ -171,9 +197,11 @@ fn a_linkerd_injected_pod_is_patched_without_an_annotation() {
     assert_no_port_clash(&pod);
     let before = &review["request"]["object"]["spec"];
     assert_eq!(pod["spec"]["containers"][0], before["containers"][0]);
-    assert_eq!(
-        pod["spec"]["initContainers"][0],
-        before["initContainers"][0]
+    admin_port_left_alone(
+        &pod,
+        before,
+        "--inbound-ports-to-ignore",
+        "4190,4191,4567,4568",
     );
     assert_eq!(init_names(&pod), ["linkerd-init", "mcp-sentinel"]);
     let spec = typed(&pod).spec.unwrap();
