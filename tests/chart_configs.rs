@@ -149,3 +149,37 @@ fn the_sidecar_env_reaches_the_injected_and_the_static_sidecar() {
         sidecar_of(json!({"metadata": template["metadata"], "spec": template["spec"]}));
     assert_eq!(static_sidecar, injected);
 }
+
+/// `sidecar.nativeSidecar: auto` (the default) gives native sidecars from Kubernetes 1.32, where
+/// Services resolve a native sidecar's named ports (kubernetes#127958), and a regular container
+/// before; `true` and `false` force either.
+#[test]
+fn native_sidecars_from_kubernetes_1_32_unless_forced() {
+    for (args, native) in [
+        (vec!["--kube-version", "1.31.4"], false),
+        (vec!["--kube-version", "1.32.0"], true),
+        (vec![], true),
+        (
+            vec![
+                "--kube-version",
+                "1.31.4",
+                "--set",
+                "sidecar.nativeSidecar=true",
+            ],
+            true,
+        ),
+        (vec!["--set", "sidecar.nativeSidecar=false"], false),
+    ] {
+        let docs = k8s::documents(&k8s::helm_template(&args));
+        let injector = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "mcp-sentinel-injector")
+            .expect("the injector's settings");
+        let settings = Settings::from_yaml(
+            injector["data"]["injector.yaml"].as_str().unwrap(),
+            "injector.yaml",
+        )
+        .expect("the rendered injector settings are valid");
+        assert_eq!(settings.native_sidecar, native, "{args:?}");
+    }
+}

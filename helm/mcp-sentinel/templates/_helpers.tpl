@@ -66,6 +66,15 @@ app.kubernetes.io/component: injector
 {{- toJson (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) -}}
 {{- end -}}
 
+{{/* sidecar.nativeSidecar settled: "true" or "false" (auto: the cluster is 1.32 or later). */}}
+{{- define "mcp-sentinel.nativeSidecar" -}}
+{{- $native := .Values.sidecar.nativeSidecar -}}
+{{- if eq (toString $native) "auto" -}}
+{{- $native = semverCompare ">=1.32-0" .Capabilities.KubeVersion.Version -}}
+{{- end -}}
+{{- toString $native -}}
+{{- end -}}
+
 {{/* The release namespace and sidecar.namespaces, without duplicates, as JSON. */}}
 {{- define "mcp-sentinel.sidecarNamespaces" -}}
 {{- toJson (prepend .Values.sidecar.namespaces .Release.Namespace | uniq) -}}

@@ -34,7 +34,8 @@ Use: $s := include "mcp-sentinel.sidecar" (dict "root" $ "upstreamUrl" ... ) | f
 {{- end -}}
 {{- $container := $doc.container -}}
 {{- $volumes := $doc.volumes -}}
-{{- if $v.sidecar.nativeSidecar -}}
+{{- $native := eq (include "mcp-sentinel.nativeSidecar" .root) "true" -}}
+{{- if $native -}}
 {{- $container = mergeOverwrite $container $doc.native -}}
 {{- end -}}
 {{- if $v.sidecar.env -}}
@@ -56,7 +57,7 @@ Use: $s := include "mcp-sentinel.sidecar" (dict "root" $ "upstreamUrl" ... ) | f
 {{- end -}}
 {{- toYaml (dict
       "container" $container
-      "native" $v.sidecar.nativeSidecar
+      "native" $native
       "volumes" $volumes
       "podLabels" $doc.podLabels
       "podAnnotations" $doc.podAnnotations
