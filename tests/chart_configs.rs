@@ -108,13 +108,10 @@ fn the_sidecar_env_reaches_the_injected_and_the_static_sidecar() {
         json!({"name": "OTEL_RESOURCE_ATTRIBUTES",
                "value": "k8s.pod.name=$(MCP_SENTINEL_POD_NAME),deployment.environment=staging"}),
     ];
-    let injector = find("ConfigMap", "mcp-sentinel-injector");
-    let settings = Settings::from_yaml(
-        injector["data"]["injector.yaml"].as_str().unwrap(),
-        "injector.yaml",
-    )
-    .expect("the rendered injector settings are valid");
+    let mut settings = rendered_settings(&docs);
     assert_eq!(settings.env, user_env);
+    // The example pod's namespace, as if listed in sidecar.namespaces.
+    settings.namespaces = Some(vec!["mcp-demo".into()]);
 
     // The injector's sidecar for the example pod.
     let review_file = k8s::root().join("tests/fixtures/k8s/review-example-pod.json");
@@ -171,15 +168,46 @@ fn native_sidecars_from_kubernetes_1_32_unless_forced() {
         (vec!["--set", "sidecar.nativeSidecar=false"], false),
     ] {
         let docs = k8s::documents(&k8s::helm_template(&args));
-        let injector = docs
-            .iter()
-            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "mcp-sentinel-injector")
-            .expect("the injector's settings");
-        let settings = Settings::from_yaml(
-            injector["data"]["injector.yaml"].as_str().unwrap(),
-            "injector.yaml",
-        )
-        .expect("the rendered injector settings are valid");
+        let settings = rendered_settings(&docs);
         assert_eq!(settings.native_sidecar, native, "{args:?}");
     }
+}
+
+/// The injector refuses opted-in pods outside the namespaces the chart puts the NetworkPolicy
+/// in: its settings name them.
+#[test]
+fn the_injector_knows_the_namespaces_the_chart_protects() {
+    for (args, want) in [
+        (vec![], vec!["mcp-sentinel"]),
+        (
+            vec!["--set", "sidecar.namespaces={tools,mcp-sentinel,search}"],
+            vec!["mcp-sentinel", "tools", "search"],
+        ),
+    ] {
+        let docs = k8s::documents(&k8s::helm_template(&args));
+        let settings = rendered_settings(&docs);
+        let want: Vec<String> = want.into_iter().map(String::from).collect();
+        assert_eq!(settings.namespaces, Some(want), "{args:?}");
+        for ns in settings.namespaces.iter().flatten() {
+            assert!(
+                docs.iter()
+                    .any(|d| d["kind"] == "NetworkPolicy"
+                        && d["metadata"]["namespace"] == ns.as_str()),
+                "a NetworkPolicy in {ns}"
+            );
+        }
+    }
+}
+
+/// The injector's settings as the chart rendered them (`docs`).
+fn rendered_settings(docs: &[Value]) -> Settings {
+    let injector = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "mcp-sentinel-injector")
+        .expect("the injector's settings");
+    Settings::from_yaml(
+        injector["data"]["injector.yaml"].as_str().unwrap(),
+        "injector.yaml",
+    )
+    .expect("the rendered injector settings are valid")
 }

@@ -523,6 +523,39 @@ fn assert_refused_unless_admitted(review: &Value, what: &str) -> String {
     a.detail
 }
 
+/// Where the chart protects only some namespaces (its release namespace and
+/// `sidecar.namespaces`: the NetworkPolicy that closes the server's port to other pods is
+/// there), an opted-in pod elsewhere is refused rather than injected and left open; opted out,
+/// it is not refused.
+#[test]
+fn opted_in_pods_outside_the_protected_namespaces_are_refused() {
+    let review = fixture("review-pod.json");
+    let mut protected = settings();
+    protected.namespaces = Some(vec!["mcp-sentinel".into(), "tools".into()]);
+    let a = answer(&review, Mode::Annotated, &protected);
+    assert_eq!(a.result, InjectResult::Injected, "{}", a.detail);
+
+    protected.namespaces = Some(vec!["mcp-sentinel".into()]);
+    let a = answer(&review, Mode::Annotated, &protected);
+    assert_eq!(a.result, InjectResult::Refused, "{}", a.detail);
+    assert_eq!(
+        a.detail,
+        "namespace tools is not one the injector's chart protects (mcp-sentinel): the MCP server's port would have no NetworkPolicy closing it to other pods; add tools to sidecar.namespaces"
+    );
+    let resp = response(&a);
+    assert_eq!(resp["allowed"], false);
+    assert_eq!(resp["status"]["message"], refusal(&a.detail));
+
+    let mut opted_out = review.clone();
+    annotate(&mut opted_out, "mcp-sentinel.io/inject", "false");
+    let a = answer(&opted_out, Mode::Annotated, &protected);
+    assert_eq!(a.result, InjectResult::Skipped, "{}", a.detail);
+
+    // Without the key (the injector run without the chart), every namespace.
+    let a = answer(&review, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::Injected, "{}", a.detail);
+}
+
 #[test]
 fn host_network_pods_are_refused() {
     let mut review = fixture("review-pod.json");

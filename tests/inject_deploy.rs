@@ -58,10 +58,15 @@ fn normalised(pod: &Value) -> Value {
 fn the_static_example_carries_the_injectors_sidecar() {
     let fixture = root().join("tests/fixtures/k8s/review-example-pod.json");
     let review: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    // The example's namespace has its own NetworkPolicy (example.yaml), which the injector of
+    // injector.yaml is not told of: it protects `mcp-sentinel`.
+    let mut settings = injector_settings();
+    assert_eq!(settings.namespaces, Some(vec!["mcp-sentinel".to_string()]));
+    settings.namespaces = Some(vec!["mcp-demo".into()]);
     let answer = inject::review_body(
         &serde_json::to_vec(&review).unwrap(),
         Mode::Annotated,
-        &injector_settings(),
+        &settings,
     )
     .unwrap();
     assert_eq!(answer.result, InjectResult::Injected, "{}", answer.detail);

@@ -214,7 +214,7 @@ pub fn review_request(
     let json = serde_json::to_value(object).unwrap_or_default();
     let planned = serde_json::from_value::<Pod>(json.clone())
         .map_err(|e| Verdict::Error(format!("cannot read the pod: {e}")))
-        .and_then(|pod| plan(&pod, &json, settings))
+        .and_then(|pod| plan(&pod, &json, req.namespace.as_deref(), settings))
         .and_then(|(ops, warnings)| {
             let patched = resp
                 .clone()
@@ -318,6 +318,21 @@ fn refuse_unprotected<T>(json: &Value, planned: Result<T, Verdict>) -> Result<T,
     }
 }
 
+/// A pod outside the namespaces the chart protects would get its sidecar, but no NetworkPolicy
+/// closing its server's port to other pods (nor the sidecar's ConfigMap).
+fn protected_namespace(namespace: Option<&str>, settings: &Settings) -> Result<(), Verdict> {
+    let (Some(protected), Some(ns)) = (&settings.namespaces, namespace) else {
+        return Ok(());
+    };
+    if protected.iter().any(|p| p == ns) {
+        return Ok(());
+    }
+    Err(Verdict::Error(format!(
+        "namespace {ns} is not one the injector's chart protects ({}): the MCP server's port would have no NetworkPolicy closing it to other pods; add {ns} to sidecar.namespaces",
+        protected.join(", ")
+    )))
+}
+
 /// Whether the pod (as sent) carries the opt-in label.
 fn opted_in(json: &Value) -> bool {
     json.pointer(&format!("/metadata/labels/{}", escape(super::INJECT_LABEL)))
@@ -330,6 +345,7 @@ fn opted_in(json: &Value) -> bool {
 fn plan(
     pod: &Pod,
     json: &Value,
+    namespace: Option<&str>,
     settings: &Settings,
 ) -> Result<(Vec<Value>, Vec<String>), Verdict> {
     let empty = BTreeMap::new();
@@ -353,6 +369,7 @@ fn plan(
             )));
         }
     }
+    protected_namespace(namespace, settings)?;
     match get(ann::ON_FAILURE) {
         None | Some(ADMIT | REFUSE) => {}
         Some(other) => {

@@ -124,6 +124,11 @@ pub struct Settings {
     /// Extra environment of the sidecar container (the chart's `sidecar.env`): Kubernetes
     /// EnvVar objects, a `value` or a `valueFrom` (a Secret's key for an API key).
     pub env: Vec<serde_json::Value>,
+    /// The namespaces the chart protects (its release namespace and `sidecar.namespaces`: the
+    /// sidecar's NetworkPolicy and ConfigMap are there). An opted-in pod elsewhere is refused:
+    /// injected, its server's port would be open to every pod. `None` (the key absent): any
+    /// namespace.
+    pub namespaces: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -155,6 +160,7 @@ impl Settings {
                 format: LogFormat::Json,
             },
             env: Vec::new(),
+            namespaces: None,
         }
     }
 
@@ -225,6 +231,13 @@ impl Settings {
         }
         s.service_check = read_service_check(r, top);
         s.env = read_env(r, top);
+        s.namespaces = r.field(top, "namespaces", |v| {
+            let list = parse::strings(v)?;
+            for ns in &list {
+                validate::object_name(ns).map_err(|e| format!("{ns:?}: {e}"))?;
+            }
+            Ok(list)
+        });
         s.log.read(r, top);
         Some(s)
     }
