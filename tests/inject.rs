@@ -293,6 +293,94 @@ fn injection_is_idempotent() {
     }
 }
 
+/// A container with the sidecar's name and image makes the pod pass as injected only when it is
+/// the sidecar as rendered: one with a command, arguments or listen address of its own, or whose
+/// port another container declares too (the server put on the port the NetworkPolicy opens
+/// beside a sidecar that does not listen there), is refused.
+#[test]
+fn a_pod_that_only_looks_injected_is_refused() {
+    let mut review = fixture("review-pod.json");
+    let first = answer(&review, Mode::Annotated, &settings());
+    review["request"]["object"] = patched(&review, &first);
+    let sidecar = "/request/object/spec/initContainers/0";
+    assert_eq!(review.pointer(sidecar).unwrap()["name"], "mcp-sentinel");
+    let listen = |r: &Value| {
+        r.pointer(&format!("{sidecar}/env"))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|e| e["name"] == "MCP_SENTINEL_LISTEN")
+            .unwrap()
+    };
+    type Edit = fn(&mut Value, usize);
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            |r, _| {
+                set(
+                    r,
+                    "/request/object/spec/initContainers/0/command",
+                    json!(["/mcp-sentinel"]),
+                )
+            },
+            "it has a command of its own",
+        ),
+        (
+            |r, _| {
+                set(
+                    r,
+                    "/request/object/spec/initContainers/0/args",
+                    json!(["run", "--upstream", "http://127.0.0.1:1/"]),
+                )
+            },
+            r#"its arguments are ["run","--upstream","http://127.0.0.1:1/"], not the sidecar's"#,
+        ),
+        (
+            |r, at| {
+                set(
+                    r,
+                    &format!("/request/object/spec/initContainers/0/env/{at}/value"),
+                    json!("127.0.0.1:1"),
+                )
+            },
+            r#"MCP_SENTINEL_LISTEN is Some("127.0.0.1:1"), not every address and a port the container declares"#,
+        ),
+        (
+            |r, _| {
+                set(
+                    r,
+                    "/request/object/spec/containers/0/ports",
+                    json!([{"name": "http", "containerPort": 9480}]),
+                )
+            },
+            "container server declares its port 9480 too",
+        ),
+    ];
+    for (edit, why) in cases {
+        let mut spoof = review.clone();
+        let at = listen(&spoof);
+        edit(&mut spoof, at);
+        let a = answer(&spoof, Mode::Annotated, &settings());
+        assert_eq!(a.result, InjectResult::Refused, "{why}: {}", a.detail);
+        assert_eq!(
+            a.detail,
+            format!(
+                "container mcp-sentinel has the sentinel's image but is not its sidecar: {why}; remove it and let the injector add the sidecar"
+            )
+        );
+    }
+    // The sidecar as rendered, listening on every IPv6 address too, still passes.
+    let mut v6 = review.clone();
+    let at = listen(&v6);
+    set(
+        &mut v6,
+        &format!("{sidecar}/env/{at}/value"),
+        json!("[::]:9480"),
+    );
+    let a = answer(&v6, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::AlreadyInjected, "{}", a.detail);
+}
+
 #[test]
 fn regular_container_when_native_sidecars_are_off() {
     let review = fixture("review-pod.json");

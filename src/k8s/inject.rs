@@ -333,6 +333,50 @@ fn protected_namespace(namespace: Option<&str>, settings: &Settings) -> Result<(
     )))
 }
 
+/// Why `c`, a container with the sidecar's name and image, is not the sidecar as rendered
+/// (`defaults`) — by a command, arguments or listen addresses of its own, or a port another
+/// container of `spec` declares too — so that it cannot make the pod pass as injected while the
+/// server sits on a port the NetworkPolicy opens; `None` when it is.
+fn not_the_sidecar(c: &Container, spec: &PodSpec, defaults: &Sidecar) -> Option<String> {
+    if c.command.as_ref().is_some_and(|cmd| !cmd.is_empty()) {
+        return Some("it has a command of its own".into());
+    }
+    let args = serde_json::to_value(c.args.clone().unwrap_or_default()).unwrap_or_default();
+    if args != defaults.container["args"] {
+        return Some(format!("its arguments are {args}, not the sidecar's"));
+    }
+    let own: Vec<i32> = c.ports.iter().flatten().map(|p| p.container_port).collect();
+    for var in ["MCP_SENTINEL_LISTEN", "MCP_SENTINEL_ADMIN_LISTEN"] {
+        let value = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == var)
+            .and_then(|e| e.value.as_deref());
+        let port = value
+            .and_then(|v| {
+                v.strip_prefix("0.0.0.0:")
+                    .or_else(|| v.strip_prefix("[::]:"))
+            })
+            .and_then(|p| p.parse::<i32>().ok());
+        if !port.is_some_and(|p| own.contains(&p)) {
+            return Some(format!(
+                "{var} is {value:?}, not every address and a port the container declares"
+            ));
+        }
+    }
+    all_containers(spec)
+        .filter(|other| other.name != c.name)
+        .flat_map(|other| other.ports.iter().flatten().map(move |p| (other, p)))
+        .find(|(_, p)| own.contains(&p.container_port))
+        .map(|(other, p)| {
+            format!(
+                "container {} declares its port {} too",
+                other.name, p.container_port
+            )
+        })
+}
+
 /// Whether the pod (as sent) carries the opt-in label.
 fn opted_in(json: &Value) -> bool {
     json.pointer(&format!("/metadata/labels/{}", escape(super::INJECT_LABEL)))
@@ -404,6 +448,16 @@ fn plan(
             .is_some_and(|i| repository(i) == repository(&settings.image))
             && matches!(first_arg, Some("run" | "install-to"));
         if is_sentinel {
+            // The sidecar (`run`); a stdio server's install container (`install-to`) copies the
+            // binary and serves nothing.
+            if first_arg == Some("run")
+                && let Some(why) = not_the_sidecar(c, spec, &defaults)
+            {
+                return Err(Verdict::Error(format!(
+                    "container {} has the sentinel's image but is not its sidecar: {why}; remove it and let the injector add the sidecar",
+                    c.name
+                )));
+            }
             return Err(Verdict::Already);
         }
         return Err(Verdict::Error(format!(
