@@ -343,7 +343,7 @@ fn a_pod_that_only_looks_injected_is_refused() {
                     json!("127.0.0.1:1"),
                 )
             },
-            r#"MCP_SENTINEL_LISTEN is Some("127.0.0.1:1"), not every address and a port the container declares"#,
+            r#"MCP_SENTINEL_LISTEN is Some("127.0.0.1:1"), not every address at the port it declares for it"#,
         ),
         (
             |r, _| {
@@ -355,6 +355,37 @@ fn a_pod_that_only_looks_injected_is_refused() {
             },
             "container server declares its port 9480 too",
         ),
+        (
+            // The kubelet takes the last entry of a name.
+            |r, _| {
+                r["request"]["object"]["spec"]["initContainers"][0]["env"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "MCP_SENTINEL_LISTEN", "value": "127.0.0.1:1"}))
+            },
+            r#"MCP_SENTINEL_LISTEN is Some("127.0.0.1:1"), not every address at the port it declares for it"#,
+        ),
+        (
+            |r, at| {
+                set(
+                    r,
+                    &format!("/request/object/spec/initContainers/0/env/{at}/value"),
+                    json!("0.0.0.0:+9480"),
+                )
+            },
+            r#"MCP_SENTINEL_LISTEN is Some("0.0.0.0:+9480"), not every address at the port it declares for it"#,
+        ),
+        (
+            // A port it declares, but not the traffic port the NetworkPolicy opens.
+            |r, at| {
+                set(
+                    r,
+                    &format!("/request/object/spec/initContainers/0/env/{at}/value"),
+                    json!("0.0.0.0:9481"),
+                )
+            },
+            r#"MCP_SENTINEL_LISTEN is Some("0.0.0.0:9481"), not every address at the port it declares for it"#,
+        ),
     ];
     for (edit, why) in cases {
         let mut spoof = review.clone();
@@ -365,10 +396,21 @@ fn a_pod_that_only_looks_injected_is_refused() {
         assert_eq!(
             a.detail,
             format!(
-                "container mcp-sentinel has the sentinel's image but is not its sidecar: {why}; remove it and let the injector add the sidecar"
+                "container mcp-sentinel has the sentinel's image, but the pod is not as the injector leaves it: {why}; remove the container and let the injector add the sentinel"
             )
         );
     }
+    // A stdio server's install container, with no server container running what it copies.
+    let mut install = fixture("review-pod.json");
+    install["request"]["object"]["spec"]["initContainers"] = json!([{
+        "name": "mcp-sentinel", "image": IMAGE, "args": ["install-to", "/mcp-sentinel-bin"]
+    }]);
+    let a = answer(&install, Mode::Annotated, &settings());
+    assert_eq!(a.result, InjectResult::Refused, "{}", a.detail);
+    assert_eq!(
+        a.detail,
+        "container mcp-sentinel has the sentinel's image, but the pod is not as the injector leaves it: no container runs /mcp-sentinel-bin/mcp-sentinel; remove the container and let the injector add the sentinel"
+    );
     // The sidecar as rendered, listening on every IPv6 address too, still passes.
     let mut v6 = review.clone();
     let at = listen(&v6);

@@ -92,8 +92,8 @@ fn splitlines_data(stream: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Each event's data as the Go SDK's client reads it: lines cut by `bufio.Scanner` at LF only
-/// (tests/fixtures/parsers/sse_lines.go, built here).
+/// Each event's data as a reader that cuts lines as the Go SDK's client does (`bufio.Scanner`, LF
+/// only): tests/fixtures/parsers/sse_lines.go, built here.
 fn go_events(stream: &[u8]) -> Vec<String> {
     let dir = TempDir::new("sse-go");
     let bin = dir.path("sse_lines");

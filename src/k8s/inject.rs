@@ -345,26 +345,88 @@ fn not_the_sidecar(c: &Container, spec: &PodSpec, defaults: &Sidecar) -> Option<
     if args != defaults.container["args"] {
         return Some(format!("its arguments are {args}, not the sidecar's"));
     }
-    let own: Vec<i32> = c.ports.iter().flatten().map(|p| p.container_port).collect();
-    for var in ["MCP_SENTINEL_LISTEN", "MCP_SENTINEL_ADMIN_LISTEN"] {
-        let value = c
-            .env
+    // The kubelet takes the last of several entries of one name.
+    let env = |var: &str| {
+        c.env
             .iter()
             .flatten()
-            .find(|e| e.name == var)
-            .and_then(|e| e.value.as_deref());
-        let port = value
-            .and_then(|v| {
-                v.strip_prefix("0.0.0.0:")
-                    .or_else(|| v.strip_prefix("[::]:"))
-            })
-            .and_then(|p| p.parse::<i32>().ok());
-        if !port.is_some_and(|p| own.contains(&p)) {
-            return Some(format!(
-                "{var} is {value:?}, not every address and a port the container declares"
-            ));
+            .rfind(|e| e.name == var)
+            .and_then(|e| e.value.as_deref())
+    };
+    let ports = declared(c);
+    let traffic = ports.first().copied();
+    let admin = c
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("sentinel-admin"))
+        .map(|p| p.container_port);
+    for (var, want) in [
+        ("MCP_SENTINEL_LISTEN", traffic),
+        ("MCP_SENTINEL_ADMIN_LISTEN", admin),
+    ] {
+        if let Some(why) = listens_on(var, env(var), want) {
+            return Some(why);
         }
     }
+    shared_port(c, spec)
+}
+
+/// Why the pod does not run the sentinel a stdio server's install container (`install-to`)
+/// copies: a server container running the copied binary's `run` and listening on every address
+/// at its first declared port, which no other container declares; `None` when it does.
+fn not_stdio_wrapped(spec: &PodSpec, defaults: &Sidecar) -> Option<String> {
+    let binary = defaults.stdio.binary();
+    let Some(server) = spec.containers.iter().find(|c| {
+        c.command
+            .as_ref()
+            .is_some_and(|cmd| cmd.first() == Some(&binary))
+    }) else {
+        return Some(format!("no container runs {binary}"));
+    };
+    let cmd = server.command.as_deref().unwrap_or_default();
+    if cmd.get(1).map(String::as_str) != Some("run") {
+        return Some(format!(
+            "container {} runs {binary} without `run`",
+            server.name
+        ));
+    }
+    let flags: Vec<&String> = cmd.iter().take_while(|a| *a != "--").collect();
+    let flag = |name: &str| {
+        flags
+            .iter()
+            .rposition(|a| *a == name)
+            .and_then(|i| flags.get(i + 1))
+            .map(|v| v.as_str())
+    };
+    let traffic = declared(server).first().copied();
+    if let Some(why) = listens_on("--listen", flag("--listen"), traffic) {
+        return Some(format!("container {}: {why}", server.name));
+    }
+    shared_port(server, spec)
+}
+
+/// The container ports `c` declares.
+fn declared(c: &Container) -> Vec<i32> {
+    c.ports.iter().flatten().map(|p| p.container_port).collect()
+}
+
+/// Why `value` (of `what`) is not every address (`0.0.0.0` or `[::]`) at port `want`.
+fn listens_on(what: &str, value: Option<&str>, want: Option<i32>) -> Option<String> {
+    let port = value
+        .and_then(|v| {
+            v.strip_prefix("0.0.0.0:")
+                .or_else(|| v.strip_prefix("[::]:"))
+        })
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|p| p.parse::<i32>().ok());
+    (port.is_none() || port != want)
+        .then(|| format!("{what} is {value:?}, not every address at the port it declares for it"))
+}
+
+/// Another container of `spec` declaring one of `c`'s ports.
+fn shared_port(c: &Container, spec: &PodSpec) -> Option<String> {
+    let own = declared(c);
     all_containers(spec)
         .filter(|other| other.name != c.name)
         .flat_map(|other| other.ports.iter().flatten().map(move |p| (other, p)))
@@ -448,13 +510,15 @@ fn plan(
             .is_some_and(|i| repository(i) == repository(&settings.image))
             && matches!(first_arg, Some("run" | "install-to"));
         if is_sentinel {
-            // The sidecar (`run`); a stdio server's install container (`install-to`) copies the
-            // binary and serves nothing.
-            if first_arg == Some("run")
-                && let Some(why) = not_the_sidecar(c, spec, &defaults)
-            {
+            // The sidecar (`run`), or a stdio server's install container (`install-to`), which
+            // only copies the binary for the server's container to run.
+            let why = match first_arg {
+                Some("run") => not_the_sidecar(c, spec, &defaults),
+                _ => not_stdio_wrapped(spec, &defaults),
+            };
+            if let Some(why) = why {
                 return Err(Verdict::Error(format!(
-                    "container {} has the sentinel's image but is not its sidecar: {why}; remove it and let the injector add the sidecar",
+                    "container {} has the sentinel's image, but the pod is not as the injector leaves it: {why}; remove the container and let the injector add the sentinel",
                     c.name
                 )));
             }

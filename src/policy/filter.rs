@@ -1017,8 +1017,10 @@ impl MessageEdit for AnswerEdit {
         Oversized::Pass
     }
 
+    /// Not where a server request may be blocked either: the Go SDK's client dispatches an
+    /// unterminated last event at the end of the stream.
     fn keeps_partial(&self) -> bool {
-        !self.filters() && self.integrity.is_none()
+        !self.filters() && self.integrity.is_none() && self.on_blocked.is_none()
     }
 }
 
@@ -1575,6 +1577,9 @@ mod tests {
             e.oversized(b"{\"method\":\"sampling/create"),
             Oversized::Drop
         );
+        // A blocked server request as an unterminated last event would reach Go clients.
+        assert!(!e.keeps_partial());
+        let (e, _) = edit(false, false);
         assert!(e.keeps_partial());
     }
 }

@@ -92,7 +92,8 @@ fn admin_port_left_alone(pod: &Value, before: &Value, flag: &str, was: &str) {
     assert_eq!(pod["spec"]["initContainers"][0], expect);
     let annotations = &pod["metadata"]["annotations"];
     assert_eq!(annotations[ISTIO_EXCLUDE], "9481", "{annotations}");
-    assert_eq!(annotations[LINKERD_SKIP], "9481", "{annotations}");
+    // Linkerd's mesh-wide default (4567,4568), which a pod annotation replaces, kept.
+    assert_eq!(annotations[LINKERD_SKIP], "4567,4568,9481", "{annotations}");
 }
 
 /// Istio's proxy (a regular container) declares Envoy's Prometheus port 15090 and holds

@@ -197,6 +197,21 @@ fn stdio_injection_is_idempotent() {
         );
         assert!(unchanged(&review, &again).is_empty());
     }
+    // The server's sentinel listening elsewhere than its declared port: not as injected.
+    let command = review["request"]["object"]["spec"]["containers"][0]["command"]
+        .as_array_mut()
+        .unwrap();
+    let at = command.iter().position(|a| a == "--listen").unwrap() + 1;
+    command[at] = "127.0.0.1:1".into();
+    let spoof = answer(&review, Mode::Annotated, &settings());
+    assert_eq!(spoof.result, InjectResult::Refused, "{}", spoof.detail);
+    assert!(
+        spoof.detail.contains(
+            r#"--listen is Some("127.0.0.1:1"), not every address at the port it declares for it"#
+        ),
+        "{}",
+        spoof.detail
+    );
 }
 
 #[test]
