@@ -93,11 +93,30 @@ fn splitlines_data(stream: &[u8]) -> Vec<String> {
 }
 
 /// Each event's data as a reader that cuts lines as the Go SDK's client does (`bufio.Scanner`, LF
-/// only): tests/fixtures/parsers/sse_lines.go, built here.
+/// only): tests/fixtures/parsers/sse_lines.go.
 fn go_events(stream: &[u8]) -> Vec<String> {
-    let dir = TempDir::new("sse-go");
-    let bin = dir.path("sse_lines");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parsers/sse_lines.go");
+    go_output("sse_lines", stream)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON string per event"))
+        .collect()
+}
+
+/// The tools a Go client decoding `answer` with `encoding/json` reads:
+/// tests/fixtures/parsers/list_go.go.
+fn go_tools(answer: &[u8]) -> Vec<String> {
+    go_output("list_go", answer)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What the Go program tests/fixtures/parsers/`name`.go, built here, writes for `stdin`.
+fn go_output(name: &str, stdin: &[u8]) -> String {
+    let dir = TempDir::new(name);
+    let bin = dir.path(name);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parsers")
+        .join(format!("{name}.go"));
     let built = Command::new("go")
         .args(["build", "-o"])
         .arg(&bin)
@@ -105,11 +124,8 @@ fn go_events(stream: &[u8]) -> Vec<String> {
         .env("GO111MODULE", "off")
         .status()
         .expect("go is needed by this test (make test installs it)");
-    assert!(built.success(), "go build of the SSE reader failed");
-    run(&mut Command::new(&bin), stream)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON string per event"))
-        .collect()
+    assert!(built.success(), "go build of {name}.go failed");
+    run(&mut Command::new(&bin), stdin)
 }
 
 fn run(cmd: &mut Command, stdin: &[u8]) -> String {
@@ -276,4 +292,34 @@ async fn the_stdio_front_writes_only_what_the_filter_read() {
         "the list split between tokens is relayed"
     );
     filtered(&relayed);
+}
+
+/// Go's `encoding/json` matches keys under case folding (`ſ` is `s`) and takes the last: a list
+/// spelled `"Result"`, `"NAME"` or `"toolſ"` beside the one the filter reads would show a Go
+/// client the hidden tool. Such an answer is not passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_go_reads_another_way_reaches_no_go_client() {
+    for answer in [
+        r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"echo"}]},"Result":{"tools":[{"name":"echo"},{"name":"delete_file"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"echo","NAME":"delete_file"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"echo"}],"toolſ":[{"name":"delete_file"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"Result":{"Tools":[{"Name":"delete_file"}]}}"#,
+    ] {
+        assert!(
+            go_tools(answer.as_bytes()).contains(&HIDDEN.to_string()),
+            "Go reads the hidden tool in {answer}"
+        );
+        let out = through("application/json", answer.as_bytes().to_vec(), LIST_REQUEST).await;
+        assert!(
+            go_tools(&out).is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["error"]["message"], "Answer could not be filtered", "{v}");
+    }
+    // The same list spelled as the filter reads it: filtered, and Go reads what is left.
+    let plain = LIST7.as_bytes().to_vec();
+    let out = through("application/json", plain, LIST_REQUEST).await;
+    assert_eq!(go_tools(&out), ["echo"]);
 }

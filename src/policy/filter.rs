@@ -305,7 +305,32 @@ impl AnswerEdit {
     fn policy_reads(&self, message: &[u8]) -> bool {
         self.on_blocked.is_some()
             || may_hold_list(message)
+            || may_fold_to_a_read_key(message)
             || self.modern && memchr::memmem::find(message, b"input_required").is_some()
+    }
+
+    /// An answer Go's decoder would read another way than the edit (a key the edit reads
+    /// repeated, or spelled in another case: `"Result"`, `"NAME"`, `"toolſ"`), checked where the
+    /// edit reads it (integrity checks every answer itself): such an answer is not passed on —
+    /// the list error in its place, or dropped where only server requests are blocked.
+    fn read_alike(&self, message: &[u8]) -> Option<Edit> {
+        use crate::mcp::strict::{self, Ambiguity};
+        let worth = may_hold_list(message)
+            || may_fold_to_a_read_key(message)
+            || self.on_blocked.is_some() && memchr::memmem::find(message, b"\"method\"").is_some();
+        if self.integrity.is_some() || !worth {
+            return None;
+        }
+        match strict::check_answer(message) {
+            Err(
+                Ambiguity::DuplicateKey | Ambiguity::CaseFoldedKeys | Ambiguity::MisspelledField,
+            ) => Some(if self.on_blocked.is_some() && !self.filters() {
+                Edit::Drop
+            } else {
+                Edit::Replace(self.list_error())
+            }),
+            _ => None,
+        }
     }
 
     /// Whether a message (or batch) holds something the policy's edit reads: a list or task
@@ -355,6 +380,38 @@ fn may_hold_list(bytes: &[u8]) -> bool {
             || has(b"\"prompts\"")
             || has(b"\"resources\"")
             || has(b"\"resourceTemplates\""))
+}
+
+/// Whether `bytes` may spell, in another case, a key the policy's edit reads (`"Result"`,
+/// `"TOOLS"`, `"toolſ"`): Go's `encoding/json`, with which Go SDK clients before the fix for
+/// CVE-2026-27896 decode messages, matches keys under Unicode simple folding (`ſ` is `s`, the
+/// Kelvin sign `k`) and takes the last of them.
+fn may_fold_to_a_read_key(bytes: &[u8]) -> bool {
+    const KEYS: [&[u8]; 7] = [
+        b"result",
+        b"method",
+        b"tools",
+        b"tasks",
+        b"prompts",
+        b"resources",
+        b"resourceTemplates",
+    ];
+    let has = |needle: &str| memchr::memmem::find(bytes, needle.as_bytes()).is_some();
+    if has("\u{17F}") || has("\u{212A}") {
+        return true;
+    }
+    memchr::memchr_iter(b'"', bytes).any(|at| {
+        // Most strings start with another letter: one look at it.
+        let first = bytes.get(at + 1).map_or(0, |b| b.to_ascii_lowercase());
+        matches!(first, b'r' | b'm' | b't' | b'p')
+            && KEYS.iter().any(|key| {
+                let end = at + 1 + key.len();
+                bytes.get(end) == Some(&b'"') && {
+                    let word = &bytes[at + 1..end];
+                    word.eq_ignore_ascii_case(key) && word != *key
+                }
+            })
+    })
 }
 
 /// `message` with every `\u` escape of a lone surrogate written `\uFFFD`, when it holds one
@@ -952,6 +1009,8 @@ impl MessageEdit for AnswerEdit {
             .flatten()
         {
             edit
+        } else if let Some(edit) = self.read_alike(message) {
+            edit
         } else {
             let policy = self.policy.get();
             // Integrity reads every list item whole: the general path.
@@ -1044,6 +1103,15 @@ mod tests {
 
     fn counter(name: &str, label: &str) -> IntCounterVec {
         IntCounterVec::new(prometheus::Opts::new(name, "test"), &[label]).unwrap()
+    }
+
+    /// A message Go's decoder reads another way (a key repeated, or in another case).
+    fn go_reads_otherwise(message: &str) -> bool {
+        use crate::mcp::strict::{Ambiguity, check_answer};
+        matches!(
+            check_answer(message.as_bytes()),
+            Err(Ambiguity::DuplicateKey | Ambiguity::CaseFoldedKeys | Ambiguity::MisspelledField)
+        )
     }
 
     /// Echo allowed, sampling denied for everyone.
@@ -1203,6 +1271,14 @@ mod tests {
             };
             let out = String::from_utf8(out).unwrap();
             assert!(!out.contains("\"rm\""), "{message}: {out}");
+            if go_reads_otherwise(message) {
+                // Not passed on at all (`read_alike`).
+                assert!(
+                    out.contains("Answer could not be filtered"),
+                    "{message}: {out}"
+                );
+                continue;
+            }
             let (mut tree, policy) = fresh(false);
             let _ = tree.edit_tree(&policy, message.as_bytes());
             for kind in ListKind::ALL {
@@ -1371,11 +1447,20 @@ mod tests {
                 // path alone does, counters included.
                 let (mut whole, _) = fresh(modern);
                 let by_whole = read(&message, whole.edit(message.as_bytes()));
-                assert_eq!(
-                    by_whole, by_tree,
-                    "round {round}, modern {modern}: {message}"
-                );
-                assert_eq!(hidden(&whole), hidden(&tree), "round {round}: {message}");
+                if go_reads_otherwise(&message) {
+                    // A key repeated or in another case: not passed on (`read_alike`).
+                    assert_eq!(
+                        by_whole.as_ref().map(|v| v["error"]["message"].clone()),
+                        Some(json!("Answer could not be filtered")),
+                        "round {round}: {message}"
+                    );
+                } else {
+                    assert_eq!(
+                        by_whole, by_tree,
+                        "round {round}, modern {modern}: {message}"
+                    );
+                    assert_eq!(hidden(&whole), hidden(&tree), "round {round}: {message}");
+                }
                 let (mut fast, _) = fresh(modern);
                 let Some(by_fast) = fast.edit_raw(&policy, message.as_bytes()) else {
                     continue;
@@ -1543,6 +1628,36 @@ mod tests {
             *answered.lock().unwrap(),
             ["sampling/createMessage 5", "sampling/createMessage 5"]
         );
+    }
+
+    /// Go's `encoding/json` folds keys (`"Result"`, `"NAME"`, `"toolſ"`, the last one wins):
+    /// an answer it reads another way than the filter is refused, or dropped where only server
+    /// requests are blocked; a schema property spelled `Name` is no such key.
+    #[test]
+    fn what_go_reads_another_way_is_not_passed_on() {
+        for message in [
+            r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"echo"}]},"Result":{"tools":[{"name":"rm"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"echo","NAME":"rm"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"echo"}],"toolſ":[{"name":"rm"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"Result":{"Tools":[{"Name":"rm"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"TOOLS":[{"name":"rm"}]}}"#,
+        ] {
+            let (mut e, _) = edit(true, false);
+            assert_eq!(
+                replaced(e.edit(message.as_bytes()))["error"]["message"],
+                "Answer could not be filtered",
+                "{message}"
+            );
+        }
+        let (mut e, answered) = edit(false, true);
+        let request = r#"{"jsonrpc":"2.0","id":5,"Method":"sampling/createMessage","params":{}}"#;
+        assert_eq!(e.edit(request.as_bytes()), Edit::Drop);
+        assert!(answered.lock().unwrap().is_empty());
+        let schema = r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object","properties":{"Name":{"type":"string"}}}},{"name":"rm"}]}}"#;
+        let (mut e, _) = edit(true, false);
+        let out = replaced(e.edit(schema.as_bytes()));
+        assert_eq!(out["result"]["tools"].as_array().unwrap().len(), 1, "{out}");
+        assert_eq!(out["result"]["tools"][0]["name"], "echo");
     }
 
     #[test]
