@@ -309,26 +309,25 @@ impl AnswerEdit {
             || self.modern && memchr::memmem::find(message, b"input_required").is_some()
     }
 
-    /// An answer Go's decoder would read another way than the edit (a key the edit reads
-    /// repeated, or spelled in another case: `"Result"`, `"NAME"`, `"toolſ"`), checked where the
-    /// edit reads it (integrity checks every answer itself): such an answer is not passed on —
-    /// the list error in its place, or dropped where only server requests are blocked.
+    /// An answer Go's decoder would read another way than the edit (a key the edit reads spelled
+    /// in another case: `"Result"`, `"NAME"`, `"toolſ"`), checked only where the bytes hold such
+    /// a spelling (integrity checks every answer itself; a key repeated as it is spelled is read
+    /// alike, the last one, by the edit's general path and every client): such an answer is not
+    /// passed on — the list error in its place, or dropped where only server requests are
+    /// blocked.
     fn read_alike(&self, message: &[u8]) -> Option<Edit> {
         use crate::mcp::strict::{self, Ambiguity};
-        let worth = may_hold_list(message)
-            || may_fold_to_a_read_key(message)
-            || self.on_blocked.is_some() && memchr::memmem::find(message, b"\"method\"").is_some();
-        if self.integrity.is_some() || !worth {
+        if self.integrity.is_some() || !may_fold_to_a_read_key(message) {
             return None;
         }
         match strict::check_answer(message) {
-            Err(
-                Ambiguity::DuplicateKey | Ambiguity::CaseFoldedKeys | Ambiguity::MisspelledField,
-            ) => Some(if self.on_blocked.is_some() && !self.filters() {
-                Edit::Drop
-            } else {
-                Edit::Replace(self.list_error())
-            }),
+            Err(Ambiguity::CaseFoldedKeys | Ambiguity::MisspelledField) => {
+                Some(if self.on_blocked.is_some() && !self.filters() {
+                    Edit::Drop
+                } else {
+                    Edit::Replace(self.list_error())
+                })
+            }
             _ => None,
         }
     }
@@ -387,7 +386,7 @@ fn may_hold_list(bytes: &[u8]) -> bool {
 /// CVE-2026-27896 decode messages, matches keys under Unicode simple folding (`ſ` is `s`, the
 /// Kelvin sign `k`) and takes the last of them.
 fn may_fold_to_a_read_key(bytes: &[u8]) -> bool {
-    const KEYS: [&[u8]; 7] = [
+    const KEYS: [&[u8]; 13] = [
         b"result",
         b"method",
         b"tools",
@@ -395,6 +394,12 @@ fn may_fold_to_a_read_key(bytes: &[u8]) -> bool {
         b"prompts",
         b"resources",
         b"resourceTemplates",
+        b"name",
+        b"uri",
+        b"uriTemplate",
+        b"taskId",
+        b"resultType",
+        b"inputRequests",
     ];
     let has = |needle: &str| memchr::memmem::find(bytes, needle.as_bytes()).is_some();
     if has("\u{17F}") || has("\u{212A}") {
@@ -403,7 +408,7 @@ fn may_fold_to_a_read_key(bytes: &[u8]) -> bool {
     memchr::memchr_iter(b'"', bytes).any(|at| {
         // Most strings start with another letter: one look at it.
         let first = bytes.get(at + 1).map_or(0, |b| b.to_ascii_lowercase());
-        matches!(first, b'r' | b'm' | b't' | b'p')
+        matches!(first, b'r' | b'm' | b't' | b'p' | b'n' | b'u' | b'i')
             && KEYS.iter().any(|key| {
                 let end = at + 1 + key.len();
                 bytes.get(end) == Some(&b'"') && {
@@ -1110,7 +1115,7 @@ mod tests {
         use crate::mcp::strict::{Ambiguity, check_answer};
         matches!(
             check_answer(message.as_bytes()),
-            Err(Ambiguity::DuplicateKey | Ambiguity::CaseFoldedKeys | Ambiguity::MisspelledField)
+            Err(Ambiguity::CaseFoldedKeys | Ambiguity::MisspelledField)
         )
     }
 
