@@ -52,13 +52,15 @@
 //! `sentinel-otel-100` and `sentinel-otel-10` are the passthrough config plus tracing (issue 18)
 //! sampling every new trace or one in ten, exporting OTLP/HTTP to a receiver in the bench that
 //! decodes and discards (see otel.rs): their CPU per request over `sentinel` is tracing's cost.
+//! `sentinel-shipped-otel-10` is sentinel-shipped's config (audit on) with the same tracing at
+//! one in ten: its CPU per request over `sentinel-shipped` is the cost in what users run.
 //!
 //! Settings (environment): BENCH_SECONDS (per run, default 2), BENCH_ROUNDS (5),
 //! BENCH_WARMUP_SECONDS (0.5), BENCH_CONNS ("1,32"), BENCH_WORKLOADS ("json,sse,list,streams,
 //! large,integrity"; without json, sse or list the throughput rounds are skipped), BENCH_STREAMS (1000),
 //! BENCH_TARGETS ("direct,sentinel,sentinel-shipped,sentinel-full,sentinel-jwt,sentinel-policy,
 //! sentinel-rl-memory,sentinel-rl-redis,sentinel-audit,sentinel-stdio,sentinel-otel-100,
-//! sentinel-otel-10,nginx"; direct is always measured; `sentinel-again`, the same sentinel a
+//! sentinel-otel-10,sentinel-shipped-otel-10,nginx"; direct is always measured; `sentinel-again`, the same sentinel a
 //! second time for an A/A reading of the run's noise, only when named), BENCH_NGINX_WORKERS
 //! (1), SENTINEL_BIN, BENCH_SENTINEL_CONFIG (examples/passthrough.yaml: what sentinel-shipped
 //! runs, and the base of every other sentinel's config), BENCH_REDIS_ADDR, BENCH_PG_URL,

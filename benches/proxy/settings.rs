@@ -24,6 +24,8 @@ pub enum Kind {
     SentinelStdio,
     SentinelOtel100,
     SentinelOtel10,
+    /// `sentinel-shipped` plus tracing at 10%: what tracing costs in the configuration users run.
+    SentinelShippedOtel10,
     /// `sentinel` a second time, same binary and config: the difference between the two in the
     /// same rounds is the noise any comparison of this run is read through (an A/A test).
     SentinelAgain,
@@ -36,7 +38,7 @@ pub enum Kind {
 const ON_REQUEST: [Kind; 1] = [Kind::SentinelAgain];
 
 /// Every target, in the default order of BENCH_TARGETS (the order of the tables).
-const ALL: [Kind; 13] = [
+const ALL: [Kind; 14] = [
     Kind::Direct,
     Kind::Sentinel,
     Kind::SentinelShipped,
@@ -49,6 +51,7 @@ const ALL: [Kind; 13] = [
     Kind::SentinelStdio,
     Kind::SentinelOtel100,
     Kind::SentinelOtel10,
+    Kind::SentinelShippedOtel10,
     Kind::Nginx,
 ];
 
@@ -67,6 +70,7 @@ impl Kind {
             Kind::SentinelStdio => "sentinel-stdio",
             Kind::SentinelOtel100 => "sentinel-otel-100",
             Kind::SentinelOtel10 => "sentinel-otel-10",
+            Kind::SentinelShippedOtel10 => "sentinel-shipped-otel-10",
             Kind::SentinelAgain => "sentinel-again",
             Kind::Nginx => "nginx",
             Kind::SentinelIntegrity => "sentinel-integrity",

@@ -171,20 +171,30 @@ pub fn run(
         let started = start(kind, &config, &http, Stdout::LogFile, None)?;
         rate_limited.push((kind.name(), started));
     }
-    // Traced sentinels: every new trace sampled, then one in ten, exporting to a receiver here.
-    let traced_kinds = [(Kind::SentinelOtel100, 1.0), (Kind::SentinelOtel10, 0.1)];
-    let receiver = if traced_kinds.iter().any(|(k, _)| settings.has(*k)) {
+    // Traced sentinels: every new trace sampled, then one in ten, exporting to a receiver here;
+    // and the shipped config (audit on, to stdout) traced at one in ten.
+    let traced_kinds = [
+        (Kind::SentinelOtel100, 1.0, base),
+        (Kind::SentinelOtel10, 0.1, base),
+        (Kind::SentinelShippedOtel10, 0.1, &settings.shipped_config),
+    ];
+    let receiver = if traced_kinds.iter().any(|(k, _, _)| settings.has(*k)) {
         Some(otel::Receiver::start()?)
     } else {
         None
     };
     let mut traced = Vec::new();
-    for (kind, ratio) in traced_kinds {
+    for (kind, ratio, from) in traced_kinds {
         let Some(r) = receiver.as_ref().filter(|_| settings.has(kind)) else {
             continue;
         };
-        let config = otel::sentinel_config(base, workdir, kind.name(), &r.endpoint, ratio)?;
-        let started = start(kind, &config, &http, Stdout::LogFile, None)?;
+        let config = otel::sentinel_config(from, workdir, kind.name(), &r.endpoint, ratio)?;
+        let stdout = if kind == Kind::SentinelShippedOtel10 {
+            Stdout::Pipe
+        } else {
+            Stdout::LogFile
+        };
+        let started = start(kind, &config, &http, stdout, None)?;
         traced.push((kind.name(), started));
     }
     let audited = match &pg {
@@ -285,6 +295,13 @@ pub fn run(
              to a receiver in the bench ({}) that answers at once, then decodes (at nice 19), counts and discards",
             r.endpoint
         );
+        if settings.has(Kind::SentinelShippedOtel10) {
+            println!(
+                "  sentinel-shipped-otel-10: sentinel-shipped's config (audit on, to stdout \
+                 through a pipe) plus the same `tracing` at ratio 0.1: tracing's cost in the \
+                 configuration users run, measured against sentinel-shipped"
+            );
+        }
     }
     if let (Some(_), Some(pg)) = (&audited, &pg) {
         println!(

@@ -10,7 +10,7 @@ pub mod meta;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -74,15 +74,21 @@ impl Otel {
 
     /// The caller's context: the headers' trace context and baggage, with the body's
     /// `_meta.traceparent` winning over the header when it is a valid one (it is the context of
-    /// the MCP call itself, set by the client's MCP instrumentation).
-    pub fn parent(&self, headers: &http::HeaderMap, meta: Option<&MetaTrace>) -> Context {
-        let from = HeaderExtract(headers);
+    /// the MCP call itself, set by the client's MCP instrumentation). The caller's
+    /// `traceparent`, `tracestate` and `baggage` leave `headers` here: what the upstream gets is
+    /// what [`Otel::inject`] writes.
+    pub fn parent(&self, headers: &mut http::HeaderMap, meta: Option<&MetaTrace>) -> Context {
+        let taken = Taken {
+            traceparent: headers.remove(TRACEPARENT),
+            tracestate: headers.remove(TRACESTATE),
+            baggage: headers.remove(BAGGAGE),
+        };
         let mut cx = Context::new();
-        if headers.contains_key(TRACEPARENT) {
-            cx = self.trace_context.extract_with_context(&cx, &from);
+        if taken.traceparent.is_some() {
+            cx = self.trace_context.extract_with_context(&cx, &taken);
         }
-        if headers.contains_key(BAGGAGE) {
-            cx = self.baggage.extract_with_context(&cx, &from);
+        if taken.baggage.is_some() {
+            cx = self.baggage.extract_with_context(&cx, &taken);
         }
         match meta {
             Some(m) => self.trace_context.extract_with_context(&cx, m),
@@ -95,7 +101,7 @@ impl Otel {
     /// parent's flags), and only a kept span gets a record — named `mcp` until
     /// [`Span::rename`], attributes added by callers that know it records
     /// ([`Span::recording`]).
-    pub fn span(&self, parent: Context, kind: SpanKind, start: SystemTime) -> Span {
+    pub fn span(&self, parent: Context, kind: SpanKind, started: Instant) -> Span {
         if self.shut.load(Ordering::Acquire) {
             return Span {
                 sc: SpanContext::empty_context(),
@@ -138,10 +144,16 @@ impl Otel {
         };
         let sc = SpanContext::new(trace_id, span_id, flags, false, verdict.trace_state);
         let record = record.then(|| {
+            // The wall clock is read only for a kept span.
+            let now = SystemTime::now();
+            let start = now.checked_sub(started.elapsed()).unwrap_or(now);
             let mut data = self.data(sc.clone(), parent_id, kind, name, start);
             data.parent_span_is_remote = parent_remote;
             data.attributes = verdict.attributes;
-            (data, self.export.queue())
+            Box::new(Record {
+                data,
+                queue: self.export.queue(),
+            })
         });
         Span {
             sc,
@@ -170,10 +182,10 @@ impl Otel {
         );
         Child {
             record: parent.recording().then(|| {
-                (
-                    self.data(span_context, psc.span_id(), kind, name, start),
-                    self.export.queue(),
-                )
+                Box::new(Record {
+                    data: self.data(span_context, psc.span_id(), kind, name, start),
+                    queue: self.export.queue(),
+                })
             }),
         }
     }
@@ -205,11 +217,8 @@ impl Otel {
 
     /// Writes the context of `span` — or of `child`, its upstream call's span, when that one
     /// records — as `traceparent` (and `tracestate`), and the caller's baggage, into
-    /// `headers`, replacing what the client sent.
+    /// `headers`, which [`Otel::parent`] cleared of the client's.
     pub fn inject(&self, span: &Span, child: Option<&Child>, headers: &mut http::HeaderMap) {
-        for name in [TRACEPARENT, TRACESTATE, BAGGAGE] {
-            headers.remove(name);
-        }
         if let Some(sc) = span.upstream_context(child) {
             if let Some(v) = traceparent(sc).header() {
                 headers.insert(TRACEPARENT, v);
@@ -241,6 +250,11 @@ impl Span {
         (self.sc.trace_id(), self.sc.span_id())
     }
 
+    /// When the span started, when the sampler kept it.
+    pub fn start_time(&self) -> Option<SystemTime> {
+        self.record.record.as_ref().map(|r| r.data.start_time)
+    }
+
     /// The ids, when the sampler kept the span (for an exemplar: a trace that can be found).
     pub fn sampled_ids(&self) -> Option<(TraceId, SpanId)> {
         self.recording().then(|| self.ids())
@@ -253,8 +267,8 @@ impl Span {
 
     /// Names the span (once the sampler kept it: a dropped span's name is never read).
     pub fn rename(&mut self, name: Cow<'static, str>) {
-        if let Some((d, _)) = &mut self.record.record {
-            d.name = name;
+        if let Some(r) = &mut self.record.record {
+            r.data.name = name;
         }
     }
 
@@ -297,7 +311,7 @@ impl Traceparent {
     }
 
     fn header(&self) -> Option<http::HeaderValue> {
-        http::HeaderValue::from_str(self.as_str()).ok()
+        http::HeaderValue::from_bytes(&self.0).ok()
     }
 
     fn into_string(self) -> String {
@@ -327,28 +341,36 @@ fn traceparent(sc: &SpanContext) -> Traceparent {
 }
 
 /// A span below the server span (or the server span's own record): `None` when the sampler
-/// dropped the trace, or once recorded.
+/// dropped the trace, or once recorded. Boxed: a dropped request moves only a pointer.
 pub struct Child {
-    record: Option<(SpanData, export::Queue)>,
+    record: Option<Box<Record>>,
+}
+
+/// A kept span's record while it is open, and the queue it goes to when it ends.
+struct Record {
+    data: SpanData,
+    queue: export::Queue,
 }
 
 impl Child {
     pub fn set(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
-        if let Some((d, _)) = &mut self.record {
-            d.attributes.extend(attributes);
+        if let Some(r) = &mut self.record {
+            r.data.attributes.extend(attributes);
         }
     }
 
     /// Marks the span failed: `error.type` (a word from a closed set) and the status.
     pub fn fail(&mut self, error_type: impl Into<opentelemetry::Value>, description: String) {
-        if let Some((d, _)) = &mut self.record {
-            d.attributes.push(KeyValue::new("error.type", error_type));
-            d.status = Status::error(description);
+        if let Some(r) = &mut self.record {
+            r.data
+                .attributes
+                .push(KeyValue::new("error.type", error_type));
+            r.data.status = Status::error(description);
         }
     }
 
     fn span_context(&self) -> Option<&SpanContext> {
-        self.record.as_ref().map(|(d, _)| &d.span_context)
+        self.record.as_ref().map(|r| &r.data.span_context)
     }
 
     pub fn end_at(mut self, at: SystemTime) {
@@ -356,9 +378,10 @@ impl Child {
     }
 
     fn record(&mut self, at: SystemTime) {
-        if let Some((mut d, queue)) = self.record.take() {
-            d.end_time = at;
-            queue.push(d);
+        if let Some(r) = self.record.take() {
+            let Record { mut data, queue } = *r;
+            data.end_time = at;
+            queue.push(data);
         }
     }
 }
@@ -370,15 +393,34 @@ impl Drop for Child {
     }
 }
 
-struct HeaderExtract<'a>(&'a http::HeaderMap);
+/// The caller's trace headers, taken out of the request by [`Otel::parent`].
+struct Taken {
+    traceparent: Option<http::HeaderValue>,
+    tracestate: Option<http::HeaderValue>,
+    baggage: Option<http::HeaderValue>,
+}
 
-impl Extractor for HeaderExtract<'_> {
+impl Taken {
+    fn value(&self, key: &str) -> Option<&http::HeaderValue> {
+        match key {
+            "traceparent" => self.traceparent.as_ref(),
+            "tracestate" => self.tracestate.as_ref(),
+            "baggage" => self.baggage.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl Extractor for Taken {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        self.value(key).and_then(|v| v.to_str().ok())
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
+        ["traceparent", "tracestate", "baggage"]
+            .into_iter()
+            .filter(|k| self.value(k).is_some())
+            .collect()
     }
 }
 
@@ -426,6 +468,10 @@ impl Extractor for MetaTrace {
 pub struct RequestTrace {
     pub server: Span,
     pub upstream: Option<Child>,
+    /// What the upstream call's span will be named and given, built with the server span's
+    /// (empty for a trace the sampler dropped).
+    pub call_name: Cow<'static, str>,
+    pub call_attributes: Vec<KeyValue>,
 }
 
 /// How a request ended, for its spans.
@@ -444,14 +490,16 @@ impl RequestTrace {
     pub fn end(self, e: &Ending) {
         use crate::metrics::{AnswerResult, Outcome};
         let mut server = self.server;
-        if server.recording() {
-            server.set([KeyValue::new(
-                "http.response.status_code",
-                i64::from(e.status),
-            )]);
-            if let Some(code) = e.error_code {
-                server.set([KeyValue::new("rpc.response.status_code", code.to_string())]);
-            }
+        // A dropped trace has nothing to end (and no upstream call's span).
+        if !server.recording() {
+            return;
+        }
+        server.set([KeyValue::new(
+            "http.response.status_code",
+            i64::from(e.status),
+        )]);
+        if let Some(code) = e.error_code {
+            server.set([KeyValue::new("rpc.response.status_code", code.to_string())]);
         }
         // What failed, as the MCP conventions classify it for a server: internal and server
         // errors, and tool results with `isError`; a client's error (invalid params, say)
@@ -471,20 +519,16 @@ impl RequestTrace {
                 Some((e.status.to_string(), "upstream HTTP error"))
             }
             (Outcome::Forwarded, Some(r)) if !r.is_ok() => {
-                if server.recording() {
-                    server.set([KeyValue::new(
-                        "error.type",
-                        e.error_code.map_or("_OTHER".into(), |c| c.to_string()),
-                    )]);
-                }
+                server.set([KeyValue::new(
+                    "error.type",
+                    e.error_code.map_or("_OTHER".into(), |c| c.to_string()),
+                )]);
                 None
             }
             // The caller left (a modern client cancels by closing its stream): noted, not
             // an error of the server's.
             (Outcome::ClientGone, _) | (Outcome::Forwarded, _) if !e.complete => {
-                if server.recording() {
-                    server.set([KeyValue::new("mcp_sentinel.client_gone", true)]);
-                }
+                server.set([KeyValue::new("mcp_sentinel.client_gone", true)]);
                 None
             }
             _ => None,
@@ -632,7 +676,7 @@ mod tests {
             ] {
                 let psc = parent.span().span_context().clone();
                 let what = format!("{kind:?} {ratio}, parent {psc:?}");
-                let ours = o.span(parent.clone(), SpanKind::Server, SystemTime::now());
+                let ours = o.span(parent.clone(), SpanKind::Server, Instant::now());
                 let theirs = sdk.build_with_context(sdk.span_builder("mcp"), &parent);
                 let tsc = opentelemetry::trace::Span::span_context(&theirs).clone();
                 // A new trace at 0.5 gets a random id, ours and the SDK's each their own.
@@ -650,7 +694,8 @@ mod tests {
                 if psc.is_valid() {
                     assert_eq!(ours.sc.trace_id(), psc.trace_id(), "{what}");
                 }
-                if let (true, Some((d, _))) = (decided, &ours.record.record) {
+                if let (true, Some(r)) = (decided, &ours.record.record) {
+                    let d = &r.data;
                     let t = theirs.exported_data().unwrap();
                     assert_eq!(d.parent_span_id, t.parent_span_id, "{what}");
                     assert_eq!(d.parent_span_is_remote, t.parent_span_is_remote, "{what}");
@@ -703,18 +748,18 @@ mod tests {
                 }
                 let what = format!("ratio {ratio}, headers {set:?}");
                 let theirs = sdk_extract(&incoming);
-                let parent = o.parent(&incoming, None);
+                let mut out = incoming.clone();
+                out.insert("x-other", "kept".parse().unwrap());
+                let parent = o.parent(&mut out, None);
                 assert_eq!(
                     parent.span().span_context(),
                     theirs.span().span_context(),
                     "{what}"
                 );
                 assert_eq!(pairs(&parent), pairs(&theirs), "{what}");
-                let server = o.span(parent, SpanKind::Server, SystemTime::now());
+                let server = o.span(parent, SpanKind::Server, Instant::now());
                 let child = o.child(&server, "up".into(), SpanKind::Client, SystemTime::now());
                 assert_eq!(child.span_context().is_some(), server.recording(), "{what}");
-                let mut out = incoming.clone();
-                out.insert("x-other", "kept".parse().unwrap());
                 o.inject(&server, Some(&child), &mut out);
                 let shown = child.span_context().unwrap_or(&server.sc).clone();
                 let mut expected = sdk_headers(&theirs.with_remote_span_context(shown));
@@ -744,15 +789,11 @@ mod tests {
         let mut incoming = http::HeaderMap::new();
         incoming.insert(TRACEPARENT, tp("01").parse().unwrap());
         incoming.insert(BAGGAGE, "user=alice".parse().unwrap());
-        let server = o.span(
-            o.parent(&incoming, None),
-            SpanKind::Server,
-            SystemTime::now(),
-        );
+        let mut out = incoming.clone();
+        let server = o.span(o.parent(&mut out, None), SpanKind::Server, Instant::now());
         assert!(!server.recording());
         assert_eq!(server.upstream_traceparent(None), None);
         let child = o.child(&server, "up".into(), SpanKind::Client, SystemTime::now());
-        let mut out = incoming.clone();
         o.inject(&server, Some(&child), &mut out);
         assert_eq!(
             written(&out),

@@ -31,7 +31,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method as HttpMethod, Response};
@@ -350,14 +350,13 @@ impl Pipeline {
         if let Some(a) = &self.audit {
             guard.audit(a.clone(), audit::begin(&ctx));
         }
-        // Tracing on: the wall clock the spans start at, and each check's time.
-        let wall = self.otel.is_some().then(SystemTime::now);
-        let mut times = Vec::with_capacity(if wall.is_some() { self.checks.len() } else { 0 });
+        // Tracing on: each check's time.
+        let mut times = trace::CheckTimes::default();
         let checked = self.check(&mut ctx, &mut times).await;
         guard.set_op(op_of(&ctx, &self.mcp_path));
-        if let (Some(otel), Some(wall)) = (&self.otel, wall) {
+        if let Some(otel) = &self.otel {
             let refused = checked.as_ref().err().map(|(stage, d)| (*stage, d));
-            let spans = trace::start(otel, &mut ctx, wall, &times, refused);
+            let spans = trace::start(otel, &mut ctx, &times, refused);
             if let Some(d) = guard.draft() {
                 let (trace_id, span_id) = spans.server.ids();
                 d.trace_id = Some(trace_id.to_string());
@@ -386,7 +385,7 @@ impl Pipeline {
     async fn check(
         &self,
         ctx: &mut Ctx,
-        times: &mut Vec<trace::CheckTime>,
+        times: &mut trace::CheckTimes,
     ) -> Result<(), (&'static str, Denial)> {
         // One clock read per check: each check ends where the next begins.
         let mut start = ctx.started;
@@ -396,11 +395,7 @@ impl Pipeline {
             let end = Instant::now();
             self.durations[i].observe((end - start).as_secs_f64());
             if self.otel.is_some() {
-                times.push(trace::CheckTime {
-                    name: check.name(),
-                    start,
-                    end,
-                });
+                times.note(check.name(), start, end);
             }
             start = end;
             result.map_err(|denial| (check.name(), denial))?;

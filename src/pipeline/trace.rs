@@ -15,20 +15,31 @@ use crate::denial::Denial;
 use crate::mcp::{Envelope, Target};
 use crate::otel::{Otel, RequestTrace};
 
-/// When a check ran, noted only with tracing on.
-pub struct CheckTime {
-    pub name: &'static str,
-    pub start: Instant,
-    pub end: Instant,
-}
-
 /// The checks that get a span of their own, and its name.
-fn child_name(check: &str) -> Option<&'static str> {
-    match check {
-        "authenticate" => Some("authenticate"),
-        "authorize" => Some("authorize"),
-        "ratelimit" => Some("rate_limit"),
-        _ => None,
+const CHILDREN: [(&str, &str); 3] = [
+    ("authenticate", "authenticate"),
+    ("authorize", "authorize"),
+    ("ratelimit", "rate_limit"),
+];
+
+/// When the checks that get a span of their own ran, noted only with tracing on (no
+/// allocation: one slot per such check).
+#[derive(Default)]
+pub struct CheckTimes([Option<(Instant, Instant)>; CHILDREN.len()]);
+
+impl CheckTimes {
+    pub fn note(&mut self, check: &str, start: Instant, end: Instant) {
+        if let Some(i) = CHILDREN.iter().position(|(c, _)| *c == check) {
+            self.0[i] = Some((start, end));
+        }
+    }
+
+    /// Each timed check: its name, its span's name, when it ran.
+    fn iter(&self) -> impl Iterator<Item = (&'static str, &'static str, Instant, Instant)> + '_ {
+        CHILDREN
+            .iter()
+            .zip(&self.0)
+            .filter_map(|((check, span), t)| t.map(|(s, e)| (*check, *span, s, e)))
     }
 }
 
@@ -37,40 +48,38 @@ fn child_name(check: &str) -> Option<&'static str> {
 pub fn start(
     otel: &Otel,
     ctx: &mut Ctx,
-    wall: SystemTime,
-    checks: &[CheckTime],
+    checks: &CheckTimes,
     refused: Option<(&'static str, &Denial)>,
 ) -> RequestTrace {
     ctx.trace_meta = single(ctx).and_then(|_| crate::otel::meta::read(&ctx.body));
-    let parent = otel.parent(&ctx.parts.headers, ctx.trace_meta.as_ref());
-    let at = |t: Instant| wall + t.saturating_duration_since(ctx.started);
-    // Named once the sampler kept it: a dropped span costs no name.
-    let mut server = otel.span(parent, SpanKind::Server, wall);
-    if server.recording() {
-        server.rename(span_name(ctx));
+    let parent = otel.parent(&mut ctx.parts.headers, ctx.trace_meta.as_ref());
+    // Named once the sampler kept it: a dropped span costs no name (nor a clock read).
+    let mut server = otel.span(parent, SpanKind::Server, ctx.started);
+    let mut call = Vec::new();
+    let mut name = Cow::Borrowed("");
+    if let Some(wall) = server.start_time() {
+        let at = |t: Instant| wall + t.saturating_duration_since(ctx.started);
+        name = span_name(ctx);
+        call = call_attributes(ctx);
+        server.rename(name.clone());
+        server.set(call.iter().cloned());
         server.set(server_attributes(ctx));
-        for c in checks {
-            let Some(name) = child_name(c.name) else {
-                continue;
-            };
-            let mut child = otel.child(
-                &server,
-                Cow::Borrowed(name),
-                SpanKind::Internal,
-                at(c.start),
-            );
-            child.set(check_attributes(ctx, c.name));
+        for (check, span, start, end) in checks.iter() {
+            let mut child = otel.child(&server, Cow::Borrowed(span), SpanKind::Internal, at(start));
+            child.set(check_attributes(ctx, check));
             if let Some((stage, denial)) = refused
-                && stage == c.name
+                && stage == check
             {
                 child.fail(denial.reason.as_str(), describe(denial));
             }
-            child.end_at(at(c.end));
+            child.end_at(at(end));
         }
     }
     RequestTrace {
         server,
         upstream: None,
+        call_name: name,
+        call_attributes: call,
     }
 }
 
@@ -92,8 +101,9 @@ fn describe(denial: &Denial) -> String {
 pub fn upstream(otel: &Otel, trace: &mut RequestTrace, ctx: &mut Ctx) {
     let server = &trace.server;
     let span = server.recording().then(|| {
-        let mut span = otel.child(server, span_name(ctx), SpanKind::Client, SystemTime::now());
-        span.set(call_attributes(ctx));
+        let name = std::mem::take(&mut trace.call_name);
+        let mut span = otel.child(server, name, SpanKind::Client, SystemTime::now());
+        span.set(std::mem::take(&mut trace.call_attributes));
         span.set([KeyValue::new("network.transport", "tcp")]);
         span
     });
@@ -154,26 +164,26 @@ fn call_attributes(ctx: &Ctx) -> Vec<KeyValue> {
         a.push(KeyValue::new("mcp.method.name", method_value(m)));
     }
     if let Some(id) = &msg.id {
-        // A string id without its quotes; a number as written.
-        let raw = id.get();
-        let id = serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string());
-        a.push(KeyValue::new("jsonrpc.request.id", id));
+        a.push(KeyValue::new(
+            "jsonrpc.request.id",
+            shared(request_id(id.get())),
+        ));
     }
     // `jsonrpc.protocol.version` is left out: the conventions ask for it only when it is
     // not "2.0", and nothing else passes the parse.
     if let Some(v) = ctx.version.as_ref().or(msg.meta_version.as_ref()) {
-        a.push(KeyValue::new("mcp.protocol.version", v.clone()));
+        a.push(KeyValue::new("mcp.protocol.version", shared(v)));
     }
     match &msg.target {
         Target::Tool(n) => {
-            a.push(KeyValue::new("gen_ai.tool.name", n.clone()));
+            a.push(KeyValue::new("gen_ai.tool.name", shared(n)));
             a.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
         }
         Target::Prompt(n) | Target::CompletionPrompt(n) => {
-            a.push(KeyValue::new("gen_ai.prompt.name", n.clone()));
+            a.push(KeyValue::new("gen_ai.prompt.name", shared(n)));
         }
         Target::Resource(u) | Target::CompletionResource(u) => {
-            a.push(KeyValue::new("mcp.resource.uri", u.clone()));
+            a.push(KeyValue::new("mcp.resource.uri", shared(u)));
         }
         // A task id is a handle the caller holds, like a session id: not put in a span.
         Target::Task(_) | Target::None | Target::Subscriptions(_) => {}
@@ -181,12 +191,34 @@ fn call_attributes(ctx: &Ctx) -> Vec<KeyValue> {
     a
 }
 
+/// A string attribute value the server span and the upstream call's span share: cloned by a
+/// reference count, not a copy.
+fn shared(s: impl AsRef<str>) -> opentelemetry::Value {
+    opentelemetry::StringValue::from(std::sync::Arc::<str>::from(s.as_ref())).into()
+}
+
+/// A JSON-RPC id as the attribute holds it: a string without its quotes (escapes read), a
+/// number as written. No parse for the usual plain string or number.
+fn request_id(raw: &str) -> String {
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(plain) if !plain.contains('\\') => plain.to_owned(),
+        Some(_) => serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_owned()),
+        None => raw.to_owned(),
+    }
+}
+
+/// The server span's own attributes (beside the call's).
 fn server_attributes(ctx: &Ctx) -> Vec<KeyValue> {
-    let mut a = call_attributes(ctx);
+    let mut a = Vec::with_capacity(5);
     if let Some(s) = super::audit::session_hash(ctx) {
         a.push(KeyValue::new("mcp.session.id", s));
     }
-    a.push(KeyValue::new("client.address", ctx.peer.ip().to_string()));
+    // The peer's address as the proxy headers carry it (an IP's text form).
+    let address = ctx
+        .peer_ip
+        .to_str()
+        .map_or_else(|_| ctx.peer.ip().to_string(), str::to_owned);
+    a.push(KeyValue::new("client.address", address));
     a.push(KeyValue::new("client.port", i64::from(ctx.peer.port())));
     a.push(KeyValue::new("network.transport", "tcp"));
     a.push(KeyValue::new("network.protocol.name", "http"));
@@ -227,5 +259,24 @@ fn check_attributes(ctx: &Ctx, check: &str) -> Vec<KeyValue> {
             })
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_is_the_string_read_or_the_number_as_written() {
+        for (raw, id) in [
+            ("7", "7"),
+            ("-1.5e3", "-1.5e3"),
+            (r#""req-1""#, "req-1"),
+            (r#""""#, ""),
+            (r#""a\"b""#, "a\"b"),
+            (r#""\u00e9t\u00e9""#, "été"),
+        ] {
+            assert_eq!(request_id(raw), id, "{raw}");
+        }
     }
 }
