@@ -26,12 +26,7 @@ async fn pins_of(up: &ShiftyUpstream) -> String {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = common::process::stdout_of(out);
     // Every definition the upstream lists, pinned as the sentinel fingerprints it.
     let set = PinSet::parse(&text).unwrap();
     let c = up.catalog.lock().unwrap();

@@ -273,13 +273,7 @@ async fn the_stdio_front_writes_only_what_the_filter_read() {
         let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
             .await
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
+        common::process::stdout_of(out)
             .lines()
             .map(str::to_owned)
             .collect::<Vec<_>>()

@@ -210,25 +210,21 @@ fn edit_event(
             .iter()
             .any(|n| name_is(l, n))
     };
+    let spec_only = matches!(edit, Edit::Keep) && bare_cr(event, sep);
     match edit {
-        // A bare CR ends a line here, as the SSE spec says, but not for a reader that cuts
-        // lines at LF only (Go's `bufio.Scanner`, which the Go SDK reads events with): to it
-        // the rest of the line is more data, and an event ending in CRs runs on into the next.
-        // Written again with LF, and only the fields the spec names: every reader then gets
-        // the event the edit saw.
-        Edit::Keep if bare_cr(event, sep) => {
+        // Written again line by line, each ended with LF:
+        // - lines some client cuts in two are left out (`whole`);
+        // - a bare CR ends a line here, as the SSE spec says, but not for a reader that cuts
+        //   lines at LF only (Go's `bufio.Scanner`, which the Go SDK reads events with): to it
+        //   the rest of the line is more data, and an event ending in CRs runs on into the
+        //   next. Such an event keeps only the fields the spec names, so every reader gets the
+        //   event the edit saw.
+        Edit::Keep if spec_only || !sse::lines(event).all(|l| whole(&l)) => {
             let start = out.len();
-            for line in sse::lines(event).filter(spec_field).filter(whole) {
-                out.extend_from_slice(line);
-                out.push(b'\n');
-            }
-            if out.len() > start {
-                out.push(b'\n');
-            }
-        }
-        Edit::Keep if !sse::lines(event).all(|l| whole(&l)) => {
-            let start = out.len();
-            for line in sse::lines(event).filter(whole) {
+            for line in sse::lines(event)
+                .filter(|l| !spec_only || spec_field(l))
+                .filter(whole)
+            {
                 out.extend_from_slice(line);
                 out.push(b'\n');
             }
